@@ -1,0 +1,4 @@
+//! onair: a live audio/video relay.
+#![deny(missing_docs)]
+
+pub mod protocol;
