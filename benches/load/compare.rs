@@ -1,0 +1,830 @@
+//! The side-by-side run: start onair (release) and a real Icecast 2, push the same stamped
+//! stream to both, step the number of listeners, and record what each server costs and
+//! delivers. Every process started here is stopped at the end, on error, and on a signal.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::client::Report;
+use crate::hist::Hist;
+use crate::procs;
+use crate::report::{self, Machine, Results, Step};
+use crate::source::{Feed, Source, Target};
+use crate::wire;
+
+/// Listeners per load-client process (the open-file limit here is 20 000 per process).
+const PER_CLIENT: usize = 10_000;
+/// Time after the last listener connected before counting starts.
+const SETTLE: Duration = Duration::from_secs(3);
+const KEY: &str = "bench-key-0123456789";
+const ICECAST_PASSWORD: &str = "bench-source-pw";
+
+/// What to run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Options {
+    /// Smoke-check sizes and times.
+    pub quick: bool,
+    /// Output folder.
+    pub out: PathBuf,
+    /// The onair release binary.
+    pub onair: PathBuf,
+    /// Seconds each step holds its listeners.
+    pub hold_s: u64,
+    /// Listener counts for the 128 kbit/s stream.
+    pub steps: Vec<usize>,
+    /// Further counts tried while a server holds (no loss, p99 under a second).
+    pub further: Vec<usize>,
+    /// Listeners of the stalled scenario (10 % of them stall).
+    pub stall_listeners: usize,
+    /// Listener counts for the 4 Mbit/s stream.
+    pub video_steps: Vec<usize>,
+    /// Seconds each video step holds.
+    pub video_hold_s: u64,
+    /// onair's `send_window_ms` (None: its default).
+    pub send_window_ms: Option<u64>,
+    /// Servers to run.
+    pub servers: Vec<Kind>,
+    /// Scenarios to run.
+    pub scenarios: Vec<String>,
+}
+
+/// Which server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// onair.
+    Onair,
+    /// Icecast 2.
+    Icecast,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Onair => "onair",
+            Kind::Icecast => "icecast",
+        }
+    }
+}
+
+/// A server under test.
+struct Server {
+    kind: Kind,
+    port: u16,
+    /// The process whose CPU and memory we measure.
+    pid: i32,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn listen_path(&self, video: bool) -> &'static str {
+        match (self.kind, video) {
+            (Kind::Onair, false) => "/listen/bench",
+            (Kind::Onair, true) => "/listen/video",
+            (Kind::Icecast, false) => "/bench.ogg",
+            (Kind::Icecast, true) => "/video.ogg",
+        }
+    }
+
+    fn target(&self, video: bool) -> Target {
+        match self.kind {
+            Kind::Onair => Target::Onair {
+                addr: self.addr(),
+                stream: if video { "video" } else { "bench" }.into(),
+                key: KEY.into(),
+            },
+            Kind::Icecast => Target::Icecast {
+                addr: self.addr(),
+                mount: self.listen_path(video).into(),
+                password: ICECAST_PASSWORD.into(),
+            },
+        }
+    }
+
+    fn cpu(&self) -> f64 {
+        procs::cpu_seconds(self.pid).unwrap_or(f64::NAN)
+    }
+
+    fn rss(&self) -> u64 {
+        procs::rss_bytes(self.pid).unwrap_or(0)
+    }
+
+    /// Listeners the server itself counts on the stream.
+    fn listeners(&self, video: bool) -> Option<u64> {
+        let (path, name) = match self.kind {
+            Kind::Onair => ("/api/streams", if video { "video" } else { "bench" }),
+            Kind::Icecast => ("/status-json.xsl", self.listen_path(video)),
+        };
+        let body = http_get(self.addr(), path).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        match self.kind {
+            Kind::Onair => json["streams"].as_array()?.iter().find(|s| s["name"] == name)?
+                ["listeners"]
+                .as_u64(),
+            Kind::Icecast => {
+                let sources = &json["icestats"]["source"];
+                let list = match sources {
+                    serde_json::Value::Array(a) => a.clone(),
+                    other => vec![other.clone()],
+                };
+                list.iter().find(|s| s["listenurl"].as_str().is_some_and(|u| u.ends_with(name)))?
+                    ["listeners"]
+                    .as_u64()
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        procs::signal(self.pid, libc::SIGTERM);
+        procs::stop_child(&mut self.child, Duration::from_secs(8));
+        procs::untrack(self.pid);
+        if self.kind == Kind::Icecast {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{what} exited at start: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on port {port} within 15 s")
+}
+
+fn start_onair(opts: &Options, cores: Option<&str>) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let dir = opts.out.join("onair");
+    std::fs::create_dir_all(&dir)?;
+    let window = opts.send_window_ms.map(|w| format!("send_window_ms = {w}\n")).unwrap_or_default();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\nmax_connections = 40000\n{window}\
+         [[streams]]\nname = \"bench\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n\
+         [[streams]]\nname = \"video\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n"
+    );
+    let path = dir.join("onair.toml");
+    std::fs::write(&path, config)?;
+    let log = std::fs::File::create(dir.join("onair.log"))?;
+    let bin = opts.onair.to_str().context("onair path is not UTF-8")?;
+    let mut child = procs::command(bin, cores)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", std::env::var("ONAIR_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {bin} (run `cargo build --release` first)"))?;
+    let pid = child.id() as i32;
+    procs::track(pid);
+    wait_for_port(port, &mut child, "onair")?;
+    Ok(Server { kind: Kind::Onair, port, pid, child, dir })
+}
+
+const ICECAST_USER: &str = "icecast2";
+
+/// Icecast's configuration: our limits, everything else as Debian ships it.
+fn icecast_config(port: u16, dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        r#"<icecast>
+  <location>onair bench</location>
+  <admin>bench@localhost</admin>
+  <limits>
+    <!-- every listener of the largest step, plus sources -->
+    <clients>40000</clients>
+    <sources>4</sources>
+    <!-- 4 MiB instead of 512 KiB: a lagging listener is kicked only after minutes, so a
+         step measures latency instead of kicks (the stalled scenario shows both) -->
+    <queue-size>4194304</queue-size>
+    <client-timeout>30</client-timeout>
+    <header-timeout>15</header-timeout>
+    <source-timeout>10</source-timeout>
+    <!-- Debian's defaults: a 64 KiB burst to each new listener -->
+    <burst-on-connect>1</burst-on-connect>
+    <burst-size>65535</burst-size>
+  </limits>
+  <authentication>
+    <source-password>{ICECAST_PASSWORD}</source-password>
+    <admin-user>admin</admin-user>
+    <admin-password>bench-admin-pw</admin-password>
+  </authentication>
+  <hostname>127.0.0.1</hostname>
+  <listen-socket>
+    <port>{port}</port>
+    <bind-address>127.0.0.1</bind-address>
+  </listen-socket>
+  <fileserve>1</fileserve>
+  <paths>
+    <basedir>/usr/share/icecast2</basedir>
+    <logdir>{dir}</logdir>
+    <webroot>/usr/share/icecast2/web</webroot>
+    <adminroot>/usr/share/icecast2/admin</adminroot>
+    <pidfile>{dir}/icecast.pid</pidfile>
+  </paths>
+  <logging>
+    <accesslog>access.log</accesslog>
+    <errorlog>error.log</errorlog>
+    <loglevel>2</loglevel>
+  </logging>
+  <security><chroot>0</chroot></security>
+</icecast>
+"#
+    )
+}
+
+fn start_icecast(cores: Option<&str>) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    // Icecast refuses to run as root: its own user needs a folder it owns.
+    let dir = std::env::temp_dir().join(format!("onair-bench-icecast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("icecast.xml"), icecast_config(port, &dir))?;
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{ICECAST_USER}:")])
+        .arg(&dir)
+        .status()?;
+    anyhow::ensure!(status.success(), "chown {} failed (the bench runs as root)", dir.display());
+    let mut child = procs::command("runuser", cores)
+        .args(["-u", ICECAST_USER, "--", "icecast2", "-c"])
+        .arg(dir.join("icecast.xml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting icecast2 with runuser (install icecast2; run as root)")?;
+    procs::track(child.id() as i32);
+    let pidfile = dir.join("icecast.pid");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let pid = loop {
+        if let Some(pid) =
+            std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("icecast2 wrote no pid file in {}", dir.display());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("icecast2 exited at start: {status} (see {}/error.log)", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    procs::track(pid);
+    wait_for_port(port, &mut child, "icecast2")?;
+    Ok(Server { kind: Kind::Icecast, port, pid, child, dir })
+}
+
+/// One load-client process.
+struct ClientProc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    listeners: usize,
+}
+
+impl ClientProc {
+    fn send(&mut self, cmd: &str) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    fn recv(&mut self, limit: Duration) -> anyhow::Result<serde_json::Value> {
+        let line = self.lines.recv_timeout(limit).context("load client did not answer")?;
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    fn cpu(&self) -> f64 {
+        procs::cpu_seconds(self.child.id() as i32).unwrap_or(0.0)
+    }
+}
+
+/// The load clients attached to one server.
+struct Clients {
+    procs: Vec<ClientProc>,
+    addr: SocketAddrV4,
+    path: String,
+    proto: &'static str,
+    cores: Option<String>,
+    rcvlowat: usize,
+}
+
+impl Clients {
+    fn new(server: &Server, video: bool, cores: Option<String>) -> Self {
+        let SocketAddr::V4(addr) = server.addr() else { unreachable!("we bind IPv4") };
+        Clients {
+            procs: Vec::new(),
+            addr,
+            path: server.listen_path(video).to_owned(),
+            proto: if server.kind == Kind::Onair { "ws" } else { "http" },
+            cores,
+            rcvlowat: if video { 128 << 10 } else { 16 << 10 },
+        }
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe()?;
+        let exe = exe.to_str().context("exe path is not UTF-8")?;
+        // Each process has its own source address, so each has the whole port range.
+        let bind = Ipv4Addr::new(127, 0, 0, 11 + self.procs.len() as u8);
+        let mut child = procs::command(exe, self.cores.as_deref())
+            .args(["client", "--addr", &self.addr.to_string(), "--bind", &bind.to_string()])
+            .args(["--proto", self.proto, "--path", &self.path])
+            .args(["--rcvlowat", &self.rcvlowat.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        procs::track(child.id() as i32);
+        let stdin = child.stdin.take().context("client stdin")?;
+        let stdout = child.stdout.take().context("client stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.procs.push(ClientProc { child, stdin, lines, listeners: 0 });
+        Ok(())
+    }
+
+    fn listeners(&self) -> usize {
+        self.procs.iter().map(|p| p.listeners).sum()
+    }
+
+    /// Opens listeners until there are `n`; returns (streaming, seconds it took).
+    fn grow_to(&mut self, n: usize, stall_every: usize, limit: Duration) -> anyhow::Result<u64> {
+        let mut orders = Vec::new();
+        let mut missing = n.saturating_sub(self.listeners());
+        let mut i = 0;
+        while missing > 0 {
+            if i == self.procs.len() {
+                self.spawn()?;
+            }
+            let room = PER_CLIENT - self.procs[i].listeners;
+            let add = room.min(missing);
+            if add > 0 {
+                orders.push((i, add));
+                missing -= add;
+            }
+            i += 1;
+        }
+        for &(i, add) in &orders {
+            let p = &mut self.procs[i];
+            p.send(&format!("add {add} {stall_every} {}", limit.as_millis()))?;
+            p.listeners += add;
+        }
+        for (i, p) in self.procs.iter_mut().enumerate() {
+            if orders.iter().any(|&(j, _)| j == i) {
+                p.recv(limit + Duration::from_secs(10))?;
+            }
+        }
+        let mut streaming = 0;
+        for p in &mut self.procs {
+            p.send("status")?;
+            streaming += p.recv(Duration::from_secs(60))?["streaming"].as_u64().unwrap_or(0);
+        }
+        Ok(streaming)
+    }
+
+    fn broadcast(&mut self, cmd: &str) -> anyhow::Result<()> {
+        for p in &mut self.procs {
+            p.send(cmd)?;
+        }
+        for p in &mut self.procs {
+            p.recv(Duration::from_secs(60))?;
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, until: u64) -> anyhow::Result<Vec<Report>> {
+        for p in &mut self.procs {
+            p.send(&format!("report {until}"))?;
+        }
+        let mut out = Vec::new();
+        for p in &mut self.procs {
+            out.push(serde_json::from_value(p.recv(Duration::from_secs(60))?)?);
+        }
+        Ok(out)
+    }
+
+    fn cpu(&self) -> f64 {
+        self.procs.iter().map(ClientProc::cpu).sum()
+    }
+
+    fn quit(mut self) {
+        for p in &mut self.procs {
+            let _ = p.send("quit");
+        }
+        for p in &mut self.procs {
+            procs::stop_child(&mut p.child, Duration::from_secs(10));
+        }
+    }
+}
+
+/// Pins: the server on core 0, the load clients on the other cores.
+struct Pinning {
+    server: Option<String>,
+    clients: Option<String>,
+}
+
+fn pinning() -> Pinning {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return Pinning { server: None, clients: None };
+    }
+    Pinning { server: Some("0".into()), clients: Some(format!("1-{}", cores - 1)) }
+}
+
+/// A step's measurement window.
+struct Window {
+    t0: Instant,
+    server_cpu: f64,
+    client_cpu: f64,
+    self_cpu: f64,
+    busy: f64,
+}
+
+impl Window {
+    fn open(server: &Server, clients: &Clients) -> Window {
+        Window {
+            t0: Instant::now(),
+            server_cpu: server.cpu(),
+            client_cpu: clients.cpu(),
+            self_cpu: procs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0),
+            busy: procs::machine_busy_seconds(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    scenario: &str,
+    server: &Server,
+    clients: &mut Clients,
+    source: &Source,
+    n: usize,
+    hold: Duration,
+    rss_base: u64,
+    stall: bool,
+    feed: Feed,
+    connect_s: f64,
+    tail: Duration,
+) -> anyhow::Result<Step> {
+    let s0 = source.newest().context("source sent nothing")? + 1;
+    let stride = (n / 200).max(1);
+    clients.broadcast(&format!("reset {s0} {stride}"))?;
+    if stall {
+        clients.broadcast("stall")?;
+    }
+    let late0 = source.late.load(std::sync::atomic::Ordering::Relaxed);
+    source.late_max_us.store(0, std::sync::atomic::Ordering::Relaxed);
+    let w = Window::open(server, clients);
+    std::thread::sleep(hold);
+    let s1 = source.newest().context("source stopped")?;
+    let secs = w.t0.elapsed().as_secs_f64();
+    let server_cpu = server.cpu() - w.server_cpu;
+    let client_cpu = clients.cpu() - w.client_cpu;
+    let self_cpu = procs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0) - w.self_cpu;
+    let busy = procs::machine_busy_seconds() - w.busy;
+    let rss = server.rss();
+    // Frames sent just before the end may still be in the server's send window.
+    std::thread::sleep(tail);
+    let server_listeners = server.listeners(feed.video);
+    let reports = clients.report(s1)?;
+    let late = source.late.load(std::sync::atomic::Ordering::Relaxed) - late0;
+    Ok(report::step(report::StepInput {
+        scenario,
+        server: server.kind.name(),
+        n,
+        reports: &reports,
+        expected_frames: s1 + 1 - s0,
+        secs,
+        server_cpu,
+        client_cpu,
+        others_cpu: (busy - server_cpu - client_cpu - self_cpu).max(0.0),
+        rss,
+        rss_base,
+        connect_s,
+        source_late: late,
+        source_late_max_ms: source.late_max_us.load(std::sync::atomic::Ordering::Relaxed) as f64
+            / 1000.0,
+        server_listeners,
+    }))
+}
+
+fn healthy(step: &Step) -> bool {
+    step.listeners_lost == 0
+        && step.listeners_behind == 0
+        && step.connected >= step.n as u64
+        && step.p99_ms < 1_000.0
+}
+
+fn audio_scenario(
+    opts: &Options,
+    server: &Server,
+    source: &Source,
+    pin: &Pinning,
+) -> anyhow::Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    let mut clients = Clients::new(server, false, pin.clients.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_base = server.rss();
+    let hold = Duration::from_secs(opts.hold_s);
+    let mut counts = opts.steps.clone();
+    let further = opts.further.clone();
+    let mut extra = further.into_iter();
+    let mut i = 0;
+    loop {
+        let Some(&n) = counts.get(i) else {
+            // Further only while the server holds.
+            match (steps.last(), extra.next()) {
+                (Some(last), Some(n)) if healthy(last) => {
+                    counts.push(n);
+                    continue;
+                }
+                _ => break,
+            }
+        };
+        i += 1;
+        let t = Instant::now();
+        let limit = Duration::from_secs(if opts.quick { 30 } else { 120 });
+        eprintln!("[{}] {n} listeners: connecting", server.kind.name());
+        let connected = clients.grow_to(n, 0, limit)?;
+        let connect_s = t.elapsed().as_secs_f64();
+        eprintln!(
+            "[{}] {n} listeners: {connected} streaming after {connect_s:.1} s; holding {} s",
+            server.kind.name(),
+            hold.as_secs()
+        );
+        std::thread::sleep(SETTLE);
+        let tail = Duration::from_millis(500 + opts.send_window_ms.unwrap_or(0) * 2);
+        let step = measure(
+            "audio",
+            server,
+            &mut clients,
+            source,
+            n,
+            hold,
+            rss_base,
+            false,
+            Feed::AUDIO,
+            connect_s,
+            tail,
+        )?;
+        eprintln!("{}", report::one_line(&step));
+        let stop = step.connected * 2 < n as u64;
+        steps.push(step);
+        if stop {
+            eprintln!("[{}] fewer than half connected: stopping here", server.kind.name());
+            break;
+        }
+    }
+    clients.quit();
+    Ok(steps)
+}
+
+fn stall_scenario(
+    opts: &Options,
+    server: &Server,
+    source: &Source,
+    pin: &Pinning,
+) -> anyhow::Result<Step> {
+    let mut clients = Clients::new(server, false, pin.clients.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_base = server.rss();
+    let n = opts.stall_listeners;
+    let t = Instant::now();
+    eprintln!("[{}] stalled scenario: {n} listeners, every 10th stops reading", server.kind.name());
+    let connected = clients.grow_to(n, 10, Duration::from_secs(120))?;
+    let connect_s = t.elapsed().as_secs_f64();
+    eprintln!("[{}] {connected} streaming after {connect_s:.1} s", server.kind.name());
+    std::thread::sleep(SETTLE);
+    let tail = Duration::from_millis(500 + opts.send_window_ms.unwrap_or(0) * 2);
+    let hold = Duration::from_secs(opts.hold_s);
+    let step = measure(
+        "stalled",
+        server,
+        &mut clients,
+        source,
+        n,
+        hold,
+        rss_base,
+        true,
+        Feed::AUDIO,
+        connect_s,
+        tail,
+    )?;
+    eprintln!("{}", report::one_line(&step));
+    clients.quit();
+    Ok(step)
+}
+
+fn video_scenario(opts: &Options, server: &Server, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
+    let start = wire::mono_ns() + 200_000_000;
+    let source = Source::start(server.target(true), Feed::VIDEO, start)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut clients = Clients::new(server, true, pin.clients.clone());
+    let rss_base = server.rss();
+    let hold = Duration::from_secs(opts.video_hold_s);
+    let mut steps = Vec::new();
+    for &n in &opts.video_steps {
+        let t = Instant::now();
+        let connected = clients.grow_to(n, 0, Duration::from_secs(60))?;
+        let connect_s = t.elapsed().as_secs_f64();
+        eprintln!("[{}] video: {connected} streaming; holding", server.kind.name());
+        std::thread::sleep(Duration::from_secs(2));
+        let tail = Duration::from_millis(800 + opts.send_window_ms.unwrap_or(0) * 2);
+        let step = measure(
+            "video",
+            server,
+            &mut clients,
+            &source,
+            n,
+            hold,
+            rss_base,
+            false,
+            Feed::VIDEO,
+            connect_s,
+            tail,
+        )?;
+        eprintln!("{}", report::one_line(&step));
+        let ok = healthy(&step) && step.p99_ms < 500.0;
+        steps.push(step);
+        if !ok {
+            break;
+        }
+    }
+    clients.quit();
+    source.stop();
+    Ok(steps)
+}
+
+/// Loopback TCP throughput on this machine now: one connection, 128 KiB writes from core 0,
+/// 256 KiB reads on core 1, for `secs`.
+fn loopback_gbps(secs: f64) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> anyhow::Result<(u64, f64)> {
+        procs::pin_thread(1);
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 256 << 10];
+        let t = Instant::now();
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        Ok((total, t.elapsed().as_secs_f64()))
+    });
+    procs::pin_thread(0);
+    let mut s = TcpStream::connect(addr)?;
+    let chunk = vec![7u8; 128 << 10];
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < secs {
+        s.write_all(&chunk)?;
+    }
+    drop(s);
+    // Back to every core for the rest of the run.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for c in 0..cores {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    let (bytes, elapsed) = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    Ok(bytes as f64 * 8.0 / elapsed / 1e9)
+}
+
+/// Runs everything and writes the results.
+///
+/// # Errors
+/// When a server or a client cannot be started or stops answering.
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    procs::install_signal_handlers();
+    std::fs::create_dir_all(&opts.out)?;
+    let started = Instant::now();
+    let machine = Machine::probe();
+    eprintln!("machine: {}", machine.summary());
+    let pin = pinning();
+    let mut results = Results {
+        machine,
+        options: serde_json::to_value(opts)?,
+        audio: Vec::new(),
+        stalled: Vec::new(),
+        video: Vec::new(),
+        loopback_gbps: None,
+        duration_s: 0.0,
+        notes: Vec::new(),
+    };
+    let mut servers = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for &kind in &opts.servers {
+            let server = match kind {
+                Kind::Onair => start_onair(opts, pin.server.as_deref())?,
+                Kind::Icecast => start_icecast(pin.server.as_deref())?,
+            };
+            eprintln!("started {} (pid {}) on port {}", kind.name(), server.pid, server.port);
+            servers.push(server);
+        }
+        let start = wire::mono_ns() + 300_000_000;
+        let mut sources = Vec::new();
+        for server in &servers {
+            sources.push(Source::start(server.target(false), Feed::AUDIO, start)?);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let has = |s: &str| opts.scenarios.iter().any(|x| x == s);
+        if has("audio") {
+            for (server, source) in servers.iter().zip(&sources) {
+                results.audio.extend(audio_scenario(opts, server, source, &pin)?);
+                write_outputs(opts, &mut results, started)?;
+            }
+        }
+        if has("stalled") {
+            for (server, source) in servers.iter().zip(&sources) {
+                results.stalled.push(stall_scenario(opts, server, source, &pin)?);
+                write_outputs(opts, &mut results, started)?;
+            }
+        }
+        for source in sources {
+            source.stop();
+        }
+        if has("video") {
+            results.loopback_gbps = Some(loopback_gbps(if opts.quick { 1.0 } else { 3.0 })?);
+            for server in &servers {
+                results.video.extend(video_scenario(opts, server, &pin)?);
+                write_outputs(opts, &mut results, started)?;
+            }
+        }
+        Ok(())
+    })();
+    for server in servers {
+        server.stop();
+    }
+    if let Err(err) = &result {
+        results.notes.push(format!("run aborted: {err:#}"));
+    }
+    write_outputs(opts, &mut results, started)?;
+    println!("{}", report::markdown(&results));
+    eprintln!("results: {}", opts.out.display());
+    result
+}
+
+fn write_outputs(opts: &Options, results: &mut Results, started: Instant) -> anyhow::Result<()> {
+    results.duration_s = started.elapsed().as_secs_f64();
+    std::fs::write(opts.out.join("results.json"), serde_json::to_string_pretty(results)?)?;
+    std::fs::write(opts.out.join("results.md"), report::markdown(results))?;
+    std::fs::write(opts.out.join("chart.svg"), report::svg(results))?;
+    Ok(())
+}
+
+/// Merges the latency histograms of several client reports.
+pub fn merged(reports: &[Report], precise: bool) -> Hist {
+    let mut h = Hist::default();
+    for r in reports {
+        h.merge(if precise { &r.latency_precise } else { &r.latency_bulk });
+    }
+    h
+}

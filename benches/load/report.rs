@@ -1,0 +1,555 @@
+//! Results: per-step figures, the machine they were measured on, and three renderings of
+//! them (JSON, a Markdown table, an SVG chart).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::client::Report;
+use crate::compare::merged;
+
+/// The machine a run was measured on.
+#[derive(Serialize, Debug, Clone)]
+pub struct Machine {
+    /// Online CPUs.
+    pub nproc: usize,
+    /// CPU model name.
+    pub cpu: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// Memory, MiB.
+    pub mem_mib: u64,
+    /// Load average (1 min) when the run started.
+    pub loadavg_start: f64,
+    /// `icecast2 -v`.
+    pub icecast: String,
+    /// Commit of the onair tree measured.
+    pub onair_commit: String,
+}
+
+impl Machine {
+    /// Reads /proc and asks the tools for their versions.
+    pub fn probe() -> Machine {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".into(), |(_, v)| v.trim().to_owned());
+        let mem_kib: u64 = read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        let output = |cmd: &str, args: &[&str]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            mem_mib: mem_kib / 1024,
+            loadavg_start: read("/proc/loadavg")
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+            icecast: output("icecast2", &["-v"]),
+            onair_commit: output("git", &["rev-parse", "--short", "HEAD"]),
+        }
+    }
+
+    /// One line for logs and captions.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} cores ({}), Linux {}, {} MiB; load {:.1} at start; {}; onair {}",
+            self.nproc,
+            self.cpu,
+            self.kernel,
+            self.mem_mib,
+            self.loadavg_start,
+            self.icecast,
+            self.onair_commit
+        )
+    }
+}
+
+/// One step: a server, a scenario, a number of listeners, a hold.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Step {
+    /// `audio`, `stalled` or `video`.
+    pub scenario: String,
+    /// `onair` or `icecast`.
+    pub server: String,
+    /// Listeners asked for.
+    pub n: usize,
+    /// Listeners streaming at the end of the hold.
+    pub connected: u64,
+    /// Seconds to connect this step's new listeners.
+    pub connect_s: f64,
+    /// Seconds held.
+    pub hold_s: f64,
+    /// Server CPU-seconds during the hold (utime + stime from /proc).
+    pub server_cpu_s: f64,
+    /// Server CPU-seconds per 1 000 listener-seconds.
+    pub cpu_per_1000_ls: f64,
+    /// Load clients' CPU, percent of one core.
+    pub client_cpu_pct: f64,
+    /// CPU used by other processes on the machine during the hold, in cores.
+    pub others_cores: f64,
+    /// Server resident memory at the end of the hold, MiB.
+    pub rss_mib: f64,
+    /// Before any listener, MiB.
+    pub rss_base_mib: f64,
+    /// (RSS − idle RSS) / listeners, KiB.
+    pub rss_per_listener_kib: f64,
+    /// Frames the source sent during the hold.
+    pub expected_frames: u64,
+    /// Frames received by healthy listeners / (expected × healthy listeners).
+    pub delivered_ratio: f64,
+    /// Frames missing (sequence gaps) at healthy listeners.
+    pub lost_frames: u64,
+    /// Healthy listeners that lost anything or were closed.
+    pub listeners_lost: u64,
+    /// Healthy listeners that had not received the last frame after draining.
+    pub listeners_behind: u64,
+    /// Most frames one of them was behind.
+    pub behind_max: u64,
+    /// `skipped` events (onair).
+    pub skipped_events: u64,
+    /// Close codes seen.
+    pub close_codes: Vec<(u16, u64)>,
+    /// Latency at precise listeners: every frame, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Worst, ms.
+    pub max_ms: f64,
+    /// Precise listeners and samples.
+    pub precise_listeners: u64,
+    /// Latency samples at precise listeners.
+    pub samples: u64,
+    /// Latency of the newest frame of each read at every other listener: p50, ms.
+    pub bulk_p50_ms: f64,
+    /// Same, 99th percentile.
+    pub bulk_p99_ms: f64,
+    /// Same, worst.
+    pub bulk_max_ms: f64,
+    /// Payload + framing delivered to healthy listeners, Gbit/s.
+    pub delivered_gbps: f64,
+    /// Listeners the server counted at the end.
+    pub server_listeners: Option<u64>,
+    /// Listeners told to stall.
+    pub stalled: u64,
+    /// Source frames written more than 10 ms late (the server held the source back).
+    pub source_late_frames: u64,
+    /// The worst source lateness, ms.
+    pub source_late_max_ms: f64,
+}
+
+/// Everything a run produced.
+#[derive(Serialize, Debug)]
+pub struct Results {
+    /// Where it ran.
+    pub machine: Machine,
+    /// How it ran.
+    pub options: serde_json::Value,
+    /// 128 kbit/s stream, N listeners.
+    pub audio: Vec<Step>,
+    /// 10 % of listeners stalled.
+    pub stalled: Vec<Step>,
+    /// 4 Mbit/s stream.
+    pub video: Vec<Step>,
+    /// One loopback TCP connection, 128 KiB writes, measured in the same run.
+    pub loopback_gbps: Option<f64>,
+    /// Seconds the run took.
+    pub duration_s: f64,
+    /// Anything that went wrong.
+    pub notes: Vec<String>,
+}
+
+/// Inputs of one step.
+pub struct StepInput<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Server name.
+    pub server: &'a str,
+    /// Listeners asked for.
+    pub n: usize,
+    /// Client reports.
+    pub reports: &'a [Report],
+    /// Frames the source sent in the counted range.
+    pub expected_frames: u64,
+    /// Seconds held.
+    pub secs: f64,
+    /// Server CPU-seconds.
+    pub server_cpu: f64,
+    /// Client CPU-seconds.
+    pub client_cpu: f64,
+    /// Other processes' CPU-seconds.
+    pub others_cpu: f64,
+    /// Server RSS, bytes.
+    pub rss: u64,
+    /// Server RSS before listeners, bytes.
+    pub rss_base: u64,
+    /// Seconds to connect.
+    pub connect_s: f64,
+    /// Source frames written late.
+    pub source_late: u64,
+    /// The worst lateness, ms.
+    pub source_late_max_ms: f64,
+    /// Listeners the server counts.
+    pub server_listeners: Option<u64>,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Combines the client reports of a step.
+pub fn step(i: StepInput<'_>) -> Step {
+    let sum = |f: fn(&Report) -> u64| i.reports.iter().map(f).sum::<u64>();
+    let precise = merged(i.reports, true);
+    let bulk = merged(i.reports, false);
+    let connected = sum(|r| r.streaming);
+    let healthy = sum(|r| r.healthy);
+    let mut codes: std::collections::BTreeMap<u16, u64> = Default::default();
+    for r in i.reports {
+        for &(c, k) in &r.close_codes {
+            *codes.entry(c).or_default() += k;
+        }
+    }
+    let listener_s = connected.max(1) as f64 * i.secs;
+    Step {
+        scenario: i.scenario.into(),
+        server: i.server.into(),
+        n: i.n,
+        connected,
+        connect_s: i.connect_s,
+        hold_s: i.secs,
+        server_cpu_s: i.server_cpu,
+        cpu_per_1000_ls: i.server_cpu / listener_s * 1000.0,
+        client_cpu_pct: i.client_cpu / i.secs * 100.0,
+        others_cores: i.others_cpu / i.secs,
+        rss_mib: i.rss as f64 / 1048576.0,
+        rss_base_mib: i.rss_base as f64 / 1048576.0,
+        rss_per_listener_kib: i.rss.saturating_sub(i.rss_base) as f64 / i.n.max(1) as f64 / 1024.0,
+        expected_frames: i.expected_frames,
+        delivered_ratio: sum(|r| r.frames) as f64
+            / (i.expected_frames.max(1) * healthy.max(1)) as f64,
+        lost_frames: sum(|r| r.lost_frames),
+        listeners_lost: sum(|r| r.listeners_lost),
+        listeners_behind: sum(|r| r.listeners_behind),
+        behind_max: i.reports.iter().map(|r| r.behind_max).max().unwrap_or(0),
+        skipped_events: sum(|r| r.skipped_events),
+        close_codes: codes.into_iter().collect(),
+        p50_ms: ms(precise.quantile(0.5)),
+        p99_ms: ms(precise.quantile(0.99)),
+        p999_ms: ms(precise.quantile(0.999)),
+        max_ms: ms(precise.max()),
+        precise_listeners: sum(|r| r.precise),
+        samples: precise.count(),
+        bulk_p50_ms: ms(bulk.quantile(0.5)),
+        bulk_p99_ms: ms(bulk.quantile(0.99)),
+        bulk_max_ms: ms(bulk.max()),
+        delivered_gbps: sum(|r| r.bytes) as f64 * 8.0 / i.secs / 1e9,
+        server_listeners: i.server_listeners,
+        stalled: sum(|r| r.stalled),
+        source_late_frames: i.source_late,
+        source_late_max_ms: i.source_late_max_ms,
+    }
+}
+
+/// A one-line summary for the progress log.
+pub fn one_line(s: &Step) -> String {
+    format!(
+        "[{}] {} n={} conn={} cpu={:.3} CPU-s/1000ls ({:.2} s) rss/l={:.2} KiB lat p50={:.1} p99={:.1} max={:.1} ms (bulk p99 {:.1}) lost={} behind={} (max {}) delivered={:.0}% client={:.0}% others={:.2} cores src_late={} (max {:.0} ms) closes={:?}",
+        s.server,
+        s.scenario,
+        s.n,
+        s.connected,
+        s.cpu_per_1000_ls,
+        s.server_cpu_s,
+        s.rss_per_listener_kib,
+        s.p50_ms,
+        s.p99_ms,
+        s.max_ms,
+        s.bulk_p99_ms,
+        s.listeners_lost,
+        s.listeners_behind,
+        s.behind_max,
+        s.delivered_ratio * 100.0,
+        s.client_cpu_pct,
+        s.others_cores,
+        s.source_late_frames,
+        s.source_late_max_ms,
+        s.close_codes
+    )
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn lost_cell(s: &Step) -> String {
+    let mut cell = format!("{}", s.listeners_lost);
+    if s.listeners_behind > 0 {
+        let _ = write!(cell, " (+{} behind, up to {} frames)", s.listeners_behind, s.behind_max);
+    }
+    if s.connected < s.n as u64 {
+        let _ = write!(cell, " ({} of {} connected)", s.connected, s.n);
+    }
+    cell
+}
+
+/// The results as Markdown tables.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## onair vs Icecast\n\nMachine: {}  ", r.machine.summary());
+    let _ = writeln!(
+        md,
+        "Run took {:.0} s. Server pinned to core 0, load clients to the other cores. CPU = utime+stime from /proc over the hold; memory = VmRSS minus the idle RSS, per listener.\n",
+        r.duration_s
+    );
+    if !r.audio.is_empty() {
+        let _ = writeln!(md, "### 128 kbit/s (320 B every 20 ms)\n");
+        let _ = writeln!(
+            md,
+            "| listeners | server | CPU-s per 1000 listener-s | KiB per listener | RSS MiB | latency p50 / p99 / max ms | listeners lost | load tool CPU | other load (cores) |"
+        );
+        let _ = writeln!(md, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for s in &r.audio {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.3} | {:.2} | {:.1} | {:.1} / {:.1} / {:.1} | {} | {:.0} % | {:.2} |",
+                s.n,
+                s.server,
+                s.cpu_per_1000_ls,
+                s.rss_per_listener_kib,
+                s.rss_mib,
+                s.p50_ms,
+                s.p99_ms,
+                s.max_ms,
+                lost_cell(s),
+                s.client_cpu_pct,
+                s.others_cores
+            );
+        }
+        let _ = writeln!(md, "\nRatios onair / Icecast (below 1: onair uses less):\n");
+        let _ = writeln!(md, "| listeners | CPU | memory per listener | p99 latency |");
+        let _ = writeln!(md, "| ---: | ---: | ---: | ---: |");
+        for o in r.audio.iter().filter(|s| s.server == "onair") {
+            if let Some(i) = r.audio.iter().find(|s| s.server == "icecast" && s.n == o.n) {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} |",
+                    o.n,
+                    ratio(o.cpu_per_1000_ls, i.cpu_per_1000_ls),
+                    ratio(o.rss_per_listener_kib, i.rss_per_listener_kib),
+                    ratio(o.p99_ms, i.p99_ms)
+                );
+            }
+        }
+    }
+    if !r.stalled.is_empty() {
+        let _ = writeln!(md, "\n### 10 % of listeners stalled (they stop reading)\n");
+        let _ = writeln!(
+            md,
+            "| server | listeners | stalled | healthy latency p50 / p99 / max ms | healthy listeners lost | listeners the server still holds at the end | CPU-s per 1000 listener-s |"
+        );
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for s in &r.stalled {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {:.3} |",
+                s.server,
+                s.n,
+                s.stalled,
+                s.p50_ms,
+                s.p99_ms,
+                s.max_ms,
+                lost_cell(s),
+                s.server_listeners.map_or_else(|| "?".into(), |n| n.to_string()),
+                s.cpu_per_1000_ls
+            );
+        }
+    }
+    if !r.video.is_empty() {
+        let lo = r.loopback_gbps.unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "\n### 4 Mbit/s (20 kB frames, 25 per second); loopback TCP in this run: {lo:.1} Gbit/s\n"
+        );
+        let _ = writeln!(
+            md,
+            "| server | listeners | delivered Gbit/s | of loopback | server CPU (cores) | latency p50 / p99 / max ms | listeners lost | load tool CPU |"
+        );
+        let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for s in &r.video {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} | {:.0} % | {:.2} | {:.1} / {:.1} / {:.1} | {} | {:.0} % |",
+                s.server,
+                s.n,
+                s.delivered_gbps,
+                if lo > 0.0 { s.delivered_gbps / lo * 100.0 } else { 0.0 },
+                s.server_cpu_s / s.hold_s,
+                s.p50_ms,
+                s.p99_ms,
+                s.max_ms,
+                lost_cell(s),
+                s.client_cpu_pct
+            );
+        }
+    }
+    for note in &r.notes {
+        let _ = writeln!(md, "\nNote: {note}");
+    }
+    md
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Three panels (CPU, memory and p99 latency against listeners, log scale), onair vs Icecast.
+pub fn svg(r: &Results) -> String {
+    let (w, h) = (1020.0, 360.0);
+    let mut out = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="16" y="22" font-size="15" font-weight="bold">onair vs Icecast 2: one 128 kbit/s stream (20 ms frames), N listeners</text>
+<text x="16" y="40" fill="#555">{}</text>
+"##,
+        esc(&r.machine.summary())
+    );
+    type Metric = fn(&Step) -> f64;
+    let panels: [(&str, Metric); 3] = [
+        ("CPU-s per 1000 listener-s", |s| s.cpu_per_1000_ls),
+        ("KiB per listener", |s| s.rss_per_listener_kib),
+        ("p99 latency, ms", |s| s.p99_ms),
+    ];
+    let ns: Vec<f64> = r.audio.iter().map(|s| s.n as f64).collect();
+    let (nmin, nmax) = ns.iter().fold((f64::MAX, 0.0f64), |(a, b), &n| (a.min(n), b.max(n)));
+    let (pw, ph, top) = (300.0, 230.0, 80.0);
+    for (k, (title, metric)) in panels.iter().enumerate() {
+        let left = 60.0 + k as f64 * (pw + 40.0);
+        let ymax = r.audio.iter().map(metric).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
+        let ymax = nice_ceiling(ymax);
+        let x = |n: f64| {
+            if nmax > nmin {
+                left + (n.ln() - nmin.ln()) / (nmax.ln() - nmin.ln()) * pw
+            } else {
+                left + pw / 2.0
+            }
+        };
+        let y = |v: f64| top + ph - (v / ymax).min(1.05) * ph;
+        let _ = writeln!(
+            out,
+            r##"<text x="{left}" y="{}" font-weight="bold">{}</text>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="#333"/>"##,
+            top - 10.0,
+            esc(title),
+            top + ph,
+            left + pw,
+            top + ph,
+            top + ph
+        );
+        for t in 0..=4 {
+            let v = ymax * t as f64 / 4.0;
+            let _ = writeln!(
+                out,
+                r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/><text x="{2}" y="{3}" text-anchor="end" fill="#555">{4}</text>"##,
+                y(v),
+                left + pw,
+                left - 4.0,
+                y(v) + 4.0,
+                fmt_tick(v)
+            );
+        }
+        let mut seen = Vec::new();
+        for &n in &ns {
+            if seen.contains(&(n as u64)) {
+                continue;
+            }
+            seen.push(n as u64);
+            let _ = writeln!(
+                out,
+                r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
+                x(n),
+                top + ph + 16.0,
+                n as u64
+            );
+        }
+        for (server, color) in [("onair", "#d9480f"), ("icecast", "#1864ab")] {
+            let pts: Vec<(f64, f64)> = r
+                .audio
+                .iter()
+                .filter(|s| s.server == server)
+                .map(|s| (x(s.n as f64), y(metric(s))))
+                .collect();
+            let path: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+            let _ = writeln!(
+                out,
+                r##"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"##,
+                path.join(" ")
+            );
+            for (a, b) in pts {
+                let _ =
+                    writeln!(out, r##"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{color}"/>"##);
+            }
+        }
+        let _ = writeln!(
+            out,
+            r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">listeners (log scale)</text>"##,
+            left + pw / 2.0,
+            top + ph + 32.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        r##"<rect x="60" y="{0}" width="12" height="4" fill="#d9480f"/><text x="78" y="{1}">onair</text><rect x="140" y="{0}" width="12" height="4" fill="#1864ab"/><text x="158" y="{1}">Icecast {2}</text>
+</svg>"##,
+        h - 14.0,
+        h - 9.0,
+        esc(r.machine.icecast.trim_start_matches("Icecast "))
+    );
+    out
+}
+
+fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let mag = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if m * mag >= v {
+            return m * mag;
+        }
+    }
+    10.0 * mag
+}
+
+fn fmt_tick(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
