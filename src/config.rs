@@ -38,6 +38,12 @@ pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
 pub const DEFAULT_LISTENER_BATCH_BYTES: usize = 64 << 10;
 /// Unsent bytes the kernel may hold for one listener (`TCP_NOTSENT_LOWAT`).
 pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
+/// How long a listener may hold new frames to send them in one write: 0 sends each frame as
+/// soon as it arrives (lowest latency, one write per frame per listener).
+pub const DEFAULT_SEND_WINDOW_MS: u64 = 0;
+
+/// Largest `send_window_ms`: beyond a second a window is a delay, not a batching aid.
+pub const MAX_SEND_WINDOW_MS: u64 = 1_000;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +84,8 @@ pub struct Config {
     pub listener_batch_bytes: usize,
     /// Unsent bytes the kernel may hold per listener.
     pub listener_kernel_bytes: usize,
+    /// Longest a frame waits so that it goes out in one write with the next ones (0: never).
+    pub send_window: Duration,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
     pub echo_endpoint: bool,
     /// The streams, in file order.
@@ -117,6 +125,7 @@ struct RawConfig {
     slow_listener_timeout_ms: Option<Spanned<u64>>,
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
+    send_window_ms: Option<Spanned<u64>>,
     #[serde(default)]
     echo_endpoint: bool,
     #[serde(default)]
@@ -149,6 +158,7 @@ impl Default for Config {
             slow_listener_timeout: Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS),
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
+            send_window: Duration::from_millis(DEFAULT_SEND_WINDOW_MS),
             echo_endpoint: false,
             streams: Vec::new(),
         }
@@ -247,6 +257,15 @@ impl Config {
             "slow_listener_timeout_ms",
             DEFAULT_SLOW_LISTENER_TIMEOUT_MS,
         )?;
+        if let Some(window) = raw.send_window_ms {
+            if *window.get_ref() > MAX_SEND_WINDOW_MS {
+                return Err(fail(
+                    Some(window.span()),
+                    format!("send_window_ms must be at most {MAX_SEND_WINDOW_MS}"),
+                ));
+            }
+            config.send_window = Duration::from_millis(window.into_inner());
+        }
         if config.dead_peer_timeout <= config.ping_interval {
             return Err(fail(
                 None,
@@ -356,6 +375,7 @@ key = "SECRET"
                 4,
                 "ring_frames must be > 0",
             ),
+            ("listen = \"127.0.0.1:1\"\nsend_window_ms = 5000\n", 2, "send_window_ms"),
             ("listen = [\n", 1, ""),
         ];
         for (text, line, what) in cases {

@@ -2,14 +2,17 @@
 //!
 //! One task per listener and no queue of its own: the outbox holds at most one batch of
 //! shared frames taken from the ring (`listener_batch_bytes`), written with one vectored write.
-//! The task also answers pings, pings idle peers, and closes listeners that stay behind the
-//! live edge (4008) or go silent (4009). Called by `server.rs` after the upgrade.
+//! With a `send_window`, new frames wait until the oldest is that old, so several go out in
+//! one write. The task also answers pings, pings idle peers, and closes listeners that stay
+//! behind the live edge (4008) or go silent (4009). Called by `server.rs` after the upgrade.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io::IoSlice;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +20,7 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::protocol::close;
-use crate::relay::Consumer;
+use crate::relay::{Consumer, Fill};
 use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_PING, OP_PONG};
 
 /// Largest message a listener may send (it has nothing to say but pings and close).
@@ -28,6 +31,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_IOV: usize = 128;
 /// Socket reads per wake-up, so a chatty peer cannot monopolise the task.
 const MAX_READS_PER_WAKE: usize = 8;
+/// An emptied outbox keeps room for this many frames; a larger one (after a burst or a
+/// catch-up) is given back, so an idle listener costs little memory.
+const OUTBOX_KEEP_FRAMES: usize = 8;
 
 /// How a listener session ended, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +95,35 @@ impl Outbox {
             media += u64::from(front.is_binary());
             self.frames.pop_front();
         }
+        if self.frames.is_empty() && self.frames.capacity() > 2 * OUTBOX_KEEP_FRAMES {
+            self.frames.shrink_to(OUTBOX_KEEP_FRAMES);
+        }
         Ok((written, media))
+    }
+}
+
+/// Which way the socket is ready. Cancel safe: it only polls readiness.
+fn poll_ready(
+    socket: &TcpStream,
+    cx: &mut Context<'_>,
+    write: bool,
+) -> Poll<std::io::Result<(bool, bool)>> {
+    // poll_*_ready keep one waker per direction: no waiter list to join on every wake-up.
+    let readable = match socket.poll_read_ready(cx) {
+        Poll::Ready(Ok(())) => true,
+        Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+        Poll::Pending => false,
+    };
+    let writable = write
+        && match socket.poll_write_ready(cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => false,
+        };
+    if readable || writable {
+        Poll::Ready(Ok((readable, writable)))
+    } else {
+        Poll::Pending
     }
 }
 
@@ -105,47 +139,62 @@ pub async fn serve(
     config: &Config,
     cancel: CancellationToken,
 ) -> std::io::Result<Ending> {
-    let metrics = consumer.stream().metrics().clone();
     let mut reader = ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, leftover);
     let mut out = Outbox { frames: first.into(), offset: 0 };
     let mut closing: Option<(u16, Instant)> = None;
     let now = Instant::now();
     let (mut last_heard, mut caught_up_at) = (now, now);
     let mut next_ping = now + config.ping_interval;
+    // Frames in the outbox are held until then, to go out with the next ones in one write.
+    let mut hold: Option<Instant> = None;
+    let mut held_bytes = 0;
+    // The last fill reached the head: wait for the stream to change before filling again.
+    let mut at_head = false;
+    // Created once: re-creating these on every wake-up re-registers them every time.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let timer = sleep_until(next_ping);
+    tokio::pin!(timer);
 
     loop {
-        if out.is_empty() {
+        if out.is_empty() && hold.is_none() {
             if let Some((code, _)) = closing {
                 let _ = socket.shutdown().await;
                 return Ok(Ending::Closed(code));
             }
-            let fill = consumer.fill(&mut out.frames, config.listener_batch_bytes);
-            if fill.skipped > 0 {
-                metrics.frames_skipped.inc_by(fill.skipped);
-                debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "listener lagged; resumed at a start point");
-            }
-            if out.is_empty() {
-                caught_up_at = Instant::now();
+            if !at_head {
+                let fill = take_batch(&mut consumer, &mut out, config.listener_batch_bytes);
+                at_head = fill.at_head;
+                if fill.at_head {
+                    caught_up_at = Instant::now();
+                }
+                if let Some(first_at) = fill.first_at.filter(|_| fill.at_head) {
+                    let due = first_at + config.send_window;
+                    if !config.send_window.is_zero() && due > caught_up_at {
+                        hold = Some(due);
+                        held_bytes = fill.bytes;
+                    }
+                }
             }
         }
-        let interest = if out.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
-        };
+        let write = !out.is_empty() && hold.is_none();
         let deadline = match closing {
             Some((_, deadline)) => deadline,
-            None if !out.is_empty() => next_ping.min(caught_up_at + config.slow_listener_timeout),
-            None => next_ping,
+            None if write => next_ping.min(caught_up_at + config.slow_listener_timeout),
+            None => hold.map_or(next_ping, |due| due.min(next_ping)),
         };
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
-            () = cancel.cancelled(), if closing.is_none() => {
+            () = &mut cancelled, if closing.is_none() => {
                 start_close(&mut out, &mut closing, close::GOING_AWAY, "relay shutting down");
+                hold = None;
             }
-            ready = socket.ready(interest) => {
-                let ready = ready?;
-                if ready.is_readable() {
+            ready = poll_fn(|cx| poll_ready(&socket, cx, write)) => {
+                let (readable, writable) = ready?;
+                if readable {
                     for _ in 0..MAX_READS_PER_WAKE {
                         match socket.try_read_buf(reader.buffer()) {
                             Ok(0) => return Ok(Ending::PeerClosed),
@@ -160,6 +209,7 @@ pub async fn serve(
                             Ok(Some(ClientEvent::Ping(payload))) => {
                                 if closing.is_none() {
                                     out.push_control(WireFrame::new(OP_PONG, payload));
+                                    hold = None;
                                 }
                             }
                             Ok(Some(ClientEvent::Pong | ClientEvent::Message)) => {}
@@ -168,20 +218,24 @@ pub async fn serve(
                                     return Ok(Ending::PeerClosed);
                                 }
                                 start_close(&mut out, &mut closing, 1000, "");
+                                hold = None;
                                 break;
                             }
                             Err(err) => {
                                 if closing.is_none() {
                                     start_close(&mut out, &mut closing, err.close_code(), &err.to_string());
+                                    hold = None;
                                 }
                                 break;
                             }
                         }
                     }
+                    reader.release_idle_buffer();
                 }
-                if ready.is_writable() && !out.is_empty() {
+                if writable && !out.is_empty() {
                     match out.write_to(&socket) {
                         Ok((bytes, frames)) => {
+                            let metrics = consumer.stream().metrics();
                             metrics.bytes_out.inc_by(bytes as u64);
                             metrics.frames_out.inc_by(frames);
                         }
@@ -190,25 +244,50 @@ pub async fn serve(
                     }
                 }
             }
-            () = consumer.changed(), if out.is_empty() && closing.is_none() => {}
-            () = sleep_until(deadline) => {
+            () = consumer.changed(), if at_head && out.is_empty() && closing.is_none() => {
+                at_head = false;
+            }
+            () = &mut timer => {
                 let now = Instant::now();
                 if let Some((code, deadline)) = closing {
                     if now >= deadline {
                         return Ok(Ending::Dropped(code));
                     }
-                } else if !out.is_empty() && now >= caught_up_at + config.slow_listener_timeout {
-                    metrics.too_slow.inc();
+                } else if hold.is_some_and(|due| now >= due) {
+                    // The window is over: add what came meanwhile, then write it all at once.
+                    hold = None;
+                    let room = config.listener_batch_bytes.saturating_sub(held_bytes);
+                    if room > 0 {
+                        let fill = take_batch(&mut consumer, &mut out, room);
+                        at_head = fill.at_head;
+                        if fill.at_head {
+                            caught_up_at = now;
+                        }
+                    }
+                } else if write && now >= caught_up_at + config.slow_listener_timeout {
+                    consumer.stream().metrics().too_slow.inc();
                     start_close(&mut out, &mut closing, close::TOO_SLOW, "listener too slow");
                 } else if now >= last_heard + config.dead_peer_timeout {
                     start_close(&mut out, &mut closing, close::DEAD_PEER, "no answer to pings");
+                    hold = None;
                 } else if now >= next_ping {
                     out.push_control(WireFrame::new(OP_PING, bytes::Bytes::new()));
+                    hold = None;
                     next_ping = now + config.ping_interval;
                 }
             }
         }
     }
+}
+
+/// Takes the next batch from the ring into the outbox and counts skips.
+fn take_batch(consumer: &mut Consumer, out: &mut Outbox, max_bytes: usize) -> Fill {
+    let fill = consumer.fill(&mut out.frames, max_bytes);
+    if fill.skipped > 0 {
+        consumer.stream().metrics().frames_skipped.inc_by(fill.skipped);
+        debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "listener lagged; resumed at a start point");
+    }
+    fill
 }
 
 /// Drops queued media (keeping a frame already half written), queues a close frame and

@@ -150,9 +150,17 @@ impl ClientReader {
     /// A reader that refuses messages larger than `max_message_bytes`; `leftover` are bytes
     /// that arrived with the HTTP request head.
     pub fn new(max_message_bytes: usize, leftover: &[u8]) -> Self {
-        let mut buf = BytesMut::with_capacity(256);
-        buf.extend_from_slice(leftover);
+        // No allocation until the peer sends something: thousands of listeners send nothing
+        // but a pong now and then.
+        let buf = BytesMut::from(leftover);
         Self { buf, max_message_bytes, message_bytes: None }
+    }
+
+    /// Frees the buffer when it holds no partial frame (call after draining events).
+    pub fn release_idle_buffer(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Space to read socket bytes into.

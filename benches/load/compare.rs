@@ -303,6 +303,7 @@ fn start_icecast(cores: Option<&str>) -> anyhow::Result<Server> {
         std::thread::sleep(Duration::from_millis(50));
     };
     procs::track(pid);
+    procs::raise_fd_limit_of(pid, 20_000);
     wait_for_port(port, &mut child, "icecast2")?;
     Ok(Server { kind: Kind::Icecast, port, pid, child, dir })
 }
@@ -476,6 +477,7 @@ fn pinning() -> Pinning {
 struct Window {
     t0: Instant,
     server_cpu: f64,
+    server_wait: f64,
     client_cpu: f64,
     self_cpu: f64,
     busy: f64,
@@ -486,6 +488,7 @@ impl Window {
         Window {
             t0: Instant::now(),
             server_cpu: server.cpu(),
+            server_wait: procs::run_delay_seconds(server.pid),
             client_cpu: clients.cpu(),
             self_cpu: procs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0),
             busy: procs::machine_busy_seconds(),
@@ -520,6 +523,7 @@ fn measure(
     let s1 = source.newest().context("source stopped")?;
     let secs = w.t0.elapsed().as_secs_f64();
     let server_cpu = server.cpu() - w.server_cpu;
+    let server_wait = procs::run_delay_seconds(server.pid) - w.server_wait;
     let client_cpu = clients.cpu() - w.client_cpu;
     let self_cpu = procs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0) - w.self_cpu;
     let busy = procs::machine_busy_seconds() - w.busy;
@@ -537,6 +541,7 @@ fn measure(
         expected_frames: s1 + 1 - s0,
         secs,
         server_cpu,
+        server_wait,
         client_cpu,
         others_cpu: (busy - server_cpu - client_cpu - self_cpu).max(0.0),
         rss,
@@ -744,6 +749,7 @@ fn loopback_gbps(secs: f64) -> anyhow::Result<f64> {
 /// When a server or a client cannot be started or stops answering.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     procs::install_signal_handlers();
+    procs::raise_priority();
     std::fs::create_dir_all(&opts.out)?;
     let started = Instant::now();
     let machine = Machine::probe();

@@ -109,10 +109,12 @@ fn main() -> anyhow::Result<()> {
             servers,
             scenarios,
         }) => {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-                || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-                PathBuf::from,
-            );
+            // This binary is <target>/release/deps/load-HASH; the relay is <target>/release/onair.
+            let release = std::env::current_exe()?
+                .parent()
+                .and_then(|deps| deps.parent())
+                .map(PathBuf::from)
+                .unwrap_or_default();
             let servers = servers
                 .iter()
                 .map(|s| match s.as_str() {
@@ -124,7 +126,7 @@ fn main() -> anyhow::Result<()> {
             let opts = compare::Options {
                 quick,
                 out,
-                onair: onair.unwrap_or_else(|| target.join("release/onair")),
+                onair: onair.unwrap_or_else(|| release.join("onair")),
                 hold_s: hold.unwrap_or(if quick { 5 } else { 20 }),
                 steps: steps.unwrap_or_else(|| {
                     if quick {
@@ -134,6 +136,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }),
                 further: further
+                    .map(|f| f.into_iter().filter(|&n| n > 0).collect())
                     .unwrap_or_else(|| if quick { vec![] } else { vec![15_000, 19_000] }),
                 stall_listeners: if quick { 500 } else { 2000 },
                 video_steps: if quick {

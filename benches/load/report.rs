@@ -99,6 +99,8 @@ pub struct Step {
     pub server_cpu_s: f64,
     /// Server CPU-seconds per 1 000 listener-seconds.
     pub cpu_per_1000_ls: f64,
+    /// Seconds the server's threads waited for a CPU while runnable (other load).
+    pub server_wait_s: f64,
     /// Load clients' CPU, percent of one core.
     pub client_cpu_pct: f64,
     /// CPU used by other processes on the machine during the hold, in cores.
@@ -192,6 +194,8 @@ pub struct StepInput<'a> {
     pub secs: f64,
     /// Server CPU-seconds.
     pub server_cpu: f64,
+    /// Seconds the server was runnable but not running.
+    pub server_wait: f64,
     /// Client CPU-seconds.
     pub client_cpu: f64,
     /// Other processes' CPU-seconds.
@@ -237,6 +241,7 @@ pub fn step(i: StepInput<'_>) -> Step {
         hold_s: i.secs,
         server_cpu_s: i.server_cpu,
         cpu_per_1000_ls: i.server_cpu / listener_s * 1000.0,
+        server_wait_s: i.server_wait,
         client_cpu_pct: i.client_cpu / i.secs * 100.0,
         others_cores: i.others_cpu / i.secs,
         rss_mib: i.rss as f64 / 1048576.0,
@@ -271,13 +276,14 @@ pub fn step(i: StepInput<'_>) -> Step {
 /// A one-line summary for the progress log.
 pub fn one_line(s: &Step) -> String {
     format!(
-        "[{}] {} n={} conn={} cpu={:.3} CPU-s/1000ls ({:.2} s) rss/l={:.2} KiB lat p50={:.1} p99={:.1} max={:.1} ms (bulk p99 {:.1}) lost={} behind={} (max {}) delivered={:.0}% client={:.0}% others={:.2} cores src_late={} (max {:.0} ms) closes={:?}",
+        "[{}] {} n={} conn={} cpu={:.3} CPU-s/1000ls ({:.2} s, waited {:.2} s) rss/l={:.2} KiB lat p50={:.1} p99={:.1} max={:.1} ms (bulk p99 {:.1}) lost={} behind={} (max {}) delivered={:.0}% client={:.0}% others={:.2} cores src_late={} (max {:.0} ms) closes={:?}",
         s.server,
         s.scenario,
         s.n,
         s.connected,
         s.cpu_per_1000_ls,
         s.server_cpu_s,
+        s.server_wait_s,
         s.rss_per_listener_kib,
         s.p50_ms,
         s.p99_ms,

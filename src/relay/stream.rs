@@ -35,12 +35,18 @@ pub enum SourceKind {
     AutoDj,
 }
 
+/// Most entries one `Consumer::fill` takes: a listener writes them with one vectored write
+/// (two buffers each), and its outbox never grows past this however far behind it is.
+pub const MAX_FILL_ENTRIES: usize = 64;
+
 /// One ring entry: a frame or an event, already framed for the wire.
 #[derive(Clone, Debug)]
 struct Entry {
     seq: u64,
     kind: EntryKind,
     wire: WireFrame,
+    /// When it entered the ring; a listener's send window counts from here.
+    at: tokio::time::Instant,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -316,7 +322,7 @@ impl Stream {
         let seq = state.next_seq;
         state.next_seq += 1;
         state.bytes += wire.wire_len();
-        state.entries.push_back(Entry { seq, kind, wire });
+        state.entries.push_back(Entry { seq, kind, wire, at: tokio::time::Instant::now() });
         while state.entries.len() > self.config.ring_frames
             || (state.bytes > self.config.ring_bytes && state.entries.len() > 1)
         {
@@ -413,7 +419,8 @@ impl Stream {
         let kind = EntryKind::Frame { start, header: is_header, number, pts: header.pts };
         let wire = WireFrame::binary(message);
         if is_header {
-            let entry = Entry { seq: state.next_seq, kind, wire: wire.clone() };
+            let at = tokio::time::Instant::now();
+            let entry = Entry { seq: state.next_seq, kind, wire: wire.clone(), at };
             state.header_version = entry.seq;
             match state.headers.iter_mut().find(|(t, _)| *t == header.track) {
                 Some(slot) => slot.1 = entry,
@@ -566,6 +573,9 @@ pub struct Fill {
     pub skipped: u64,
     /// Whether the consumer reached the newest entry.
     pub at_head: bool,
+    /// When the first entry added entered the ring (`None` if it was made for this consumer,
+    /// like a `skipped` event).
+    pub first_at: Option<tokio::time::Instant>,
 }
 
 /// A listener's cursor into a stream's ring. Dropping it frees the listener's place.
@@ -602,9 +612,10 @@ impl Consumer {
         }
     }
 
-    /// Appends what is between the cursor and the head to `out`, up to about `max_bytes`
-    /// (at least one entry). A consumer that fell off the ring first gets a `skipped` event
-    /// and the stream's current state, then continues from the newest start point.
+    /// Appends what is between the cursor and the head to `out`, up to about `max_bytes` and
+    /// `MAX_FILL_ENTRIES` (at least one entry). A consumer that fell off the ring first gets a
+    /// `skipped` event and the stream's current state, then continues from the newest start
+    /// point.
     pub fn fill(&mut self, out: &mut VecDeque<WireFrame>, max_bytes: usize) -> Fill {
         self.head.borrow_and_update();
         let state = self.stream.lock();
@@ -621,8 +632,10 @@ impl Consumer {
         }
         let from = usize::try_from(self.pos.cursor - oldest).unwrap_or(usize::MAX);
         let from = from.min(state.entries.len());
+        let room = MAX_FILL_ENTRIES.saturating_sub(out.len()).max(1);
+        let mut taken = 0;
         for entry in state.entries.range(from..) {
-            if fill.bytes >= max_bytes {
+            if fill.bytes >= max_bytes || taken == room {
                 break;
             }
             self.pos.cursor = entry.seq + 1;
@@ -652,7 +665,11 @@ impl Consumer {
                     }
                 }
             }
+            if fill.bytes == 0 && fill.skipped == 0 {
+                fill.first_at = Some(entry.at);
+            }
             fill.bytes += entry.wire.wire_len();
+            taken += 1;
             out.push_back(entry.wire.clone());
         }
         fill.at_head = self.pos.cursor >= state.next_seq;
