@@ -7,7 +7,8 @@ ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
 RUN_PACKAGES := cmake
 TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
-BENCH_PACKAGES := $(TEST_PACKAGES)
+# cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
+BENCH_PACKAGES := cmake icecast2
 
 .PHONY: run test build lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
@@ -63,5 +64,10 @@ test: deps-test fmt-check lint
 	$(CARGO) test --quiet
 	$(MAKE) --no-print-directory browser-test
 
+# The benchmarks, release build: criterion micro-benchmarks, then onair and Icecast side by side
+# (needs root: Icecast runs as its own user). QUICK=1 for a smoke check of about 2 minutes.
+# Results: target/bench/results.{md,json}, target/bench/chart.svg. Options: BENCH_ARGS="--help".
 bench: deps-bench
-	$(CARGO) bench
+	$(CARGO) build --release --bin onair
+	$(CARGO) bench --bench ring --bench protocol $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.3,)
+	$(CARGO) bench --bench load -- compare $(if $(QUICK),--quick,) $(BENCH_ARGS)

@@ -186,7 +186,11 @@ async fn connection(
             return Err(err.into());
         }
     };
-    route(socket, peer, relay, request, &buf, cancel).await
+    // The request buffer (1-2 KiB) would otherwise live as long as the connection: keep only
+    // the bytes that came after the head (usually none).
+    let leftover = bytes::Bytes::copy_from_slice(&buf);
+    drop(buf);
+    route(socket, peer, relay, request, &leftover, cancel).await
 }
 
 async fn route(
@@ -199,7 +203,9 @@ async fn route(
 ) -> crate::Result<()> {
     let head_only = request.method == "HEAD";
     if let Some(name) = request.path.strip_prefix("/ingest/") {
-        return ingest(socket, peer, relay, &request, name, leftover, cancel).await;
+        // Boxed: a source session is large and rare; unboxed, its size would be reserved in
+        // every listener's task too.
+        return Box::pin(ingest(socket, peer, relay, &request, name, leftover, cancel)).await;
     }
     if let Some(name) = request.path.strip_prefix("/listen/") {
         return listen(socket, peer, relay, &request, name, leftover, cancel).await;

@@ -67,6 +67,8 @@ struct Conn {
     next_seq: u64,
     last_seq: u64,
     frames: u32,
+    /// Frames of any age received while counting (a server far behind sends old ones).
+    frames_any: u32,
     lost: u64,
     skipped: u32,
     bytes: u64,
@@ -90,6 +92,8 @@ pub struct Report {
     pub healthy: u64,
     /// Frames healthy listeners received from seq S0 on.
     pub frames: u64,
+    /// Frames of any age healthy listeners received during the hold.
+    pub frames_any: u64,
     /// Bytes healthy listeners received during the hold.
     pub bytes: u64,
     /// Frames missing in what healthy listeners received (sequence gaps).
@@ -297,6 +301,7 @@ impl Client {
                         next_seq: UNKNOWN,
                         last_seq: UNKNOWN,
                         frames: 0,
+                        frames_any: 0,
                         lost: 0,
                         skipped: 0,
                         bytes: 0,
@@ -316,6 +321,7 @@ impl Client {
                 self.bulk = Hist::default();
                 for (i, c) in self.conns.iter_mut().enumerate() {
                     c.frames = 0;
+                    c.frames_any = 0;
                     c.lost = 0;
                     c.skipped = 0;
                     c.bytes = 0;
@@ -421,6 +427,11 @@ impl Client {
             return;
         }
         set_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1);
+        if c.stall_group {
+            // A small receive window, like a phone on a bad link: once it stops reading, the
+            // server feels it within seconds instead of after filling megabytes.
+            set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 10);
+        }
         let sa = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
@@ -549,9 +560,10 @@ impl Client {
             let precise = c.precise;
             let mut lost = 0;
             let (next_seq, last_seq) = (&mut c.next_seq, &mut c.last_seq);
-            let (mut frames, mut skipped, mut close_code) = (0u32, 0u32, 0u16);
+            let (mut frames, mut any, mut skipped, mut close_code) = (0u32, 0u32, 0u32, 0u16);
             let result = c.parser.feed(&self.buf[start..n], &mut |ev| match ev {
                 Event::Frame { seq, sent_ns } => {
+                    any += u32::from(counting);
                     if counting && seq >= hold_from {
                         if *next_seq != UNKNOWN && seq > *next_seq {
                             lost += seq - (*next_seq).max(hold_from);
@@ -570,6 +582,7 @@ impl Client {
                 Event::Close(code) => close_code = code,
             });
             c.frames += frames;
+            c.frames_any += any;
             c.lost += lost;
             if counting {
                 c.skipped += skipped;
@@ -631,6 +644,7 @@ impl Client {
             let after = if c.last_seq == UNKNOWN { 0 } else { c.last_seq.saturating_sub(until) };
             r.frames += u64::from(c.frames).saturating_sub(after);
             r.bytes += c.bytes;
+            r.frames_any += u64::from(c.frames_any);
             r.lost_frames += c.lost;
             r.skipped_events += u64::from(c.skipped);
             let closed = c.state != State::Streaming;

@@ -43,6 +43,10 @@ pub struct Options {
     pub further: Vec<usize>,
     /// Listeners of the stalled scenario (10 % of them stall).
     pub stall_listeners: usize,
+    /// onair's send windows to compare at `window_listeners` listeners.
+    pub window_sweep: Vec<u64>,
+    /// Listeners of the window sweep.
+    pub window_listeners: usize,
     /// Listener counts for the 4 Mbit/s stream.
     pub video_steps: Vec<usize>,
     /// Seconds each video step holds.
@@ -184,11 +188,11 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()>
     bail!("{what} did not listen on port {port} within 15 s")
 }
 
-fn start_onair(opts: &Options, cores: Option<&str>) -> anyhow::Result<Server> {
+fn start_onair(opts: &Options, window: Option<u64>, cores: Option<&str>) -> anyhow::Result<Server> {
     let port = free_port()?;
     let dir = opts.out.join("onair");
     std::fs::create_dir_all(&dir)?;
-    let window = opts.send_window_ms.map(|w| format!("send_window_ms = {w}\n")).unwrap_or_default();
+    let window = window.map(|w| format!("send_window_ms = {w}\n")).unwrap_or_default();
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\nmax_connections = 40000\n{window}\
          [[streams]]\nname = \"bench\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n\
@@ -276,8 +280,11 @@ fn start_icecast(cores: Option<&str>) -> anyhow::Result<Server> {
         .arg(&dir)
         .status()?;
     anyhow::ensure!(status.success(), "chown {} failed (the bench runs as root)", dir.display());
+    // PAM gives the user a soft limit of 1 024 open files (Icecast refuses listeners past
+    // it); the user may raise it to the hard limit itself, and Icecast does not.
     let mut child = procs::command("runuser", cores)
-        .args(["-u", ICECAST_USER, "--", "icecast2", "-c"])
+        .args(["-u", ICECAST_USER, "--", "/bin/sh", "-c"])
+        .arg("ulimit -n \"$(ulimit -Hn)\" && exec icecast2 -c \"$0\"")
         .arg(dir.join("icecast.xml"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -303,7 +310,6 @@ fn start_icecast(cores: Option<&str>) -> anyhow::Result<Server> {
         std::thread::sleep(Duration::from_millis(50));
     };
     procs::track(pid);
-    procs::raise_fd_limit_of(pid, 20_000);
     wait_for_port(port, &mut child, "icecast2")?;
     Ok(Server { kind: Kind::Icecast, port, pid, child, dir })
 }
@@ -539,6 +545,7 @@ fn measure(
         n,
         reports: &reports,
         expected_frames: s1 + 1 - s0,
+        frame_s: feed.interval.as_secs_f64(),
         secs,
         server_cpu,
         server_wait,
@@ -701,6 +708,50 @@ fn video_scenario(opts: &Options, server: &Server, pin: &Pinning) -> anyhow::Res
     Ok(steps)
 }
 
+/// onair alone at one listener count, once per send window: what each window costs and adds.
+fn window_scenario(opts: &Options, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    let n = opts.window_listeners;
+    let hold = Duration::from_secs(if opts.quick { 3 } else { 10 });
+    for &window in &opts.window_sweep {
+        let server = start_onair(opts, Some(window), pin.server.as_deref())?;
+        let result = (|| -> anyhow::Result<Step> {
+            let start = wire::mono_ns() + 200_000_000;
+            let source = Source::start(server.target(false), Feed::AUDIO, start)?;
+            std::thread::sleep(Duration::from_millis(1200));
+            let rss_base = server.rss();
+            let mut clients = Clients::new(&server, false, pin.clients.clone());
+            let t = Instant::now();
+            clients.grow_to(n, 0, Duration::from_secs(60))?;
+            let connect_s = t.elapsed().as_secs_f64();
+            std::thread::sleep(SETTLE);
+            let tail = Duration::from_millis(500 + window * 2);
+            let mut step = measure(
+                "window",
+                &server,
+                &mut clients,
+                &source,
+                n,
+                hold,
+                rss_base,
+                false,
+                Feed::AUDIO,
+                connect_s,
+                tail,
+            )?;
+            step.send_window_ms = Some(window);
+            clients.quit();
+            source.stop();
+            Ok(step)
+        })();
+        server.stop();
+        let step = result?;
+        eprintln!("send_window_ms={window}: {}", report::one_line(&step));
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
 /// Loopback TCP throughput on this machine now: one connection, 128 KiB writes from core 0,
 /// 256 KiB reads on core 1, for `secs`.
 fn loopback_gbps(secs: f64) -> anyhow::Result<f64> {
@@ -760,6 +811,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         options: serde_json::to_value(opts)?,
         audio: Vec::new(),
         stalled: Vec::new(),
+        window: Vec::new(),
         video: Vec::new(),
         loopback_gbps: None,
         duration_s: 0.0,
@@ -769,7 +821,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         for &kind in &opts.servers {
             let server = match kind {
-                Kind::Onair => start_onair(opts, pin.server.as_deref())?,
+                Kind::Onair => start_onair(opts, opts.send_window_ms, pin.server.as_deref())?,
                 Kind::Icecast => start_icecast(pin.server.as_deref())?,
             };
             eprintln!("started {} (pid {}) on port {}", kind.name(), server.pid, server.port);
@@ -784,7 +836,13 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         let has = |s: &str| opts.scenarios.iter().any(|x| x == s);
         if has("audio") {
             for (server, source) in servers.iter().zip(&sources) {
-                results.audio.extend(audio_scenario(opts, server, source, &pin)?);
+                let mut steps = audio_scenario(opts, server, source, &pin)?;
+                for step in &mut steps {
+                    if server.kind == Kind::Onair {
+                        step.send_window_ms = Some(opts.send_window_ms.unwrap_or(0));
+                    }
+                }
+                results.audio.extend(steps);
                 write_outputs(opts, &mut results, started)?;
             }
         }
@@ -796,6 +854,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         for source in sources {
             source.stop();
+        }
+        if has("window") && opts.servers.contains(&Kind::Onair) {
+            results.window = window_scenario(opts, &pin)?;
+            write_outputs(opts, &mut results, started)?;
         }
         if has("video") {
             results.loopback_gbps = Some(loopback_gbps(if opts.quick { 1.0 } else { 3.0 })?);

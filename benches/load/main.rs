@@ -52,11 +52,14 @@ enum Command {
         /// onair's send_window_ms (default: the relay's default).
         #[arg(long)]
         send_window_ms: Option<u64>,
+        /// Send windows compared in the window scenario (default 0,20,40,60,100).
+        #[arg(long, value_delimiter = ',')]
+        window_sweep: Option<Vec<u64>>,
         /// Servers to run: onair, icecast.
         #[arg(long, value_delimiter = ',', default_value = "onair,icecast")]
         servers: Vec<String>,
-        /// Scenarios to run: audio, stalled, video.
-        #[arg(long, value_delimiter = ',', default_value = "audio,stalled,video")]
+        /// Scenarios to run: audio, stalled, window, video.
+        #[arg(long, value_delimiter = ',', default_value = "audio,stalled,window,video")]
         scenarios: Vec<String>,
     },
     /// Checks the load tool's own parsers (also run before every comparison).
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             steps,
             further,
             send_window_ms,
+            window_sweep,
             servers,
             scenarios,
         }) => {
@@ -144,6 +148,14 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     vec![25, 50, 100, 200, 400, 800, 1600, 3200]
                 },
+                window_sweep: window_sweep.unwrap_or_else(|| {
+                    if quick {
+                        vec![0, 40]
+                    } else {
+                        vec![0, 20, 40, 60, 100]
+                    }
+                }),
+                window_listeners: if quick { 500 } else { 2000 },
                 video_hold_s: if quick { 3 } else { 6 },
                 send_window_ms,
                 servers,

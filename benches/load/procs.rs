@@ -55,14 +55,6 @@ pub fn raise_priority() {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
 }
 
-/// Raises another process's open-file limit to `limit` (best effort: needs root). PAM gives
-/// Icecast a soft limit of 1 024 when it starts through runuser.
-pub fn raise_fd_limit_of(pid: i32, limit: u64) {
-    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
-    // SAFETY: prlimit with a valid rlimit struct and no old-value pointer.
-    unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
-}
-
 /// A command whose process gets SIGTERM when the orchestrator dies, runs at `NICE`, and is
 /// pinned to `cores` with taskset when given.
 pub fn command(program: &str, cores: Option<&str>) -> Command {

@@ -89,6 +89,8 @@ pub struct Step {
     pub server: String,
     /// Listeners asked for.
     pub n: usize,
+    /// onair's send window, ms.
+    pub send_window_ms: Option<u64>,
     /// Listeners streaming at the end of the hold.
     pub connected: u64,
     /// Seconds to connect this step's new listeners.
@@ -101,6 +103,10 @@ pub struct Step {
     pub cpu_per_1000_ls: f64,
     /// Seconds the server's threads waited for a CPU while runnable (other load).
     pub server_wait_s: f64,
+    /// Server CPU-seconds per 1 000 listener-seconds of stream actually delivered (frames of
+    /// any age that reached healthy listeners during the hold): a saturated server that
+    /// falls behind delivers less than it holds.
+    pub cpu_per_1000_delivered: f64,
     /// Load clients' CPU, percent of one core.
     pub client_cpu_pct: f64,
     /// CPU used by other processes on the machine during the hold, in cores.
@@ -168,6 +174,8 @@ pub struct Results {
     pub audio: Vec<Step>,
     /// 10 % of listeners stalled.
     pub stalled: Vec<Step>,
+    /// onair alone at one listener count, one step per send window.
+    pub window: Vec<Step>,
     /// 4 Mbit/s stream.
     pub video: Vec<Step>,
     /// One loopback TCP connection, 128 KiB writes, measured in the same run.
@@ -190,6 +198,8 @@ pub struct StepInput<'a> {
     pub reports: &'a [Report],
     /// Frames the source sent in the counted range.
     pub expected_frames: u64,
+    /// Seconds of stream per frame.
+    pub frame_s: f64,
     /// Seconds held.
     pub secs: f64,
     /// Server CPU-seconds.
@@ -236,12 +246,15 @@ pub fn step(i: StepInput<'_>) -> Step {
         scenario: i.scenario.into(),
         server: i.server.into(),
         n: i.n,
+        send_window_ms: None,
         connected,
         connect_s: i.connect_s,
         hold_s: i.secs,
         server_cpu_s: i.server_cpu,
         cpu_per_1000_ls: i.server_cpu / listener_s * 1000.0,
         server_wait_s: i.server_wait,
+        cpu_per_1000_delivered: i.server_cpu / (sum(|r| r.frames_any) as f64 * i.frame_s).max(1e-9)
+            * 1000.0,
         client_cpu_pct: i.client_cpu / i.secs * 100.0,
         others_cores: i.others_cpu / i.secs,
         rss_mib: i.rss as f64 / 1048576.0,
@@ -309,6 +322,13 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+fn latency_cell(s: &Step) -> String {
+    if s.samples == 0 {
+        return "no frame of the hold arrived".into();
+    }
+    format!("{:.1} / {:.1} / {:.1}", s.p50_ms, s.p99_ms, s.max_ms)
+}
+
 fn lost_cell(s: &Step) -> String {
     let mut cell = format!("{}", s.listeners_lost);
     if s.listeners_behind > 0 {
@@ -333,38 +353,51 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(md, "### 128 kbit/s (320 B every 20 ms)\n");
         let _ = writeln!(
             md,
-            "| listeners | server | CPU-s per 1000 listener-s | KiB per listener | RSS MiB | latency p50 / p99 / max ms | listeners lost | load tool CPU | other load (cores) |"
+            "| listeners | server | CPU-s per 1000 listener-s (per 1000 delivered) | server CPU, waited (s) | KiB per listener | RSS MiB | latency p50 / p99 / max ms | listeners lost | load tool CPU | other load (cores) |"
         );
-        let _ = writeln!(md, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        let _ =
+            writeln!(md, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for s in &r.audio {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.3} | {:.2} | {:.1} | {:.1} / {:.1} / {:.1} | {} | {:.0} % | {:.2} |",
+                "| {} | {} | {:.3} ({}) | {:.1}, {:.1} | {:.2} | {:.1} | {} | {} | {:.0} % | {:.2} |",
                 s.n,
-                s.server,
+                match s.send_window_ms {
+                    Some(w) => format!("{} ({w} ms window)", s.server),
+                    None => s.server.clone(),
+                },
                 s.cpu_per_1000_ls,
+                if s.cpu_per_1000_delivered < 1e6 {
+                    format!("{:.3}", s.cpu_per_1000_delivered)
+                } else {
+                    "nothing delivered".into()
+                },
+                s.server_cpu_s,
+                s.server_wait_s,
                 s.rss_per_listener_kib,
                 s.rss_mib,
-                s.p50_ms,
-                s.p99_ms,
-                s.max_ms,
+                latency_cell(s),
                 lost_cell(s),
                 s.client_cpu_pct,
                 s.others_cores
             );
         }
         let _ = writeln!(md, "\nRatios onair / Icecast (below 1: onair uses less):\n");
-        let _ = writeln!(md, "| listeners | CPU | memory per listener | p99 latency |");
-        let _ = writeln!(md, "| ---: | ---: | ---: | ---: |");
+        let _ = writeln!(
+            md,
+            "| listeners | CPU per listener-s | CPU per delivered listener-s | memory per listener | p99 latency |"
+        );
+        let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: |");
         for o in r.audio.iter().filter(|s| s.server == "onair") {
             if let Some(i) = r.audio.iter().find(|s| s.server == "icecast" && s.n == o.n) {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     o.n,
                     ratio(o.cpu_per_1000_ls, i.cpu_per_1000_ls),
+                    ratio(o.cpu_per_1000_delivered, i.cpu_per_1000_delivered),
                     ratio(o.rss_per_listener_kib, i.rss_per_listener_kib),
-                    ratio(o.p99_ms, i.p99_ms)
+                    if i.samples == 0 { "-".into() } else { ratio(o.p99_ms, i.p99_ms) }
                 );
             }
         }
@@ -379,16 +412,40 @@ pub fn markdown(r: &Results) -> String {
         for s in &r.stalled {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:.1} / {:.1} / {:.1} | {} | {} | {:.3} |",
+                "| {} | {} | {} | {} | {} | {} | {:.3} |",
                 s.server,
                 s.n,
                 s.stalled,
-                s.p50_ms,
-                s.p99_ms,
-                s.max_ms,
+                latency_cell(s),
                 lost_cell(s),
                 s.server_listeners.map_or_else(|| "?".into(), |n| n.to_string()),
                 s.cpu_per_1000_ls
+            );
+        }
+    }
+    if !r.window.is_empty() {
+        let n = r.window[0].n;
+        let _ = writeln!(md, "\n### onair's send window: {n} listeners of the 128 kbit/s stream\n");
+        let _ = writeln!(
+            md,
+            "| send_window_ms | CPU-s per 1000 listener-s | vs no window | latency p50 / p99 / max ms | listeners lost | KiB per listener |"
+        );
+        let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+        let base = r.window.iter().find(|s| s.send_window_ms == Some(0)).map(|s| s.cpu_per_1000_ls);
+        for s in &r.window {
+            let saved = base.map_or_else(
+                || "-".into(),
+                |b| format!("{:.0} % less CPU", (1.0 - s.cpu_per_1000_ls / b) * 100.0),
+            );
+            let _ = writeln!(
+                md,
+                "| {} | {:.3} | {} | {} | {} | {:.2} |",
+                s.send_window_ms.unwrap_or(0),
+                s.cpu_per_1000_ls,
+                saved,
+                latency_cell(s),
+                lost_cell(s),
+                s.rss_per_listener_kib
             );
         }
     }
@@ -406,15 +463,13 @@ pub fn markdown(r: &Results) -> String {
         for s in &r.video {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.2} | {:.0} % | {:.2} | {:.1} / {:.1} / {:.1} | {} | {:.0} % |",
+                "| {} | {} | {:.2} | {:.0} % | {:.2} | {} | {} | {:.0} % |",
                 s.server,
                 s.n,
                 s.delivered_gbps,
                 if lo > 0.0 { s.delivered_gbps / lo * 100.0 } else { 0.0 },
                 s.server_cpu_s / s.hold_s,
-                s.p50_ms,
-                s.p99_ms,
-                s.max_ms,
+                latency_cell(s),
                 lost_cell(s),
                 s.client_cpu_pct
             );
