@@ -2,3 +2,5 @@
 #![deny(missing_docs)]
 
 pub mod protocol;
+#[cfg(feature = "source")]
+pub mod source;
