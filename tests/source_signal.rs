@@ -1,6 +1,7 @@
 //! Signal checks of the playout: encode real files, decode the Opus packets back with libopus,
 //! and check the frequency content and the absence of gaps or clicks at track boundaries.
 #![cfg(feature = "source")]
+#![allow(clippy::unwrap_used)]
 
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
