@@ -14,11 +14,11 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
+use tokio_tungstenite::tungstenite::http::uri::{InvalidUri, Uri};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use url::Url;
 
 use super::pace::Pacer;
 use super::playout::{Output, Playout};
@@ -44,13 +44,16 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Where to push: the ingest URL and the key.
 #[derive(Clone)]
 pub struct Target {
-    url: Url,
+    /// `ws://` or `wss://` URL, as given (with any `?key=`).
+    url: String,
+    /// The URL without userinfo or a `key` query parameter, for messages and logs.
+    display: String,
     key: Option<String>,
 }
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target").field("url", &self.display()).finish_non_exhaustive()
+        f.debug_struct("Target").field("url", &self.display).finish_non_exhaustive()
     }
 }
 
@@ -64,17 +67,18 @@ impl Target {
         let usage = |why: &str| {
             PushError::Usage(format!("--to {to}: {why} (expected ws://HOST:PORT/ingest/STREAM)"))
         };
-        let mut url = Url::parse(to).map_err(|err| usage(&err.to_string()))?;
-        let scheme = match url.scheme() {
-            "ws" | "http" => "ws",
-            "wss" | "https" => "wss",
-            _ => return Err(usage("the scheme must be ws, wss, http or https")),
+        let uri: Uri = to.parse().map_err(|err: InvalidUri| usage(&err.to_string()))?;
+        let scheme = match uri.scheme_str() {
+            Some("ws" | "http") => "ws",
+            Some("wss" | "https") => "wss",
+            Some(_) => return Err(usage("the scheme must be ws, wss, http or https")),
+            None => return Err(usage("not a URL")),
         };
-        url.set_scheme(scheme).map_err(|()| usage("cannot use this scheme"))?;
-        if url.host_str().is_none_or(str::is_empty) {
+        let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
             return Err(usage("no host"));
-        }
-        let segments: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
+        };
+        let path = uri.path();
+        let segments: Vec<&str> = path.split('/').collect();
         let names_stream = segments
             .iter()
             .position(|s| *s == "ingest")
@@ -87,23 +91,27 @@ impl Target {
                 return Err(PushError::Usage("--key must be non-empty printable text".into()));
             }
         }
-        Ok(Target { url, key })
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let url = format!("{scheme}://{authority}{path}{query}");
+        let host = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        };
+        let kept = uri.query().map(|q| {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != "key"))
+                .finish()
+        });
+        let display = match kept.filter(|q| !q.is_empty()) {
+            Some(q) => format!("{scheme}://{host}{path}?{q}"),
+            None => format!("{scheme}://{host}{path}"),
+        };
+        Ok(Target { url, display, key })
     }
 
     /// The URL without any `key` query parameter, for messages and logs.
     pub fn display(&self) -> String {
-        let mut url = self.url.clone();
-        let kept: Vec<(String, String)> = url
-            .query_pairs()
-            .filter(|(k, _)| k != "key")
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        if kept.is_empty() {
-            url.set_query(None);
-        } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
-        url.to_string()
+        self.display.clone()
     }
 
     fn request(&self) -> Result<tungstenite::handshake::client::Request, PushError> {
@@ -111,7 +119,7 @@ impl Target {
             .url
             .as_str()
             .into_client_request()
-            .map_err(|err| PushError::Usage(format!("--to {}: {err}", self.display())))?;
+            .map_err(|err| PushError::Usage(format!("--to {}: {err}", self.display)))?;
         if let Some(key) = &self.key {
             let value = HeaderValue::from_str(&format!("Bearer {key}"))
                 .map_err(|_| PushError::Usage("--key must be printable text".into()))?;
@@ -434,9 +442,9 @@ mod tests {
     #[test]
     fn urls_are_mapped_to_websocket_schemes() {
         let t = Target::parse("http://127.0.0.1:8000/ingest/radio", None).unwrap();
-        assert_eq!(t.url.as_str(), "ws://127.0.0.1:8000/ingest/radio");
+        assert_eq!(t.url, "ws://127.0.0.1:8000/ingest/radio");
         let t = Target::parse("https://relay.example/ingest/radio?key=s3cret&x=1", None).unwrap();
-        assert_eq!(t.url.scheme(), "wss");
+        assert!(t.url.starts_with("wss://"), "{}", t.url);
         assert_eq!(t.display(), "wss://relay.example/ingest/radio?x=1", "the key is never shown");
         let t = Target::parse("ws://h:1/base/ingest/talk", Some("k".into())).unwrap();
         assert_eq!(t.request().unwrap().headers()[AUTHORIZATION], "Bearer k");
