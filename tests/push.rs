@@ -205,3 +205,21 @@ async fn stdin_style_pcm_input_is_a_usage_error_when_mixed_with_files() {
     assert!(tokio::time::timeout(Duration::from_millis(100), ws.next()).await.is_err());
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn stopping_the_push_closes_cleanly_and_the_listener_sees_offline() {
+    let relay = TestRelay::start().await;
+    let (mut ws, _) = listener(&relay, "radio").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let args = push_args(&relay.url("/ingest/radio"), "SECRET", &["--loop", "tone-1k.m4a"]);
+    let push = tokio::spawn(onair::source::run(args, async {
+        let _ = stopped.await;
+    }));
+    let mut heard = Heard::default();
+    within(listen(&mut ws, &mut heard, |h| h.pts.len() >= 5)).await;
+    stop.send(()).unwrap();
+    within(push).await.unwrap().expect("a stopped push exits 0");
+    within(listen(&mut ws, &mut heard, |_| false)).await; // returns on `source offline`
+    assert_continuous(&heard.pts);
+    relay.shutdown().await;
+}

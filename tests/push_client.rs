@@ -261,3 +261,19 @@ async fn busy_and_dropped_connections_are_retried_and_the_stream_resumes() {
     }
     assert!(*second.last().unwrap() >= 199 * 20_000, "the whole 4 s file is played");
 }
+
+#[tokio::test]
+async fn a_playlist_that_cannot_be_decoded_never_connects_and_exits_1() {
+    let mut relay = FakeRelay::start(vec![]).await;
+    let err = within(onair::source::push(args(&[
+        "--to",
+        &relay.url,
+        &sample("broken.mp3"),
+        &sample("broken.mp3"),
+    ])))
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("none of the 2 inputs could be decoded"), "{err}");
+    assert!(relay.seen.try_recv().is_err(), "the stream never went on air");
+}

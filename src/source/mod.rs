@@ -64,7 +64,7 @@ Examples:
 )]
 pub struct PushArgs {
     /// Ingest URL of the stream: ws://HOST:PORT/ingest/NAME (http://, https:// and wss:// too).
-    #[arg(long, value_name = "URL", env = "ONAIR_PUSH_URL")]
+    #[arg(long, value_name = "URL", env = "ONAIR_PUSH_URL", hide_env_values = true)]
     pub to: String,
 
     /// The stream's source key, sent as `Authorization: Bearer KEY`.

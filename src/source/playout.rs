@@ -312,7 +312,7 @@ impl Engine {
     ) -> Result<(), Result<Stopped, PushError>> {
         bound_metadata(&mut meta);
         meta.pts = Some(self.encoder.next_pts());
-        tracing::info!(title = %meta.display_title(), pts = meta.pts, "track started");
+        tracing::debug!(title = %meta.display_title(), pts = meta.pts, "track opened");
         self.send(Output::Metadata(meta))
     }
 

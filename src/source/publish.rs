@@ -28,8 +28,12 @@ use crate::protocol::{self, FrameHeader, SourceMessage, FLAG_HEADER, FLAG_KEYFRA
 
 /// First reconnect delay.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest reconnect delay; a connection that stayed up this long resets the backoff.
+/// Longest reconnect delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A connection that stayed up this long resets the backoff (one refused at once does not).
+const STABLE_CONNECTION: Duration = Duration::from_secs(2);
+/// How often the status line's retry countdown is updated.
+const COUNTDOWN_STEP: Duration = Duration::from_millis(500);
 /// Time allowed for TCP connect plus the WebSocket handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A relay that does not take a message for this long is considered gone.
@@ -211,6 +215,17 @@ pub(crate) async fn publish(
         status: Status::new(),
     };
     let url = target.display();
+    // Connect only once there is something to send: a playlist that cannot be decoded at all
+    // fails without ever putting the stream on air.
+    let first = tokio::select! {
+        biased;
+        () = shutdown.as_mut() => return Ok(()),
+        first = session.playout.next() => first,
+    };
+    match first {
+        Some(output) => session.pending = Some(output),
+        None => return session.playout.take_error().map_or(Ok(()), Err),
+    }
     loop {
         session.status.state(ConnState::Connecting);
         let attempt = tokio::select! {
@@ -224,7 +239,7 @@ pub(crate) async fn publish(
                 session.status.state(ConnState::Live);
                 let connected_at = Instant::now();
                 let result = session.serve(&mut ws, shutdown.as_mut()).await;
-                if connected_at.elapsed() >= MAX_BACKOFF {
+                if connected_at.elapsed() >= STABLE_CONNECTION {
                     backoff.reset();
                 }
                 match result {
@@ -247,11 +262,18 @@ pub(crate) async fn publish(
             Failure::Retry(why) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%url, err = %why, retry_in_ms = delay.as_millis() as u64, "relay unavailable; will retry");
-                session.status.state(ConnState::Retrying(delay));
-                tokio::select! {
-                    biased;
-                    () = shutdown.as_mut() => return Ok(()),
-                    () = sleep(delay) => {}
+                let retry_at = Instant::now() + delay;
+                loop {
+                    let left = retry_at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    session.status.state(ConnState::Retrying(left));
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => return Ok(()),
+                        () = sleep(left.min(COUNTDOWN_STEP)) => {}
+                    }
                 }
             }
         }

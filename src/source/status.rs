@@ -105,9 +105,9 @@ impl Status {
             ConnState::Live => "live".to_string(),
             ConnState::Retrying(after) => format!("retrying in {:.1} s", after.as_secs_f64()),
         };
+        let title = if self.title.is_empty() { "(waiting for the relay)" } else { &self.title };
         bar.set_message(format!(
-            "{}  {:02}:{:02}  {kbps} kbit/s  [{state}]",
-            self.title,
+            "{title}  {:02}:{:02}  {kbps} kbit/s  [{state}]",
             seconds / 60,
             seconds % 60
         ));
