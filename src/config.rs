@@ -41,7 +41,6 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
 pub struct ConfigError {
     /// The config file's path as given.
     pub file: String,
@@ -133,6 +132,15 @@ struct RawStream {
     ring_frames: Option<Spanned<usize>>,
     ring_bytes: Option<Spanned<usize>>,
     max_listeners: Option<Spanned<usize>>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{line}:{}: {}", self.file, self.column, self.message),
+        }
+    }
 }
 
 impl Default for Config {

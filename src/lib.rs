@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod inspect;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
