@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod echo;
 pub mod error;
 pub mod http;
 pub mod ingest;

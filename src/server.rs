@@ -245,6 +245,17 @@ async fn route(
     if let Some(name) = request.path.strip_prefix("/listen/") {
         return listen(socket, peer, relay, &request, name, leftover, cancel).await;
     }
+    if request.path == "/echo" && relay.config.echo_endpoint {
+        let accept = match upgrade_key(&request) {
+            Ok(accept) => accept,
+            Err((status, reason)) => {
+                return refuse(&mut socket, relay, peer, &request.path, status, reason).await
+            }
+        };
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &switching_protocols(&accept)).await?;
+        socket.set_nodelay(true)?;
+        return Ok(crate::echo::serve(socket, leftover, cancel).await?);
+    }
     if request.method != "GET" && !head_only {
         let response = Response::text(405, "method not allowed").with_header("Allow", "GET, HEAD");
         response.send(&mut socket, false).await?;
