@@ -32,6 +32,10 @@ pub const DEFAULT_BURST_MS: u64 = 1_000;
 pub const DEFAULT_RING_FRAMES: usize = 1_024;
 /// Bytes kept per stream: about 8 s of 8 Mbit/s video.
 pub const DEFAULT_RING_BYTES: usize = 8 << 20;
+/// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
+pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
 /// Listeners per stream.
 pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
 /// Bytes the relay writes to one listener socket in one go when the listener is behind.
@@ -41,7 +45,6 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
 pub struct ConfigError {
     /// The config file's path as given.
     pub file: String,
@@ -78,6 +81,10 @@ pub struct Config {
     pub listener_batch_bytes: usize,
     /// Unsent bytes the kernel may hold per listener.
     pub listener_kernel_bytes: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
+    pub ip_limit_exempt: Vec<std::net::IpAddr>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
     pub echo_endpoint: bool,
     /// The streams, in file order.
@@ -101,6 +108,8 @@ pub struct StreamConfig {
     pub ring_bytes: usize,
     /// Most listeners.
     pub max_listeners: usize,
+    /// Most a live source may send, bits per second (close 4006 past it).
+    pub max_ingest_bitrate: u64,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +126,8 @@ struct RawConfig {
     slow_listener_timeout_ms: Option<Spanned<u64>>,
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
+    max_connections_per_ip: Option<Spanned<usize>>,
+    ip_limit_exempt: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     echo_endpoint: bool,
     #[serde(default)]
@@ -133,6 +144,16 @@ struct RawStream {
     ring_frames: Option<Spanned<usize>>,
     ring_bytes: Option<Spanned<usize>>,
     max_listeners: Option<Spanned<usize>>,
+    max_ingest_bitrate: Option<Spanned<usize>>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{line}:{}: {}", self.file, self.column, self.message),
+        }
+    }
 }
 
 impl Default for Config {
@@ -149,6 +170,11 @@ impl Default for Config {
             slow_listener_timeout: Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS),
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            ip_limit_exempt: vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
             echo_endpoint: false,
             streams: Vec::new(),
         }
@@ -166,6 +192,7 @@ impl StreamConfig {
             ring_frames: DEFAULT_RING_FRAMES,
             ring_bytes: DEFAULT_RING_BYTES,
             max_listeners: DEFAULT_MAX_LISTENERS,
+            max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
         }
     }
 }
@@ -236,6 +263,24 @@ impl Config {
             "listener_kernel_bytes",
             DEFAULT_LISTENER_KERNEL_BYTES,
         )?;
+        config.max_connections_per_ip = positive(
+            raw.max_connections_per_ip,
+            "max_connections_per_ip",
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+        )?;
+        if let Some(exempt) = raw.ip_limit_exempt {
+            config.ip_limit_exempt = exempt
+                .into_iter()
+                .map(|ip| {
+                    ip.get_ref().parse().map_err(|_| {
+                        fail(
+                            Some(ip.span()),
+                            format!("ip_limit_exempt: `{}` is not an IP address", ip.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
         config.ping_interval =
@@ -290,6 +335,11 @@ impl Config {
             stream.ring_bytes = positive(raw_stream.ring_bytes, "ring_bytes", DEFAULT_RING_BYTES)?;
             stream.max_listeners =
                 positive(raw_stream.max_listeners, "max_listeners", DEFAULT_MAX_LISTENERS)?;
+            stream.max_ingest_bitrate = positive(
+                raw_stream.max_ingest_bitrate,
+                "max_ingest_bitrate",
+                DEFAULT_MAX_INGEST_BITRATE as usize,
+            )? as u64;
             config.streams.push(stream);
         }
         Ok(config)

@@ -17,9 +17,11 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod echo;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod inspect;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;

@@ -40,6 +40,20 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
     },
     /// Print a new random stream key.
     Keygen,
+    /// Connect as a listener and print what a stream carries (hello, events, frames).
+    #[command(
+        after_help = "Examples:\n  onair listen ws://127.0.0.1:8000/listen/demo\n  onair listen --frames --seconds 2 ws://127.0.0.1:8000/listen/radio"
+    )]
+    Listen {
+        /// Listener URL, ws://HOST:PORT/listen/STREAM.
+        url: String,
+        /// Print every frame header instead of a summary per second.
+        #[arg(long)]
+        frames: bool,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "N")]
+        seconds: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,15 +64,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Keygen => keygen().map(|key| println!("{key}")),
+        Command::Listen { url, frames, seconds } => listen(url, frames, seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!("{err:#}");
+            eprintln!("onair: error: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -96,6 +112,16 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
         info!("stopped");
         Ok(())
     })
+}
+
+fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()> {
+    let duration = match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--seconds must be a positive number, not {s}"),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(onair::inspect::run(onair::inspect::InspectOptions { url, frames, duration }))
 }
 
 /// Completes on SIGINT or SIGTERM.

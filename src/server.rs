@@ -5,10 +5,12 @@
 //! (up to `DRAIN_TIMEOUT`) for them. Refusals (401/403/404/409/503) are answered here, before
 //! any upgrade, with a plain-text reason and one log line.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -46,6 +48,7 @@ pub struct Relay {
     pub metrics: Metrics,
     web_root: PathBuf,
     connections: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Relay {
@@ -55,7 +58,7 @@ impl Relay {
         let streams = Streams::new(&config.streams, &metrics);
         let web_root = config.web_root.clone().unwrap_or_else(default_web_root);
         let connections = Arc::new(Semaphore::new(config.max_connections));
-        Arc::new(Self { config, streams, metrics, web_root, connections })
+        Arc::new(Self { config, streams, metrics, web_root, connections, per_ip: Mutex::default() })
     }
 }
 
@@ -146,6 +149,36 @@ pub async fn run_relay(
     Ok(())
 }
 
+impl Relay {
+    /// Counts a connection from `ip`; false when that address is at its limit.
+    fn admit_ip(&self, ip: IpAddr) -> bool {
+        if self.config.ip_limit_exempt.contains(&ip) {
+            return true;
+        }
+        let mut per_ip = self.per_ip.lock().expect("per-ip lock poisoned");
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.config.max_connections_per_ip {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Forgets one connection from `ip`; the map never keeps addresses with no connection.
+    fn release_ip(&self, ip: IpAddr) {
+        if self.config.ip_limit_exempt.contains(&ip) {
+            return;
+        }
+        let mut per_ip = self.per_ip.lock().expect("per-ip lock poisoned");
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 /// One TCP connection: read the request head, route it.
 async fn connection(
     mut socket: TcpStream,
@@ -161,9 +194,17 @@ async fn connection(
         let _ = timeout(Duration::from_secs(1), refusal.send(&mut socket, false)).await;
         return Ok(());
     };
+    if !relay.admit_ip(peer.ip()) {
+        relay.metrics.refused("max_connections_per_ip");
+        warn!(%peer, limit = relay.config.max_connections_per_ip, "refused: per-address connection limit reached");
+        let refusal = Response::text(503, "too many connections from your address");
+        let _ = timeout(Duration::from_secs(1), refusal.send(&mut socket, false)).await;
+        return Ok(());
+    }
     relay.metrics.connections.inc();
     let _open = scopeguard(|| {
         relay.metrics.connections.dec();
+        relay.release_ip(peer.ip());
     });
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::select! {
@@ -203,6 +244,17 @@ async fn route(
     }
     if let Some(name) = request.path.strip_prefix("/listen/") {
         return listen(socket, peer, relay, &request, name, leftover, cancel).await;
+    }
+    if request.path == "/echo" && relay.config.echo_endpoint {
+        let accept = match upgrade_key(&request) {
+            Ok(accept) => accept,
+            Err((status, reason)) => {
+                return refuse(&mut socket, relay, peer, &request.path, status, reason).await
+            }
+        };
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &switching_protocols(&accept)).await?;
+        socket.set_nodelay(true)?;
+        return Ok(crate::echo::serve(socket, leftover, cancel).await?);
     }
     if request.method != "GET" && !head_only {
         let response = Response::text(405, "method not allowed").with_header("Allow", "GET, HEAD");

@@ -332,3 +332,26 @@ async fn garbage_and_slow_requests_get_an_error_and_the_relay_carries_on() {
     assert_eq!(http_get(&relay, "/healthz").await.0, 200);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn peers_that_stop_answering_pings_are_closed_with_4009() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.ping_interval = Duration::from_millis(50);
+    config.dead_peer_timeout = Duration::from_millis(200);
+    let relay = TestRelay::start_with(config).await;
+    let mut listener = raw_websocket(&relay, "/listen/radio").await;
+    let (code, pings) = raw_close_code(&mut listener).await;
+    assert_eq!(code, close::DEAD_PEER);
+    assert!(pings >= 2, "pinged {pings} times before giving up");
+
+    let mut source = raw_websocket(&relay, "/ingest/radio?key=SECRET").await;
+    raw_send(
+        &mut source,
+        0x1,
+        br#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"opus"}]}"#,
+    )
+    .await;
+    let (code, _) = raw_close_code(&mut source).await;
+    assert_eq!(code, close::DEAD_PEER);
+    relay.shutdown().await;
+}
