@@ -166,3 +166,13 @@ async fn resampled_tracks_join_without_a_gap_or_click() {
     assert_phase_continuous(&pcm, 48_000, 441.0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn aac_tracks_join_gaplessly_once_the_priming_is_trimmed() {
+    let tone = sample("tone-1k.m4a");
+    let (pcm, starts) = play_and_decode(vec![tone.clone(), tone]).await;
+    // 2 s per track once the 1024 priming samples are dropped (the MP4 edit list).
+    assert_eq!(starts, [0, 2_000_000]);
+    assert_continuous_tone(&pcm, 2 * 48_000 - 10 * 960..2 * 48_000 + 10 * 960, 1000.0, 0.5);
+    assert_phase_continuous(&pcm, 2 * 48_000, 1000.0);
+}

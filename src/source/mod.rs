@@ -8,6 +8,7 @@
 
 mod decode;
 mod encode;
+mod mp4;
 mod pace;
 mod playlist;
 mod playout;
