@@ -431,6 +431,17 @@ mod tests {
     }
 
     #[test]
+    fn playouts_can_move_into_spawned_tasks() {
+        fn is_send<T: Send>(_: &T) {}
+        let mut playout = Playout::spawn(config(&["tone-1k.m4a"])).unwrap();
+        is_send(&playout.next());
+        let mut paced = crate::source::Paced::new(playout, false);
+        is_send(&paced.next());
+        let task = async move { paced.next().await.is_some() };
+        is_send(&task);
+    }
+
+    #[test]
     fn stdin_must_be_the_only_input() {
         let cfg =
             PlayoutConfig { inputs: vec!["-".into(), sample("tone-1k.m4a")], ..Default::default() };
