@@ -110,6 +110,8 @@ pub struct StreamConfig {
     pub max_listeners: usize,
     /// Most a live source may send, bits per second (close 4006 past it).
     pub max_ingest_bitrate: u64,
+    /// When set, listeners need a link signed with this secret (`onair sign`).
+    pub listen_secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +147,7 @@ struct RawStream {
     ring_bytes: Option<Spanned<usize>>,
     max_listeners: Option<Spanned<usize>>,
     max_ingest_bitrate: Option<Spanned<usize>>,
+    listen_secret: Option<Spanned<String>>,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -193,6 +196,7 @@ impl StreamConfig {
             ring_bytes: DEFAULT_RING_BYTES,
             max_listeners: DEFAULT_MAX_LISTENERS,
             max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
+            listen_secret: None,
         }
     }
 }
@@ -340,6 +344,15 @@ impl Config {
                 "max_ingest_bitrate",
                 DEFAULT_MAX_INGEST_BITRATE as usize,
             )? as u64;
+            stream.listen_secret = match raw_stream.listen_secret {
+                Some(secret) if secret.get_ref().len() < 16 => {
+                    return Err(fail(
+                        Some(secret.span()),
+                        format!("stream `{name}`: listen_secret must be at least 16 characters"),
+                    ));
+                }
+                secret => secret.map(Spanned::into_inner),
+            };
             config.streams.push(stream);
         }
         Ok(config)

@@ -16,6 +16,7 @@
 //! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod config;
 pub mod echo;
 pub mod error;

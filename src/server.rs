@@ -417,6 +417,9 @@ async fn listen(
     let Some(stream) = relay.streams.get(name) else {
         return refuse(&mut socket, relay, peer, path, 404, "no such stream").await;
     };
+    if let Err(denied) = check_listen_access(stream, &request) {
+        return refuse(&mut socket, relay, peer, path, denied.status(), &denied.to_string()).await;
+    }
     let (consumer, first) = match Stream::subscribe(stream) {
         Ok(subscribed) => subscribed,
         Err(err) => return refuse(&mut socket, relay, peer, path, 503, &err.to_string()).await,
@@ -432,6 +435,24 @@ async fn listen(
         ending => debug!(stream = %name, %peer, ?ending, "listener left"),
     }
     Ok(())
+}
+
+/// A stream with a `listen_secret` only admits listeners with a valid signed link.
+///
+/// # Errors
+/// Why the link is refused; `Denied::status` gives the HTTP status.
+pub fn check_listen_access(
+    stream: &Stream,
+    request: &Request,
+) -> Result<(), crate::access::Denied> {
+    let Some(secret) = &stream.config().listen_secret else { return Ok(()) };
+    crate::access::verify(
+        secret,
+        &stream.config().name,
+        request.query_param("expires").as_deref(),
+        request.query_param("sig").as_deref(),
+        crate::access::unix_now(),
+    )
 }
 
 /// No Nagle delay, and a small kernel send buffer: stale audio must wait in the ring, where
