@@ -417,7 +417,7 @@ async fn listen(
     let Some(stream) = relay.streams.get(name) else {
         return refuse(&mut socket, relay, peer, path, 404, "no such stream").await;
     };
-    if let Err(denied) = check_listen_access(stream, &request) {
+    if let Err(denied) = check_listen_access(stream, request) {
         return refuse(&mut socket, relay, peer, path, denied.status(), &denied.to_string()).await;
     }
     let (consumer, first) = match Stream::subscribe(stream) {
