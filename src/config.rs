@@ -85,10 +85,24 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
     pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// Serve TLS on a second port.
+    pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
     pub echo_endpoint: bool,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
+}
+
+/// `[tls]`: serve `https://` and `wss://` on a second port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address for TLS connections, e.g. `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain (reloaded on SIGHUP).
+    pub cert: PathBuf,
+    /// PEM private key (reloaded on SIGHUP).
+    pub key: PathBuf,
 }
 
 /// One stream ("mount").
@@ -130,6 +144,7 @@ struct RawConfig {
     listener_kernel_bytes: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
     #[serde(default)]
@@ -178,6 +193,7 @@ impl Default for Config {
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
+            tls: None,
             echo_endpoint: false,
             streams: Vec::new(),
         }
@@ -239,6 +255,7 @@ impl Config {
         config.allowed_origins = raw.allowed_origins;
         config.web_root = raw.web_root;
         config.echo_endpoint = raw.echo_endpoint;
+        config.tls = raw.tls;
         let positive = |value: Option<Spanned<usize>>, name: &str, default: usize| match value {
             Some(v) if *v.get_ref() == 0 => {
                 Err(fail(Some(v.span()), format!("{name} must be > 0")))
@@ -399,6 +416,14 @@ key = "SECRET"
         let text = include_str!("../docs/onair.example.toml");
         let config = Config::parse(text, "onair.example.toml").unwrap();
         assert!(!config.streams.is_empty());
+        // The commented-out [tls] table is valid too.
+        let uncommented = text
+            .replace("# [tls]", "[tls]")
+            .replace("# listen = \"0.0.0.0:8443\"", "listen = \"0.0.0.0:8443\"")
+            .replace("# cert =", "cert =")
+            .replace("# key =", "key =");
+        let config = Config::parse(&uncommented, "onair.example.toml").unwrap();
+        assert_eq!(config.tls.map(|t| t.listen.port()), Some(8443));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod tls;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};

@@ -137,7 +137,38 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             }
             info!("web player at http://{addr}/");
         }
-        onair::server::run(listener, config, shutdown_signal()).await?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let tls = match &config.tls {
+            Some(tls_config) => {
+                let terminator = onair::tls::Terminator::new(tls_config.clone())
+                    .context("loading the TLS certificate")?;
+                let tls_listener = onair::server::bind(tls_config.listen)
+                    .with_context(|| format!("cannot listen on {} for tls", tls_config.listen))?;
+                Some((terminator, tls_listener))
+            }
+            None => None,
+        };
+        let relay = onair::server::Relay::new(config);
+        let mut tls_task = None;
+        if let Some((terminator, tls_listener)) = tls {
+            tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
+            tls_task = Some(tokio::spawn(onair::tls::run(
+                tls_listener,
+                addr,
+                terminator,
+                std::sync::Arc::clone(&relay),
+                shutdown.clone().cancelled_owned(),
+            )));
+        }
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        });
+        onair::server::run_relay(listener, relay, shutdown.cancelled_owned()).await?;
+        if let Some(task) = tls_task {
+            let _ = task.await;
+        }
         info!("stopped");
         Ok(())
     })
@@ -180,6 +211,22 @@ fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()>
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(onair::inspect::run(onair::inspect::InspectOptions { url, frames, duration }))
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected.
+async fn reload_on_sighup(terminator: std::sync::Arc<onair::tls::Terminator>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return error!("cannot watch SIGHUP: the certificate will not be reloaded");
+        };
+        while hup.recv().await.is_some() {
+            if let Err(err) = terminator.reload() {
+                error!(%err, "tls reload failed; keeping the old certificate");
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -151,7 +151,7 @@ pub async fn run_relay(
 
 impl Relay {
     /// Counts a connection from `ip`; false when that address is at its limit.
-    fn admit_ip(&self, ip: IpAddr) -> bool {
+    pub(crate) fn admit_ip(&self, ip: IpAddr) -> bool {
         if self.config.ip_limit_exempt.contains(&ip) {
             return true;
         }
@@ -165,7 +165,7 @@ impl Relay {
     }
 
     /// Forgets one connection from `ip`; the map never keeps addresses with no connection.
-    fn release_ip(&self, ip: IpAddr) {
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
         if self.config.ip_limit_exempt.contains(&ip) {
             return;
         }
