@@ -16,6 +16,7 @@
 //! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod config;
 pub mod echo;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod relay;
 pub mod server;
 #[cfg(feature = "source")]
 pub mod source;
+pub mod tls;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};
