@@ -18,6 +18,8 @@ mod status;
 use std::future::Future;
 use std::path::PathBuf;
 
+use crate::protocol;
+
 pub use decode::{DecodeError, FileDecoder, PcmChunk, PcmFormat, PcmReader, PcmSpec};
 pub use encode::{
     opus_head, EncodedFrame, StreamEncoder, FRAME_DURATION_US, FRAME_SAMPLES, SAMPLE_RATE,
@@ -237,8 +239,6 @@ pub async fn run(args: PushArgs, shutdown: impl Future<Output = ()>) -> Result<(
     let playout = Playout::spawn(args.playout_config())?;
     publish::publish(playout, &target, args.fast, shutdown).await
 }
-
-use crate::protocol;
 
 #[cfg(test)]
 mod tests {

@@ -294,7 +294,7 @@ async fn connect(target: &Target) -> Result<Ws, Failure> {
     }
 }
 
-/// Maps a failed upgrade to retry or a permanent error; exposed for tests through `PushError`.
+/// Maps a failed connection or upgrade to retry or a permanent error.
 fn classify_connect_error(err: tungstenite::Error, target: &Target) -> Failure {
     match err {
         tungstenite::Error::Http(response) => {
