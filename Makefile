@@ -2,6 +2,7 @@
 # Each target installs what it needs first, idempotently (skips what is already there).
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.

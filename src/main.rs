@@ -136,6 +136,9 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);
             }
             info!("web player at http://{addr}/");
+            if let Some(tls) = &config.tls {
+                info!("and over tls at https://{}/ (wss:// for WebSockets)", tls.listen);
+            }
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
         let tls = match &config.tls {
