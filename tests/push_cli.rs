@@ -1,7 +1,4 @@
 //! `onair push` as a user runs it: the binary's exit codes, help and output.
-//!
-//! NOTE: ignored until `main.rs` wires the `push` subcommand (`Push(onair::source::PushArgs)`
-//! calling `onair::source::run` and exiting with `PushError::exit_code`); then drop the ignores.
 #![cfg(feature = "source")]
 #![allow(clippy::unwrap_used)]
 
@@ -40,7 +37,6 @@ fn stderr(out: &Output) -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs the `push` subcommand wired in main.rs"]
 async fn exit_codes_tell_usage_key_and_stream_errors_apart() {
     let relay = TestRelay::start().await;
     let url = relay.url("/ingest/radio");
@@ -64,7 +60,6 @@ async fn exit_codes_tell_usage_key_and_stream_errors_apart() {
 }
 
 #[tokio::test]
-#[ignore = "needs the `push` subcommand wired in main.rs"]
 async fn help_documents_flags_exit_codes_and_examples() {
     let out = onair_push(vec!["--help".into()]).await;
     assert_eq!(out.status.code(), Some(0));

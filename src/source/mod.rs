@@ -6,6 +6,7 @@
 //! → `publish` sends them to the relay's `/ingest/{stream}` and reconnects when it goes away.
 //! Everything but `publish` and `pace` is synchronous and free of network I/O.
 
+pub mod autodj;
 mod decode;
 mod encode;
 mod mp4;
