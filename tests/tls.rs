@@ -153,3 +153,53 @@ async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
     within(tls_task).await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn onair_push_broadcasts_over_wss() {
+    let dir = std::env::temp_dir().join(format!("onair-tls-push-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_cert(&dir);
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
+    let tls_config =
+        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let relay = onair::server::Relay::new(config(&[("radio", "SECRET")]));
+    let terminator = onair::tls::Terminator::new(tls_config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tls_task = tokio::spawn(onair::tls::run(
+        tls_listener,
+        plain_addr,
+        terminator,
+        Arc::clone(&relay),
+        stop.clone().cancelled_owned(),
+    ));
+    let server =
+        tokio::spawn(onair::server::run_relay(plain, relay, stop.clone().cancelled_owned()));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{plain_addr}/listen/radio")).await.unwrap();
+
+    // The client trusts the self-signed certificate through SSL_CERT_FILE, as a user would.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tone-1k.m4a");
+    let push = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["push", "--fast", "--key", "SECRET", "--to"])
+        .arg(format!("wss://localhost:{}/ingest/radio", tls_addr.port()))
+        .arg(&sample)
+        .env("SSL_CERT_FILE", dir.join("cert.pem"))
+        .kill_on_drop(true)
+        .output();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), push).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut frames = 0;
+    while frames < 100 {
+        if let Message::Binary(_) = within(ws.next()).await.unwrap().unwrap() {
+            frames += 1;
+        }
+    }
+    stop.cancel();
+    within(server).await.unwrap().unwrap();
+    within(tls_task).await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
