@@ -1,0 +1,430 @@
+//! Turns an Icecast source's body (Ogg/Opus or MP3) into the relay's events: the track list,
+//! header frames, timed audio frames and in-stream metadata.
+//!
+//! Pure and incremental: `source.rs` feeds body bytes as they arrive and applies the events to
+//! its `SourceHandle`. The container is sniffed from the first bytes (the `Content-Type` of
+//! sources is often wrong: ffmpeg says `audio/mpeg` unless told otherwise). Any violation is an
+//! error for this source only.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::format::mp3::{FrameReader, Mp3Error};
+use crate::format::ogg::{self, OggError, Packetizer};
+use crate::format::opus::{self, OpusError, OpusHead};
+use crate::format::Container;
+use crate::protocol::{Codec, Metadata, Track, TrackKind};
+
+/// The track id Icecast sources use (they carry a single audio track).
+pub const TRACK: u8 = 0;
+/// Most foreign logical streams (e.g. a skeleton track) an Ogg source may carry beside audio.
+const MAX_IGNORED_STREAMS: usize = 8;
+
+/// What the relay should do with a piece of the source's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The source's tracks are known (exactly once, first).
+    Start(Vec<Track>),
+    /// Codec configuration for the track (Opus: the `OpusHead` packet).
+    Header(Bytes),
+    /// One encoded frame with its presentation time in microseconds.
+    Frame {
+        /// Presentation time, microseconds from the start of this source.
+        pts: u64,
+        /// The encoded frame.
+        data: Bytes,
+    },
+    /// Now playing, from in-stream tags.
+    Metadata(Metadata),
+}
+
+/// Why a source's body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DemuxError {
+    /// The first bytes are not a container the relay reads.
+    #[error("not an Ogg or MP3 stream (first bytes {0:02x?})")]
+    Unrecognised(Vec<u8>),
+    /// A container the relay recognises but does not ingest.
+    #[error("{0} sources are not supported: send Ogg/Opus or MP3")]
+    Unsupported(&'static str),
+    /// Ogg structure error.
+    #[error(transparent)]
+    Ogg(#[from] OggError),
+    /// MP3 sync error.
+    #[error(transparent)]
+    Mp3(#[from] Mp3Error),
+    /// Opus data error.
+    #[error(transparent)]
+    Opus(#[from] OpusError),
+    /// The codec changed between chained Ogg streams.
+    #[error("codec switch mid-stream: {0}")]
+    CodecSwitch(&'static str),
+    /// A page of a logical stream that never began.
+    #[error("Ogg page of unknown stream {0:#010x}")]
+    UnknownStream(u32),
+    /// Too many logical streams the relay does not carry.
+    #[error("more than {MAX_IGNORED_STREAMS} extra Ogg streams")]
+    TooManyStreams,
+}
+
+/// Demuxer state for one source connection.
+#[derive(Debug)]
+pub struct Demuxer {
+    inner: Inner,
+    max_packet_bytes: usize,
+    bitrate: Option<u32>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Sniffing,
+    Ogg(OggDemux),
+    Mp3(Mp3Demux),
+}
+
+impl Demuxer {
+    /// A demuxer that refuses packets over `max_packet_bytes`; `bitrate` (bits/s, from the
+    /// source's `ice-bitrate`) goes into the track description.
+    pub fn new(max_packet_bytes: usize, bitrate: Option<u32>) -> Self {
+        Self { inner: Inner::Sniffing, max_packet_bytes, bitrate }
+    }
+
+    /// The container, once recognised.
+    pub fn container(&self) -> Option<Container> {
+        match self.inner {
+            Inner::Sniffing => None,
+            Inner::Ogg(_) => Some(Container::Ogg),
+            Inner::Mp3(_) => Some(Container::Mp3),
+        }
+    }
+
+    /// Consumes what it can of `buf` and appends the resulting events to `out`. Bytes of an
+    /// incomplete page or frame stay in `buf` (at most one page or frame).
+    ///
+    /// # Errors
+    /// A `DemuxError` when the body is not a stream the relay can carry; the source must go.
+    pub fn push(&mut self, buf: &mut BytesMut, out: &mut Vec<Event>) -> Result<(), DemuxError> {
+        if let Inner::Sniffing = self.inner {
+            if buf.len() < 4 {
+                return Ok(());
+            }
+            self.inner = match Container::sniff(buf) {
+                Some(Container::Ogg) => Inner::Ogg(OggDemux::new(self.max_packet_bytes)),
+                Some(Container::Mp3) => Inner::Mp3(Mp3Demux::default()),
+                Some(Container::WebM) => return Err(DemuxError::Unsupported("WebM")),
+                None => return Err(DemuxError::Unrecognised(buf[..buf.len().min(8)].to_vec())),
+            };
+        }
+        match &mut self.inner {
+            Inner::Sniffing => Ok(()),
+            Inner::Ogg(ogg) => ogg.push(buf, self.bitrate, out),
+            Inner::Mp3(mp3) => mp3.push(buf, self.bitrate, out),
+        }
+    }
+}
+
+fn opus_track(head: &OpusHead, bitrate: Option<u32>) -> Track {
+    Track {
+        id: TRACK,
+        kind: TrackKind::Audio,
+        codec: Codec::Opus,
+        sample_rate: Some(opus::SAMPLE_RATE),
+        channels: Some(head.channels),
+        width: None,
+        height: None,
+        bitrate,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OggStage {
+    /// Waiting for a BOS page that starts an Opus stream.
+    Idle,
+    /// OpusHead seen; the next packet is OpusTags.
+    Tags,
+    /// Audio packets.
+    Audio,
+}
+
+#[derive(Debug)]
+struct OggDemux {
+    serial: Option<u32>,
+    stage: OggStage,
+    packets: Packetizer,
+    max_packet_bytes: usize,
+    started: bool,
+    head: Option<Bytes>,
+    samples: u64,
+    ignored: Vec<u32>,
+    scratch: Vec<Bytes>,
+}
+
+impl OggDemux {
+    fn new(max_packet_bytes: usize) -> Self {
+        Self {
+            serial: None,
+            stage: OggStage::Idle,
+            packets: Packetizer::new(max_packet_bytes),
+            max_packet_bytes,
+            started: false,
+            head: None,
+            samples: 0,
+            ignored: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        buf: &mut BytesMut,
+        bitrate: Option<u32>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DemuxError> {
+        while let Some(page) = ogg::parse_page(buf)? {
+            if page.is_bos() {
+                self.begin(&page, bitrate, out)?;
+                continue;
+            }
+            if Some(page.serial) != self.serial {
+                if self.ignored.contains(&page.serial) {
+                    continue;
+                }
+                return Err(DemuxError::UnknownStream(page.serial));
+            }
+            let mut packets = std::mem::take(&mut self.scratch);
+            self.packets.push(&page, &mut packets)?;
+            for packet in packets.drain(..) {
+                self.packet(packet, out)?;
+            }
+            self.scratch = packets;
+            if page.is_eos() {
+                self.serial = None;
+                self.stage = OggStage::Idle;
+            }
+        }
+        Ok(())
+    }
+
+    /// A beginning-of-stream page: a new chained link, or a foreign stream to ignore.
+    fn begin(
+        &mut self,
+        page: &ogg::Page,
+        bitrate: Option<u32>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DemuxError> {
+        let body = &page.body[..];
+        if body.starts_with(opus::HEAD_MAGIC) {
+            let head = OpusHead::parse(body)?;
+            let packet = page.body.clone();
+            if !self.started {
+                out.push(Event::Start(vec![opus_track(&head, bitrate)]));
+                self.started = true;
+            }
+            // A chained link with the very same configuration needs no new header.
+            if self.head.as_ref() != Some(&packet) {
+                out.push(Event::Header(packet.clone()));
+                self.head = Some(packet);
+            }
+            self.serial = Some(page.serial);
+            self.stage = OggStage::Tags;
+            self.packets = Packetizer::new(self.max_packet_bytes);
+            return Ok(());
+        }
+        let codec = if body.starts_with(b"\x01vorbis") {
+            Some("Ogg Vorbis")
+        } else if body.starts_with(b"\x7fFLAC") {
+            Some("Ogg FLAC")
+        } else if body.starts_with(b"Speex") {
+            Some("Ogg Speex")
+        } else {
+            None
+        };
+        match codec {
+            Some(codec) if self.started => Err(DemuxError::CodecSwitch(codec)),
+            Some(codec) => Err(DemuxError::Unsupported(codec)),
+            None => {
+                // Skeleton, video or other streams beside the audio: not carried.
+                if self.ignored.len() >= MAX_IGNORED_STREAMS {
+                    return Err(DemuxError::TooManyStreams);
+                }
+                self.ignored.push(page.serial);
+                Ok(())
+            }
+        }
+    }
+
+    fn packet(&mut self, packet: Bytes, out: &mut Vec<Event>) -> Result<(), DemuxError> {
+        match self.stage {
+            OggStage::Idle => Ok(()),
+            OggStage::Tags => {
+                let meta = opus::parse_tags(&packet, opus::TAGS_MAGIC)?;
+                if meta != Metadata::default() {
+                    out.push(Event::Metadata(meta));
+                }
+                self.stage = OggStage::Audio;
+                Ok(())
+            }
+            OggStage::Audio => {
+                let samples = opus::packet_samples(&packet)?;
+                let pts = self.samples * 1_000_000 / u64::from(opus::SAMPLE_RATE);
+                self.samples += u64::from(samples);
+                out.push(Event::Frame { pts, data: packet });
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Mp3Demux {
+    reader: FrameReader,
+    started: bool,
+    /// Microseconds before the current sample rate took effect.
+    base_us: u64,
+    samples: u64,
+    rate: u32,
+}
+
+impl Mp3Demux {
+    fn push(
+        &mut self,
+        buf: &mut BytesMut,
+        bitrate: Option<u32>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DemuxError> {
+        while let Some((info, data)) = self.reader.next_frame(buf)? {
+            if !self.started {
+                self.started = true;
+                self.rate = info.sample_rate;
+                out.push(Event::Start(vec![Track {
+                    id: TRACK,
+                    kind: TrackKind::Audio,
+                    codec: Codec::Mp3,
+                    sample_rate: Some(info.sample_rate),
+                    channels: Some(info.channels),
+                    width: None,
+                    height: None,
+                    bitrate: bitrate.or(Some(info.bitrate)),
+                }]));
+            }
+            if info.sample_rate != self.rate {
+                self.base_us += self.samples * 1_000_000 / u64::from(self.rate);
+                self.samples = 0;
+                self.rate = info.sample_rate;
+            }
+            let pts = self.base_us + self.samples * 1_000_000 / u64::from(self.rate);
+            self.samples += u64::from(info.samples);
+            out.push(Event::Frame { pts, data });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::ogg::{PageWriter, FLAG_BOS};
+
+    fn opus_ogg(serial: u32, title: &str, packets: usize) -> BytesMut {
+        let (mut scratch, mut pages) = (BytesMut::new(), Vec::new());
+        let mut writer = PageWriter::new(serial);
+        let head = OpusHead::synthesize(2, 48_000);
+        writer.write(&[(head, 0)], FLAG_BOS, false, &mut scratch, &mut pages);
+        let meta = Metadata { title: Some(title.into()), ..Metadata::default() };
+        writer.write(
+            &[(opus::write_tags("test", Some(&meta)), 0)],
+            0,
+            false,
+            &mut scratch,
+            &mut pages,
+        );
+        let audio: Vec<(Bytes, u64)> = (0..packets)
+            .map(|i| (Bytes::from(vec![0xFC, i as u8, 1, 2, 3]), (i as u64 + 1) * 960))
+            .collect();
+        writer.write(&audio, 0, true, &mut scratch, &mut pages);
+        pages.iter().flat_map(|p| p.iter().copied()).collect::<Vec<u8>>().as_slice().into()
+    }
+
+    fn run(data: &[u8], chunk: usize) -> Result<Vec<Event>, DemuxError> {
+        let mut demux = Demuxer::new(1 << 20, None);
+        let (mut buf, mut out) = (BytesMut::new(), Vec::new());
+        for piece in data.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            demux.push(&mut buf, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn ogg_opus_becomes_start_header_metadata_and_timed_frames() {
+        let events = run(&opus_ogg(1, "Song", 5), 7).unwrap();
+        let Event::Start(tracks) = &events[0] else { panic!("{events:?}") };
+        assert_eq!((tracks[0].codec, tracks[0].channels), (Codec::Opus, Some(2)));
+        assert!(matches!(&events[1], Event::Header(h) if h.starts_with(b"OpusHead")));
+        assert!(matches!(&events[2], Event::Metadata(m) if m.title.as_deref() == Some("Song")));
+        let pts: Vec<u64> = events[3..]
+            .iter()
+            .map(|e| match e {
+                Event::Frame { pts, .. } => *pts,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(pts, vec![0, 20_000, 40_000, 60_000, 80_000]);
+    }
+
+    #[test]
+    fn chained_links_continue_the_timeline_and_update_the_title() {
+        let mut data = opus_ogg(1, "One", 2);
+        data.extend_from_slice(&opus_ogg(2, "Two", 2));
+        let events = run(&data, 4096).unwrap();
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                Event::Start(_) => "start",
+                Event::Header(_) => "header",
+                Event::Metadata(_) => "meta",
+                Event::Frame { .. } => "frame",
+            })
+            .collect();
+        assert_eq!(kinds, ["start", "header", "meta", "frame", "frame", "meta", "frame", "frame"]);
+        assert!(matches!(&events[5], Event::Metadata(m) if m.title.as_deref() == Some("Two")));
+        assert!(matches!(events[7], Event::Frame { pts: 60_000, .. }));
+    }
+
+    #[test]
+    fn garbage_and_switches_are_errors() {
+        let broken = include_bytes!("../../samples/broken.mp3");
+        assert!(matches!(run(broken, 100), Err(DemuxError::Unrecognised(_))));
+        let vorbis = include_bytes!("../../samples/music.ogg");
+        assert_eq!(run(vorbis, 100).unwrap_err(), DemuxError::Unsupported("Ogg Vorbis"));
+        let mut switch = opus_ogg(1, "x", 2);
+        switch.extend_from_slice(&vorbis[..4096]);
+        assert_eq!(run(&switch, 100).unwrap_err(), DemuxError::CodecSwitch("Ogg Vorbis"));
+        let mut to_mp3 = opus_ogg(1, "x", 2);
+        to_mp3.extend_from_slice(include_bytes!("../../samples/sweep.mp3"));
+        assert!(matches!(run(&to_mp3, 100), Err(DemuxError::Ogg(OggError::NoCapturePattern(_)))));
+        let bad_opus = {
+            let (mut scratch, mut pages) = (BytesMut::new(), Vec::new());
+            let mut w = PageWriter::new(3);
+            w.write(
+                &[(OpusHead::synthesize(1, 48_000), 0)],
+                FLAG_BOS,
+                false,
+                &mut scratch,
+                &mut pages,
+            );
+            w.write(&[(opus::write_tags("t", None), 0)], 0, false, &mut scratch, &mut pages);
+            w.write(&[(Bytes::new(), 0)], 0, false, &mut scratch, &mut pages);
+            pages.concat()
+        };
+        assert_eq!(run(&bad_opus, 50).unwrap_err(), DemuxError::Opus(OpusError::EmptyPacket));
+    }
+
+    #[test]
+    fn mp3_frames_get_pts_from_sample_counts() {
+        let events = run(include_bytes!("../../samples/sweep.mp3"), 1000).unwrap();
+        let Event::Start(tracks) = &events[0] else { panic!() };
+        assert_eq!((tracks[0].codec, tracks[0].sample_rate), (Codec::Mp3, Some(44_100)));
+        assert!(matches!(events[1], Event::Frame { pts: 0, .. }));
+        assert!(matches!(events[2], Event::Frame { pts: 26_122, .. }), "{:?}", events[2]);
+    }
+}
