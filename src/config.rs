@@ -32,6 +32,10 @@ pub const DEFAULT_BURST_MS: u64 = 1_000;
 pub const DEFAULT_RING_FRAMES: usize = 1_024;
 /// Bytes kept per stream: about 8 s of 8 Mbit/s video.
 pub const DEFAULT_RING_BYTES: usize = 8 << 20;
+/// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
+pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
 /// Listeners per stream.
 pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
 /// Bytes the relay writes to one listener socket in one go when the listener is behind.
@@ -43,7 +47,6 @@ pub const DEFAULT_ICY_METAINT: usize = 16_000;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
 pub struct ConfigError {
     /// The config file's path as given.
     pub file: String,
@@ -80,6 +83,12 @@ pub struct Config {
     pub listener_batch_bytes: usize,
     /// Unsent bytes the kernel may hold per listener.
     pub listener_kernel_bytes: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
+    pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// Serve TLS on a second port.
+    pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
     pub echo_endpoint: bool,
     /// Origins allowed to read streams and status from a web page (CORS); `*` allows any.
@@ -91,6 +100,18 @@ pub struct Config {
     pub icy_metaint: usize,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
+}
+
+/// `[tls]`: serve `https://` and `wss://` on a second port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address for TLS connections, e.g. `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain (reloaded on SIGHUP).
+    pub cert: PathBuf,
+    /// PEM private key (reloaded on SIGHUP).
+    pub key: PathBuf,
 }
 
 /// One stream ("mount").
@@ -110,6 +131,10 @@ pub struct StreamConfig {
     pub ring_bytes: usize,
     /// Most listeners.
     pub max_listeners: usize,
+    /// Most a live source may send, bits per second (close 4006 past it).
+    pub max_ingest_bitrate: u64,
+    /// When set, listeners need a link signed with this secret (`onair sign`).
+    pub listen_secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +151,9 @@ struct RawConfig {
     slow_listener_timeout_ms: Option<Spanned<u64>>,
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
+    max_connections_per_ip: Option<Spanned<usize>>,
+    ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
     cors_origins: Option<Vec<String>>,
@@ -145,6 +173,17 @@ struct RawStream {
     ring_frames: Option<Spanned<usize>>,
     ring_bytes: Option<Spanned<usize>>,
     max_listeners: Option<Spanned<usize>>,
+    max_ingest_bitrate: Option<Spanned<usize>>,
+    listen_secret: Option<Spanned<String>>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{line}:{}: {}", self.file, self.column, self.message),
+        }
+    }
 }
 
 impl Default for Config {
@@ -161,6 +200,12 @@ impl Default for Config {
             slow_listener_timeout: Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS),
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            ip_limit_exempt: vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
+            tls: None,
             echo_endpoint: false,
             cors_origins: vec!["*".to_owned()],
             admin_password: None,
@@ -181,6 +226,8 @@ impl StreamConfig {
             ring_frames: DEFAULT_RING_FRAMES,
             ring_bytes: DEFAULT_RING_BYTES,
             max_listeners: DEFAULT_MAX_LISTENERS,
+            max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
+            listen_secret: None,
         }
     }
 }
@@ -223,6 +270,7 @@ impl Config {
         config.allowed_origins = raw.allowed_origins;
         config.web_root = raw.web_root;
         config.echo_endpoint = raw.echo_endpoint;
+        config.tls = raw.tls;
         let positive = |value: Option<Spanned<usize>>, name: &str, default: usize| match value {
             Some(v) if *v.get_ref() == 0 => {
                 Err(fail(Some(v.span()), format!("{name} must be > 0")))
@@ -251,6 +299,24 @@ impl Config {
             "listener_kernel_bytes",
             DEFAULT_LISTENER_KERNEL_BYTES,
         )?;
+        config.max_connections_per_ip = positive(
+            raw.max_connections_per_ip,
+            "max_connections_per_ip",
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+        )?;
+        if let Some(exempt) = raw.ip_limit_exempt {
+            config.ip_limit_exempt = exempt
+                .into_iter()
+                .map(|ip| {
+                    ip.get_ref().parse().map_err(|_| {
+                        fail(
+                            Some(ip.span()),
+                            format!("ip_limit_exempt: `{}` is not an IP address", ip.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
         config.ping_interval =
@@ -315,6 +381,20 @@ impl Config {
             stream.ring_bytes = positive(raw_stream.ring_bytes, "ring_bytes", DEFAULT_RING_BYTES)?;
             stream.max_listeners =
                 positive(raw_stream.max_listeners, "max_listeners", DEFAULT_MAX_LISTENERS)?;
+            stream.max_ingest_bitrate = positive(
+                raw_stream.max_ingest_bitrate,
+                "max_ingest_bitrate",
+                DEFAULT_MAX_INGEST_BITRATE as usize,
+            )? as u64;
+            stream.listen_secret = match raw_stream.listen_secret {
+                Some(secret) if secret.get_ref().len() < 16 => {
+                    return Err(fail(
+                        Some(secret.span()),
+                        format!("stream `{name}`: listen_secret must be at least 16 characters"),
+                    ));
+                }
+                secret => secret.map(Spanned::into_inner),
+            };
             config.streams.push(stream);
         }
         Ok(config)
@@ -361,6 +441,14 @@ key = "SECRET"
         let text = include_str!("../docs/onair.example.toml");
         let config = Config::parse(text, "onair.example.toml").unwrap();
         assert!(!config.streams.is_empty());
+        // The commented-out [tls] table is valid too.
+        let uncommented = text
+            .replace("# [tls]", "[tls]")
+            .replace("# listen = \"0.0.0.0:8443\"", "listen = \"0.0.0.0:8443\"")
+            .replace("# cert =", "cert =")
+            .replace("# key =", "key =");
+        let config = Config::parse(&uncommented, "onair.example.toml").unwrap();
+        assert_eq!(config.tls.map(|t| t.listen.port()), Some(8443));
     }
 
     #[test]

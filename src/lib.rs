@@ -18,17 +18,21 @@
 //! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod config;
+pub mod echo;
 pub mod error;
 pub mod format;
 pub mod http;
 pub mod icecast;
 pub mod ingest;
+pub mod inspect;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod tls;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};

@@ -5,10 +5,12 @@
 //! (up to `DRAIN_TIMEOUT`) for them. Refusals (401/403/404/409/503) are answered here, before
 //! any upgrade, with a plain-text reason and one log line.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -48,6 +50,7 @@ pub struct Relay {
     pub icecast: crate::icecast::Icecast,
     web_root: PathBuf,
     connections: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Relay {
@@ -58,7 +61,15 @@ impl Relay {
         let web_root = config.web_root.clone().unwrap_or_else(default_web_root);
         let connections = Arc::new(Semaphore::new(config.max_connections));
         let icecast = crate::icecast::Icecast::new();
-        Arc::new(Self { config, streams, metrics, icecast, web_root, connections })
+        Arc::new(Self {
+            config,
+            streams,
+            metrics,
+            icecast,
+            web_root,
+            connections,
+            per_ip: Mutex::default(),
+        })
     }
 }
 
@@ -149,6 +160,36 @@ pub async fn run_relay(
     Ok(())
 }
 
+impl Relay {
+    /// Counts a connection from `ip`; false when that address is at its limit.
+    pub(crate) fn admit_ip(&self, ip: IpAddr) -> bool {
+        if self.config.ip_limit_exempt.contains(&ip) {
+            return true;
+        }
+        let mut per_ip = self.per_ip.lock().expect("per-ip lock poisoned");
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.config.max_connections_per_ip {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Forgets one connection from `ip`; the map never keeps addresses with no connection.
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
+        if self.config.ip_limit_exempt.contains(&ip) {
+            return;
+        }
+        let mut per_ip = self.per_ip.lock().expect("per-ip lock poisoned");
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
 /// One TCP connection: read the request head, route it.
 async fn connection(
     mut socket: TcpStream,
@@ -164,9 +205,17 @@ async fn connection(
         let _ = timeout(Duration::from_secs(1), refusal.send(&mut socket, false)).await;
         return Ok(());
     };
+    if !relay.admit_ip(peer.ip()) {
+        relay.metrics.refused("max_connections_per_ip");
+        warn!(%peer, limit = relay.config.max_connections_per_ip, "refused: per-address connection limit reached");
+        let refusal = Response::text(503, "too many connections from your address");
+        let _ = timeout(Duration::from_secs(1), refusal.send(&mut socket, false)).await;
+        return Ok(());
+    }
     relay.metrics.connections.inc();
     let _open = scopeguard(|| {
         relay.metrics.connections.dec();
+        relay.release_ip(peer.ip());
     });
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::select! {
@@ -209,6 +258,17 @@ async fn route(
     }
     if let Some(name) = request.path.strip_prefix("/listen/") {
         return listen(socket, peer, relay, &request, name, leftover, cancel).await;
+    }
+    if request.path == "/echo" && relay.config.echo_endpoint {
+        let accept = match upgrade_key(&request) {
+            Ok(accept) => accept,
+            Err((status, reason)) => {
+                return refuse(&mut socket, relay, peer, &request.path, status, reason).await
+            }
+        };
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &switching_protocols(&accept)).await?;
+        socket.set_nodelay(true)?;
+        return Ok(crate::echo::serve(socket, leftover, cancel).await?);
     }
     if request.method != "GET" && !head_only {
         let response = Response::text(405, "method not allowed").with_header("Allow", "GET, HEAD");
@@ -373,6 +433,9 @@ async fn listen(
     let Some(stream) = relay.streams.get(name) else {
         return refuse(&mut socket, relay, peer, path, 404, "no such stream").await;
     };
+    if let Err(denied) = check_listen_access(stream, request) {
+        return refuse(&mut socket, relay, peer, path, denied.status(), &denied.to_string()).await;
+    }
     let (consumer, first) = match Stream::subscribe(stream) {
         Ok(subscribed) => subscribed,
         Err(err) => return refuse(&mut socket, relay, peer, path, 503, &err.to_string()).await,
@@ -396,6 +459,24 @@ async fn listen(
         ending => debug!(stream = %name, %peer, ?ending, "listener left"),
     }
     Ok(())
+}
+
+/// A stream with a `listen_secret` only admits listeners with a valid signed link.
+///
+/// # Errors
+/// Why the link is refused; `Denied::status` gives the HTTP status.
+pub fn check_listen_access(
+    stream: &Stream,
+    request: &Request,
+) -> Result<(), crate::access::Denied> {
+    let Some(secret) = &stream.config().listen_secret else { return Ok(()) };
+    crate::access::verify(
+        secret,
+        &stream.config().name,
+        request.query_param("expires").as_deref(),
+        request.query_param("sig").as_deref(),
+        crate::access::unix_now(),
+    )
 }
 
 /// No Nagle delay, and a small kernel send buffer: stale audio must wait in the ring, where

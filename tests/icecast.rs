@@ -589,3 +589,43 @@ async fn shutdown_closes_icecast_sources_and_http_listeners() {
         onair::format::ogg::parse_page(&mut bytes::BytesMut::from(&body[..])).unwrap().unwrap();
     assert!(first.is_bos(), "the listener got its stream, then the relay closed it");
 }
+
+#[tokio::test]
+async fn private_streams_need_a_signed_link_over_http_too() {
+    let secret = "a-long-listen-secret";
+    let mut config = config(&[("radio", "SECRET")]);
+    config.streams[0].listen_secret = Some(secret.into());
+    let relay = TestRelay::start_with(config).await;
+    let _src = source(&relay, "radio", "SECRET").await;
+    wait_live(&relay, "radio", 0, None).await;
+    assert_eq!(get(&relay, "/radio.ogg", &[]).await.0, 401);
+    let now = onair::access::unix_now();
+    let forged = format!("/radio.ogg?expires={}&sig={}", now + 60, "0".repeat(64));
+    assert_eq!(get(&relay, &forged, &[]).await.0, 403);
+    let signed = format!(
+        "/radio.ogg?expires={}&sig={}",
+        now + 60,
+        onair::access::sign(secret, "radio", now + 60)
+    );
+    let listener = HttpListener::open(&relay, &signed, &[]).await;
+    assert_eq!(listener.status, 200, "{}", listener.head);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn icecast_source_over_the_bitrate_cap_is_dropped() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.streams[0].max_ingest_bitrate = 64_000;
+    let relay = TestRelay::start_with(config).await;
+    let mut socket = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!("SOURCE /radio.ogg HTTP/1.0\r\n{}\r\n\r\n", basic("source", "SECRET"));
+    socket.write_all(head.as_bytes()).await.unwrap();
+    // 2 s of burst at 64 kbit/s is 16 kB: 4000 pages of 100-byte packets is far more.
+    let _ = socket.write_all(&ogg_opus_pages(5, 4000)).await;
+    let mut rest = Vec::new();
+    let _ = within(socket.read_to_end(&mut rest)).await;
+    wait_offline(&relay, "radio").await;
+    let (_, metrics) = http_get(&relay, "/metrics").await;
+    assert!(metrics.contains("onair_refusals_total{reason=\"bad_source_data\"} 1"), "{metrics}");
+    relay.shutdown().await;
+}

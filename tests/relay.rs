@@ -332,3 +332,57 @@ async fn garbage_and_slow_requests_get_an_error_and_the_relay_carries_on() {
     assert_eq!(http_get(&relay, "/healthz").await.0, 200);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn peers_that_stop_answering_pings_are_closed_with_4009() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.ping_interval = Duration::from_millis(50);
+    config.dead_peer_timeout = Duration::from_millis(200);
+    let relay = TestRelay::start_with(config).await;
+    let mut listener = raw_websocket(&relay, "/listen/radio").await;
+    let (code, pings) = raw_close_code(&mut listener).await;
+    assert_eq!(code, close::DEAD_PEER);
+    assert!(pings >= 2, "pinged {pings} times before giving up");
+
+    let mut source = raw_websocket(&relay, "/ingest/radio?key=SECRET").await;
+    raw_send(
+        &mut source,
+        0x1,
+        br#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"opus"}]}"#,
+    )
+    .await;
+    let (code, _) = raw_close_code(&mut source).await;
+    assert_eq!(code, close::DEAD_PEER);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn private_streams_admit_only_listeners_with_a_valid_signed_link() {
+    let secret = "a-long-listen-secret";
+    let mut config = config(&[("radio", "SECRET")]);
+    config.streams[0].listen_secret = Some(secret.into());
+    let relay = TestRelay::start_with(config).await;
+    assert_eq!(refused_status(&relay, "/listen/radio", &[]).await, 401);
+    let now = onair::access::unix_now();
+    let expired = format!(
+        "/listen/radio?expires={}&sig={}",
+        now - 1,
+        onair::access::sign(secret, "radio", now - 1)
+    );
+    assert_eq!(refused_status(&relay, &expired, &[]).await, 403);
+    let forged = format!("/listen/radio?expires={}&sig={}", now + 60, "0".repeat(64));
+    assert_eq!(refused_status(&relay, &forged, &[]).await, 403);
+
+    // A link minted by the CLI, as an operator would share it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["sign", "radio", "--secret", secret, "--hours", "1", "--base"])
+        .arg(format!("http://{}", relay.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let url = String::from_utf8(out.stdout).unwrap();
+    let path = url.trim().strip_prefix(&format!("ws://{}", relay.addr)).unwrap().to_owned();
+    let mut ws = connect(&relay, &path, &[]).await.expect("a signed link admits the listener");
+    assert_eq!(next_event(&mut ws).await["type"], "hello");
+    relay.shutdown().await;
+}

@@ -33,7 +33,7 @@ use crate::protocol::{
     decode_frame_header, Codec, ListenerEvent, Metadata, Track, TrackKind, FRAME_HEADER_BYTES,
 };
 use crate::relay::{Consumer, Stream};
-use crate::server::Relay;
+use crate::server::{check_listen_access, Relay};
 use crate::websocket::WireFrame;
 
 /// Most buffers in one vectored write.
@@ -71,6 +71,12 @@ pub async fn serve(
         refuse(404, "no such stream").send(&mut socket, head_only).await?;
         return Ok(());
     };
+    if let Err(denied) = check_listen_access(stream, request) {
+        relay.metrics.refused(&denied.status().to_string());
+        info!(%peer, path = %request.path, %denied, "http listener refused");
+        refuse(denied.status(), &denied.to_string()).send(&mut socket, head_only).await?;
+        return Ok(());
+    }
     let wanted = match ext.map(str::to_ascii_lowercase).as_deref() {
         Some("ogg" | "opus" | "oga") => Some(Container::Ogg),
         Some("mp3" | "mpeg") => Some(Container::Mp3),

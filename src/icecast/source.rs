@@ -8,7 +8,7 @@
 //! body is parsed as it arrives, at most one page or frame is buffered.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +21,7 @@ use super::demux::{Demuxer, Event, TRACK};
 use super::{basic_auth, parse_mount, IceInfo, SourceInfo, REALM, SERVER_ID};
 use crate::format::Container;
 use crate::http::{Request, Response};
+use crate::ingest::INGEST_BURST_SECONDS;
 use crate::protocol::{encode_frame, FrameHeader, FLAG_HEADER, FLAG_KEYFRAME};
 use crate::relay::{SourceError, SourceHandle, SourceKind};
 use crate::server::{key_matches, Relay};
@@ -113,6 +114,9 @@ pub async fn serve(
     let mut raw = BytesMut::with_capacity(READ_BYTES);
     raw.extend_from_slice(leftover);
     let mut received = leftover.len() as u64;
+    let max_bitrate = stream.config().max_ingest_bitrate;
+    let mut rate = RateLimit::new(max_bitrate);
+    let _ = rate.take(leftover.len());
     let mut body = BytesMut::new();
     let mut events = Vec::new();
     let outcome = loop {
@@ -157,7 +161,12 @@ pub async fn serve(
             read = timeout(relay.config.dead_peer_timeout, socket.read_buf(&mut raw)) => match read {
                 Err(_) => break Outcome::Bad(format!("nothing received for {:?}", relay.config.dead_peer_timeout)),
                 Ok(Ok(0)) => break Outcome::Ended,
-                Ok(Ok(n)) => received += n as u64,
+                Ok(Ok(n)) => {
+                    received += n as u64;
+                    if !rate.take(n) {
+                        break Outcome::Bad(format!("over the stream's limit of {max_bitrate} bit/s"));
+                    }
+                }
                 Ok(Err(err)) => break Outcome::Io(err),
             },
         }
@@ -185,6 +194,36 @@ pub async fn serve(
     }
     let _ = timeout(std::time::Duration::from_secs(1), socket.shutdown()).await;
     Ok(())
+}
+
+/// A token bucket over body bytes: `max_ingest_bitrate` sustained, `INGEST_BURST_SECONDS` of
+/// burst (the same policy as WebSocket sources).
+#[derive(Debug)]
+struct RateLimit {
+    bytes_per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(bits_per_second: u64) -> Self {
+        let bytes_per_second = bits_per_second as f64 / 8.0;
+        Self {
+            bytes_per_second,
+            tokens: bytes_per_second * INGEST_BURST_SECONDS,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `bytes` from the bucket; false when the source is over its limit.
+    fn take(&mut self, bytes: usize) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.bytes_per_second;
+        self.tokens = (self.tokens + refill).min(self.bytes_per_second * INGEST_BURST_SECONDS);
+        self.last = now;
+        self.tokens -= bytes as f64;
+        self.tokens >= 0.0
+    }
 }
 
 /// How a source session ended.

@@ -945,3 +945,89 @@ mod tests {
         assert!(stream.is_live());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::protocol::{encode_frame, Codec, FLAG_KEYFRAME};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push { keyframe: bool, bytes: usize },
+        Read { consumer: usize, max_bytes: usize },
+        Metadata,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (any::<bool>(), 1usize..200).prop_map(|(keyframe, bytes)| Op::Push { keyframe, bytes }),
+            3 => (0usize..3, 1usize..600).prop_map(|(consumer, max_bytes)| Op::Read { consumer, max_bytes }),
+            1 => Just(Op::Metadata),
+        ]
+    }
+
+    proptest! {
+        /// Any interleaving of pushes and reads keeps order, never yields a frame twice, and
+        /// reports exactly the frames a consumer never got.
+        #[test]
+        fn consumers_see_ordered_unique_frames_and_exact_skip_counts(ops in prop::collection::vec(op(), 1..400)) {
+            let mut config = StreamConfig::new("prop", Some("k"));
+            config.ring_frames = 8;
+            config.ring_bytes = 1024;
+            config.burst = Duration::ZERO;
+            let stream = Stream::new(config, StreamMetrics::default());
+            let mut source = stream.attach(SourceKind::Live).expect("free");
+            source.start(vec![Track {
+                id: 0, kind: TrackKind::Audio, codec: Codec::Opus, sample_rate: None,
+                channels: None, width: None, height: None, bitrate: None,
+            }]).expect("first start");
+            // Consumers join before the first frame, so every frame is theirs to get or skip.
+            let mut consumers: Vec<(Consumer, u64)> =
+                (0..3).map(|_| (stream.subscribe().expect("room").0, 0)).collect();
+            let mut pushed = 0u64;
+            for op in ops {
+                match op {
+                    Op::Push { keyframe, bytes } => {
+                        let header = FrameHeader { flags: if keyframe { FLAG_KEYFRAME } else { 0 }, track: 0, pts: pushed };
+                        let mut body = pushed.to_be_bytes().to_vec();
+                        body.resize(bytes.max(8), 0);
+                        source.frame(header, encode_frame(header, &body)).expect("declared track");
+                        pushed += 1;
+                    }
+                    Op::Metadata => source.metadata(Metadata::default()).expect("started"),
+                    Op::Read { consumer, max_bytes } => {
+                        let (consumer, expected) = &mut consumers[consumer];
+                        let mut out = VecDeque::new();
+                        let fill = consumer.fill(&mut out, max_bytes);
+                        let mut skipped_seen = 0;
+                        let mut frames = 0;
+                        for frame in out {
+                            if !frame.is_binary() {
+                                let event: serde_json::Value = serde_json::from_slice(frame.payload()).expect("json");
+                                if event["type"] == "skipped" {
+                                    skipped_seen += event["frames"].as_u64().expect("count");
+                                }
+                                continue;
+                            }
+                            let mut n = [0u8; 8];
+                            n.copy_from_slice(&frame.payload()[10..18]);
+                            let number = u64::from_be_bytes(n);
+                            let want = *expected + std::mem::take(&mut skipped_seen);
+                            prop_assert_eq!(number, want, "in order, no duplicates, exact skip");
+                            *expected = number + 1;
+                            frames += 1;
+                        }
+                        prop_assert_eq!(fill.frames, frames);
+                        // A skip reported with nothing after it yet: the gap is still owed.
+                        *expected += skipped_seen;
+                        prop_assert!(*expected <= pushed);
+                        if fill.at_head {
+                            prop_assert_eq!(*expected, pushed, "at the head means nothing left");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
