@@ -419,6 +419,66 @@ mod tests {
         assert_eq!(run(&bad_opus, 50).unwrap_err(), DemuxError::Opus(OpusError::EmptyPacket));
     }
 
+    /// xorshift64: deterministic noise for the robustness test.
+    fn noise(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn mangled_input_never_panics_and_stays_bounded() {
+        let mp3 = include_bytes!("../../samples/sweep.mp3");
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for round in 0..400 {
+            let mut data = match round % 3 {
+                0 => opus_ogg(round, "x", 20).to_vec(),
+                1 => mp3[..8000].to_vec(),
+                _ => {
+                    // Valid pages (good CRCs) around random packets: reaches the Opus checks.
+                    let (mut scratch, mut pages) = (BytesMut::new(), Vec::new());
+                    let mut w = PageWriter::new(round);
+                    for i in 0..10 {
+                        let len = (noise(&mut seed) % 300) as usize;
+                        let mut packet: Vec<u8> =
+                            (0..len).map(|_| noise(&mut seed) as u8).collect();
+                        if i == 0 && len >= 19 {
+                            packet[..8].copy_from_slice(opus::HEAD_MAGIC);
+                        }
+                        let flags = if i == 0 { FLAG_BOS } else { (noise(&mut seed) % 8) as u8 };
+                        w.write(
+                            &[(Bytes::from(packet), 0)],
+                            flags,
+                            false,
+                            &mut scratch,
+                            &mut pages,
+                        );
+                    }
+                    pages.concat()
+                }
+            };
+            for _ in 0..(noise(&mut seed) % 8) {
+                let at = (noise(&mut seed) as usize) % data.len();
+                data[at] = noise(&mut seed) as u8;
+            }
+            let mut demux = Demuxer::new(64 << 10, None);
+            let (mut buf, mut out) = (BytesMut::new(), Vec::new());
+            let chunk = 1 + (noise(&mut seed) % 3000) as usize;
+            for piece in data.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                if demux.push(&mut buf, &mut out).is_err() {
+                    break;
+                }
+                assert!(
+                    buf.len() <= ogg::MAX_PAGE_BYTES + chunk,
+                    "round {round}: {} buffered",
+                    buf.len()
+                );
+            }
+        }
+    }
+
     #[test]
     fn mp3_frames_get_pts_from_sample_counts() {
         let events = run(include_bytes!("../../samples/sweep.mp3"), 1000).unwrap();

@@ -28,6 +28,10 @@ use crate::server::{key_matches, Relay};
 
 /// Bytes read from the socket at a time.
 const READ_BYTES: usize = 16 << 10;
+/// How long a refused source's extra bytes are read before the socket closes.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most bytes read from a refused source.
+const LINGER_BYTES: usize = 256 << 10;
 /// Longest chunk-size or trailer line of a chunked body.
 const MAX_CHUNK_LINE_BYTES: usize = 1024;
 
@@ -268,6 +272,7 @@ async fn challenge(socket: &mut TcpStream, reason: &str) -> crate::Result<()> {
         .with_header("Server", SERVER_ID)
         .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
     response.send(socket, false).await?;
+    linger(socket).await;
     Ok(())
 }
 
@@ -287,7 +292,24 @@ async fn refuse(
         response = response.with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
     }
     response.send(socket, false).await?;
+    linger(socket).await;
     Ok(())
+}
+
+/// Reads and drops what a refused source is still sending, briefly: closing a socket with
+/// unread data resets the connection, and the peer may lose our answer with it.
+async fn linger(socket: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let _ = timeout(LINGER, async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// How the request body is delimited.
