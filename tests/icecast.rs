@@ -85,6 +85,28 @@ async fn ffmpeg_ogg_opus_source_plays_over_http_including_for_late_joiners() {
 }
 
 #[tokio::test]
+async fn ffmpeg_ogg_vorbis_source_plays_over_http_and_websocket() {
+    let relay = TestRelay::start().await;
+    let mut source = ffmpeg_source(&relay, "/radio.ogg", "SECRET", "vorbis");
+    wait_live(&relay, "radio", 10, Some(&mut source)).await;
+    let url = format!("http://{}/radio.ogg", relay.addr);
+    assert_eq!(probe(&url).await, ("vorbis".into(), "44100".into(), 2));
+    decode_cleanly(&url, "3").await;
+    decode_cleanly(&url, "1").await;
+    // WebSocket listeners get the three headers in one header frame, then the packets.
+    let (mut ws, hello) = listener(&relay, "radio").await;
+    assert_eq!(hello["tracks"][0]["codec"], "vorbis");
+    let header = next_frame(&mut ws).await;
+    assert_eq!(decode_frame_header(&header).unwrap().flags, FLAG_HEADER);
+    let [ident, _, setup] =
+        onair::format::vorbis::unpack_headers(&bytes::Bytes::from(header[10..].to_vec())).unwrap();
+    assert!(onair::format::vorbis::VorbisInfo::parse(&ident, &setup).is_ok());
+    assert!(decode_frame_header(&next_frame(&mut ws).await).unwrap().is_keyframe());
+    drop(source);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
 async fn ffmpeg_mp3_source_plays_over_http_and_icy_listeners_see_admin_titles() {
     let relay = TestRelay::start().await;
     let mut source = ffmpeg_source(&relay, "/radio.mp3", "SECRET", "mp3");
@@ -232,6 +254,24 @@ async fn libshout_pushes_ogg_with_in_stream_titles() {
     let icy = HttpListener::open(&relay, "/radio.ogg", &["Icy-MetaData: 1"]).await;
     let mut icy = IcyReader::new(icy);
     icy.wait_title("Tester - Shout Song", Duration::from_secs(10)).await;
+    drop(shout);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn libshout_pushes_ogg_vorbis_from_a_file() {
+    let relay = TestRelay::start().await;
+    let port = relay.addr.port().to_string();
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/music.ogg");
+    let args = format!(
+        "--format ogg --host 127.0.0.1 --port {port} --mount /radio.ogg --pass SECRET --tls-mode disabled"
+    );
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let mut shout = Proc::spawn("shout", &args, Some(&sample));
+    wait_live(&relay, "radio", 10, Some(&mut shout)).await;
+    let (_, hello) = listener(&relay, "radio").await;
+    assert_eq!(hello["metadata"]["title"], "Onair Arpeggio");
+    decode_cleanly(&format!("http://{}/radio.ogg", relay.addr), "1.5").await;
     drop(shout);
     relay.shutdown().await;
 }

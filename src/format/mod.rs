@@ -1,13 +1,15 @@
 //! Containers at the edges: parsing what Icecast sources send and writing what HTTP listeners
 //! read. The ring in between only holds codec frames (see `relay`).
 //!
-//! - [`ogg`]: pages, CRC, packets; [`opus`]: Opus-in-Ogg headers and packet durations.
+//! - [`ogg`]: pages, CRC, packets; [`opus`] and [`vorbis`]: their Ogg headers and packet
+//!   durations.
 //! - [`mp3`]: MPEG audio frame sync. [`icy`]: ICY metadata interleaving.
 
 pub mod icy;
 pub mod mp3;
 pub mod ogg;
 pub mod opus;
+pub mod vorbis;
 
 /// A container format recognised by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

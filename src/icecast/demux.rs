@@ -1,4 +1,4 @@
-//! Turns an Icecast source's body (Ogg/Opus or MP3) into the relay's events: the track list,
+//! Turns an Icecast source's body (Ogg/Opus, Ogg/Vorbis or MP3) into the relay's events: the track list,
 //! header frames, timed audio frames and in-stream metadata.
 //!
 //! Pure and incremental: `source.rs` feeds body bytes as they arrive and applies the events to
@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use crate::format::mp3::{FrameReader, Mp3Error};
 use crate::format::ogg::{self, OggError, Packetizer};
 use crate::format::opus::{self, OpusError, OpusHead};
+use crate::format::vorbis::{self, Durations, VorbisError, VorbisInfo};
 use crate::format::Container;
 use crate::protocol::{Codec, Metadata, Track, TrackKind};
 
@@ -44,7 +45,7 @@ pub enum DemuxError {
     #[error("not an Ogg or MP3 stream (first bytes {0:02x?})")]
     Unrecognised(Vec<u8>),
     /// A container the relay recognises but does not ingest.
-    #[error("{0} sources are not supported: send Ogg/Opus or MP3")]
+    #[error("{0} sources are not supported: send Ogg/Opus, Ogg/Vorbis or MP3")]
     Unsupported(&'static str),
     /// Ogg structure error.
     #[error(transparent)]
@@ -55,6 +56,9 @@ pub enum DemuxError {
     /// Opus data error.
     #[error(transparent)]
     Opus(#[from] OpusError),
+    /// Vorbis data error.
+    #[error(transparent)]
+    Vorbis(#[from] VorbisError),
     /// The codec changed between chained Ogg streams.
     #[error("codec switch mid-stream: {0}")]
     CodecSwitch(&'static str),
@@ -77,7 +81,7 @@ pub struct Demuxer {
 #[derive(Debug)]
 enum Inner {
     Sniffing,
-    Ogg(OggDemux),
+    Ogg(Box<OggDemux>),
     Mp3(Mp3Demux),
 }
 
@@ -108,7 +112,7 @@ impl Demuxer {
                 return Ok(());
             }
             self.inner = match Container::sniff(buf) {
-                Some(Container::Ogg) => Inner::Ogg(OggDemux::new(self.max_packet_bytes)),
+                Some(Container::Ogg) => Inner::Ogg(Box::new(OggDemux::new(self.max_packet_bytes))),
                 Some(Container::Mp3) => Inner::Mp3(Mp3Demux::default()),
                 Some(Container::WebM) => return Err(DemuxError::Unsupported("WebM")),
                 None => return Err(DemuxError::Unrecognised(buf[..buf.len().min(8)].to_vec())),
@@ -122,27 +126,38 @@ impl Demuxer {
     }
 }
 
-fn opus_track(head: &OpusHead, bitrate: Option<u32>) -> Track {
+fn audio_track(codec: Codec, sample_rate: u32, channels: u8, bitrate: Option<u32>) -> Track {
     Track {
         id: TRACK,
         kind: TrackKind::Audio,
-        codec: Codec::Opus,
-        sample_rate: Some(opus::SAMPLE_RATE),
-        channels: Some(head.channels),
+        codec,
+        sample_rate: Some(sample_rate),
+        channels: Some(channels),
         width: None,
         height: None,
         bitrate,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Vendor string of the comment header inside a Vorbis header frame (titles travel as
+/// metadata events, so the header frame only changes when the codec setup does).
+const VENDOR: &str = concat!("onair ", env!("CARGO_PKG_VERSION"));
+
+/// Where the current Ogg link is.
+#[derive(Debug)]
 enum OggStage {
-    /// Waiting for a BOS page that starts an Opus stream.
+    /// Waiting for a BOS page that starts an Opus or Vorbis stream.
     Idle,
-    /// OpusHead seen; the next packet is OpusTags.
-    Tags,
-    /// Audio packets.
-    Audio,
+    /// OpusHead seen; next comes OpusTags.
+    OpusTags,
+    /// Vorbis identification header seen; next comes the comment header.
+    VorbisComment(Bytes),
+    /// Then the setup header (the comment's metadata waits for the track to be declared).
+    VorbisSetup(Bytes, Metadata),
+    /// Opus audio packets.
+    Opus,
+    /// Vorbis audio packets.
+    Vorbis(Durations),
 }
 
 #[derive(Debug)]
@@ -151,9 +166,10 @@ struct OggDemux {
     stage: OggStage,
     packets: Packetizer,
     max_packet_bytes: usize,
-    started: bool,
-    head: Option<Bytes>,
-    samples: u64,
+    /// The codec of the first link; chained links must keep it.
+    codec: Option<Codec>,
+    header: Option<Bytes>,
+    clock: Clock,
     ignored: Vec<u32>,
     scratch: Vec<Bytes>,
 }
@@ -165,9 +181,9 @@ impl OggDemux {
             stage: OggStage::Idle,
             packets: Packetizer::new(max_packet_bytes),
             max_packet_bytes,
-            started: false,
-            head: None,
-            samples: 0,
+            codec: None,
+            header: None,
+            clock: Clock::default(),
             ignored: Vec::new(),
             scratch: Vec::new(),
         }
@@ -193,7 +209,7 @@ impl OggDemux {
             let mut packets = std::mem::take(&mut self.scratch);
             self.packets.push(&page, &mut packets)?;
             for packet in packets.drain(..) {
-                self.packet(packet, out)?;
+                self.packet(packet, bitrate, out)?;
             }
             self.scratch = packets;
             if page.is_eos() {
@@ -212,65 +228,134 @@ impl OggDemux {
         out: &mut Vec<Event>,
     ) -> Result<(), DemuxError> {
         let body = &page.body[..];
-        if body.starts_with(opus::HEAD_MAGIC) {
-            let head = OpusHead::parse(body)?;
-            let packet = page.body.clone();
-            if !self.started {
-                out.push(Event::Start(vec![opus_track(&head, bitrate)]));
-                self.started = true;
-            }
-            // A chained link with the very same configuration needs no new header.
-            if self.head.as_ref() != Some(&packet) {
-                out.push(Event::Header(packet.clone()));
-                self.head = Some(packet);
-            }
-            self.serial = Some(page.serial);
-            self.stage = OggStage::Tags;
-            self.packets = Packetizer::new(self.max_packet_bytes);
-            return Ok(());
-        }
-        let codec = if body.starts_with(b"\x01vorbis") {
-            Some("Ogg Vorbis")
+        let (codec, stage) = if body.starts_with(opus::HEAD_MAGIC) {
+            (Codec::Opus, OggStage::OpusTags)
+        } else if body.starts_with(vorbis::IDENT_MAGIC) {
+            (Codec::Vorbis, OggStage::VorbisComment(page.body.clone()))
         } else if body.starts_with(b"\x7fFLAC") {
-            Some("Ogg FLAC")
+            return Err(self.unsupported("Ogg FLAC"));
         } else if body.starts_with(b"Speex") {
-            Some("Ogg Speex")
+            return Err(self.unsupported("Ogg Speex"));
         } else {
-            None
-        };
-        match codec {
-            Some(codec) if self.started => Err(DemuxError::CodecSwitch(codec)),
-            Some(codec) => Err(DemuxError::Unsupported(codec)),
-            None => {
-                // Skeleton, video or other streams beside the audio: not carried.
-                if self.ignored.len() >= MAX_IGNORED_STREAMS {
-                    return Err(DemuxError::TooManyStreams);
-                }
-                self.ignored.push(page.serial);
-                Ok(())
+            // Skeleton, video or other streams beside the audio: not carried.
+            if self.ignored.len() >= MAX_IGNORED_STREAMS {
+                return Err(DemuxError::TooManyStreams);
             }
+            self.ignored.push(page.serial);
+            return Ok(());
+        };
+        match self.codec {
+            Some(Codec::Opus) if codec != Codec::Opus => {
+                return Err(DemuxError::CodecSwitch("Ogg Opus, then Ogg Vorbis"))
+            }
+            Some(Codec::Vorbis) if codec != Codec::Vorbis => {
+                return Err(DemuxError::CodecSwitch("Ogg Vorbis, then Ogg Opus"))
+            }
+            _ => {}
+        }
+        if codec == Codec::Opus {
+            // OpusHead is the whole configuration: announce it now.
+            let head = OpusHead::parse(body)?;
+            let track = audio_track(Codec::Opus, opus::SAMPLE_RATE, head.channels, bitrate);
+            self.announce(track, page.body.clone(), out);
+        }
+        self.serial = Some(page.serial);
+        self.stage = stage;
+        self.packets = Packetizer::new(self.max_packet_bytes);
+        Ok(())
+    }
+
+    fn unsupported(&self, what: &'static str) -> DemuxError {
+        if self.codec.is_some() {
+            DemuxError::CodecSwitch(what)
+        } else {
+            DemuxError::Unsupported(what)
         }
     }
 
-    fn packet(&mut self, packet: Bytes, out: &mut Vec<Event>) -> Result<(), DemuxError> {
-        match self.stage {
-            OggStage::Idle => Ok(()),
-            OggStage::Tags => {
+    fn packet(
+        &mut self,
+        packet: Bytes,
+        bitrate: Option<u32>,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DemuxError> {
+        match std::mem::replace(&mut self.stage, OggStage::Idle) {
+            OggStage::Idle => {}
+            OggStage::OpusTags => {
                 let meta = opus::parse_tags(&packet, opus::TAGS_MAGIC)?;
                 if meta != Metadata::default() {
                     out.push(Event::Metadata(meta));
                 }
-                self.stage = OggStage::Audio;
-                Ok(())
+                self.stage = OggStage::Opus;
             }
-            OggStage::Audio => {
+            OggStage::VorbisComment(ident) => {
+                let meta = opus::parse_tags(&packet, vorbis::COMMENT_MAGIC)?;
+                self.stage = OggStage::VorbisSetup(ident, meta);
+            }
+            OggStage::VorbisSetup(ident, meta) => {
+                let info = VorbisInfo::parse(&ident, &packet)?;
+                let comment = vorbis::write_comment(VENDOR, None);
+                let header = vorbis::pack_headers(&ident, &comment, &packet);
+                let track = audio_track(Codec::Vorbis, info.sample_rate, info.channels, bitrate);
+                self.announce(track, header, out);
+                if meta != Metadata::default() {
+                    out.push(Event::Metadata(meta));
+                }
+                self.stage = OggStage::Vorbis(Durations::new(info));
+            }
+            OggStage::Opus => {
                 let samples = opus::packet_samples(&packet)?;
-                let pts = self.samples * 1_000_000 / u64::from(opus::SAMPLE_RATE);
-                self.samples += u64::from(samples);
+                let pts = self.clock.advance(opus::SAMPLE_RATE, samples);
                 out.push(Event::Frame { pts, data: packet });
-                Ok(())
+                self.stage = OggStage::Opus;
+            }
+            OggStage::Vorbis(mut durations) => {
+                // An empty Vorbis packet is legal and decodes to nothing.
+                if !packet.is_empty() {
+                    let samples = durations.next(&packet)?;
+                    let pts = self.clock.advance(durations.info().sample_rate, samples);
+                    out.push(Event::Frame { pts, data: packet });
+                }
+                self.stage = OggStage::Vorbis(durations);
             }
         }
+        Ok(())
+    }
+
+    /// The first link declares the track; any link whose header differs sends it again.
+    fn announce(&mut self, track: Track, header: Bytes, out: &mut Vec<Event>) {
+        if self.codec.is_none() {
+            self.codec = Some(track.codec);
+            out.push(Event::Start(vec![track]));
+        }
+        if self.header.as_ref() != Some(&header) {
+            out.push(Event::Header(header.clone()));
+            self.header = Some(header);
+        }
+    }
+}
+
+/// Presentation time from sample counts, in microseconds; survives sample-rate changes.
+#[derive(Debug, Default)]
+struct Clock {
+    base_us: u64,
+    samples: u64,
+    rate: u32,
+}
+
+impl Clock {
+    /// The pts of a frame of `samples` at `rate`, then moves past it.
+    fn advance(&mut self, rate: u32, samples: u32) -> u64 {
+        if rate != self.rate {
+            if self.rate > 0 {
+                self.base_us += self.samples * 1_000_000 / u64::from(self.rate);
+            }
+            self.samples = 0;
+            self.rate = rate;
+        }
+        let pts = self.base_us + self.samples * 1_000_000 / u64::from(rate.max(1));
+        self.samples += u64::from(samples);
+        pts
     }
 }
 
@@ -278,10 +363,7 @@ impl OggDemux {
 struct Mp3Demux {
     reader: FrameReader,
     started: bool,
-    /// Microseconds before the current sample rate took effect.
-    base_us: u64,
-    samples: u64,
-    rate: u32,
+    clock: Clock,
 }
 
 impl Mp3Demux {
@@ -294,7 +376,6 @@ impl Mp3Demux {
         while let Some((info, data)) = self.reader.next_frame(buf)? {
             if !self.started {
                 self.started = true;
-                self.rate = info.sample_rate;
                 out.push(Event::Start(vec![Track {
                     id: TRACK,
                     kind: TrackKind::Audio,
@@ -306,13 +387,7 @@ impl Mp3Demux {
                     bitrate: bitrate.or(Some(info.bitrate)),
                 }]));
             }
-            if info.sample_rate != self.rate {
-                self.base_us += self.samples * 1_000_000 / u64::from(self.rate);
-                self.samples = 0;
-                self.rate = info.sample_rate;
-            }
-            let pts = self.base_us + self.samples * 1_000_000 / u64::from(self.rate);
-            self.samples += u64::from(info.samples);
+            let pts = self.clock.advance(info.sample_rate, info.samples);
             out.push(Event::Frame { pts, data });
         }
         Ok(())
@@ -395,10 +470,12 @@ mod tests {
         let broken = include_bytes!("../../samples/broken.mp3");
         assert!(matches!(run(broken, 100), Err(DemuxError::Unrecognised(_))));
         let vorbis = include_bytes!("../../samples/music.ogg");
-        assert_eq!(run(vorbis, 100).unwrap_err(), DemuxError::Unsupported("Ogg Vorbis"));
         let mut switch = opus_ogg(1, "x", 2);
         switch.extend_from_slice(&vorbis[..4096]);
-        assert_eq!(run(&switch, 100).unwrap_err(), DemuxError::CodecSwitch("Ogg Vorbis"));
+        assert_eq!(
+            run(&switch, 100).unwrap_err(),
+            DemuxError::CodecSwitch("Ogg Opus, then Ogg Vorbis")
+        );
         let mut to_mp3 = opus_ogg(1, "x", 2);
         to_mp3.extend_from_slice(include_bytes!("../../samples/sweep.mp3"));
         assert!(matches!(run(&to_mp3, 100), Err(DemuxError::Ogg(OggError::NoCapturePattern(_)))));
@@ -477,6 +554,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn ogg_vorbis_becomes_one_header_frame_and_timed_frames() {
+        let events = run(include_bytes!("../../samples/music.ogg"), 999).unwrap();
+        let Event::Start(tracks) = &events[0] else { panic!("{:?}", events[0]) };
+        assert_eq!((tracks[0].codec, tracks[0].sample_rate), (Codec::Vorbis, Some(44_100)));
+        let Event::Header(header) = &events[1] else { panic!("{:?}", events[1]) };
+        let Event::Metadata(meta) = &events[2] else { panic!("{:?}", events[2]) };
+        assert_eq!(meta.title.as_deref(), Some("Onair Arpeggio"));
+        let [ident, _, setup] = vorbis::unpack_headers(header).unwrap();
+        assert!(VorbisInfo::parse(&ident, &setup).is_ok());
+        let pts: Vec<u64> = events[3..]
+            .iter()
+            .map(|e| match e {
+                Event::Frame { pts, .. } => *pts,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(pts.windows(2).all(|w| w[0] <= w[1]), "monotonic");
+        let last = *pts.last().unwrap();
+        assert!((8_900_000..9_100_000).contains(&last), "the last frame starts near 9 s: {last}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::format::icy::{metadata_block, IcyInterleaver};
 use crate::format::ogg::{PageWriter, FLAG_BOS};
 use crate::format::opus::{self, OpusHead};
+use crate::format::vorbis::{self, Durations, VorbisInfo};
 use crate::format::Container;
 use crate::http::{Request, Response};
 use crate::protocol::{
@@ -149,7 +150,7 @@ pub async fn serve(
 fn choose(name: &str, wanted: Option<Container>, tracks: &[Track]) -> Result<Container, String> {
     let codec = tracks.iter().find(|t| t.kind == TrackKind::Audio).map(|t| t.codec);
     let natural = match codec {
-        Some(Codec::Opus) => Some(Container::Ogg),
+        Some(Codec::Opus | Codec::Vorbis) => Some(Container::Ogg),
         Some(Codec::Mp3) => Some(Container::Mp3),
         Some(other) => {
             return Err(format!("stream {name} carries {other:?}, which is not served over HTTP"));
@@ -171,6 +172,7 @@ fn choose(name: &str, wanted: Option<Container>, tracks: &[Track]) -> Result<Con
 fn codec_name(codec: Option<Codec>) -> &'static str {
     match codec {
         Some(Codec::Opus) => "Opus",
+        Some(Codec::Vorbis) => "Vorbis",
         Some(Codec::Mp3) => "MP3",
         _ => "another codec",
     }
@@ -423,6 +425,8 @@ struct Chain {
     writer: PageWriter,
     head: Bytes,
     granule: u64,
+    /// Vorbis packet durations (Opus packets carry theirs in the TOC byte).
+    vorbis: Option<Durations>,
 }
 
 impl Mux {
@@ -509,20 +513,33 @@ impl Mux {
         match self.container {
             Container::Mp3 if !header.is_header() => self.emit_one(payload, 1, out),
             Container::Ogg if header.is_header() => {
-                if OpusHead::parse(&payload).is_ok() {
+                let valid = match track.codec {
+                    Codec::Vorbis => vorbis_headers(&payload).is_some(),
+                    _ => OpusHead::parse(&payload).is_ok(),
+                };
+                if valid {
                     self.head = Some(payload);
                 }
             }
             Container::Ogg => {
-                let Ok(samples) = opus::packet_samples(&payload) else {
-                    debug!("dropping an invalid Opus packet for an Ogg listener");
+                if payload.is_empty() {
                     return;
-                };
-                self.open_chain(out);
-                if let Some(chain) = &mut self.chain {
-                    chain.granule += u64::from(samples);
-                    self.batch.push((payload, chain.granule));
                 }
+                self.open_chain(out);
+                let Some(chain) = &mut self.chain else { return };
+                let samples = match &mut chain.vorbis {
+                    Some(durations) => durations.next(&payload).map_err(|e| e.to_string()),
+                    None => opus::packet_samples(&payload).map_err(|e| e.to_string()),
+                };
+                let samples = match samples {
+                    Ok(samples) => samples,
+                    Err(err) => {
+                        debug!(%err, "dropping a packet an Ogg listener cannot carry");
+                        return;
+                    }
+                };
+                chain.granule += u64::from(samples);
+                self.batch.push((payload, chain.granule));
                 if self.batch.len() >= MAX_PACKETS_PER_PAGE {
                     self.flush(out);
                 }
@@ -532,11 +549,13 @@ impl Mux {
     }
 
     /// Starts a new logical stream when there is none or the header changed: EOS on the old
-    /// one, then BOS `OpusHead` and `OpusTags` pages with a fresh serial.
+    /// one, then the BOS page (`OpusHead`, or Vorbis's identification header) and the comment
+    /// (and Vorbis setup) pages, with a fresh serial.
     fn open_chain(&mut self, out: &mut Outbox) {
-        let head = match (&self.head, &self.track) {
+        let Some(track) = &self.track else { return };
+        let head = match (&self.head, track.codec) {
             (Some(head), _) => head.clone(),
-            (None, Some(track)) => {
+            (None, Codec::Opus) => {
                 let head = OpusHead::synthesize(
                     track.channels.unwrap_or(2),
                     track.sample_rate.unwrap_or(48_000),
@@ -544,7 +563,8 @@ impl Mux {
                 self.head = Some(head.clone());
                 head
             }
-            (None, None) => return,
+            // Vorbis cannot be decoded without the source's setup header: wait for it.
+            (None, _) => return,
         };
         if self.chain.as_ref().is_some_and(|c| c.head == head) {
             return;
@@ -557,13 +577,25 @@ impl Mux {
         hasher.write_u64(self.chains);
         self.chains += 1;
         let mut writer = PageWriter::new(hasher.finish() as u32);
-        let tags = opus::write_tags(VENDOR, self.metadata.as_ref());
-        // RFC 7845: the identification header alone on the BOS page, the comment header on
-        // the following page(s), audio on pages after that.
-        writer.write(&[(head.clone(), 0)], FLAG_BOS, false, &mut self.scratch, &mut self.pages);
-        writer.write(&[(tags, 0)], 0, false, &mut self.scratch, &mut self.pages);
+        // RFC 7845 and the Vorbis I spec: the identification header alone on the BOS page, the
+        // other headers on the following page(s), audio on pages after that.
+        let (scratch, pages) = (&mut self.scratch, &mut self.pages);
+        let vorbis = match vorbis_headers(&head) {
+            Some(([ident, _, setup], info)) => {
+                let comment = vorbis::write_comment(VENDOR, self.metadata.as_ref());
+                writer.write(&[(ident, 0)], FLAG_BOS, false, scratch, pages);
+                writer.write(&[(comment, 0), (setup, 0)], 0, false, scratch, pages);
+                Some(Durations::new(info))
+            }
+            None => {
+                let tags = opus::write_tags(VENDOR, self.metadata.as_ref());
+                writer.write(&[(head.clone(), 0)], FLAG_BOS, false, scratch, pages);
+                writer.write(&[(tags, 0)], 0, false, scratch, pages);
+                None
+            }
+        };
         self.emit_pages(0, out);
-        self.chain = Some(Chain { writer, head, granule: 0 });
+        self.chain = Some(Chain { writer, head, granule: 0, vorbis });
     }
 
     /// Writes the batched Opus packets as a page.
@@ -605,12 +637,19 @@ impl Mux {
 
 /// The first audio track whose codec the container carries.
 fn pick_track(container: Container, tracks: &[Track]) -> Option<Track> {
-    let codec = match container {
-        Container::Ogg => Codec::Opus,
-        Container::Mp3 => Codec::Mp3,
-        Container::WebM => return None,
+    let fits = |codec: Codec| match container {
+        Container::Ogg => matches!(codec, Codec::Opus | Codec::Vorbis),
+        Container::Mp3 => codec == Codec::Mp3,
+        Container::WebM => false,
     };
-    tracks.iter().find(|t| t.kind == TrackKind::Audio && t.codec == codec).cloned()
+    tracks.iter().find(|t| t.kind == TrackKind::Audio && fits(t.codec)).cloned()
+}
+
+/// A Vorbis header frame's three headers and what they say; `None` when it is not one.
+fn vorbis_headers(frame: &Bytes) -> Option<([Bytes; 3], VorbisInfo)> {
+    let headers = vorbis::unpack_headers(frame).ok()?;
+    let info = VorbisInfo::parse(&headers[0], &headers[2]).ok()?;
+    Some((headers, info))
 }
 
 #[cfg(test)]
@@ -705,6 +744,39 @@ mod tests {
         assert_ne!(pages[1].0, serial, "a fresh serial");
         assert_eq!((pages[1].1, pages[1].3), (0, FLAG_BOS));
         assert_eq!(pages[3].2, 960, "granule restarts");
+    }
+
+    #[test]
+    fn vorbis_listener_gets_three_header_packets_then_audio_with_granules() {
+        let mut file = BytesMut::from(&include_bytes!("../../samples/music.ogg")[..]);
+        let mut packetizer = Packetizer::new(1 << 20);
+        let mut packets = Vec::new();
+        while let Some(page) = parse_page(&mut file).unwrap() {
+            packetizer.push(&page, &mut packets).unwrap();
+        }
+        let header = vorbis::pack_headers(&packets[0], &packets[1], &packets[2]);
+        let mut track = opus_track();
+        (track.codec, track.sample_rate) = (Codec::Vorbis, Some(44_100));
+        let meta = Metadata { title: Some("Live".into()), ..Metadata::default() };
+        let mut mux = Mux::new(Container::Ogg, &[track], Some(meta), None);
+        let mut frames: VecDeque<WireFrame> = vec![binary(FLAG_HEADER, 0, &header)].into();
+        // A late joiner: audio from the middle of the stream.
+        frames.extend(packets[40..60].iter().map(|p| binary(FLAG_KEYFRAME, 0, p)));
+        let mut out = Outbox::default();
+        mux.feed(&mut frames, &mut out).unwrap();
+        let (bytes, count) = out.take_all();
+        assert_eq!(count, 20);
+        let pages = parse_pages(BytesMut::from(&bytes[..]));
+        assert_eq!((pages[0].3, &pages[0].4[0]), (FLAG_BOS, &packets[0]));
+        assert_eq!(pages[1].4.len(), 2, "comment and setup headers on their own page");
+        let comment = opus::parse_tags(&pages[1].4[0], vorbis::COMMENT_MAGIC).unwrap();
+        assert_eq!(comment.title.as_deref(), Some("Live"), "a fresh comment with now playing");
+        assert_eq!(pages[1].4[1], packets[2]);
+        let info = VorbisInfo::parse(&packets[0], &packets[2]).unwrap();
+        let mut durations = Durations::new(info);
+        let expected: u64 =
+            packets[40..60].iter().map(|p| u64::from(durations.next(p).unwrap())).sum();
+        assert_eq!(pages.last().unwrap().2, expected, "granule counts from this listener's start");
     }
 
     #[test]

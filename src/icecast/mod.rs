@@ -3,7 +3,7 @@
 //!
 //! `server.rs` hands a request here when `claims` says so. `source` demuxes an Icecast body
 //! into the same `SourceHandle` the WebSocket ingest uses; `listen` muxes the ring back into
-//! Ogg/Opus or MP3 (with ICY metadata) per listener; `admin` serves `/admin/*` and
+//! Ogg (Opus, Vorbis) or MP3 (with ICY metadata) per listener; `admin` serves `/admin/*` and
 //! `/status-json.xsl`. `Icecast` keeps what Icecast reports that the ring does not know: the
 //! sources' `Ice-*` headers, the connected clients and listener peaks.
 

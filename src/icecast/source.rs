@@ -1,5 +1,5 @@
 //! One Icecast source: `PUT /mount` (with `Expect: 100-continue`) or the legacy `SOURCE`,
-//! HTTP Basic auth with the stream key, then a body of Ogg/Opus or MP3 until the source hangs
+//! HTTP Basic auth with the stream key, then a body of Ogg (Opus, Vorbis) or MP3 until the source hangs
 //! up.
 //!
 //! The body is demuxed (`demux.rs`) and pushed through the same `SourceHandle` API as the
@@ -74,7 +74,7 @@ pub async fn serve(
             peer,
             path,
             415,
-            "WebM sources are not supported: send Ogg/Opus or MP3",
+            "WebM sources are not supported: send Ogg/Opus, Ogg/Vorbis or MP3",
         )
         .await;
     }

@@ -151,33 +151,15 @@ impl Drop for TempFile {
 /// Starts ffmpeg pushing a sine to `mount` with the Icecast protocol, paced in real time.
 pub fn ffmpeg_source(relay: &TestRelay, mount: &str, password: &str, codec: &str) -> Proc {
     let url = format!("icecast://source:{password}@{}{mount}", relay.addr);
-    let mut args = vec!["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i"];
-    match codec {
-        "opus" => args.extend([
-            "sine=frequency=440:sample_rate=48000:duration=60",
-            "-ac",
-            "2",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "128k",
-            "-f",
-            "ogg",
-        ]),
-        _ => args.extend([
-            "sine=frequency=440:sample_rate=44100:duration=60",
-            "-ac",
-            "2",
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "128k",
-            "-f",
-            "mp3",
-            "-content_type",
-            "audio/mpeg",
-        ]),
-    }
+    let encode = match codec {
+        "opus" => "48000 -ac 2 -c:a libopus -b:a 128k -f ogg",
+        "vorbis" => "44100 -ac 2 -c:a libvorbis -b:a 96k -f ogg -content_type audio/ogg",
+        _ => "44100 -ac 2 -c:a libmp3lame -b:a 128k -f mp3 -content_type audio/mpeg",
+    };
+    let command = format!(
+        "-hide_banner -loglevel error -re -f lavfi -i sine=frequency=440:duration=60:sample_rate={encode}"
+    );
+    let mut args: Vec<&str> = command.split_whitespace().collect();
     args.extend(["-ice_name", "Test FM", "-ice_genre", "Testing", &url]);
     Proc::spawn("ffmpeg", &args, None)
 }
