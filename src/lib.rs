@@ -13,7 +13,7 @@
 //! - [`server`]: accept loop, routing, handshakes, refusals, graceful drain.
 //! - [`ingest`] / [`listener`]: one task per source / per listener.
 //! - [`relay`]: the streams and their rings; all lag and burst policy.
-//! - [`icecast`] / [`format`]: Icecast sources and HTTP listeners (Ogg/Opus, MP3, ICY), the
+//! - [`icecast`] / [`format`](mod@format): Icecast sources and HTTP listeners (Ogg, MP3, ICY), the
 //!   admin/status API; containers parsed on ingest and written per listener.
 //! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
