@@ -133,7 +133,7 @@ pub async fn serve(
     timeout(HEAD_TIMEOUT, socket.write_all(head.as_bytes()))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    tune(&socket, relay.config.listener_kernel_bytes);
+    tune(&socket, &relay.config);
     let mux = Mux::new(container, &tracks, metadata, icy.then_some(relay.config.icy_metaint));
     debug!(stream = %name, %peer, ?container, icy, "http listener connected");
     match run(socket, consumer, first, mux, &relay.config, cancel).await? {
@@ -246,11 +246,18 @@ fn response_head(
     head
 }
 
-/// No Nagle delay, and a small kernel send buffer (as for WebSocket listeners).
-fn tune(socket: &TcpStream, kernel_bytes: usize) {
+/// No Nagle delay and a small kernel send buffer (as for WebSocket listeners), and TCP
+/// keepalive: an HTTP listener cannot be pinged, and while the source is offline nothing is
+/// written that would notice a vanished peer.
+fn tune(socket: &TcpStream, config: &Config) {
     let _ = socket.set_nodelay(true);
-    if let Err(err) = socket2::SockRef::from(socket).set_send_buffer_size(kernel_bytes) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(err) = sock.set_send_buffer_size(config.listener_kernel_bytes) {
         debug!(%err, "cannot set SO_SNDBUF");
+    }
+    let keepalive = socket2::TcpKeepalive::new().with_time(config.ping_interval);
+    if let Err(err) = sock.set_tcp_keepalive(&keepalive) {
+        debug!(%err, "cannot set TCP keepalive");
     }
 }
 
