@@ -286,6 +286,7 @@ pub async fn serve(
             return source::serve(socket, peer, relay, &request, leftover, cancel).await;
         }
         "OPTIONS" => {
+            tracing::debug!(%peer, path = %request.path, "options request");
             let response = if request.path == "*" {
                 // libshout probes with `OPTIONS *` (asking for TLS): answer plainly, no upgrade.
                 Response::new(204, "text/plain", "")
