@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
 pub const DEFAULT_LISTENER_BATCH_BYTES: usize = 64 << 10;
 /// Unsent bytes the kernel may hold for one listener (`TCP_NOTSENT_LOWAT`).
 pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
+/// Audio bytes between two ICY metadata blocks for HTTP listeners that ask for them.
+pub const DEFAULT_ICY_METAINT: usize = 16_000;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +91,13 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
     pub echo_endpoint: bool,
+    /// Origins allowed to read streams and status from a web page (CORS); `*` allows any.
+    pub cors_origins: Vec<String>,
+    /// Password for the Icecast admin API (`/admin/...`) on every stream; `None`: only each
+    /// stream's key works, for its own stream.
+    pub admin_password: Option<String>,
+    /// Audio bytes between ICY metadata blocks (`icy-metaint`).
+    pub icy_metaint: usize,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
 }
@@ -147,6 +156,9 @@ struct RawConfig {
     tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
+    cors_origins: Option<Vec<String>>,
+    admin_password: Option<Spanned<String>>,
+    icy_metaint: Option<Spanned<usize>>,
     #[serde(default)]
     streams: Vec<RawStream>,
 }
@@ -195,6 +207,9 @@ impl Default for Config {
             ],
             tls: None,
             echo_endpoint: false,
+            cors_origins: vec!["*".to_owned()],
+            admin_password: None,
+            icy_metaint: DEFAULT_ICY_METAINT,
             streams: Vec::new(),
         }
     }
@@ -323,6 +338,16 @@ impl Config {
             "slow_listener_timeout_ms",
             DEFAULT_SLOW_LISTENER_TIMEOUT_MS,
         )?;
+        if let Some(origins) = raw.cors_origins {
+            config.cors_origins = origins;
+        }
+        config.admin_password = match raw.admin_password {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(fail(Some(p.span()), "admin_password is empty".to_owned()));
+            }
+            p => p.map(Spanned::into_inner),
+        };
+        config.icy_metaint = positive(raw.icy_metaint, "icy_metaint", DEFAULT_ICY_METAINT)?;
         if config.dead_peer_timeout <= config.ping_interval {
             return Err(fail(
                 None,

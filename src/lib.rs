@@ -13,6 +13,8 @@
 //! - [`server`]: accept loop, routing, handshakes, refusals, graceful drain.
 //! - [`ingest`] / [`listener`]: one task per source / per listener.
 //! - [`relay`]: the streams and their rings; all lag and burst policy.
+//! - [`icecast`] / [`format`](mod@format): Icecast sources and HTTP listeners (Ogg, MP3, ICY), the
+//!   admin/status API; containers parsed on ingest and written per listener.
 //! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
 
@@ -20,7 +22,9 @@ pub mod access;
 pub mod config;
 pub mod echo;
 pub mod error;
+pub mod format;
 pub mod http;
+pub mod icecast;
 pub mod ingest;
 pub mod inspect;
 pub mod listener;

@@ -46,6 +46,8 @@ pub struct Relay {
     pub streams: Streams,
     /// Its metrics.
     pub metrics: Metrics,
+    /// Icecast-facing state: source announcements, listed clients, listener peaks.
+    pub icecast: crate::icecast::Icecast,
     web_root: PathBuf,
     connections: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -58,7 +60,16 @@ impl Relay {
         let streams = Streams::new(&config.streams, &metrics);
         let web_root = config.web_root.clone().unwrap_or_else(default_web_root);
         let connections = Arc::new(Semaphore::new(config.max_connections));
-        Arc::new(Self { config, streams, metrics, web_root, connections, per_ip: Mutex::default() })
+        let icecast = crate::icecast::Icecast::new();
+        Arc::new(Self {
+            config,
+            streams,
+            metrics,
+            icecast,
+            web_root,
+            connections,
+            per_ip: Mutex::default(),
+        })
     }
 }
 
@@ -259,6 +270,9 @@ async fn route(
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let head_only = request.method == "HEAD";
+    if crate::icecast::claims(&request, relay) {
+        return crate::icecast::serve(socket, peer, relay, request, leftover, cancel).await;
+    }
     if let Some(name) = request.path.strip_prefix("/ingest/") {
         return ingest(socket, peer, relay, &request, name, leftover, cancel).await;
     }
@@ -283,7 +297,9 @@ async fn route(
     }
     let response = match request.path.as_str() {
         "/healthz" => Response::text(200, "ok"),
-        "/api/streams" => http::streams_json(&relay.streams),
+        "/api/streams" => {
+            crate::icecast::with_cors(http::streams_json(&relay.streams), &relay.config, &request)
+        }
         "/metrics" => {
             for stream in relay.streams.iter() {
                 let _ = stream.info();
@@ -447,6 +463,14 @@ async fn listen(
     tokio::io::AsyncWriteExt::write_all(&mut socket, &switching_protocols(&accept)).await?;
     tune_listener_socket(&socket, relay.config.listener_kernel_bytes);
     debug!(stream = %name, %peer, "listener connected");
+    let client = crate::icecast::Client {
+        stream: name.to_owned(),
+        peer,
+        user_agent: request.header("user-agent").map(str::to_owned),
+        connected: std::time::Instant::now(),
+        kind: "websocket",
+    };
+    let _listed = relay.icecast.add_client(client, stream.listener_count());
     let ending = listener::serve(socket, leftover, consumer, first, &relay.config, cancel).await?;
     match ending {
         Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {

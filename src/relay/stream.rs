@@ -219,6 +219,23 @@ impl Stream {
         self.lock().metadata.clone()
     }
 
+    /// Sets now playing for the source on air (an Icecast `/admin/metadata` request); every
+    /// listener gets it at once. Returns false when no source is on air.
+    pub fn set_metadata(&self, meta: Metadata) -> bool {
+        let mut state = self.lock();
+        let slot = match state.on_air {
+            Some((SourceKind::Live, _)) => state.live.as_mut(),
+            Some((SourceKind::AutoDj, _)) => state.autodj.as_mut(),
+            None => return false,
+        };
+        if let Some(slot) = slot {
+            slot.metadata = Some(meta.clone());
+        }
+        state.metadata = Some(meta.clone());
+        self.publish_event(state, &ListenerEvent::Metadata(meta));
+        true
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // NOTE: no code path panics while holding this lock, so poisoning means a bug.
         self.state.lock().expect("stream state lock poisoned")
