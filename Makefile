@@ -71,7 +71,7 @@ test: deps-test fmt-check lint
 # Every parser that reads peer bytes, FUZZ_SECONDS each. cargo-fuzz needs nightly flags: the
 # stable toolchain accepts them with RUSTC_BOOTSTRAP=1 (this machine has no other toolchain).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := frame_header source_message config http_request client_frames
+FUZZ_TARGETS := frame_header source_message config http_request client_frames icecast_demux
 fuzz: deps-run
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --quiet --locked cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \

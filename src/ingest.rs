@@ -29,15 +29,16 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub const INGEST_BURST_SECONDS: f64 = 2.0;
 
 /// A token bucket over bytes: `max_ingest_bitrate` sustained, a couple of seconds of burst.
+/// Shared by every kind of source (WebSocket here, Icecast in `icecast::source`).
 #[derive(Debug)]
-struct RateLimit {
+pub(crate) struct RateLimit {
     bytes_per_second: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl RateLimit {
-    fn new(bits_per_second: u64) -> Self {
+    pub(crate) fn new(bits_per_second: u64) -> Self {
         let bytes_per_second = bits_per_second as f64 / 8.0;
         Self {
             bytes_per_second,
@@ -47,7 +48,7 @@ impl RateLimit {
     }
 
     /// Takes `bytes` from the bucket; false when the source is over its limit.
-    fn take(&mut self, bytes: usize) -> bool {
+    pub(crate) fn take(&mut self, bytes: usize) -> bool {
         let now = Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * self.bytes_per_second;
         self.tokens = (self.tokens + refill).min(self.bytes_per_second * INGEST_BURST_SECONDS);
@@ -92,10 +93,12 @@ pub async fn serve(
     let mut started = false;
     let max_bitrate = source.stream().config().max_ingest_bitrate;
     let mut rate = RateLimit::new(max_bitrate);
+    let kicked = source.kicked();
     let refusal = loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break Refusal(close::GOING_AWAY, "relay shutting down".into()),
+            () = kicked.cancelled() => break Refusal(close::KICKED, "removed by an operator".into()),
             _ = ping.tick() => {
                 if last_heard.elapsed() > config.dead_peer_timeout {
                     break Refusal(close::DEAD_PEER, "no answer to pings".into());

@@ -386,3 +386,26 @@ async fn private_streams_admit_only_listeners_with_a_valid_signed_link() {
     assert_eq!(next_event(&mut ws).await["type"], "hello");
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_operator_can_remove_a_websocket_source_and_listeners_stay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start().await;
+    let (mut ws, _) = listener(&relay, "radio").await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    assert_eq!(next_event(&mut ws).await["state"], "online");
+    let mut admin = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    // Basic auth "source:SECRET", as Icecast's admin tools send it.
+    let request = "GET /admin/killsource?mount=/radio HTTP/1.1\r\nHost: x\r\nAuthorization: Basic c291cmNlOlNFQ1JFVA==\r\n\r\n";
+    admin.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    within(admin.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("Source Removed"), "{answer}");
+    assert_eq!(close_code(&mut src).await, close::KICKED);
+    assert_eq!(
+        next_event(&mut ws).await["state"],
+        "offline",
+        "the listener stays, told the source left"
+    );
+    relay.shutdown().await;
+}

@@ -86,15 +86,11 @@ pub fn serve(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         }
         "listclients" => listclients(relay, stream),
         _ => {
-            if relay.icecast.kick(name) {
+            if stream.kick_live() {
                 info!(stream = %name, %peer, "source removal requested by admin");
                 xml_response(200, "Source Removed", 1)
             } else {
-                xml_response(
-                    400,
-                    "No Icecast source on this mount (WebSocket sources cannot be removed here)",
-                    0,
-                )
+                xml_response(400, "No live source on this mount", 0)
             }
         }
     }

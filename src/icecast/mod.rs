@@ -103,7 +103,6 @@ pub struct SourceInfo {
     pub peer: SocketAddr,
     /// Its `User-Agent`.
     pub user_agent: Option<String>,
-    kick: CancellationToken,
 }
 
 /// One connected listener, for `/admin/listclients`.
@@ -165,17 +164,6 @@ impl Icecast {
     /// The Icecast source on `stream`, if one is connected.
     pub fn source(&self, stream: &str) -> Option<SourceInfo> {
         self.lock().sources.get(stream).cloned()
-    }
-
-    /// Asks the Icecast source on `stream` to leave; false when there is none.
-    pub fn kick(&self, stream: &str) -> bool {
-        match self.lock().sources.get(stream) {
-            Some(source) => {
-                source.kick.cancel();
-                true
-            }
-            None => false,
-        }
     }
 
     /// Records a listener until the registration drops, and updates the stream's peak.

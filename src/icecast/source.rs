@@ -8,7 +8,7 @@
 //! body is parsed as it arrives, at most one page or frame is buffered.
 
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,7 +21,7 @@ use super::demux::{Demuxer, Event, TRACK};
 use super::{basic_auth, parse_mount, IceInfo, SourceInfo, REALM, SERVER_ID};
 use crate::format::Container;
 use crate::http::{Request, Response};
-use crate::ingest::INGEST_BURST_SECONDS;
+use crate::ingest::RateLimit;
 use crate::protocol::{encode_frame, FrameHeader, FLAG_HEADER, FLAG_KEYFRAME};
 use crate::relay::{SourceError, SourceHandle, SourceKind};
 use crate::server::{key_matches, Relay};
@@ -105,7 +105,7 @@ pub async fn serve(
     let ice = IceInfo::from_request(request);
     let user_agent = request.header("user-agent").map(str::to_owned);
     info!(stream = %name, %peer, method = %request.method, agent = user_agent.as_deref().unwrap_or("-"), "icecast source connected");
-    let kick = CancellationToken::new();
+    let kick = source.kicked();
     let mut session = Session {
         source: &mut source,
         demux: Demuxer::new(
@@ -145,7 +145,6 @@ pub async fn serve(
                         started: SystemTime::now(),
                         peer,
                         user_agent: user_agent.clone(),
-                        kick: kick.clone(),
                     };
                     session.registration = Some(relay.icecast.add_source(&name, info));
                 }
@@ -198,36 +197,6 @@ pub async fn serve(
     }
     let _ = timeout(std::time::Duration::from_secs(1), socket.shutdown()).await;
     Ok(())
-}
-
-/// A token bucket over body bytes: `max_ingest_bitrate` sustained, `INGEST_BURST_SECONDS` of
-/// burst (the same policy as WebSocket sources).
-#[derive(Debug)]
-struct RateLimit {
-    bytes_per_second: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimit {
-    fn new(bits_per_second: u64) -> Self {
-        let bytes_per_second = bits_per_second as f64 / 8.0;
-        Self {
-            bytes_per_second,
-            tokens: bytes_per_second * INGEST_BURST_SECONDS,
-            last: Instant::now(),
-        }
-    }
-
-    /// Takes `bytes` from the bucket; false when the source is over its limit.
-    fn take(&mut self, bytes: usize) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.bytes_per_second;
-        self.tokens = (self.tokens + refill).min(self.bytes_per_second * INGEST_BURST_SECONDS);
-        self.last = now;
-        self.tokens -= bytes as f64;
-        self.tokens >= 0.0
-    }
 }
 
 /// How a source session ended.

@@ -89,6 +89,8 @@ pub struct StreamFull(pub usize);
 #[derive(Debug, Default)]
 struct Slot {
     id: u64,
+    /// Cancelled when an operator removes this source.
+    kick: tokio_util::sync::CancellationToken,
     tracks: Option<Vec<Track>>,
     headers: Vec<(u8, Bytes)>,
     metadata: Option<Metadata>,
@@ -212,6 +214,17 @@ impl Stream {
     /// Whether a source is on air.
     pub fn is_live(&self) -> bool {
         self.lock().on_air.is_some()
+    }
+
+    /// Asks the live source to leave (admin `killsource`); false when there is none.
+    pub fn kick_live(&self) -> bool {
+        match &self.lock().live {
+            Some(slot) => {
+                slot.kick.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The latest now-playing information.
@@ -487,6 +500,12 @@ impl SourceHandle {
     /// The stream this source feeds.
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// Cancelled when an operator removes this source: its session should close (4010).
+    pub fn kicked(&self) -> tokio_util::sync::CancellationToken {
+        let mut state = self.stream.lock();
+        self.slot(&mut state).kick.clone()
     }
 
     fn slot<'a>(&self, state: &'a mut State) -> &'a mut Slot {
