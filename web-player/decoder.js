@@ -4,7 +4,7 @@
 
 import { parseOpusHead, webCodecsName } from './protocol.js';
 
-const MAX_DECODE_QUEUE = 50; // frames; past this the machine cannot keep up: drop, do not hoard
+const MAX_DECODE_QUEUE = 250; // frames (5 s of Opus): room for a join burst; past it, drop
 const WASM_SCRIPT = 'vendor/opus-decoder.min.js';
 
 /**
@@ -56,6 +56,8 @@ export class WebCodecsAudioDecoder {
     /** @type {AudioDecoder|null} */
     this.decoder = null;
     this.header = null;
+    /** @type {number[]} pts of chunks in the decoder, oldest first */
+    this.inflight = [];
   }
 
   /** @param {Uint8Array|null} header */
@@ -79,6 +81,7 @@ export class WebCodecsAudioDecoder {
     if (this.header) config.description = this.header;
     decoder.configure(config);
     this.decoder = decoder;
+    this.inflight = [];
   }
 
   /**
@@ -88,11 +91,18 @@ export class WebCodecsAudioDecoder {
   decode(pts, payload) {
     if (!this.decoder) this.configure(this.header);
     if (this.decoder.decodeQueueSize > MAX_DECODE_QUEUE) return;
+    this.inflight.push(pts);
+    if (this.inflight.length > MAX_DECODE_QUEUE * 2) this.inflight.shift();
     this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: pts, data: payload }));
   }
 
-  /** @private */
+  /**
+   * @private Chromium stamps decoded audio by counting samples from the first chunk, so after
+   * any gap in the input its timestamps drift from the source's pts. Opus decodes one chunk to
+   * one AudioData: take the pts of the chunk it came from instead.
+   */
   output(data) {
+    const pts = this.inflight.shift() ?? data.timestamp;
     try {
       const channels = [];
       for (let ch = 0; ch < data.numberOfChannels; ch++) {
@@ -100,7 +110,7 @@ export class WebCodecsAudioDecoder {
         data.copyTo(plane, { planeIndex: ch, format: 'f32-planar' });
         channels.push(plane);
       }
-      this.onPcm({ pts: data.timestamp, sampleRate: data.sampleRate, channels });
+      this.onPcm({ pts, sampleRate: data.sampleRate, channels });
     } finally {
       data.close();
     }

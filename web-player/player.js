@@ -151,7 +151,7 @@ export class Player {
     const clock = this.heardClock();
     let behindLiveMs = null;
     if (clock && this.newestAudioSegment === clock.segment && this.playback?.state === 'playing') {
-      behindLiveMs = Math.max(0, (this.newestAudioPts - clock.pts) / 1000 + this.outputLatencyMs());
+      behindLiveMs = Math.max(0, (this.newestAudioPts - clock.pts) / 1000);
     }
     const r = this.video?.renderer;
     return {
@@ -165,6 +165,8 @@ export class Player {
       tracks: this.tracks,
       counters: { ...this.counters },
       playback: this.playback,
+      newestAudioPts: this.newestAudioPts,
+      newestDecodedPts: this.newestDecodedPts,
       video: r ? { decoded: r.decoded, drawn: r.drawn, dropped: r.dropped } : null,
     };
   }
@@ -315,6 +317,7 @@ export class Player {
   /** @private */
   onPcm({ pts, sampleRate, channels }) {
     this.counters.audioDecoded++;
+    this.newestDecodedPts = pts;
     this.tapRate = sampleRate;
     let src = channels[0];
     if (src.length > TAP_SAMPLES) src = src.subarray(src.length - TAP_SAMPLES);

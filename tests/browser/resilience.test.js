@@ -1,0 +1,101 @@
+// The player and the broadcaster keep going through what happens on real networks: the relay
+// restarting, the listener falling behind and skipping, the page janking, the source
+// restarting its timeline, and titles that must change when they are heard, not when sent.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { launchBrowser, measureTone, openBroadcaster, openPlayer, playerStatus, startRelay, tempDir, waitFor, writeToneWav } from './lib/harness.js';
+
+async function setup(t) {
+  const relay = await startRelay(t);
+  const wav = writeToneWav(join(tempDir(t), 'tone.wav'));
+  const browser = await launchBrowser(t, { args: [`--use-file-for-fake-audio-capture=${wav}`] });
+  const bc = await openBroadcaster(browser, relay);
+  await waitFor(() => bc.evaluate(() => globalThis.onair.broadcaster.state === 'live'), { what: 'the broadcaster to go live' });
+  const player = await openPlayer(browser, relay);
+  await waitFor(async () => (await playerStatus(player))?.playback?.state === 'playing', { what: 'playback' });
+  return { relay, browser, bc, player };
+}
+
+/** Resolves once the player has decoded `frames` more frames and is playing the tone. */
+async function keepsPlaying(player, frames = 50, timeout = 10_000) {
+  const from = (await playerStatus(player)).counters.audioDecoded;
+  await waitFor(async () => {
+    const st = await playerStatus(player);
+    return st.counters.audioDecoded - from >= frames && st.playback.state === 'playing';
+  }, { timeout, what: `${frames} more decoded frames` });
+  const { freq, rms } = await measureTone(player);
+  assert.ok(Math.abs(freq - 440) <= 3 && rms > 0.1, `after recovery: ${freq} Hz, rms ${rms}`);
+}
+
+test('player and broadcaster reconnect when the relay restarts on the same port', async (t) => {
+  const { relay, browser, bc, player } = await setup(t);
+  const hellos = (await playerStatus(player)).counters.hellos;
+  await relay.kill();
+  await waitFor(async () => (await player.locator('#conn').textContent()) === 'reconnecting', { what: 'the player to notice' });
+  await waitFor(() => bc.evaluate(() => globalThis.onair.broadcaster.state === 'reconnecting'), { what: 'the broadcaster to notice' });
+
+  const again = await startRelay(t, { port: relay.port });
+  assert.equal(again.port, relay.port);
+  await waitFor(() => bc.evaluate(() => globalThis.onair.broadcaster.state === 'live'), { timeout: 15_000, what: 'the broadcaster to reconnect' });
+  await waitFor(async () => (await playerStatus(player)).counters.hellos > hellos, { timeout: 15_000, what: 'the player to reconnect' });
+  await keepsPlaying(player);
+  assert.equal(await player.locator('#conn').textContent(), 'playing');
+  // While the relay is down Chromium logs each refused WebSocket and API poll; nothing else.
+  const unexpected = browser.errors.filter((e) => !/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(e));
+  assert.deepEqual(unexpected, []);
+});
+
+test('player recovers from a skip, a janked page and a source that restarts its clock', async (t) => {
+  const { browser, bc, player } = await setup(t);
+
+  // A skip: the player drops 25 frames as if the relay had skipped it forward, then resumes.
+  await player.evaluate(() => globalThis.onair.player.simulateSkip(25));
+  await waitFor(async () => (await playerStatus(player)).counters.skipEvents === 1, { what: 'the skip' });
+  assert.match(await player.locator('#status').textContent(), /skipped 25 frames/);
+  await keepsPlaying(player);
+
+  // Jank: the page's main thread blocks for 2 s. Frames pile up in the socket; afterwards
+  // the jitter buffer must cut back to its target instead of staying 2 s behind.
+  await player.evaluate(() => {
+    const end = Date.now() + 2000;
+    while (Date.now() < end);
+  });
+  await keepsPlaying(player);
+  await waitFor(async () => (await playerStatus(player)).behindLiveMs < 600, { timeout: 8000, what: 'the player to catch up with live' });
+  const st = await playerStatus(player);
+  t.diagnostic(`after jank: ${st.counters.skipEvents - 1} real skips from the relay, ${Math.round(st.playback.droppedMs)} ms cut, ${st.playback.underruns} underruns, behind ${Math.round(st.behindLiveMs)} ms`);
+
+  // The source goes off air and back: a new `start`, a new clock (pts from 0 again).
+  await bc.getByRole('button', { name: 'Stop' }).click();
+  await waitFor(async () => /offline/.test(await player.locator('#status').textContent()), { what: 'source offline shown' });
+  assert.equal(await player.locator('#badge').textContent(), 'Off air');
+  await bc.getByRole('button', { name: 'Go live' }).click();
+  await waitFor(async () => (await player.locator('#badge').textContent()) === 'On air', { what: 'source online shown' });
+  await keepsPlaying(player);
+  const after = await playerStatus(player);
+  assert.ok(after.playback.playingPts < st.playback.playingPts, 'the player follows the new timeline');
+  assert.deepEqual(browser.errors, []);
+});
+
+test('a new title shows when its pts is heard, not when it arrives', async (t) => {
+  const { browser, bc, player } = await setup(t);
+  // Announce a title 2 s ahead of what the broadcaster is capturing now.
+  await bc.evaluate(() => {
+    const b = globalThis.onair.broadcaster;
+    b.socket.send(JSON.stringify({ type: 'metadata', title: 'Later', artist: 'Scheduled', pts: b.lastAudioPts + 2_000_000 }));
+  });
+  await player.waitForTimeout(800);
+  assert.notEqual(await player.locator('#now-playing').textContent(), 'Later', 'shown before it was heard');
+  await waitFor(async () => (await player.locator('#now-playing').textContent()) === 'Later', { timeout: 5000, what: 'the title once heard' });
+  assert.equal(await player.locator('#artist').textContent(), 'Scheduled');
+  const st = await playerStatus(player);
+  assert.ok(st.playback.playingPts >= st.nowPlaying.pts - 100_000, 'shown at (not long before) its pts');
+
+  // The presenter's "Update" button sends a title for the audio being captured now.
+  await bc.getByLabel('Title').fill('Right Now');
+  await bc.getByRole('button', { name: 'Update' }).click();
+  await waitFor(async () => (await player.locator('#now-playing').textContent()) === 'Right Now', { timeout: 3000, what: 'the updated title' });
+  assert.equal(await player.evaluate(() => navigator.mediaSession.metadata?.title), 'Right Now');
+  assert.deepEqual(browser.errors, []);
+});
