@@ -1,4 +1,32 @@
 //! onair: a live audio/video relay.
+//!
+//! Broadcasters push encoded frames; each stream keeps its recent past in a bounded ring; every
+//! listener reads that ring at its own pace and skips forward when it falls behind, so no
+//! listener ever slows the source or another listener.
+//!
+//! ```text
+//!  source ──WebSocket──► ingest ──► SourceHandle ──► Stream ring ──► Consumer × N ──► listener ──► socket
+//!                        (protocol)  (relay::stream: burst, lag, fallback)        (websocket: framed once)
+//! ```
+//!
+//! - [`protocol`]: the wire format (frame header, JSON messages, close codes).
+//! - [`server`]: accept loop, routing, handshakes, refusals, graceful drain.
+//! - [`ingest`] / [`listener`]: one task per source / per listener.
+//! - [`relay`]: the streams and their rings; all lag and burst policy.
+//! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
 
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod inspect;
+pub mod listener;
+pub mod metrics;
 pub mod protocol;
+pub mod relay;
+pub mod server;
+pub mod websocket;
+
+pub use config::{Config, StreamConfig};
+pub use error::{Error, Result};

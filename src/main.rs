@@ -1,1 +1,166 @@
-fn main() {}
+//! The `onair` command: `serve` runs the relay, `push` broadcasts files to it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use onair::config::{Config, StreamConfig};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "onair",
+    version,
+    about = "A live audio/video relay: WebSocket and Icecast ingest, fan-out to thousands of listeners"
+)]
+#[command(
+    after_help = "Run `onair serve` and open http://127.0.0.1:8000/ to listen.\nLog level: RUST_LOG=debug onair serve"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    #[command(
+        after_help = "Without --config: listens on 127.0.0.1:8000 with one stream `demo` whose key is \
+printed in the log.\nSee docs/onair.example.toml for every setting.\n\n\
+Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --config onair.toml --listen 0.0.0.0:8000"
+    )]
+    Serve {
+        /// TOML config file (see docs/onair.example.toml).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on, overriding the config (e.g. 0.0.0.0:8000; port 0 picks a free port).
+        #[arg(short, long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Print a new random stream key.
+    Keygen,
+    /// Connect as a listener and print what a stream carries (hello, events, frames).
+    #[command(
+        after_help = "Examples:\n  onair listen ws://127.0.0.1:8000/listen/demo\n  onair listen --frames --seconds 2 ws://127.0.0.1:8000/listen/radio"
+    )]
+    Listen {
+        /// Listener URL, ws://HOST:PORT/listen/STREAM.
+        url: String,
+        /// Print every frame header instead of a summary per second.
+        #[arg(long)]
+        frames: bool,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "N")]
+        seconds: Option<f64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Command::Serve { config, listen } => serve(config, listen),
+        Command::Keygen => keygen().map(|key| println!("{key}")),
+        Command::Listen { url, frames, seconds } => listen(url, frames, seconds),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("onair: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let (mut config, demo_key) = match &config_path {
+        Some(path) => (Config::load(path)?, None),
+        None => {
+            let key = keygen()?;
+            let config = Config {
+                streams: vec![StreamConfig::new("demo", Some(&key))],
+                ..Config::default()
+            };
+            (config, Some(key))
+        }
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = onair::server::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        if let Some(key) = &demo_key {
+            info!("no --config: serving stream `demo`; broadcast with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` and listen at http://{addr}/");
+        } else {
+            for stream in &config.streams {
+                info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);
+            }
+            info!("web player at http://{addr}/");
+        }
+        onair::server::run(listener, config, shutdown_signal()).await?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()> {
+    let duration = match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--seconds must be a positive number, not {s}"),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(onair::inspect::run(onair::inspect::InspectOptions { url, frames, duration }))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    error!(%err, "cannot watch SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// 24 random bytes from the OS, URL-safe base64 (32 characters).
+fn keygen() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut key = String::with_capacity(32);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            key.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+        }
+    }
+    Ok(key)
+}

@@ -241,24 +241,36 @@ fn validate_tracks(tracks: &[Track]) -> Result<(), MessageError> {
             return invalid(format!("track id {} declared twice", track.id));
         }
         if track.codec.kind() != track.kind {
-            return invalid(format!("track {}: codec {:?} is not {:?}", track.id, track.codec, track.kind));
+            return invalid(format!(
+                "track {}: codec {:?} is not {:?}",
+                track.id, track.codec, track.kind
+            ));
         }
         if track.kind == TrackKind::Audio && (track.width.is_some() || track.height.is_some()) {
             return invalid(format!("track {}: audio has no width or height", track.id));
         }
-        if track.kind == TrackKind::Video && (track.sample_rate.is_some() || track.channels.is_some())
+        if track.kind == TrackKind::Video
+            && (track.sample_rate.is_some() || track.channels.is_some())
         {
             return invalid(format!("track {}: video has no sample_rate or channels", track.id));
         }
         if track.sample_rate == Some(0) || track.channels == Some(0) {
-            return invalid(format!("track {}: sample_rate and channels must be positive", track.id));
+            return invalid(format!(
+                "track {}: sample_rate and channels must be positive",
+                track.id
+            ));
         }
     }
     Ok(())
 }
 
 fn validate_metadata(meta: &Metadata) -> Result<(), MessageError> {
-    let fields = [("title", &meta.title), ("artist", &meta.artist), ("album", &meta.album), ("url", &meta.url)];
+    let fields = [
+        ("title", &meta.title),
+        ("artist", &meta.artist),
+        ("album", &meta.album),
+        ("url", &meta.url),
+    ];
     for (name, value) in fields {
         if value.as_ref().is_some_and(|v| v.len() > MAX_METADATA_FIELD_BYTES) {
             return Err(MessageError::MetadataTooLong(name));
@@ -359,7 +371,11 @@ mod tests {
 
     #[test]
     fn frame_header_round_trips() {
-        let header = FrameHeader { flags: FLAG_KEYFRAME | FLAG_HEADER, track: 7, pts: 0x0102_0304_0506_0708 };
+        let header = FrameHeader {
+            flags: FLAG_KEYFRAME | FLAG_HEADER,
+            track: 7,
+            pts: 0x0102_0304_0506_0708,
+        };
         let msg = encode_frame(header, b"payload");
         assert_eq!(&msg[..10], &[3, 7, 1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(&msg[10..], b"payload");
@@ -389,16 +405,31 @@ mod tests {
     fn invalid_start_messages_are_refused_with_a_reason() {
         for (text, why) in [
             (r#"{"type":"start","tracks":[]}"#, "no tracks"),
-            (r#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"opus"},{"id":0,"kind":"audio","codec":"mp3"}]}"#, "twice"),
+            (
+                r#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"opus"},{"id":0,"kind":"audio","codec":"mp3"}]}"#,
+                "twice",
+            ),
             (r#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"vp8"}]}"#, "is not"),
-            (r#"{"type":"start","tracks":[{"id":0,"kind":"video","codec":"vp8","channels":2}]}"#, "video has no"),
+            (
+                r#"{"type":"start","tracks":[{"id":0,"kind":"video","codec":"vp8","channels":2}]}"#,
+                "video has no",
+            ),
         ] {
             let err = decode_source_message(text).unwrap_err();
             assert!(matches!(err, MessageError::InvalidStart(_)), "{text}: {err}");
             assert!(err.to_string().contains(why), "{text}: {err}");
         }
-        for text in ["", "{", r#"{"type":"nope"}"#, r#"{"type":"start","tracks":[{"id":300,"kind":"audio","codec":"opus"}]}"#, r#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"wav"}]}"#] {
-            assert!(matches!(decode_source_message(text), Err(MessageError::Malformed(_))), "{text}");
+        for text in [
+            "",
+            "{",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"start","tracks":[{"id":300,"kind":"audio","codec":"opus"}]}"#,
+            r#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"wav"}]}"#,
+        ] {
+            assert!(
+                matches!(decode_source_message(text), Err(MessageError::Malformed(_))),
+                "{text}"
+            );
         }
     }
 
@@ -407,7 +438,10 @@ mod tests {
         let long = "x".repeat(MAX_METADATA_FIELD_BYTES + 1);
         let text = format!(r#"{{"type":"metadata","title":"{long}"}}"#);
         assert_eq!(decode_source_message(&text), Err(MessageError::MetadataTooLong("title")));
-        let ok = decode_source_message(r#"{"type":"metadata","title":"Song","artist":"Band","pts":40000}"#).unwrap();
+        let ok = decode_source_message(
+            r#"{"type":"metadata","title":"Song","artist":"Band","pts":40000}"#,
+        )
+        .unwrap();
         let SourceMessage::Metadata(meta) = ok else { panic!("not metadata") };
         assert_eq!(meta.display_title(), "Band - Song");
         assert_eq!(meta.pts, Some(40000));

@@ -1,0 +1,67 @@
+# onair: `make run` starts a relay with a demo station, `make test` runs every test.
+# Each target installs what it needs first, idempotently (skips what is already there).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+ONAIR := target/debug/onair
+# Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
+RUN_PACKAGES := cmake
+TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
+BENCH_PACKAGES := $(TEST_PACKAGES)
+
+.PHONY: run test build lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
+
+help:
+	@echo "make run    build and start the relay on 127.0.0.1:8000 with a demo station"
+	@echo "make test   fmt check, clippy, cargo test, browser and interop tests"
+	@echo "make lint | fix | doc | bench"
+
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+endef
+
+deps-run:
+	$(call apt_install,$(RUN_PACKAGES))
+
+deps-test:
+	$(call apt_install,$(TEST_PACKAGES))
+	@if [ -x tests/browser/install.sh ]; then tests/browser/install.sh; fi
+
+deps-bench:
+	$(call apt_install,$(BENCH_PACKAGES))
+
+build: deps-run
+	$(CARGO) build --quiet
+
+run: build
+	@echo "starting onair: open http://127.0.0.1:8000/ to listen (Ctrl-C stops it)"
+	$(ONAIR) serve
+
+fmt-check:
+	$(CARGO) fmt --check
+
+lint:
+	$(CARGO) clippy --quiet --all-targets --all-features -- -D warnings
+
+fix:
+	$(CARGO) clippy --fix --allow-dirty --allow-staged --all-targets --all-features
+	$(CARGO) fmt
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+browser-test: build
+	@if [ -x tests/browser/run.sh ]; then ONAIR_BIN=$(ONAIR) tests/browser/run.sh; fi
+
+test: deps-test fmt-check lint
+	$(CARGO) test --quiet
+	$(MAKE) --no-print-directory browser-test
+
+bench: deps-bench
+	$(CARGO) bench

@@ -1,0 +1,429 @@
+//! The relay's configuration: a TOML file, every key with a default.
+//!
+//! `Config::parse` turns text into a validated `Config` or a `ConfigError` that names the file,
+//! the line and what is wrong. No I/O here beyond what `Config::load` reads; `main.rs` decides
+//! what to do with errors. Every key is documented in `onair.example.toml`.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Address the relay listens on when neither the config nor `--listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+/// Most simultaneous connections of all kinds.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
+/// Largest WebSocket message a source may send.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Time allowed to send a complete HTTP request head.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// How often the relay pings an idle peer.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 15_000;
+/// A peer that sends nothing (not even a pong) for this long is closed.
+pub const DEFAULT_DEAD_PEER_TIMEOUT_MS: u64 = 45_000;
+/// A listener that has not caught up with the live edge for this long is closed.
+pub const DEFAULT_SLOW_LISTENER_TIMEOUT_MS: u64 = 10_000;
+/// Recent audio sent to a new listener so playback starts at once.
+pub const DEFAULT_BURST_MS: u64 = 1_000;
+/// Frames kept per stream: about 10 s of 30 fps video plus 50 fps audio.
+pub const DEFAULT_RING_FRAMES: usize = 1_024;
+/// Bytes kept per stream: about 8 s of 8 Mbit/s video.
+pub const DEFAULT_RING_BYTES: usize = 8 << 20;
+/// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
+pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
+/// Listeners per stream.
+pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
+/// Bytes the relay writes to one listener socket in one go when the listener is behind.
+pub const DEFAULT_LISTENER_BATCH_BYTES: usize = 64 << 10;
+/// Unsent bytes the kernel may hold for one listener (`TCP_NOTSENT_LOWAT`).
+pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
+
+/// Where a configuration problem is and what it is.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file's path as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The whole relay configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Origins allowed to open an ingest WebSocket; `None` accepts any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Folder with the web player; `None` serves the copy built into the binary.
+    pub web_root: Option<PathBuf>,
+    /// Most simultaneous connections of all kinds (503 past it).
+    pub max_connections: usize,
+    /// Largest WebSocket message a source may send (close 1009 past it).
+    pub max_message_bytes: usize,
+    /// Time allowed to send a complete request head.
+    pub handshake_timeout: Duration,
+    /// How often the relay pings an idle peer.
+    pub ping_interval: Duration,
+    /// A peer silent for this long is closed.
+    pub dead_peer_timeout: Duration,
+    /// A listener behind the live edge for this long is closed.
+    pub slow_listener_timeout: Duration,
+    /// Bytes written to one listener per write when it is behind.
+    pub listener_batch_bytes: usize,
+    /// Unsent bytes the kernel may hold per listener.
+    pub listener_kernel_bytes: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
+    pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
+    pub echo_endpoint: bool,
+    /// The streams, in file order.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// One stream ("mount").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Name used in URLs: `/ingest/{name}`, `/listen/{name}`.
+    pub name: String,
+    /// Key a live source must present; `None` means no live source may connect.
+    pub key: Option<String>,
+    /// Files, folders or playlists the built-in auto-DJ plays while no live source is connected.
+    pub playlist: Option<PathBuf>,
+    /// Recent media sent to a new listener.
+    pub burst: Duration,
+    /// Most frames kept.
+    pub ring_frames: usize,
+    /// Most bytes kept.
+    pub ring_bytes: usize,
+    /// Most listeners.
+    pub max_listeners: usize,
+    /// Most a live source may send, bits per second (close 4006 past it).
+    pub max_ingest_bitrate: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    allowed_origins: Option<Vec<String>>,
+    web_root: Option<PathBuf>,
+    max_connections: Option<Spanned<usize>>,
+    max_message_bytes: Option<Spanned<usize>>,
+    handshake_timeout_ms: Option<Spanned<u64>>,
+    ping_interval_ms: Option<Spanned<u64>>,
+    dead_peer_timeout_ms: Option<Spanned<u64>>,
+    slow_listener_timeout_ms: Option<Spanned<u64>>,
+    listener_batch_bytes: Option<Spanned<usize>>,
+    listener_kernel_bytes: Option<Spanned<usize>>,
+    max_connections_per_ip: Option<Spanned<usize>>,
+    ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    echo_endpoint: bool,
+    #[serde(default)]
+    streams: Vec<RawStream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    name: Spanned<String>,
+    key: Option<Spanned<String>>,
+    playlist: Option<PathBuf>,
+    burst_ms: Option<u64>,
+    ring_frames: Option<Spanned<usize>>,
+    ring_bytes: Option<Spanned<usize>>,
+    max_listeners: Option<Spanned<usize>>,
+    max_ingest_bitrate: Option<Spanned<usize>>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{line}:{}: {}", self.file, self.column, self.message),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
+            allowed_origins: None,
+            web_root: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            ping_interval: Duration::from_millis(DEFAULT_PING_INTERVAL_MS),
+            dead_peer_timeout: Duration::from_millis(DEFAULT_DEAD_PEER_TIMEOUT_MS),
+            slow_listener_timeout: Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS),
+            listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
+            listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            ip_limit_exempt: vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
+            echo_endpoint: false,
+            streams: Vec::new(),
+        }
+    }
+}
+
+impl StreamConfig {
+    /// A stream with this name and key and every other setting at its default.
+    pub fn new(name: &str, key: Option<&str>) -> Self {
+        Self {
+            name: name.to_owned(),
+            key: key.map(str::to_owned),
+            playlist: None,
+            burst: Duration::from_millis(DEFAULT_BURST_MS),
+            ring_frames: DEFAULT_RING_FRAMES,
+            ring_bytes: DEFAULT_RING_BYTES,
+            max_listeners: DEFAULT_MAX_LISTENERS,
+            max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// A `ConfigError` naming the file (line 0 when it cannot be read).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {err}"),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `file` only labels errors.
+    ///
+    /// # Errors
+    /// A `ConfigError` with the line and column of the offending value.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let fail = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
+            ConfigError { file: file.to_owned(), line, column, message }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|err| fail(err.span(), err.message().to_owned()))?;
+        let mut config = Config::default();
+        if let Some(listen) = raw.listen {
+            config.listen = listen.get_ref().parse().map_err(|_| {
+                fail(
+                    Some(listen.span()),
+                    format!("listen: `{}` is not an IP address and port", listen.get_ref()),
+                )
+            })?;
+        }
+        config.allowed_origins = raw.allowed_origins;
+        config.web_root = raw.web_root;
+        config.echo_endpoint = raw.echo_endpoint;
+        let positive = |value: Option<Spanned<usize>>, name: &str, default: usize| match value {
+            Some(v) if *v.get_ref() == 0 => {
+                Err(fail(Some(v.span()), format!("{name} must be > 0")))
+            }
+            Some(v) => Ok(v.into_inner()),
+            None => Ok(default),
+        };
+        let millis = |value: Option<Spanned<u64>>, name: &str, default: u64| match value {
+            Some(v) if *v.get_ref() == 0 => {
+                Err(fail(Some(v.span()), format!("{name} must be > 0")))
+            }
+            Some(v) => Ok(Duration::from_millis(v.into_inner())),
+            None => Ok(Duration::from_millis(default)),
+        };
+        config.max_connections =
+            positive(raw.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS)?;
+        config.max_message_bytes =
+            positive(raw.max_message_bytes, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
+        config.listener_batch_bytes = positive(
+            raw.listener_batch_bytes,
+            "listener_batch_bytes",
+            DEFAULT_LISTENER_BATCH_BYTES,
+        )?;
+        config.listener_kernel_bytes = positive(
+            raw.listener_kernel_bytes,
+            "listener_kernel_bytes",
+            DEFAULT_LISTENER_KERNEL_BYTES,
+        )?;
+        config.max_connections_per_ip = positive(
+            raw.max_connections_per_ip,
+            "max_connections_per_ip",
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+        )?;
+        if let Some(exempt) = raw.ip_limit_exempt {
+            config.ip_limit_exempt = exempt
+                .into_iter()
+                .map(|ip| {
+                    ip.get_ref().parse().map_err(|_| {
+                        fail(
+                            Some(ip.span()),
+                            format!("ip_limit_exempt: `{}` is not an IP address", ip.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        config.handshake_timeout =
+            millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
+        config.ping_interval =
+            millis(raw.ping_interval_ms, "ping_interval_ms", DEFAULT_PING_INTERVAL_MS)?;
+        config.dead_peer_timeout =
+            millis(raw.dead_peer_timeout_ms, "dead_peer_timeout_ms", DEFAULT_DEAD_PEER_TIMEOUT_MS)?;
+        config.slow_listener_timeout = millis(
+            raw.slow_listener_timeout_ms,
+            "slow_listener_timeout_ms",
+            DEFAULT_SLOW_LISTENER_TIMEOUT_MS,
+        )?;
+        if config.dead_peer_timeout <= config.ping_interval {
+            return Err(fail(
+                None,
+                "dead_peer_timeout_ms must be longer than ping_interval_ms".to_owned(),
+            ));
+        }
+
+        for raw_stream in raw.streams {
+            let name_span = raw_stream.name.span();
+            let name = raw_stream.name.into_inner();
+            if !valid_stream_name(&name) {
+                return Err(fail(
+                    Some(name_span),
+                    format!("stream name `{name}`: use 1-64 letters, digits, `-` or `_`"),
+                ));
+            }
+            if config.streams.iter().any(|s| s.name == name) {
+                return Err(fail(Some(name_span), format!("stream `{name}` is declared twice")));
+            }
+            let key = match raw_stream.key {
+                Some(key) if key.get_ref().trim().is_empty() => {
+                    return Err(fail(Some(key.span()), format!("stream `{name}`: key is empty")));
+                }
+                Some(key) => Some(key.into_inner()),
+                None => None,
+            };
+            if key.is_none() && raw_stream.playlist.is_none() {
+                return Err(fail(
+                    Some(name_span),
+                    format!("stream `{name}` needs a `key` (for a live source) or a `playlist`"),
+                ));
+            }
+            let mut stream = StreamConfig::new(&name, None);
+            stream.key = key;
+            stream.playlist = raw_stream.playlist;
+            if let Some(ms) = raw_stream.burst_ms {
+                stream.burst = Duration::from_millis(ms);
+            }
+            stream.ring_frames =
+                positive(raw_stream.ring_frames, "ring_frames", DEFAULT_RING_FRAMES)?;
+            stream.ring_bytes = positive(raw_stream.ring_bytes, "ring_bytes", DEFAULT_RING_BYTES)?;
+            stream.max_listeners =
+                positive(raw_stream.max_listeners, "max_listeners", DEFAULT_MAX_LISTENERS)?;
+            stream.max_ingest_bitrate = positive(
+                raw_stream.max_ingest_bitrate,
+                "max_ingest_bitrate",
+                DEFAULT_MAX_INGEST_BITRATE as usize,
+            )? as u64;
+            config.streams.push(stream);
+        }
+        Ok(config)
+    }
+}
+
+/// Stream names appear in URLs and logs: keep them to a safe alphabet.
+pub fn valid_stream_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_shape_parses() {
+        let text = r#"
+listen = "127.0.0.1:8000"
+allowed_origins = ["https://radio.example"]   # absent: any Origin is accepted
+[[streams]]
+name = "radio"
+key = "SECRET"
+"#;
+        let config = Config::parse(text, "onair.toml").unwrap();
+        assert_eq!(config.listen.port(), 8000);
+        assert_eq!(
+            config.allowed_origins.as_deref(),
+            Some(&["https://radio.example".to_owned()][..])
+        );
+        assert_eq!(config.streams, vec![StreamConfig::new("radio", Some("SECRET"))]);
+    }
+
+    #[test]
+    fn the_example_config_in_the_repo_parses() {
+        let text = include_str!("../docs/onair.example.toml");
+        let config = Config::parse(text, "onair.example.toml").unwrap();
+        assert!(!config.streams.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let cases = [
+            ("listen = \"nowhere\"\n", 1, "not an IP address"),
+            (
+                "[[streams]]\nname = \"a\"\nkey = \"k\"\n[[streams]]\nname = \"a\"\nkey = \"k\"\n",
+                5,
+                "declared twice",
+            ),
+            ("[[streams]]\nname = \"has space\"\nkey = \"k\"\n", 2, "stream name"),
+            ("\n[[streams]]\nname = \"a\"\nkey = \"\"\n", 4, "key is empty"),
+            ("[[streams]]\nname = \"a\"\n", 2, "needs a `key`"),
+            ("listen = \"127.0.0.1:1\"\nlisen = 3\n", 2, "unknown field"),
+            (
+                "[[streams]]\nname = \"a\"\nkey = \"k\"\nring_frames = 0\n",
+                4,
+                "ring_frames must be > 0",
+            ),
+            ("listen = [\n", 1, ""),
+        ];
+        for (text, line, what) in cases {
+            let err = Config::parse(text, "x.toml").unwrap_err();
+            assert_eq!((err.file.as_str(), err.line), ("x.toml", line), "{text:?}: {err}");
+            assert!(err.to_string().contains(what), "{text:?}: {err}");
+            assert!(err.to_string().starts_with(&format!("x.toml:{line}:")), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config = Config::parse("", "empty.toml").unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert!(config.streams.is_empty());
+        assert_eq!(
+            config.slow_listener_timeout,
+            Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS)
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Counters and gauges, kept in a Prometheus registry and rendered at `GET /metrics`.
+//!
+//! Each stream takes its own handles (`StreamMetrics`) once, so the hot path only adds to an
+//! atomic; `/api/streams` reads the very same values, so the two views never disagree.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The `stream` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabel {
+    /// Stream name.
+    pub stream: String,
+}
+
+/// The `reason` label of refused connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why the connection was refused or closed (e.g. `unauthorized`, `too_slow`).
+    pub reason: String,
+}
+
+/// Every metric the relay exports.
+pub struct Metrics {
+    registry: Registry,
+    frames_in: Family<StreamLabel, Counter>,
+    bytes_in: Family<StreamLabel, Counter>,
+    frames_out: Family<StreamLabel, Counter>,
+    bytes_out: Family<StreamLabel, Counter>,
+    frames_skipped: Family<StreamLabel, Counter>,
+    listeners: Family<StreamLabel, Gauge>,
+    too_slow: Family<StreamLabel, Counter>,
+    live: Family<StreamLabel, Gauge>,
+    bitrate: Family<StreamLabel, Gauge>,
+    uptime: Family<StreamLabel, Gauge>,
+    /// Open TCP connections of every kind.
+    pub connections: Gauge,
+    /// Connections refused or closed by policy, by reason.
+    pub refusals: Family<ReasonLabel, Counter>,
+}
+
+/// One stream's handles into `Metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct StreamMetrics {
+    /// Frames accepted into the ring.
+    pub frames_in: Counter,
+    /// Bytes of those frames (payload and frame header).
+    pub bytes_in: Counter,
+    /// Frames written to listeners, summed over listeners.
+    pub frames_out: Counter,
+    /// Bytes written to listeners, summed over listeners.
+    pub bytes_out: Counter,
+    /// Frames listeners jumped over because they lagged.
+    pub frames_skipped: Counter,
+    /// Connected listeners.
+    pub listeners: Gauge,
+    /// Listeners closed because they stayed behind the live edge (4008).
+    pub too_slow: Counter,
+    /// 1 while a source is on air.
+    pub live: Gauge,
+    /// Ingest bitrate, bits per second (updated when read).
+    pub bitrate: Gauge,
+    /// Seconds the current source has been on air (updated when read).
+    pub uptime: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry with every family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("onair");
+        let metrics = Self {
+            registry: Registry::default(),
+            frames_in: Family::default(),
+            bytes_in: Family::default(),
+            frames_out: Family::default(),
+            bytes_out: Family::default(),
+            frames_skipped: Family::default(),
+            listeners: Family::default(),
+            too_slow: Family::default(),
+            live: Family::default(),
+            bitrate: Family::default(),
+            uptime: Family::default(),
+            connections: Gauge::default(),
+            refusals: Family::default(),
+        };
+        registry.register("frames_in", "Frames received from sources", metrics.frames_in.clone());
+        registry.register("bytes_in", "Bytes received from sources", metrics.bytes_in.clone());
+        registry.register("frames_out", "Frames sent to listeners", metrics.frames_out.clone());
+        registry.register("bytes_out", "Bytes sent to listeners", metrics.bytes_out.clone());
+        registry.register(
+            "frames_skipped",
+            "Frames lagging listeners jumped over",
+            metrics.frames_skipped.clone(),
+        );
+        registry.register("listeners", "Connected listeners", metrics.listeners.clone());
+        registry.register(
+            "listeners_too_slow",
+            "Listeners closed for staying behind the live edge",
+            metrics.too_slow.clone(),
+        );
+        registry.register("live", "1 while a source is on air", metrics.live.clone());
+        registry.register("ingest_bitrate_bps", "Ingest bitrate", metrics.bitrate.clone());
+        registry.register(
+            "uptime_seconds",
+            "Seconds the source has been on air",
+            metrics.uptime.clone(),
+        );
+        registry.register("connections", "Open connections", metrics.connections.clone());
+        registry.register(
+            "refusals",
+            "Connections refused or closed by policy",
+            metrics.refusals.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    /// The handles for one stream (created on first use).
+    pub fn stream(&self, name: &str) -> StreamMetrics {
+        let label = StreamLabel { stream: name.to_owned() };
+        StreamMetrics {
+            frames_in: self.frames_in.get_or_create_owned(&label),
+            bytes_in: self.bytes_in.get_or_create_owned(&label),
+            frames_out: self.frames_out.get_or_create_owned(&label),
+            bytes_out: self.bytes_out.get_or_create_owned(&label),
+            frames_skipped: self.frames_skipped.get_or_create_owned(&label),
+            listeners: self.listeners.get_or_create_owned(&label),
+            too_slow: self.too_slow.get_or_create_owned(&label),
+            live: self.live.get_or_create_owned(&label),
+            bitrate: self.bitrate.get_or_create_owned(&label),
+            uptime: self.uptime.get_or_create_owned(&label),
+        }
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, reason: &str) {
+        self.refusals.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
