@@ -78,6 +78,38 @@ test('player recovers from a skip, a janked page and a source that restarts its 
   assert.deepEqual(browser.errors, []);
 });
 
+test('a listener that stalls is skipped forward by the relay, then plays audio and video again', async (t) => {
+  // A small ring and kernel buffer so that a stalled page falls out of the ring in seconds.
+  const relay = await startRelay(t, {
+    streams: [{ name: 'radio', key: 'SECRET', extra: 'ring_frames = 30\n' }],
+    extra: 'listener_kernel_bytes = 4096\nslow_listener_timeout_ms = 30000\n',
+  });
+  const wav = writeToneWav(join(tempDir(t), 'tone.wav'));
+  const studio = await launchBrowser(t, { args: [`--use-file-for-fake-audio-capture=${wav}`] });
+  // The listener gets its own browser: a stalled renderer must not stall the broadcaster.
+  const home = await launchBrowser(t);
+  const bc = await openBroadcaster(studio, relay, { camera: true });
+  await waitFor(() => bc.evaluate(() => globalThis.onair.broadcaster.state === 'live'), { what: 'the broadcaster to go live' });
+  const player = await openPlayer(home, relay);
+  await waitFor(async () => (await playerStatus(player))?.video?.drawn > 5, { timeout: 15_000, what: 'video' });
+
+  // Block the page's main thread: the socket stops being read and the relay's writes back up.
+  await player.evaluate(() => {
+    const end = Date.now() + 12_000;
+    while (Date.now() < end);
+  });
+  await waitFor(async () => (await playerStatus(player)).counters.skipEvents > 0, { what: 'a skipped event from the relay' });
+  const st = await playerStatus(player);
+  t.diagnostic(`relay skipped ${st.counters.skipped} frames; ${Math.round(st.playback.droppedMs)} ms cut locally`);
+  assert.match(await player.locator('#status').textContent(), /skipped \d+ frames/);
+  const drawn = st.video.drawn;
+  await keepsPlaying(player);
+  await waitFor(async () => (await playerStatus(player)).video.drawn > drawn + 10, { what: 'video after the skip' });
+  await waitFor(async () => (await playerStatus(player)).behindLiveMs < 600, { timeout: 8000, what: 'back near live' });
+  assert.equal((await playerStatus(player)).connection, 'open', 'not disconnected');
+  assert.deepEqual([...studio.errors, ...home.errors], []);
+});
+
 test('a new title shows when its pts is heard, not when it arrives', async (t) => {
   const { browser, bc, player } = await setup(t);
   // Announce a title 2 s ahead of what the broadcaster is capturing now.
