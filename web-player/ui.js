@@ -71,7 +71,7 @@ function renderList() {
     button.querySelector('.stream-name').textContent = s.name;
     button.querySelector('.stream-title').textContent = title || (s.live ? 'Untitled' : 'Nothing on air');
     button.querySelector('.stream-meta').textContent =
-      `${s.listeners} listening · ${formatBitrate(s.bitrate_bps)}`;
+      s.live && s.bitrate_bps > 0 ? `${s.listeners} listening · ${formatBitrate(s.bitrate_bps)}` : `${s.listeners} listening`;
     button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${s.listeners} listening. Play`);
     button.addEventListener('click', () => select(s.name, true));
     li.append(button);

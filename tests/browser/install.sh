@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need, only what is missing: Debian's chromium (no browser
-# download from npm) and the pinned npm packages (playwright-core, opus-decoder).
+# download from npm) and the pinned npm packages (playwright-core, opus-decoder), then vendors
+# the WebAssembly Opus decoder into web-player/vendor/ (vendor.sh).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
@@ -18,3 +19,5 @@ if [ ! -d node_modules ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null
   echo "$want" >"$stamp"
 fi
+
+"$here/vendor.sh"

@@ -5,7 +5,7 @@
 // Also writes phone-sized versions (*-phone.png) for a look; only the two desktop ones are kept.
 import { join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { IS_MOCK, launchBrowser, openBroadcaster, openPlayer, sample, startPush, startRelay, tempDir, waitFor, writeToneWav } from './lib/harness.js';
+import { HAS_PUSH, launchBrowser, openBroadcaster, openPlayer, sample, startPush, startRelay, tempDir, waitFor, writeToneWav } from './lib/harness.js';
 
 const out = resolve(process.argv[2] ?? 'screenshots');
 mkdirSync(out, { recursive: true });
@@ -25,7 +25,7 @@ try {
 
   // "radio": onair push with the tagged music sample when there is a real relay, else a mic.
   const music = sample('music.ogg');
-  if (!IS_MOCK && music) {
+  if (HAS_PUSH && music) {
     startPush(t, relay, music);
   } else {
     const radio = await openBroadcaster(browser, relay, { stream: 'radio' });
@@ -52,7 +52,10 @@ try {
   await studio.screenshot({ path: join(out, 'screenshot-broadcast-phone.png'), fullPage: true });
   if (browser.errors.length) console.error('console errors:\n' + browser.errors.join('\n'));
   console.log(`screenshots in ${out}`);
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
 } finally {
   for (const fn of hooks.reverse()) await fn();
-  process.exit(0);
+  process.exit();
 }

@@ -7,7 +7,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 vendor="$here/../../web-player/vendor"
 src="$here/node_modules/opus-decoder"
 
-[ -f "$src/dist/opus-decoder.min.js" ] || "$here/install.sh"
+if [ ! -f "$src/dist/opus-decoder.min.js" ]; then
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 mkdir -p "$vendor"
 for f in opus-decoder.min.js opus-decoder.min.js.map; do
   cmp -s "$src/dist/$f" "$vendor/$f" || cp "$src/dist/$f" "$vendor/$f"

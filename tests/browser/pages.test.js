@@ -1,0 +1,52 @@
+// Both pages as a user first meets them: served by the relay, no console errors, every control
+// labelled and reachable by keyboard, nothing overflowing a phone-sized screen.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, playerStatus, startRelay, waitFor } from './lib/harness.js';
+
+for (const [path, name] of [['/', 'player'], ['/broadcast', 'broadcaster']]) {
+  test(`the ${name} page loads cleanly, labels every control and fits a phone`, async (t) => {
+    const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET' }, { name: 'talk', key: 'OTHER' }] });
+    const browser = await launchBrowser(t, { viewport: { width: 360, height: 740 } });
+    const page = await browser.newPage();
+    const res = await page.goto(relay.base + path);
+    assert.equal(res.status(), 200);
+    await page.waitForLoadState('networkidle');
+    if (path === '/') await waitFor(() => page.locator('.stream').count().then((n) => n === 2), { what: 'the stream list' });
+
+    const unlabelled = await page.evaluate(() =>
+      [...document.querySelectorAll('button, input, select, canvas, video, [role=meter]')]
+        .filter((el) => !el.hidden && el.type !== 'hidden')
+        .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') || el.textContent.trim()))
+        .map((el) => el.outerHTML.slice(0, 80)));
+    assert.deepEqual(unlabelled, []);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow} px wider than the screen`);
+
+    // Tab reaches the main action.
+    const main = path === '/' ? 'play' : 'go';
+    let reached = false;
+    for (let i = 0; i < 20 && !reached; i++) {
+      await page.keyboard.press('Tab');
+      reached = await page.evaluate((id) => document.activeElement?.id === id, main);
+    }
+    assert.ok(reached, `Tab reaches #${main}`);
+    assert.deepEqual(browser.errors, []);
+  });
+}
+
+test('the keyboard starts and stops the player; an offline stream says so', async (t) => {
+  const relay = await startRelay(t);
+  const browser = await launchBrowser(t);
+  const page = await browser.newPage();
+  await page.goto(`${relay.base}/?stream=radio`);
+  await page.locator('#play').focus();
+  await page.keyboard.press('Enter');
+  await waitFor(async () => (await page.locator('#conn').textContent()) === 'waiting for source', { what: 'connected, no source' });
+  assert.equal(await page.locator('#badge').textContent(), 'Off air');
+  assert.match(await page.locator('#status').textContent(), /offline/);
+  await page.keyboard.press('Enter');
+  await waitFor(async () => (await page.locator('#conn').textContent()) === 'stopped', { what: 'stopped' });
+  assert.equal((await playerStatus(page)).connection, 'stopped');
+  assert.deepEqual(browser.errors, []);
+});
