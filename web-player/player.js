@@ -6,7 +6,7 @@ import { ReconnectingSocket } from './socket.js';
 import { decodeFrame, parseEvent } from './protocol.js';
 import { WasmOpusDecoder, WebCodecsAudioDecoder, loadWasmOpus, webCodecsCanDecode } from './decoder.js';
 import { VideoRenderer } from './video.js';
-import { wsUrl } from './api.js';
+import { fetchStreams, wsUrl } from './api.js';
 
 const TAP_SAMPLES = 16384; // decoded mono PCM kept for analysis (~340 ms at 48 kHz)
 const METADATA_MAX_WAIT_MS = 15_000; // show a pending title anyway if playback never reaches it
@@ -27,14 +27,17 @@ const METADATA_MAX_WAIT_MS = 15_000; // show a pending title anyway if playback 
 export class Player {
   /**
    * @param {{stream: string, canvas?: HTMLCanvasElement|null, decoder?: 'auto'|'wasm'|'webcodecs',
-   *   onChange?: (p: Player) => void, url?: string}} opts
+   *   onChange?: (p: Player) => void, access?: {expires: string, sig: string}|null}} opts
+   *   `access` is the signed-link part of a private stream's URL (see `onair sign`)
    */
-  constructor({ stream, canvas = null, decoder = 'auto', onChange = () => {}, url }) {
+  constructor({ stream, canvas = null, decoder = 'auto', onChange = () => {}, access = null }) {
     this.stream = stream;
     this.canvas = canvas;
     this.preferredDecoder = decoder;
     this.onChange = onChange;
-    this.url = url ?? wsUrl(`/listen/${encodeURIComponent(stream)}`);
+    this.access = access;
+    const query = access ? `?${new URLSearchParams(access)}` : '';
+    this.url = wsUrl(`/listen/${encodeURIComponent(stream)}${query}`);
     this.connection = 'stopped';
     this.live = false;
     this.tracks = [];
@@ -90,8 +93,9 @@ export class Player {
       },
       onMessage: (data) => (typeof data === 'string' ? this.onText(data) : this.onBinary(data)),
       onClose: ({ code, reason, wasOpen, retryInMs }) => {
-        const why = closeReason(code, reason, wasOpen);
-        this.setMessage(`${why}; reconnecting in ${(retryInMs / 1000).toFixed(1)} s`);
+        const retry = `reconnecting in ${(retryInMs / 1000).toFixed(1)} s`;
+        this.setMessage(`${closeReason(code, reason, wasOpen)}; ${retry}`);
+        if (!wasOpen) this.explainRefusal().then((why) => this.socket && this.connection !== 'open' && this.setMessage(`${why}; retrying`));
         if (this.video) this.video.renderer.reset();
       },
     });
@@ -178,6 +182,23 @@ export class Player {
    */
   simulateSkip(frames) {
     this.dropNext = this.dropTotal = frames;
+  }
+
+  /**
+   * @private Browsers hide a refused handshake's status (401/403/404/503), so ask the API
+   * what is likely wrong.
+   */
+  async explainRefusal() {
+    let streams;
+    try {
+      streams = await fetchStreams();
+    } catch {
+      return 'cannot reach the relay';
+    }
+    const s = streams.find((x) => x.name === this.stream);
+    if (!s) return `no stream named “${this.stream}” on this relay`;
+    if (this.access) return 'this listening link is invalid or has expired';
+    return 'the relay refused to connect: the stream may be private (it needs a signed link) or full';
   }
 
   /** @private Pts (µs) and segment being heard now, or null before playback starts. */
@@ -402,7 +423,7 @@ function sameTrack(a, b) {
  * @returns {string}
  */
 export function closeReason(code, reason, wasOpen) {
-  if (!wasOpen) return 'cannot reach the relay (or no such stream)';
+  if (!wasOpen) return 'cannot connect';
   const known = {
     1001: 'the relay is restarting',
     1006: 'connection lost',

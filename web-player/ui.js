@@ -1,5 +1,6 @@
 // The listener page (index.html): the stream list, the player deck and its controls.
-// URL parameters: `?stream=NAME` picks a stream, `?decoder=wasm|webcodecs` forces a decoder.
+// URL parameters: `?stream=NAME` picks a stream, `?decoder=wasm|webcodecs` forces a decoder,
+// `&expires=…&sig=…` carries a signed link to a private stream.
 
 import { Player } from './player.js';
 import { fetchStreams, formatBitrate, showLevel } from './api.js';
@@ -125,7 +126,9 @@ async function select(name, autoplay) {
 async function start() {
   if (!selected || player) return;
   const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
-  player = new Player({ stream: selected, canvas: els.video, decoder, onChange: scheduleRender });
+  // A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=…
+  const access = params.get('sig') && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig: params.get('sig') } : null;
+  player = new Player({ stream: selected, canvas: els.video, decoder, onChange: scheduleRender, access });
   player.setVolume(Number(els.volume.value));
   globalThis.onair = { player }; // for the browser tests and for curious users' consoles
   renderDeck();
