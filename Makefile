@@ -9,7 +9,7 @@ RUN_PACKAGES := cmake
 TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
 BENCH_PACKAGES := $(TEST_PACKAGES)
 
-.PHONY: run test build lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
+.PHONY: run test build autobahn lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
 help:
 	@echo "make run    build and start the relay on 127.0.0.1:8000 with a demo station"
@@ -59,8 +59,12 @@ doc:
 browser-test: build
 	@if [ -x tests/browser/run.sh ]; then ONAIR_BIN=$(ONAIR) tests/browser/run.sh; fi
 
+autobahn: build
+	tests/autobahn.sh $(ONAIR)
+
 test: deps-test fmt-check lint
 	$(CARGO) test --quiet
+	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory browser-test
 
 bench: deps-bench

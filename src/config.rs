@@ -85,10 +85,24 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
     pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// Serve TLS on a second port.
+    pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
     pub echo_endpoint: bool,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
+}
+
+/// `[tls]`: serve `https://` and `wss://` on a second port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address for TLS connections, e.g. `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain (reloaded on SIGHUP).
+    pub cert: PathBuf,
+    /// PEM private key (reloaded on SIGHUP).
+    pub key: PathBuf,
 }
 
 /// One stream ("mount").
@@ -110,6 +124,8 @@ pub struct StreamConfig {
     pub max_listeners: usize,
     /// Most a live source may send, bits per second (close 4006 past it).
     pub max_ingest_bitrate: u64,
+    /// When set, listeners need a link signed with this secret (`onair sign`).
+    pub listen_secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +144,7 @@ struct RawConfig {
     listener_kernel_bytes: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
     #[serde(default)]
@@ -145,6 +162,7 @@ struct RawStream {
     ring_bytes: Option<Spanned<usize>>,
     max_listeners: Option<Spanned<usize>>,
     max_ingest_bitrate: Option<Spanned<usize>>,
+    listen_secret: Option<Spanned<String>>,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -175,6 +193,7 @@ impl Default for Config {
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
+            tls: None,
             echo_endpoint: false,
             streams: Vec::new(),
         }
@@ -193,6 +212,7 @@ impl StreamConfig {
             ring_bytes: DEFAULT_RING_BYTES,
             max_listeners: DEFAULT_MAX_LISTENERS,
             max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
+            listen_secret: None,
         }
     }
 }
@@ -235,6 +255,7 @@ impl Config {
         config.allowed_origins = raw.allowed_origins;
         config.web_root = raw.web_root;
         config.echo_endpoint = raw.echo_endpoint;
+        config.tls = raw.tls;
         let positive = |value: Option<Spanned<usize>>, name: &str, default: usize| match value {
             Some(v) if *v.get_ref() == 0 => {
                 Err(fail(Some(v.span()), format!("{name} must be > 0")))
@@ -340,6 +361,15 @@ impl Config {
                 "max_ingest_bitrate",
                 DEFAULT_MAX_INGEST_BITRATE as usize,
             )? as u64;
+            stream.listen_secret = match raw_stream.listen_secret {
+                Some(secret) if secret.get_ref().len() < 16 => {
+                    return Err(fail(
+                        Some(secret.span()),
+                        format!("stream `{name}`: listen_secret must be at least 16 characters"),
+                    ));
+                }
+                secret => secret.map(Spanned::into_inner),
+            };
             config.streams.push(stream);
         }
         Ok(config)
@@ -386,6 +416,14 @@ key = "SECRET"
         let text = include_str!("../docs/onair.example.toml");
         let config = Config::parse(text, "onair.example.toml").unwrap();
         assert!(!config.streams.is_empty());
+        // The commented-out [tls] table is valid too.
+        let uncommented = text
+            .replace("# [tls]", "[tls]")
+            .replace("# listen = \"0.0.0.0:8443\"", "listen = \"0.0.0.0:8443\"")
+            .replace("# cert =", "cert =")
+            .replace("# key =", "key =");
+        let config = Config::parse(&uncommented, "onair.example.toml").unwrap();
+        assert_eq!(config.tls.map(|t| t.listen.port()), Some(8443));
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod config;
+pub mod echo;
 pub mod error;
 pub mod http;
 pub mod ingest;
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+pub mod tls;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};

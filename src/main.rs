@@ -40,6 +40,32 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
     },
     /// Print a new random stream key.
     Keygen,
+    /// Mint a signed listener link for a stream with a `listen_secret`.
+    #[command(
+        after_help = "Examples:\n  onair sign radio --config onair.toml --hours 24\n  onair sign radio --secret \"$SECRET\" --base https://radio.example"
+    )]
+    Sign {
+        /// Stream name.
+        stream: String,
+        /// Config file to read the stream's listen_secret from.
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            conflicts_with = "secret",
+            required_unless_present = "secret"
+        )]
+        config: Option<PathBuf>,
+        /// The stream's listen_secret (instead of --config).
+        #[arg(long, env = "ONAIR_LISTEN_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// How long the link stays valid, in hours.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        /// Where listeners reach the relay.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        base: String,
+    },
     /// Connect as a listener and print what a stream carries (hello, events, frames).
     #[command(
         after_help = "Examples:\n  onair listen ws://127.0.0.1:8000/listen/demo\n  onair listen --frames --seconds 2 ws://127.0.0.1:8000/listen/radio"
@@ -70,6 +96,9 @@ fn main() -> ExitCode {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Keygen => keygen().map(|key| println!("{key}")),
         Command::Listen { url, frames, seconds } => listen(url, frames, seconds),
+        Command::Sign { stream, config, secret, hours, base } => {
+            sign(&stream, config, secret, hours, &base)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -108,10 +137,70 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             }
             info!("web player at http://{addr}/");
         }
-        onair::server::run(listener, config, shutdown_signal()).await?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let tls = match &config.tls {
+            Some(tls_config) => {
+                let terminator = onair::tls::Terminator::new(tls_config.clone())
+                    .context("loading the TLS certificate")?;
+                let tls_listener = onair::server::bind(tls_config.listen)
+                    .with_context(|| format!("cannot listen on {} for tls", tls_config.listen))?;
+                Some((terminator, tls_listener))
+            }
+            None => None,
+        };
+        let relay = onair::server::Relay::new(config);
+        let mut tls_task = None;
+        if let Some((terminator, tls_listener)) = tls {
+            tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
+            tls_task = Some(tokio::spawn(onair::tls::run(
+                tls_listener,
+                addr,
+                terminator,
+                std::sync::Arc::clone(&relay),
+                shutdown.clone().cancelled_owned(),
+            )));
+        }
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        });
+        onair::server::run_relay(listener, relay, shutdown.cancelled_owned()).await?;
+        if let Some(task) = tls_task {
+            let _ = task.await;
+        }
         info!("stopped");
         Ok(())
     })
+}
+
+fn sign(
+    stream: &str,
+    config: Option<PathBuf>,
+    secret: Option<String>,
+    hours: f64,
+    base: &str,
+) -> anyhow::Result<()> {
+    let secret = match (secret, config) {
+        (Some(secret), _) => secret,
+        (None, Some(path)) => {
+            let config = Config::load(&path)?;
+            let found = config.streams.into_iter().find(|s| s.name == stream);
+            let found =
+                found.with_context(|| format!("no stream `{stream}` in {}", path.display()))?;
+            found
+                .listen_secret
+                .with_context(|| format!("stream `{stream}` has no listen_secret"))?
+        }
+        (None, None) => anyhow::bail!("give --config or --secret"),
+    };
+    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
+    let expires = onair::access::unix_now() + (hours * 3600.0) as u64;
+    let query = format!("expires={expires}&sig={}", onair::access::sign(&secret, stream, expires));
+    let base = base.trim_end_matches('/');
+    let ws_base = base.replacen("http", "ws", 1);
+    println!("{ws_base}/listen/{stream}?{query}");
+    Ok(())
 }
 
 fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()> {
@@ -122,6 +211,22 @@ fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()>
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(onair::inspect::run(onair::inspect::InspectOptions { url, frames, duration }))
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected.
+async fn reload_on_sighup(terminator: std::sync::Arc<onair::tls::Terminator>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return error!("cannot watch SIGHUP: the certificate will not be reloaded");
+        };
+        while hup.recv().await.is_some() {
+            if let Err(err) = terminator.reload() {
+                error!(%err, "tls reload failed; keeping the old certificate");
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -151,7 +151,7 @@ pub async fn run_relay(
 
 impl Relay {
     /// Counts a connection from `ip`; false when that address is at its limit.
-    fn admit_ip(&self, ip: IpAddr) -> bool {
+    pub(crate) fn admit_ip(&self, ip: IpAddr) -> bool {
         if self.config.ip_limit_exempt.contains(&ip) {
             return true;
         }
@@ -165,7 +165,7 @@ impl Relay {
     }
 
     /// Forgets one connection from `ip`; the map never keeps addresses with no connection.
-    fn release_ip(&self, ip: IpAddr) {
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
         if self.config.ip_limit_exempt.contains(&ip) {
             return;
         }
@@ -244,6 +244,17 @@ async fn route(
     }
     if let Some(name) = request.path.strip_prefix("/listen/") {
         return listen(socket, peer, relay, &request, name, leftover, cancel).await;
+    }
+    if request.path == "/echo" && relay.config.echo_endpoint {
+        let accept = match upgrade_key(&request) {
+            Ok(accept) => accept,
+            Err((status, reason)) => {
+                return refuse(&mut socket, relay, peer, &request.path, status, reason).await
+            }
+        };
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &switching_protocols(&accept)).await?;
+        socket.set_nodelay(true)?;
+        return Ok(crate::echo::serve(socket, leftover, cancel).await?);
     }
     if request.method != "GET" && !head_only {
         let response = Response::text(405, "method not allowed").with_header("Allow", "GET, HEAD");
@@ -406,6 +417,9 @@ async fn listen(
     let Some(stream) = relay.streams.get(name) else {
         return refuse(&mut socket, relay, peer, path, 404, "no such stream").await;
     };
+    if let Err(denied) = check_listen_access(stream, request) {
+        return refuse(&mut socket, relay, peer, path, denied.status(), &denied.to_string()).await;
+    }
     let (consumer, first) = match Stream::subscribe(stream) {
         Ok(subscribed) => subscribed,
         Err(err) => return refuse(&mut socket, relay, peer, path, 503, &err.to_string()).await,
@@ -421,6 +435,24 @@ async fn listen(
         ending => debug!(stream = %name, %peer, ?ending, "listener left"),
     }
     Ok(())
+}
+
+/// A stream with a `listen_secret` only admits listeners with a valid signed link.
+///
+/// # Errors
+/// Why the link is refused; `Denied::status` gives the HTTP status.
+pub fn check_listen_access(
+    stream: &Stream,
+    request: &Request,
+) -> Result<(), crate::access::Denied> {
+    let Some(secret) = &stream.config().listen_secret else { return Ok(()) };
+    crate::access::verify(
+        secret,
+        &stream.config().name,
+        request.query_param("expires").as_deref(),
+        request.query_param("sig").as_deref(),
+        crate::access::unix_now(),
+    )
 }
 
 /// No Nagle delay, and a small kernel send buffer: stale audio must wait in the ring, where

@@ -355,3 +355,34 @@ async fn peers_that_stop_answering_pings_are_closed_with_4009() {
     assert_eq!(code, close::DEAD_PEER);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn private_streams_admit_only_listeners_with_a_valid_signed_link() {
+    let secret = "a-long-listen-secret";
+    let mut config = config(&[("radio", "SECRET")]);
+    config.streams[0].listen_secret = Some(secret.into());
+    let relay = TestRelay::start_with(config).await;
+    assert_eq!(refused_status(&relay, "/listen/radio", &[]).await, 401);
+    let now = onair::access::unix_now();
+    let expired = format!(
+        "/listen/radio?expires={}&sig={}",
+        now - 1,
+        onair::access::sign(secret, "radio", now - 1)
+    );
+    assert_eq!(refused_status(&relay, &expired, &[]).await, 403);
+    let forged = format!("/listen/radio?expires={}&sig={}", now + 60, "0".repeat(64));
+    assert_eq!(refused_status(&relay, &forged, &[]).await, 403);
+
+    // A link minted by the CLI, as an operator would share it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["sign", "radio", "--secret", secret, "--hours", "1", "--base"])
+        .arg(format!("http://{}", relay.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let url = String::from_utf8(out.stdout).unwrap();
+    let path = url.trim().strip_prefix(&format!("ws://{}", relay.addr)).unwrap().to_owned();
+    let mut ws = connect(&relay, &path, &[]).await.expect("a signed link admits the listener");
+    assert_eq!(next_event(&mut ws).await["type"], "hello");
+    relay.shutdown().await;
+}
