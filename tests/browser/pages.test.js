@@ -2,7 +2,8 @@
 // labelled and reachable by keyboard, nothing overflowing a phone-sized screen.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, playerStatus, startRelay, waitFor } from './lib/harness.js';
+import { spawnSync } from 'node:child_process';
+import { ONAIR_BIN, launchBrowser, playerStatus, startRelay, waitFor } from './lib/harness.js';
 
 for (const [path, name] of [['/', 'player'], ['/broadcast', 'broadcaster']]) {
   test(`the ${name} page loads cleanly, labels every control and fits a phone`, async (t) => {
@@ -49,4 +50,29 @@ test('the keyboard starts and stops the player; an offline stream says so', asyn
   await waitFor(async () => (await page.locator('#conn').textContent()) === 'stopped', { what: 'stopped' });
   assert.equal((await playerStatus(page)).connection, 'stopped');
   assert.deepEqual(browser.errors, []);
+});
+
+test('a private stream plays from a signed link and explains itself without one', async (t) => {
+  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET', extra: 'listen_secret = "a-private-listening-secret"\n' }] });
+  const signed = spawnSync(ONAIR_BIN, ['sign', 'radio', '--secret', 'a-private-listening-secret', '--base', relay.base], { encoding: 'utf8' });
+  assert.equal(signed.status, 0, signed.stderr);
+  const link = new URL(signed.stdout.trim());
+  const browser = await launchBrowser(t);
+
+  const page = await browser.newPage();
+  await page.goto(`${relay.base}/?stream=radio`);
+  await page.locator('#play').click();
+  await waitFor(async () => /private/.test(await page.locator('#status').textContent()), { what: 'the private-stream hint' });
+
+  const invited = await browser.newPage();
+  await invited.goto(`${relay.base}/?stream=radio&${link.searchParams}`);
+  await invited.locator('#play').click();
+  await waitFor(async () => (await invited.locator('#conn').textContent()) === 'waiting for source', { what: 'admitted with the signed link' });
+
+  const forged = await browser.newPage();
+  await forged.goto(`${relay.base}/?stream=radio&expires=${link.searchParams.get('expires')}&sig=${'0'.repeat(64)}`);
+  await forged.locator('#play').click();
+  await waitFor(async () => /invalid or has expired/.test(await forged.locator('#status').textContent()), { what: 'the bad-link message' });
+  const unexpected = browser.errors.filter((e) => !/WebSocket connection to .* failed/.test(e));
+  assert.deepEqual(unexpected, []);
 });
