@@ -1,5 +1,6 @@
 // The presenter page (broadcast.html): the go-live form, the input meter, live figures and
-// the now-playing form. `?stream=NAME` fills in the stream name; the key is never stored.
+// the now-playing form. `?stream=NAME` fills in the stream name (the key is never stored);
+// `?capture=fallback` forces the capture path of browsers without MediaStreamTrackProcessor.
 
 import { Broadcaster } from './broadcast.js';
 import { fetchStreams, formatBitrate, showLevel } from './api.js';
@@ -90,7 +91,13 @@ els.form.addEventListener('submit', async (ev) => {
   const stream = els.stream.value.trim();
   localStorage.setItem('onair.stream', stream);
   try {
-    await bc.start({ stream, key: els.key.value, camera: els.camera.checked, audioBitrate: Number(els.bitrate.value) });
+    await bc.start({
+      stream,
+      key: els.key.value,
+      camera: els.camera.checked,
+      audioBitrate: Number(els.bitrate.value),
+      captureFallback: params.get('capture') === 'fallback',
+    });
   } catch (err) {
     bc.message = err.message;
     bc.error = true;

@@ -25,6 +25,8 @@ const BITRATE_WINDOW_MS = 2000;
  * @property {boolean} camera
  * @property {number} [audioBitrate] bits/s, default 128000
  * @property {number} [videoBitrate] bits/s, default 1000000
+ * @property {boolean} [captureFallback] capture through an AudioWorklet and a <video> element
+ *   even where MediaStreamTrackProcessor exists (to test the Firefox/Safari path)
  */
 
 /** One broadcasting session; `start()` asks for the devices and goes on air. */
@@ -83,8 +85,9 @@ export class Broadcaster {
       this.preview.srcObject = new MediaStream([cam]);
       await this.preview.play().catch(() => {});
     }
-    this.stops.push(await captureAudio(mic, (data) => this.onAudioData(data)));
-    if (cam) this.stops.push(await captureVideo(cam, (frame) => this.onVideoFrame(frame), this.preview));
+    const fallback = !!this.opts.captureFallback;
+    this.stops.push(await captureAudio(mic, (data) => this.onAudioData(data), fallback));
+    if (cam) this.stops.push(await captureVideo(cam, (frame) => this.onVideoFrame(frame), this.preview, fallback));
     this.setState('connecting', 'connecting to the relay');
   }
 

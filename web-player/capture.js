@@ -9,10 +9,11 @@ const FALLBACK_FPS = 25;
  * The callee owns each AudioData and must close it.
  * @param {MediaStreamTrack} track
  * @param {(data: AudioData) => void} onData
+ * @param {boolean} [fallback] use the AudioWorklet path even where MediaStreamTrackProcessor exists
  * @returns {Promise<() => void>} stop
  */
-export async function captureAudio(track, onData) {
-  if (typeof MediaStreamTrackProcessor !== 'undefined') {
+export async function captureAudio(track, onData, fallback = false) {
+  if (!fallback && typeof MediaStreamTrackProcessor !== 'undefined') {
     return pump(new MediaStreamTrackProcessor({ track }).readable, onData);
   }
   const ctx = new AudioContext();
@@ -48,10 +49,11 @@ export async function captureAudio(track, onData) {
  * @param {MediaStreamTrack} track
  * @param {(frame: VideoFrame) => void} onFrame
  * @param {HTMLVideoElement} preview a playing element showing the track (used by the fallback)
+ * @param {boolean} [fallback] sample `preview` even where MediaStreamTrackProcessor exists
  * @returns {Promise<() => void>} stop
  */
-export async function captureVideo(track, onFrame, preview) {
-  if (typeof MediaStreamTrackProcessor !== 'undefined') {
+export async function captureVideo(track, onFrame, preview, fallback = false) {
+  if (!fallback && typeof MediaStreamTrackProcessor !== 'undefined') {
     return pump(new MediaStreamTrackProcessor({ track }).readable, onFrame);
   }
   const t0 = performance.now();

@@ -27,10 +27,14 @@ const METADATA_MAX_WAIT_MS = 15_000; // show a pending title anyway if playback 
 export class Player {
   /**
    * @param {{stream: string, canvas?: HTMLCanvasElement|null, decoder?: 'auto'|'wasm'|'webcodecs',
+   *   output?: 'auto'|'element'|'direct',
    *   onChange?: (p: Player) => void, access?: {expires: string, sig: string}|null}} opts
-   *   `access` is the signed-link part of a private stream's URL (see `onair sign`)
+   *   `access` is the signed-link part of a private stream's URL (see `onair sign`);
+   *   `output` 'element' plays through an <audio> element (phones: lock-screen controls, and
+   *   iOS plays it with the ring/silent switch on silent), 'auto' does so on touch screens only
    */
-  constructor({ stream, canvas = null, decoder = 'auto', onChange = () => {}, access = null }) {
+  constructor({ stream, canvas = null, decoder = 'auto', onChange = () => {}, access = null, output = 'auto' }) {
+    this.output = output === 'auto' ? (matchMedia('(pointer: coarse)').matches ? 'element' : 'direct') : output;
     this.stream = stream;
     this.canvas = canvas;
     this.preferredDecoder = decoder;
@@ -76,6 +80,14 @@ export class Player {
       this.ctx = new AudioContext({ latencyHint: 'interactive' });
     }
     const resumed = this.ctx.resume(); // inside the user gesture, before any await
+    let sink = this.ctx.destination;
+    if (this.output === 'element') {
+      const stream = this.ctx.createMediaStreamDestination();
+      this.element = new Audio();
+      this.element.srcObject = stream.stream;
+      this.element.play().catch((err) => this.onError('audio output', err)); // also in the gesture
+      sink = stream;
+    }
     const probe = { codec: 'opus', sample_rate: 48000, channels: 2 };
     this.useWasm = this.preferredDecoder === 'wasm' || (this.preferredDecoder !== 'webcodecs' && !(await webCodecsCanDecode(probe)));
     if (this.useWasm) await loadWasmOpus();
@@ -84,7 +96,7 @@ export class Player {
     this.node.port.onmessage = ({ data }) => this.onPlayback(data);
     this.analyser = new AnalyserNode(this.ctx, { fftSize: 2048 });
     this.gain = new GainNode(this.ctx, { gain: this.volume });
-    this.node.connect(this.analyser).connect(this.gain).connect(this.ctx.destination);
+    this.node.connect(this.analyser).connect(this.gain).connect(sink);
     await resumed;
     this.socket = new ReconnectingSocket(() => this.url, {
       onState: (state) => {
@@ -116,6 +128,11 @@ export class Player {
     this.video?.renderer.close();
     this.audio = this.video = null;
     this.playback = null;
+    if (this.element) {
+      this.element.pause();
+      this.element.srcObject = null;
+      this.element = null;
+    }
     const ctx = this.ctx;
     this.ctx = null;
     this.connection = 'stopped';
@@ -162,6 +179,7 @@ export class Player {
       connection: this.connection,
       live: this.live,
       decoder: this.decoderName,
+      output: this.output,
       nowPlaying: this.nowPlaying,
       behindLiveMs,
       level: this.level(),

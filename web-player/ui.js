@@ -1,6 +1,7 @@
 // The listener page (index.html): the stream list, the player deck and its controls.
 // URL parameters: `?stream=NAME` picks a stream, `?decoder=wasm|webcodecs` forces a decoder,
-// `&expires=…&sig=…` carries a signed link to a private stream.
+// `&expires=…&sig=…` carries a signed link to a private stream, `?output=element|direct`
+// picks the audio path (default: through an <audio> element on touch screens).
 
 import { Player } from './player.js';
 import { fetchStreams, formatBitrate, showLevel } from './api.js';
@@ -128,7 +129,8 @@ async function start() {
   const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
   // A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=…
   const access = params.get('sig') && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig: params.get('sig') } : null;
-  player = new Player({ stream: selected, canvas: els.video, decoder, onChange: scheduleRender, access });
+  const output = /** @type {'auto'|'element'|'direct'} */ (params.get('output') ?? 'auto');
+  player = new Player({ stream: selected, canvas: els.video, decoder, output, onChange: scheduleRender, access });
   player.setVolume(Number(els.volume.value));
   globalThis.onair = { player }; // for the browser tests and for curious users' consoles
   renderDeck();

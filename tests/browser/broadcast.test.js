@@ -64,6 +64,26 @@ test('camera to player: VP8 pictures are decoded onto the canvas', async (t) => 
   assert.deepEqual(browser.errors, []);
 });
 
+test('the capture path of browsers without MediaStreamTrackProcessor, heard through an <audio> element', async (t) => {
+  const relay = await startRelay(t);
+  const browser = await toneBrowser(t);
+  const bc = await openBroadcaster(browser, relay, { camera: true, query: '&capture=fallback' });
+  await waitLive(bc);
+  const player = await openPlayer(browser, relay, { query: '&output=element' });
+  await waitFor(async () => (await playerStatus(player))?.video?.drawn > 10, { timeout: 15_000, what: '10 pictures drawn' });
+  await waitFor(async () => (await playerStatus(player)).counters.audioDecoded > 100, { what: '2 s of audio' });
+  const { freq, rms } = await measureTone(player);
+  assert.ok(rms > 0.05 && Math.abs(freq - 440) <= 3, `${freq} Hz, rms ${rms}`);
+  const st = await playerStatus(player);
+  assert.equal(st.output, 'element');
+  assert.equal(await player.evaluate(() => globalThis.onair.player.element.paused), false, 'the <audio> element plays');
+  // The meter taps the <audio> element's input: sampled a few times, it must show the tone.
+  let level = 0;
+  for (let i = 0; i < 5; i++, await player.waitForTimeout(100)) level = Math.max(level, (await playerStatus(player)).level);
+  assert.ok(level > 0.1, `level ${level}`);
+  assert.deepEqual(browser.errors, []);
+});
+
 test('the broadcaster explains a wrong key, a busy stream and an unknown stream', async (t) => {
   const relay = await startRelay(t);
   const browser = await toneBrowser(t);

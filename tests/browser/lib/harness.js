@@ -237,9 +237,9 @@ export async function openPlayer(browser, relay, { stream = 'radio', query = '' 
 }
 
 /** Opens the broadcaster page, fills in the form and presses "Go live". */
-export async function openBroadcaster(browser, relay, { stream = 'radio', key = KEY, camera = false } = {}) {
+export async function openBroadcaster(browser, relay, { stream = 'radio', key = KEY, camera = false, query = '' } = {}) {
   const page = await browser.newPage();
-  await page.goto(`${relay.base}/broadcast?stream=${stream}`);
+  await page.goto(`${relay.base}/broadcast?stream=${stream}${query}`);
   await page.getByLabel('Key').fill(key);
   if (camera) await page.getByRole('checkbox', { name: 'Camera' }).check();
   await page.getByRole('button', { name: 'Go live' }).click();
