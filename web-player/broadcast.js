@@ -240,8 +240,11 @@ export class Broadcaster {
   /** @private */
   send(bytes) {
     if (this.socket?.send(bytes)) {
+      const now = performance.now();
       this.counters.bytes += bytes.byteLength;
-      this.sent.push([performance.now(), bytes.byteLength]);
+      this.sent.push([now, bytes.byteLength]);
+      // Pruned here too: a hidden tab gets no animation frames to call bitrate().
+      while (now - this.sent[0][0] > BITRATE_WINDOW_MS) this.sent.shift();
     }
   }
 
