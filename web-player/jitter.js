@@ -3,7 +3,7 @@
 //
 // Policy: start as soon as `startMs` is buffered; hold about `targetMs`; when the buffer runs
 // dry, fade out, raise the target and rebuffer; when it grows past the target, play 1 % fast,
-// and when it is far behind, cut straight to the target. Cuts, pts jumps and restarts are
+// and when it is more than 120 ms over, cut straight to the target. Cuts, pts jumps and restarts are
 // cross-faded so they never click. Resampling (e.g. 48 kHz Opus to a 44.1 kHz device) uses the
 // same fractional read position as the catch-up speed.
 
@@ -24,7 +24,7 @@ export class JitterBuffer {
    * @param {{outputRate: number, startMs?: number, targetMs?: number, minTargetMs?: number,
    *   maxTargetMs?: number, hardDropMs?: number}} opts
    */
-  constructor({ outputRate, startMs = 40, targetMs = 100, minTargetMs = 60, maxTargetMs = 1000, hardDropMs = 250 }) {
+  constructor({ outputRate, startMs = 40, targetMs = 100, minTargetMs = 60, maxTargetMs = 1000, hardDropMs = 120 }) {
     this.outputRate = outputRate;
     this.startMs = startMs;
     this.targetMs = targetMs;

@@ -2,7 +2,7 @@
 // through WebCodecs and through the WebAssembly fallback decoder.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HAS_PUSH, launchBrowser, measureTone, openPlayer, playerStatus, sample, startPush, startRelay, waitFor } from './lib/harness.js';
+import { HAS_PUSH, launchBrowser, measureTone, playerStatus, sample, startPush, startRelay, waitFor } from './lib/harness.js';
 
 const tone = sample('tone-440.flac');
 const skip = !HAS_PUSH ? 'this onair has no `push` subcommand yet' : !tone ? 'samples/tone-440.flac is missing' : false;
@@ -17,12 +17,18 @@ async function playsTone(t, { query = '', decoder }) {
   }, { timeout: 15_000, what: 'onair push to go live' });
 
   const browser = await launchBrowser(t);
-  const clicked = Date.now();
-  const page = await openPlayer(browser, relay, { query });
-  await waitFor(async () => (await playerStatus(page))?.playback?.state === 'playing', { what: 'playback to start' });
-  const startMs = Date.now() - clicked;
-  t.diagnostic(`sound after ${startMs} ms (includes page load)`);
-  assert.ok(startMs < 3000, `playback took ${startMs} ms to start`);
+  const page = await browser.newPage();
+  await page.goto(`${relay.base}/?stream=radio${query}`);
+  await page.waitForLoadState('networkidle');
+  // "Presses play and hears the station within a second": time from the click to sound.
+  const startMs = await page.evaluate(async () => {
+    const t0 = performance.now();
+    document.getElementById('play').click();
+    while (globalThis.onair?.player?.status().playback?.state !== 'playing') await new Promise((r) => setTimeout(r, 10));
+    return performance.now() - t0;
+  });
+  t.diagnostic(`sound ${Math.round(startMs)} ms after pressing play`);
+  assert.ok(startMs < 1000, `playback took ${startMs} ms to start`);
 
   const first = await playerStatus(page);
   await page.waitForTimeout(2000);
@@ -34,8 +40,8 @@ async function playsTone(t, { query = '', decoder }) {
   assert.ok(Math.abs(freq - 440) <= 2, `dominant frequency ${freq} Hz`);
   assert.ok(rms > 0.2 && rms < 0.5, `rms ${rms} (the sample's is 0.354)`);
   assert.equal(await page.locator('#decoder').textContent(), decoder);
-  assert.equal(st.playback.state, 'playing');
-  assert.equal(await page.locator('#conn').textContent(), 'playing');
+  assert.ok(st.playback.underruns <= 1, `${st.playback.underruns} underruns`);
+  await waitFor(async () => (await page.locator('#conn').textContent()) === 'playing', { what: 'state "playing"' });
   assert.ok(st.behindLiveMs < 1000, `behind live ${st.behindLiveMs} ms`);
   assert.match(await page.locator('#latency').textContent(), /^\d+ ms$/);
   assert.ok(st.level > 0.1, `output level ${st.level}`);
@@ -48,7 +54,7 @@ async function playsTone(t, { query = '', decoder }) {
   } else {
     t.diagnostic('onair push sent no metadata; now playing not checked');
   }
-  assert.equal(await page.locator('#listeners').textContent(), '1');
+  await waitFor(async () => (await page.locator('#listeners').textContent()) === '1', { what: 'listener count 1' });
   assert.deepEqual(browser.errors, []);
 }
 
