@@ -43,7 +43,7 @@ try {
   await player.screenshot({ path: join(out, 'screenshot-player.png') });
   await studio.bringToFront();
   await studio.waitForTimeout(2500);
-  await studio.screenshot({ path: join(out, 'screenshot-broadcast.png') });
+  await studio.screenshot({ path: join(out, 'screenshot-broadcast.png'), fullPage: true });
   await listener.screenshot({ path: join(out, 'player-video.png') });
 
   for (const page of [player, studio]) await page.setViewportSize({ width: 390, height: 844 });
