@@ -118,7 +118,9 @@ async function select(name, autoplay) {
   const url = new URL(location.href);
   url.searchParams.set('stream', name);
   history.replaceState(null, '', url);
-  if (changed && player) await stop();
+  // Not awaited: the new AudioContext must be made inside this click (Safari), and stop()
+  // lets go of the old player before its first await.
+  if (changed && player) stop();
   renderList();
   renderDeck();
   if (autoplay && !player) await start();

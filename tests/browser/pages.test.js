@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { ONAIR_BIN, launchBrowser, playerStatus, startRelay, waitFor } from './lib/harness.js';
+import { join } from 'node:path';
+import { ONAIR_BIN, launchBrowser, openBroadcaster, openPlayer, playerStatus, startRelay, tempDir, waitFor, writeToneWav } from './lib/harness.js';
 
 for (const [path, name] of [['/', 'player'], ['/broadcast', 'broadcaster']]) {
   test(`the ${name} page loads cleanly, labels every control and fits a phone`, async (t) => {
@@ -75,4 +76,23 @@ test('a private stream plays from a signed link and explains itself without one'
   await waitFor(async () => /invalid or has expired/.test(await forged.locator('#status').textContent()), { what: 'the bad-link message' });
   const unexpected = browser.errors.filter((e) => !/WebSocket connection to .* failed/.test(e));
   assert.deepEqual(unexpected, []);
+});
+
+test('choosing another stream in the list switches playback to it', async (t) => {
+  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET' }, { name: 'talk', key: 'SECRET' }] });
+  const wav = writeToneWav(join(tempDir(t), 'tone.wav'));
+  const browser = await launchBrowser(t, { args: [`--use-file-for-fake-audio-capture=${wav}`] });
+  const talk = await openBroadcaster(browser, relay, { stream: 'talk' });
+  await waitFor(() => talk.evaluate(() => globalThis.onair.broadcaster.state === 'live'), { what: 'talk on air' });
+  await talk.getByLabel('Title').fill('Talk show');
+  await talk.getByRole('button', { name: 'Update' }).click();
+
+  const page = await openPlayer(browser, relay, { stream: 'radio' });
+  await waitFor(async () => (await page.locator('#conn').textContent()) === 'waiting for source', { what: 'radio (no source)' });
+  await page.getByRole('button', { name: /^talk, live/ }).click();
+  await waitFor(async () => (await playerStatus(page))?.playback?.state === 'playing', { what: 'talk playing' });
+  assert.equal(await page.locator('#station').textContent(), 'talk');
+  await waitFor(async () => (await page.locator('#now-playing').textContent()) === 'Talk show', { what: 'its title' });
+  assert.match(page.url(), /stream=talk/);
+  assert.deepEqual(browser.errors, []);
 });
