@@ -47,13 +47,20 @@ export class Broadcaster {
   }
 
   /**
-   * Opens the devices and connects. Rejects when the devices cannot be opened.
+   * Opens the devices and connects. Rejects (with a sentence for the user) when this browser
+   * cannot encode Opus/VP8 or the devices cannot be opened.
    * @param {BroadcastOptions} opts
    */
   async start(opts) {
     if (this.state !== 'stopped') return;
     this.opts = { audioBitrate: 128000, videoBitrate: 1_000_000, ...opts };
     this.setState('starting', 'asking for the microphone' + (opts.camera ? ' and camera' : ''));
+    try {
+      await checkEncoders(opts.camera);
+    } catch (err) {
+      this.state = 'stopped';
+      throw err;
+    }
     this.everLive = false;
     this.t0 = performance.now();
     try {
@@ -317,6 +324,16 @@ export class Broadcaster {
     this.error = error;
     this.onChange(this);
   }
+}
+
+/** Refuses early, with a sentence, in browsers that cannot encode what we send. */
+async function checkEncoders(camera) {
+  const advice = 'use a recent Chrome, Edge or Firefox';
+  const opus = typeof AudioEncoder !== 'undefined' && (await AudioEncoder.isConfigSupported({ codec: 'opus', sampleRate: 48000, numberOfChannels: 2 }).catch(() => ({}))).supported;
+  if (!opus) throw new Error(`This browser cannot encode Opus audio (WebCodecs): ${advice}.`);
+  if (!camera) return;
+  const vp8 = typeof VideoEncoder !== 'undefined' && (await VideoEncoder.isConfigSupported({ codec: 'vp8', width: 640, height: 480 }).catch(() => ({}))).supported;
+  if (!vp8) throw new Error(`This browser cannot encode VP8 video (WebCodecs): ${advice}, or go on air without the camera.`);
 }
 
 /** Peak absolute sample of the first channel. */
