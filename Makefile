@@ -2,6 +2,7 @@
 # Each target installs what it needs first, idempotently (skips what is already there).
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
@@ -9,12 +10,12 @@ RUN_PACKAGES := cmake
 TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
 BENCH_PACKAGES := $(TEST_PACKAGES)
 
-.PHONY: run test build autobahn lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
+.PHONY: run test build autobahn fuzz soak lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
 help:
 	@echo "make run    build and start the relay on 127.0.0.1:8000 with a demo station"
 	@echo "make test   fmt check, clippy, cargo test, browser and interop tests"
-	@echo "make lint | fix | doc | bench"
+	@echo "make lint | fix | doc | bench | fuzz | soak"
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -66,6 +67,24 @@ test: deps-test fmt-check lint
 	$(CARGO) test --quiet
 	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory browser-test
+
+# Every parser that reads peer bytes, FUZZ_SECONDS each. cargo-fuzz needs nightly flags: the
+# stable toolchain accepts them with RUSTC_BOOTSTRAP=1 (this machine has no other toolchain).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := frame_header source_message config http_request client_frames
+fuzz: deps-run
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --quiet --locked cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tests/fuzz -O $$t target/fuzz-corpus/$$t tests/fuzz/seeds/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 2>&1 | grep -E "^(Done|==|SUMMARY|INFO: Running|.*(crash|panicked))" || exit 1; \
+	done
+
+# Minutes of random joins, leaves, stalls and source drops; then nothing may have leaked.
+SOAK_SECONDS ?= 120
+soak:
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --ignored --nocapture
 
 bench: deps-bench
 	$(CARGO) bench

@@ -229,7 +229,17 @@ impl Config {
             column: 0,
             message: format!("cannot read: {err}"),
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        // Playlists are relative to the config file, like any path a user writes in it.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for stream in &mut config.streams {
+            if let Some(playlist) = &mut stream.playlist {
+                if playlist.is_relative() {
+                    *playlist = base.join(&*playlist);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text; `file` only labels errors.

@@ -28,6 +28,8 @@ pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+#[cfg(feature = "source")]
+pub mod source;
 pub mod tls;
 pub mod websocket;
 

@@ -38,6 +38,8 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
         #[arg(short, long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
+    #[cfg(feature = "source")]
+    Push(onair::source::PushArgs),
     /// Print a new random stream key.
     Keygen,
     /// Mint a signed listener link for a stream with a `listen_secret`.
@@ -89,11 +91,13 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Serve { config, listen } => serve(config, listen),
+        #[cfg(feature = "source")]
+        Command::Push(args) => return push(args),
         Command::Keygen => keygen().map(|key| println!("{key}")),
         Command::Listen { url, frames, seconds } => listen(url, frames, seconds),
         Command::Sign { stream, config, secret, hours, base } => {
@@ -109,16 +113,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// The demo station's playlist: samples/ beside the working directory, else in the source tree.
+fn demo_playlist() -> Option<PathBuf> {
+    if !cfg!(feature = "source") {
+        return None;
+    }
+    [
+        PathBuf::from("samples/playlist.m3u"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/playlist.m3u"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// Log lines go to stderr, above `onair push`'s status line when it shows one.
+#[cfg(feature = "source")]
+use onair::source::log_writer;
+#[cfg(not(feature = "source"))]
+fn log_writer() -> std::io::Stderr {
+    std::io::stderr()
+}
+
+/// `onair push`: the exit code comes from `PushError::exit_code` (2 usage, 3 for 401, 4 for 404).
+#[cfg(feature = "source")]
+fn push(args: onair::source::PushArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("onair: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(onair::source::run(args, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("onair: error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
 fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let (mut config, demo_key) = match &config_path {
         Some(path) => (Config::load(path)?, None),
         None => {
             let key = keygen()?;
-            let config = Config {
-                streams: vec![StreamConfig::new("demo", Some(&key))],
-                ..Config::default()
-            };
-            (config, Some(key))
+            let mut demo = StreamConfig::new("demo", Some(&key));
+            demo.playlist = demo_playlist();
+            (Config { streams: vec![demo], ..Config::default() }, Some(key))
         }
     };
     if let Some(listen) = listen {
@@ -130,12 +172,16 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
-            info!("no --config: serving stream `demo`; broadcast with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` and listen at http://{addr}/");
+            info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
+            info!("go live over it with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` (the auto-DJ returns when you stop)");
         } else {
             for stream in &config.streams {
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);
             }
             info!("web player at http://{addr}/");
+            if let Some(tls) = &config.tls {
+                info!("and over tls at https://{}/ (wss:// for WebSockets)", tls.listen);
+            }
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
         let tls = match &config.tls {

@@ -112,6 +112,11 @@ pub async fn run_relay(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "listening");
     }
+    for stream in relay.streams.iter() {
+        if let Some(playlist) = &stream.config().playlist {
+            spawn_autodj(&sessions, stream, playlist, cancel.child_token());
+        }
+    }
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -177,6 +182,21 @@ impl Relay {
             }
         }
     }
+}
+
+#[cfg(feature = "source")]
+fn spawn_autodj(
+    sessions: &TaskTracker,
+    stream: &Arc<Stream>,
+    playlist: &std::path::Path,
+    cancel: CancellationToken,
+) {
+    sessions.spawn(crate::source::autodj::run(Arc::clone(stream), playlist.to_owned(), cancel));
+}
+
+#[cfg(not(feature = "source"))]
+fn spawn_autodj(_: &TaskTracker, stream: &Arc<Stream>, _: &std::path::Path, _: CancellationToken) {
+    warn!(stream = %stream.config().name, "this build has no source feature: the playlist is not played");
 }
 
 /// One TCP connection: read the request head, route it.

@@ -111,7 +111,7 @@ async fn soak_leaves_nothing_behind_and_healthy_listeners_hear_everything() {
     // Listeners come and go; one in eight stalls (never reads) for a while.
     let mut rng = Rng(seed);
     let mut tasks = Vec::new();
-    let (mut healthy, mut stalled) = (0, 0);
+    let (mut healthy, mut stalled, mut heard) = (0, 0, 0);
     while Instant::now() < end {
         let relay = Arc::clone(&relay);
         let stay = Duration::from_millis(200 + rng.below(4_000));
@@ -127,16 +127,20 @@ async fn soak_leaves_nothing_behind_and_healthy_listeners_hear_everything() {
             healthy += 1;
             tasks.push(tokio::spawn(async move { healthy_listener(&relay, stay).await }));
         }
-        tasks.retain(|t| !t.is_finished());
+        // Finished listeners are joined as we go, so a failed check surfaces here.
+        let (done, running): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|t| t.is_finished());
+        tasks = running;
+        for task in done {
+            heard += task.await.expect("a listener's checks failed");
+        }
         sleep(Duration::from_millis(20 + rng.below(60))).await;
     }
-    let mut heard = 0;
     for task in tasks {
         heard += tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
     }
     source_task.await.unwrap();
     eprintln!(
-        "soak: {healthy} healthy and {stalled} stalled listeners, {} frames sent, {heard} heard by the listeners still running at the end",
+        "soak: {healthy} healthy and {stalled} stalled listeners, {} frames sent, {heard} frames heard in all",
         counter.load(Ordering::Relaxed)
     );
 
