@@ -61,3 +61,27 @@ async function playsTone(t, { query = '', decoder }) {
 test('player plays onair push\'s 440 Hz tone through WebCodecs', { skip }, (t) => playsTone(t, { decoder: 'WebCodecs' }));
 
 test('player plays the same tone through the WebAssembly fallback (?decoder=wasm)', { skip }, (t) => playsTone(t, { query: '&decoder=wasm', decoder: 'WASM' }));
+
+test('player plays again after the relay restarts under onair push', { skip }, async (t) => {
+  const relay = await startRelay(t);
+  startPush(t, relay, tone);
+  const browser = await launchBrowser(t);
+  const page = await browser.newPage();
+  await page.goto(`${relay.base}/?stream=radio`);
+  await page.locator('#play').click();
+  await waitFor(async () => (await playerStatus(page))?.counters.audioDecoded > 50, { timeout: 15_000, what: 'playback' });
+
+  await relay.kill();
+  await waitFor(async () => (await page.locator('#conn').textContent()) === 'reconnecting', { what: 'the player to notice' });
+  await startRelay(t, { port: relay.port });
+  // onair push and the player both come back by themselves.
+  const decoded = (await playerStatus(page)).counters.audioDecoded;
+  await waitFor(async () => {
+    const st = await playerStatus(page);
+    return st.counters.audioDecoded > decoded + 100 && st.playback.state === 'playing';
+  }, { timeout: 20_000, what: '2 s of audio after the restart' });
+  const { freq } = await measureTone(page);
+  assert.ok(Math.abs(freq - 440) <= 2, `${freq} Hz after the restart`);
+  const unexpected = browser.errors.filter((e) => !/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(e));
+  assert.deepEqual(unexpected, []);
+});
