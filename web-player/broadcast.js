@@ -44,6 +44,8 @@ export class Broadcaster {
     this.counters = { audioFrames: 0, videoFrames: 0, videoKeyframes: 0, videoDropped: 0, bytes: 0, connects: 0 };
     this.everLive = false;
     this.stops = [];
+    /** Longest time between video keyframes (a listener joining waits at most this long). */
+    this.keyframeIntervalMs = KEYFRAME_INTERVAL_MS;
   }
 
   /**
@@ -201,7 +203,7 @@ export class Broadcaster {
         return;
       }
       const now = performance.now();
-      const keyFrame = this.wantKeyframe || now - this.lastKeyframeAt >= KEYFRAME_INTERVAL_MS;
+      const keyFrame = this.wantKeyframe || now - this.lastKeyframeAt >= this.keyframeIntervalMs;
       if (keyFrame) {
         this.wantKeyframe = false;
         this.lastKeyframeAt = now;

@@ -373,6 +373,8 @@ export class Player {
   /** @private */
   onPlayback(stats) {
     if (stats.type !== 'stats') return;
+    // Once sound flows, "connected" says nothing the state does not; keep real news only.
+    if (stats.state === 'playing' && this.playback?.state !== 'playing' && /^(connected|source online)$/.test(this.message)) this.message = '';
     this.playback = stats;
     this.applyDueMetadata();
     this.changed();

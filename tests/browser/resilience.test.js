@@ -24,8 +24,15 @@ async function keepsPlaying(player, frames = 50, timeout = 10_000) {
     const st = await playerStatus(player);
     return st.counters.audioDecoded - from >= frames && st.playback.state === 'playing';
   }, { timeout, what: `${frames} more decoded frames` });
-  const { freq, rms } = await measureTone(player);
-  assert.ok(Math.abs(freq - 440) <= 3 && rms > 0.1, `after recovery: ${freq} Hz, rms ${rms}`);
+  // A 170 ms window can straddle a glitch of the (busy) broadcaster's own capture: look at a
+  // few windows and require one clean 440 Hz.
+  const seen = [];
+  for (let i = 0; i < 5; i++, await player.waitForTimeout(200)) {
+    const { freq, rms } = await measureTone(player);
+    if (Math.abs(freq - 440) <= 3 && rms > 0.1) return;
+    seen.push(`${freq} Hz rms ${rms.toFixed(2)}`);
+  }
+  assert.fail(`after recovery: ${seen.join(', ')}`);
 }
 
 test('player and broadcaster reconnect when the relay restarts on the same port', async (t) => {
@@ -90,15 +97,21 @@ test('a listener that stalls is skipped forward by the relay, then plays audio a
   const home = await launchBrowser(t);
   const bc = await openBroadcaster(studio, relay, { camera: true });
   await waitFor(() => bc.evaluate(() => globalThis.onair.broadcaster.state === 'live'), { what: 'the broadcaster to go live' });
+  // Every picture a keyframe: ~10x the bitrate, so the stall overflows every buffer on the way.
+  await bc.evaluate(() => { globalThis.onair.broadcaster.keyframeIntervalMs = 0; });
   const player = await openPlayer(home, relay);
   await waitFor(async () => (await playerStatus(player))?.video?.drawn > 5, { timeout: 15_000, what: 'video' });
 
   // Block the page's main thread: the socket stops being read and the relay's writes back up.
   await player.evaluate(() => {
-    const end = Date.now() + 12_000;
+    const end = Date.now() + 8000;
     while (Date.now() < end);
   });
-  await waitFor(async () => (await playerStatus(player)).counters.skipEvents > 0, { what: 'a skipped event from the relay' });
+  await waitFor(async () => (await playerStatus(player)).counters.skipEvents > 0, { what: 'a skipped event from the relay' }).catch(async (err) => {
+    const st = await playerStatus(player);
+    const log = relay.output().split('\n').filter((l) => !/trace/i.test(l)).slice(-15).join('\n');
+    throw new Error(`${err.message}\nplayer: ${JSON.stringify({ c: st.connection, n: st.counters, p: st.playback })}\nsource: ${JSON.stringify(await bc.evaluate(() => globalThis.onair.broadcaster.counters))}\nrelay log:\n${log}`);
+  });
   const st = await playerStatus(player);
   t.diagnostic(`relay skipped ${st.counters.skipped} frames; ${Math.round(st.playback.droppedMs)} ms cut locally`);
   assert.match(await player.locator('#status').textContent(), /skipped \d+ frames/);
