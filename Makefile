@@ -39,6 +39,8 @@ deps-bench:
 
 build: deps-run
 	$(CARGO) build --quiet
+	@# The player's WebAssembly Opus decoder (for browsers without WebCodecs Opus) comes from npm.
+	@if command -v npm >/dev/null; then tests/browser/vendor.sh; else echo "npm not found: the web player will use WebCodecs only"; fi
 
 run: build
 	@echo "starting onair: open http://127.0.0.1:8000/ to listen (Ctrl-C stops it)"

@@ -42,7 +42,7 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
     Push(onair::source::PushArgs),
     /// Print a new random stream key.
     Keygen,
-    /// Mint a signed listener link for a stream with a `listen_secret`.
+    /// Mint signed listener links (WebSocket, then web player) for a stream with a `listen_secret`.
     #[command(
         after_help = "Examples:\n  onair sign radio --config onair.toml --hours 24\n  onair sign radio --secret \"$SECRET\" --base https://radio.example"
     )]
@@ -246,6 +246,7 @@ fn sign(
     let base = base.trim_end_matches('/');
     let ws_base = base.replacen("http", "ws", 1);
     println!("{ws_base}/listen/{stream}?{query}");
+    println!("{base}/?stream={stream}&{query}");
     Ok(())
 }
 

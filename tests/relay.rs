@@ -380,8 +380,14 @@ async fn private_streams_admit_only_listeners_with_a_valid_signed_link() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let url = String::from_utf8(out.stdout).unwrap();
-    let path = url.trim().strip_prefix(&format!("ws://{}", relay.addr)).unwrap().to_owned();
+    let urls = String::from_utf8(out.stdout).unwrap();
+    let mut lines = urls.lines();
+    let path =
+        lines.next().unwrap().strip_prefix(&format!("ws://{}", relay.addr)).unwrap().to_owned();
+    let page = lines.next().unwrap();
+    assert!(page.starts_with(&format!("http://{}/?stream=radio&expires=", relay.addr)), "{page}");
+    let (_, body) = http_get(&relay, "/api/streams").await;
+    assert!(body.contains(r#""private":true"#), "{body}");
     let mut ws = connect(&relay, &path, &[]).await.expect("a signed link admits the listener");
     assert_eq!(next_event(&mut ws).await["type"], "hello");
     relay.shutdown().await;

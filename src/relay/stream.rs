@@ -140,6 +140,8 @@ pub struct StreamInfo {
     pub live: bool,
     /// `live`, `autodj` or null.
     pub source: Option<&'static str>,
+    /// Whether listeners need a signed link (`listen_secret`).
+    pub private: bool,
     /// Tracks of the current (or last) source.
     pub tracks: Vec<Track>,
     /// Connected listeners.
@@ -328,6 +330,7 @@ impl Stream {
                 SourceKind::Live => "live",
                 SourceKind::AutoDj => "autodj",
             }),
+            private: self.config.listen_secret.is_some(),
             tracks: state.tracks.clone(),
             listeners: self.listener_count(),
             bitrate_bps,
