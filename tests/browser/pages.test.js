@@ -57,7 +57,10 @@ test('a private stream plays from a signed link and explains itself without one'
   const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET', extra: 'listen_secret = "a-private-listening-secret"\n' }] });
   const signed = spawnSync(ONAIR_BIN, ['sign', 'radio', '--secret', 'a-private-listening-secret', '--base', relay.base], { encoding: 'utf8' });
   assert.equal(signed.status, 0, signed.stderr);
-  const link = new URL(signed.stdout.trim());
+  // First line: the WebSocket link; second: the web player link to share.
+  const [, pageLink] = signed.stdout.trim().split('\n');
+  const link = new URL(pageLink);
+  assert.equal(link.searchParams.get('stream'), 'radio');
   const browser = await launchBrowser(t);
 
   const page = await browser.newPage();
@@ -66,7 +69,7 @@ test('a private stream plays from a signed link and explains itself without one'
   await waitFor(async () => /private/.test(await page.locator('#status').textContent()), { what: 'the private-stream hint' });
 
   const invited = await browser.newPage();
-  await invited.goto(`${relay.base}/?stream=radio&${link.searchParams}`);
+  await invited.goto(pageLink);
   await invited.locator('#play').click();
   await waitFor(async () => (await invited.locator('#conn').textContent()) === 'waiting for source', { what: 'admitted with the signed link' });
 
