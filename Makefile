@@ -2,6 +2,7 @@
 # Each target installs what it needs first, idempotently (skips what is already there).
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
@@ -10,12 +11,12 @@ TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
 BENCH_PACKAGES := cmake icecast2
 
-.PHONY: run test build lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
+.PHONY: run test build autobahn fuzz soak lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
 help:
 	@echo "make run    build and start the relay on 127.0.0.1:8000 with a demo station"
 	@echo "make test   fmt check, clippy, cargo test, browser and interop tests"
-	@echo "make lint | fix | doc | bench"
+	@echo "make lint | fix | doc | bench | fuzz | soak"
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +40,8 @@ deps-bench:
 
 build: deps-run
 	$(CARGO) build --quiet
+	@# The player's WebAssembly Opus decoder (for browsers without WebCodecs Opus) comes from npm.
+	@if command -v npm >/dev/null; then tests/browser/vendor.sh; else echo "npm not found: the web player will use WebCodecs only"; fi
 
 run: build
 	@echo "starting onair: open http://127.0.0.1:8000/ to listen (Ctrl-C stops it)"
@@ -60,9 +63,31 @@ doc:
 browser-test: build
 	@if [ -x tests/browser/run.sh ]; then ONAIR_BIN=$(ONAIR) tests/browser/run.sh; fi
 
+autobahn: build
+	tests/autobahn.sh $(ONAIR)
+
 test: deps-test fmt-check lint
 	$(CARGO) test --quiet
+	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory browser-test
+
+# Every parser that reads peer bytes, FUZZ_SECONDS each. cargo-fuzz needs nightly flags: the
+# stable toolchain accepts them with RUSTC_BOOTSTRAP=1 (this machine has no other toolchain).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := frame_header source_message config http_request client_frames icecast_demux
+fuzz: deps-run
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --quiet --locked cargo-fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t; \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --fuzz-dir tests/fuzz -O $$t target/fuzz-corpus/$$t tests/fuzz/seeds/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 2>&1 | grep -E "^(Done|==|SUMMARY|INFO: Running|.*(crash|panicked))" || exit 1; \
+	done
+
+# Minutes of random joins, leaves, stalls and source drops; then nothing may have leaked.
+SOAK_SECONDS ?= 120
+soak:
+	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --ignored --nocapture
 
 # The benchmarks, release build: criterion micro-benchmarks, then onair and Icecast side by side
 # (needs root: Icecast runs as its own user). QUICK=1 for a smoke check of about 2 minutes.

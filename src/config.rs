@@ -32,6 +32,10 @@ pub const DEFAULT_BURST_MS: u64 = 1_000;
 pub const DEFAULT_RING_FRAMES: usize = 1_024;
 /// Bytes kept per stream: about 8 s of 8 Mbit/s video.
 pub const DEFAULT_RING_BYTES: usize = 8 << 20;
+/// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
+pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
 /// Listeners per stream.
 pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
 /// Bytes the relay writes to one listener socket in one go when the listener is behind.
@@ -41,13 +45,13 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 /// How long a listener may hold new frames to send them in one write: 0 sends each frame as
 /// soon as it arrives (lowest latency, one write per frame per listener).
 pub const DEFAULT_SEND_WINDOW_MS: u64 = 0;
-
 /// Largest `send_window_ms`: beyond a second a window is a delay, not a batching aid.
 pub const MAX_SEND_WINDOW_MS: u64 = 1_000;
+/// Audio bytes between two ICY metadata blocks for HTTP listeners that ask for them.
+pub const DEFAULT_ICY_METAINT: usize = 16_000;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
 pub struct ConfigError {
     /// The config file's path as given.
     pub file: String,
@@ -86,10 +90,35 @@ pub struct Config {
     pub listener_kernel_bytes: usize,
     /// Longest a frame waits so that it goes out in one write with the next ones (0: never).
     pub send_window: Duration,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
+    pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// Serve TLS on a second port.
+    pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
     pub echo_endpoint: bool,
+    /// Origins allowed to read streams and status from a web page (CORS); `*` allows any.
+    pub cors_origins: Vec<String>,
+    /// Password for the Icecast admin API (`/admin/...`) on every stream; `None`: only each
+    /// stream's key works, for its own stream.
+    pub admin_password: Option<String>,
+    /// Audio bytes between ICY metadata blocks (`icy-metaint`).
+    pub icy_metaint: usize,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
+}
+
+/// `[tls]`: serve `https://` and `wss://` on a second port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address for TLS connections, e.g. `0.0.0.0:8443`.
+    pub listen: SocketAddr,
+    /// PEM certificate chain (reloaded on SIGHUP).
+    pub cert: PathBuf,
+    /// PEM private key (reloaded on SIGHUP).
+    pub key: PathBuf,
 }
 
 /// One stream ("mount").
@@ -109,6 +138,10 @@ pub struct StreamConfig {
     pub ring_bytes: usize,
     /// Most listeners.
     pub max_listeners: usize,
+    /// Most a live source may send, bits per second (close 4006 past it).
+    pub max_ingest_bitrate: u64,
+    /// When set, listeners need a link signed with this secret (`onair sign`).
+    pub listen_secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,8 +159,14 @@ struct RawConfig {
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
     send_window_ms: Option<Spanned<u64>>,
+    max_connections_per_ip: Option<Spanned<usize>>,
+    ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
+    cors_origins: Option<Vec<String>>,
+    admin_password: Option<Spanned<String>>,
+    icy_metaint: Option<Spanned<usize>>,
     #[serde(default)]
     streams: Vec<RawStream>,
 }
@@ -142,6 +181,17 @@ struct RawStream {
     ring_frames: Option<Spanned<usize>>,
     ring_bytes: Option<Spanned<usize>>,
     max_listeners: Option<Spanned<usize>>,
+    max_ingest_bitrate: Option<Spanned<usize>>,
+    listen_secret: Option<Spanned<String>>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{line}:{}: {}", self.file, self.column, self.message),
+        }
+    }
 }
 
 impl Default for Config {
@@ -159,7 +209,16 @@ impl Default for Config {
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
             send_window: Duration::from_millis(DEFAULT_SEND_WINDOW_MS),
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            ip_limit_exempt: vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
+            tls: None,
             echo_endpoint: false,
+            cors_origins: vec!["*".to_owned()],
+            admin_password: None,
+            icy_metaint: DEFAULT_ICY_METAINT,
             streams: Vec::new(),
         }
     }
@@ -176,6 +235,8 @@ impl StreamConfig {
             ring_frames: DEFAULT_RING_FRAMES,
             ring_bytes: DEFAULT_RING_BYTES,
             max_listeners: DEFAULT_MAX_LISTENERS,
+            max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
+            listen_secret: None,
         }
     }
 }
@@ -192,7 +253,17 @@ impl Config {
             column: 0,
             message: format!("cannot read: {err}"),
         })?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        // Playlists are relative to the config file, like any path a user writes in it.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for stream in &mut config.streams {
+            if let Some(playlist) = &mut stream.playlist {
+                if playlist.is_relative() {
+                    *playlist = base.join(&*playlist);
+                }
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text; `file` only labels errors.
@@ -218,6 +289,7 @@ impl Config {
         config.allowed_origins = raw.allowed_origins;
         config.web_root = raw.web_root;
         config.echo_endpoint = raw.echo_endpoint;
+        config.tls = raw.tls;
         let positive = |value: Option<Spanned<usize>>, name: &str, default: usize| match value {
             Some(v) if *v.get_ref() == 0 => {
                 Err(fail(Some(v.span()), format!("{name} must be > 0")))
@@ -246,6 +318,24 @@ impl Config {
             "listener_kernel_bytes",
             DEFAULT_LISTENER_KERNEL_BYTES,
         )?;
+        config.max_connections_per_ip = positive(
+            raw.max_connections_per_ip,
+            "max_connections_per_ip",
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+        )?;
+        if let Some(exempt) = raw.ip_limit_exempt {
+            config.ip_limit_exempt = exempt
+                .into_iter()
+                .map(|ip| {
+                    ip.get_ref().parse().map_err(|_| {
+                        fail(
+                            Some(ip.span()),
+                            format!("ip_limit_exempt: `{}` is not an IP address", ip.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
         config.ping_interval =
@@ -266,6 +356,16 @@ impl Config {
             }
             config.send_window = Duration::from_millis(window.into_inner());
         }
+        if let Some(origins) = raw.cors_origins {
+            config.cors_origins = origins;
+        }
+        config.admin_password = match raw.admin_password {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(fail(Some(p.span()), "admin_password is empty".to_owned()));
+            }
+            p => p.map(Spanned::into_inner),
+        };
+        config.icy_metaint = positive(raw.icy_metaint, "icy_metaint", DEFAULT_ICY_METAINT)?;
         if config.dead_peer_timeout <= config.ping_interval {
             return Err(fail(
                 None,
@@ -309,6 +409,20 @@ impl Config {
             stream.ring_bytes = positive(raw_stream.ring_bytes, "ring_bytes", DEFAULT_RING_BYTES)?;
             stream.max_listeners =
                 positive(raw_stream.max_listeners, "max_listeners", DEFAULT_MAX_LISTENERS)?;
+            stream.max_ingest_bitrate = positive(
+                raw_stream.max_ingest_bitrate,
+                "max_ingest_bitrate",
+                DEFAULT_MAX_INGEST_BITRATE as usize,
+            )? as u64;
+            stream.listen_secret = match raw_stream.listen_secret {
+                Some(secret) if secret.get_ref().len() < 16 => {
+                    return Err(fail(
+                        Some(secret.span()),
+                        format!("stream `{name}`: listen_secret must be at least 16 characters"),
+                    ));
+                }
+                secret => secret.map(Spanned::into_inner),
+            };
             config.streams.push(stream);
         }
         Ok(config)
@@ -355,6 +469,14 @@ key = "SECRET"
         let text = include_str!("../docs/onair.example.toml");
         let config = Config::parse(text, "onair.example.toml").unwrap();
         assert!(!config.streams.is_empty());
+        // The commented-out [tls] table is valid too.
+        let uncommented = text
+            .replace("# [tls]", "[tls]")
+            .replace("# listen = \"0.0.0.0:8443\"", "listen = \"0.0.0.0:8443\"")
+            .replace("# cert =", "cert =")
+            .replace("# key =", "key =");
+        let config = Config::parse(&uncommented, "onair.example.toml").unwrap();
+        assert_eq!(config.tls.map(|t| t.listen.port()), Some(8443));
     }
 
     #[test]

@@ -193,6 +193,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -209,9 +210,7 @@ pub fn streams_json(streams: &Streams) -> Response {
     }
     let body = Body { streams: streams.iter().map(|s| s.info()).collect() };
     let json = serde_json::to_vec(&body).expect("stream info always serializes");
-    Response::new(200, "application/json", json)
-        .with_header("Cache-Control", "no-store")
-        .with_header("Access-Control-Allow-Origin", "*")
+    Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
 }
 
 /// A file of the web player: `/` is `index.html`, `/broadcast` is `broadcast.html`.

@@ -25,6 +25,38 @@ use crate::relay::{SourceError, SourceHandle};
 
 /// Time allowed to send a ping or a close frame to a source.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// A source may send this many seconds' worth of `max_ingest_bitrate` in one burst.
+pub const INGEST_BURST_SECONDS: f64 = 2.0;
+
+/// A token bucket over bytes: `max_ingest_bitrate` sustained, a couple of seconds of burst.
+/// Shared by every kind of source (WebSocket here, Icecast in `icecast::source`).
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    bytes_per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub(crate) fn new(bits_per_second: u64) -> Self {
+        let bytes_per_second = bits_per_second as f64 / 8.0;
+        Self {
+            bytes_per_second,
+            tokens: bytes_per_second * INGEST_BURST_SECONDS,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `bytes` from the bucket; false when the source is over its limit.
+    pub(crate) fn take(&mut self, bytes: usize) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.bytes_per_second;
+        self.tokens = (self.tokens + refill).min(self.bytes_per_second * INGEST_BURST_SECONDS);
+        self.last = now;
+        self.tokens -= bytes as f64;
+        self.tokens >= 0.0
+    }
+}
 
 /// Why a source session was closed by the relay: a close code and a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,10 +91,14 @@ pub async fn serve(
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut started = false;
+    let max_bitrate = source.stream().config().max_ingest_bitrate;
+    let mut rate = RateLimit::new(max_bitrate);
+    let kicked = source.kicked();
     let refusal = loop {
         tokio::select! {
             biased;
             () = cancel.cancelled() => break Refusal(close::GOING_AWAY, "relay shutting down".into()),
+            () = kicked.cancelled() => break Refusal(close::KICKED, "removed by an operator".into()),
             _ = ping.tick() => {
                 if last_heard.elapsed() > config.dead_peer_timeout {
                     break Refusal(close::DEAD_PEER, "no answer to pings".into());
@@ -81,6 +117,11 @@ pub async fn serve(
                     }
                     Some(Err(err)) => return Err(err.into()),
                 };
+                if let Message::Binary(data) = &msg {
+                    if !rate.take(data.len()) {
+                        break Refusal(close::RATE_LIMITED, format!("over the stream's limit of {max_bitrate} bit/s"));
+                    }
+                }
                 match handle(&mut source, &mut started, msg) {
                     Ok(true) => {}
                     Ok(false) => return Ok(()),

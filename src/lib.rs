@@ -13,18 +13,28 @@
 //! - [`server`]: accept loop, routing, handshakes, refusals, graceful drain.
 //! - [`ingest`] / [`listener`]: one task per source / per listener.
 //! - [`relay`]: the streams and their rings; all lag and burst policy.
+//! - [`icecast`] / [`format`](mod@format): Icecast sources and HTTP listeners (Ogg, MP3, ICY), the
+//!   admin/status API; containers parsed on ingest and written per listener.
 //! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod config;
+pub mod echo;
 pub mod error;
+pub mod format;
 pub mod http;
+pub mod icecast;
 pub mod ingest;
+pub mod inspect;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod relay;
 pub mod server;
+#[cfg(feature = "source")]
+pub mod source;
+pub mod tls;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};

@@ -51,25 +51,29 @@ pub enum Ending {
 
 /// Frames waiting to be written, the first possibly in part.
 #[derive(Default)]
-struct Outbox {
-    frames: VecDeque<WireFrame>,
+pub(crate) struct Outbox {
+    pub(crate) frames: VecDeque<WireFrame>,
     /// Bytes of the first frame already written.
-    offset: usize,
+    pub(crate) offset: usize,
 }
 
 impl Outbox {
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
-    /// Queues a control frame at the next frame boundary, ahead of media.
-    fn push_control(&mut self, frame: WireFrame) {
-        let at = usize::from(self.offset > 0).min(self.frames.len());
+    /// Queues a control frame at the next frame boundary, ahead of media but behind other
+    /// control frames (pongs answer pings in order).
+    pub(crate) fn push_control(&mut self, frame: WireFrame) {
+        let mut at = usize::from(self.offset > 0).min(self.frames.len());
+        while self.frames.get(at).is_some_and(WireFrame::is_control) {
+            at += 1;
+        }
         self.frames.insert(at, frame);
     }
 
     /// Writes as much as the socket takes without blocking; returns (bytes, media frames).
-    fn write_to(&mut self, socket: &TcpStream) -> std::io::Result<(usize, u64)> {
+    pub(crate) fn write_to(&mut self, socket: &TcpStream) -> std::io::Result<(usize, u64)> {
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
         let mut skip = self.offset;
@@ -216,7 +220,7 @@ pub async fn serve(
                                     hold = None;
                                 }
                             }
-                            Ok(Some(ClientEvent::Pong | ClientEvent::Message)) => {}
+                            Ok(Some(ClientEvent::Pong | ClientEvent::Message | ClientEvent::Data { .. })) => {}
                             Ok(Some(ClientEvent::Close(_))) => {
                                 if closing.is_some() {
                                     return Ok(Ending::PeerClosed);

@@ -38,8 +38,50 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
         #[arg(short, long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
+    #[cfg(feature = "source")]
+    Push(onair::source::PushArgs),
     /// Print a new random stream key.
     Keygen,
+    /// Mint signed listener links (WebSocket, then web player) for a stream with a `listen_secret`.
+    #[command(
+        after_help = "Examples:\n  onair sign radio --config onair.toml --hours 24\n  onair sign radio --secret \"$SECRET\" --base https://radio.example"
+    )]
+    Sign {
+        /// Stream name.
+        stream: String,
+        /// Config file to read the stream's listen_secret from.
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            conflicts_with = "secret",
+            required_unless_present = "secret"
+        )]
+        config: Option<PathBuf>,
+        /// The stream's listen_secret (instead of --config).
+        #[arg(long, env = "ONAIR_LISTEN_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// How long the link stays valid, in hours.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        /// Where listeners reach the relay.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        base: String,
+    },
+    /// Connect as a listener and print what a stream carries (hello, events, frames).
+    #[command(
+        after_help = "Examples:\n  onair listen ws://127.0.0.1:8000/listen/demo\n  onair listen --frames --seconds 2 ws://127.0.0.1:8000/listen/radio"
+    )]
+    Listen {
+        /// Listener URL, ws://HOST:PORT/listen/STREAM.
+        url: String,
+        /// Print every frame header instead of a summary per second.
+        #[arg(long)]
+        frames: bool,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "N")]
+        seconds: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,17 +91,64 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Serve { config, listen } => serve(config, listen),
+        #[cfg(feature = "source")]
+        Command::Push(args) => return push(args),
         Command::Keygen => keygen().map(|key| println!("{key}")),
+        Command::Listen { url, frames, seconds } => listen(url, frames, seconds),
+        Command::Sign { stream, config, secret, hours, base } => {
+            sign(&stream, config, secret, hours, &base)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!("{err:#}");
+            eprintln!("onair: error: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo station's playlist: samples/ beside the working directory, else in the source tree.
+fn demo_playlist() -> Option<PathBuf> {
+    if !cfg!(feature = "source") {
+        return None;
+    }
+    [
+        PathBuf::from("samples/playlist.m3u"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/playlist.m3u"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// Log lines go to stderr, above `onair push`'s status line when it shows one.
+#[cfg(feature = "source")]
+use onair::source::log_writer;
+#[cfg(not(feature = "source"))]
+fn log_writer() -> std::io::Stderr {
+    std::io::stderr()
+}
+
+/// `onair push`: the exit code comes from `PushError::exit_code` (2 usage, 3 for 401, 4 for 404).
+#[cfg(feature = "source")]
+fn push(args: onair::source::PushArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("onair: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(onair::source::run(args, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("onair: error: {err}");
+            ExitCode::from(err.exit_code())
         }
     }
 }
@@ -69,11 +158,9 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
         Some(path) => (Config::load(path)?, None),
         None => {
             let key = keygen()?;
-            let config = Config {
-                streams: vec![StreamConfig::new("demo", Some(&key))],
-                ..Config::default()
-            };
-            (config, Some(key))
+            let mut demo = StreamConfig::new("demo", Some(&key));
+            demo.playlist = demo_playlist();
+            (Config { streams: vec![demo], ..Config::default() }, Some(key))
         }
     };
     if let Some(listen) = listen {
@@ -85,17 +172,108 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
-            info!("no --config: serving stream `demo`; broadcast with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` and listen at http://{addr}/");
+            info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
+            info!("go live over it with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` (the auto-DJ returns when you stop)");
         } else {
             for stream in &config.streams {
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);
             }
             info!("web player at http://{addr}/");
+            if let Some(tls) = &config.tls {
+                info!("and over tls at https://{}/ (wss:// for WebSockets)", tls.listen);
+            }
         }
-        onair::server::run(listener, config, shutdown_signal()).await?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let tls = match &config.tls {
+            Some(tls_config) => {
+                let terminator = onair::tls::Terminator::new(tls_config.clone())
+                    .context("loading the TLS certificate")?;
+                let tls_listener = onair::server::bind(tls_config.listen)
+                    .with_context(|| format!("cannot listen on {} for tls", tls_config.listen))?;
+                Some((terminator, tls_listener))
+            }
+            None => None,
+        };
+        let relay = onair::server::Relay::new(config);
+        let mut tls_task = None;
+        if let Some((terminator, tls_listener)) = tls {
+            tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
+            tls_task = Some(tokio::spawn(onair::tls::run(
+                tls_listener,
+                addr,
+                terminator,
+                std::sync::Arc::clone(&relay),
+                shutdown.clone().cancelled_owned(),
+            )));
+        }
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        });
+        onair::server::run_relay(listener, relay, shutdown.cancelled_owned()).await?;
+        if let Some(task) = tls_task {
+            let _ = task.await;
+        }
         info!("stopped");
         Ok(())
     })
+}
+
+fn sign(
+    stream: &str,
+    config: Option<PathBuf>,
+    secret: Option<String>,
+    hours: f64,
+    base: &str,
+) -> anyhow::Result<()> {
+    let secret = match (secret, config) {
+        (Some(secret), _) => secret,
+        (None, Some(path)) => {
+            let config = Config::load(&path)?;
+            let found = config.streams.into_iter().find(|s| s.name == stream);
+            let found =
+                found.with_context(|| format!("no stream `{stream}` in {}", path.display()))?;
+            found
+                .listen_secret
+                .with_context(|| format!("stream `{stream}` has no listen_secret"))?
+        }
+        (None, None) => anyhow::bail!("give --config or --secret"),
+    };
+    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
+    let expires = onair::access::unix_now() + (hours * 3600.0) as u64;
+    let query = format!("expires={expires}&sig={}", onair::access::sign(&secret, stream, expires));
+    let base = base.trim_end_matches('/');
+    let ws_base = base.replacen("http", "ws", 1);
+    println!("{ws_base}/listen/{stream}?{query}");
+    println!("{base}/?stream={stream}&{query}");
+    Ok(())
+}
+
+fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()> {
+    let duration = match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--seconds must be a positive number, not {s}"),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(onair::inspect::run(onair::inspect::InspectOptions { url, frames, duration }))
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected.
+async fn reload_on_sighup(terminator: std::sync::Arc<onair::tls::Terminator>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return error!("cannot watch SIGHUP: the certificate will not be reloaded");
+        };
+        while hup.recv().await.is_some() {
+            if let Err(err) = terminator.reload() {
+                error!(%err, "tls reload failed; keeping the old certificate");
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -5,10 +5,12 @@
 //! (up to `DRAIN_TIMEOUT`) for them. Refusals (401/403/404/409/503) are answered here, before
 //! any upgrade, with a plain-text reason and one log line.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -44,8 +46,11 @@ pub struct Relay {
     pub streams: Streams,
     /// Its metrics.
     pub metrics: Metrics,
+    /// Icecast-facing state: source announcements, listed clients, listener peaks.
+    pub icecast: crate::icecast::Icecast,
     web_root: PathBuf,
     connections: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl Relay {
@@ -55,7 +60,16 @@ impl Relay {
         let streams = Streams::new(&config.streams, &metrics);
         let web_root = config.web_root.clone().unwrap_or_else(default_web_root);
         let connections = Arc::new(Semaphore::new(config.max_connections));
-        Arc::new(Self { config, streams, metrics, web_root, connections })
+        let icecast = crate::icecast::Icecast::new();
+        Arc::new(Self {
+            config,
+            streams,
+            metrics,
+            icecast,
+            web_root,
+            connections,
+            per_ip: Mutex::default(),
+        })
     }
 }
 
@@ -109,6 +123,11 @@ pub async fn run_relay(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "listening");
     }
+    for stream in relay.streams.iter() {
+        if let Some(playlist) = &stream.config().playlist {
+            spawn_autodj(&sessions, stream, playlist, cancel.child_token());
+        }
+    }
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -146,6 +165,51 @@ pub async fn run_relay(
     Ok(())
 }
 
+impl Relay {
+    /// Counts a connection from `ip`; false when that address is at its limit.
+    pub(crate) fn admit_ip(&self, ip: IpAddr) -> bool {
+        if self.config.ip_limit_exempt.contains(&ip) {
+            return true;
+        }
+        let mut per_ip = self.per_ip.lock().expect("per-ip lock poisoned");
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= self.config.max_connections_per_ip {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Forgets one connection from `ip`; the map never keeps addresses with no connection.
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
+        if self.config.ip_limit_exempt.contains(&ip) {
+            return;
+        }
+        let mut per_ip = self.per_ip.lock().expect("per-ip lock poisoned");
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+#[cfg(feature = "source")]
+fn spawn_autodj(
+    sessions: &TaskTracker,
+    stream: &Arc<Stream>,
+    playlist: &std::path::Path,
+    cancel: CancellationToken,
+) {
+    sessions.spawn(crate::source::autodj::run(Arc::clone(stream), playlist.to_owned(), cancel));
+}
+
+#[cfg(not(feature = "source"))]
+fn spawn_autodj(_: &TaskTracker, stream: &Arc<Stream>, _: &std::path::Path, _: CancellationToken) {
+    warn!(stream = %stream.config().name, "this build has no source feature: the playlist is not played");
+}
+
 /// One TCP connection: read the request head, route it.
 async fn connection(
     mut socket: TcpStream,
@@ -161,9 +225,17 @@ async fn connection(
         let _ = timeout(Duration::from_secs(1), refusal.send(&mut socket, false)).await;
         return Ok(());
     };
+    if !relay.admit_ip(peer.ip()) {
+        relay.metrics.refused("max_connections_per_ip");
+        warn!(%peer, limit = relay.config.max_connections_per_ip, "refused: per-address connection limit reached");
+        let refusal = Response::text(503, "too many connections from your address");
+        let _ = timeout(Duration::from_secs(1), refusal.send(&mut socket, false)).await;
+        return Ok(());
+    }
     relay.metrics.connections.inc();
     let _open = scopeguard(|| {
         relay.metrics.connections.dec();
+        relay.release_ip(peer.ip());
     });
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::select! {
@@ -202,6 +274,9 @@ async fn route(
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let head_only = request.method == "HEAD";
+    if crate::icecast::claims(&request, relay) {
+        return crate::icecast::serve(socket, peer, relay, request, leftover, cancel).await;
+    }
     if let Some(name) = request.path.strip_prefix("/ingest/") {
         // Boxed: a source session is large and rare; unboxed, its size would be reserved in
         // every listener's task too.
@@ -210,6 +285,17 @@ async fn route(
     if let Some(name) = request.path.strip_prefix("/listen/") {
         return listen(socket, peer, relay, &request, name, leftover, cancel).await;
     }
+    if request.path == "/echo" && relay.config.echo_endpoint {
+        let accept = match upgrade_key(&request) {
+            Ok(accept) => accept,
+            Err((status, reason)) => {
+                return refuse(&mut socket, relay, peer, &request.path, status, reason).await
+            }
+        };
+        tokio::io::AsyncWriteExt::write_all(&mut socket, &switching_protocols(&accept)).await?;
+        socket.set_nodelay(true)?;
+        return Ok(crate::echo::serve(socket, leftover, cancel).await?);
+    }
     if request.method != "GET" && !head_only {
         let response = Response::text(405, "method not allowed").with_header("Allow", "GET, HEAD");
         response.send(&mut socket, false).await?;
@@ -217,7 +303,9 @@ async fn route(
     }
     let response = match request.path.as_str() {
         "/healthz" => Response::text(200, "ok"),
-        "/api/streams" => http::streams_json(&relay.streams),
+        "/api/streams" => {
+            crate::icecast::with_cors(http::streams_json(&relay.streams), &relay.config, &request)
+        }
         "/metrics" => {
             for stream in relay.streams.iter() {
                 let _ = stream.info();
@@ -371,6 +459,9 @@ async fn listen(
     let Some(stream) = relay.streams.get(name) else {
         return refuse(&mut socket, relay, peer, path, 404, "no such stream").await;
     };
+    if let Err(denied) = check_listen_access(stream, request) {
+        return refuse(&mut socket, relay, peer, path, denied.status(), &denied.to_string()).await;
+    }
     let (consumer, first) = match Stream::subscribe(stream) {
         Ok(subscribed) => subscribed,
         Err(err) => return refuse(&mut socket, relay, peer, path, 503, &err.to_string()).await,
@@ -378,6 +469,14 @@ async fn listen(
     tokio::io::AsyncWriteExt::write_all(&mut socket, &switching_protocols(&accept)).await?;
     tune_listener_socket(&socket, relay.config.listener_kernel_bytes);
     debug!(stream = %name, %peer, "listener connected");
+    let client = crate::icecast::Client {
+        stream: name.to_owned(),
+        peer,
+        user_agent: request.header("user-agent").map(str::to_owned),
+        connected: std::time::Instant::now(),
+        kind: "websocket",
+    };
+    let _listed = relay.icecast.add_client(client, stream.listener_count());
     let ending = listener::serve(socket, leftover, consumer, first, &relay.config, cancel).await?;
     match ending {
         Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {
@@ -386,6 +485,24 @@ async fn listen(
         ending => debug!(stream = %name, %peer, ?ending, "listener left"),
     }
     Ok(())
+}
+
+/// A stream with a `listen_secret` only admits listeners with a valid signed link.
+///
+/// # Errors
+/// Why the link is refused; `Denied::status` gives the HTTP status.
+pub fn check_listen_access(
+    stream: &Stream,
+    request: &Request,
+) -> Result<(), crate::access::Denied> {
+    let Some(secret) = &stream.config().listen_secret else { return Ok(()) };
+    crate::access::verify(
+        secret,
+        &stream.config().name,
+        request.query_param("expires").as_deref(),
+        request.query_param("sig").as_deref(),
+        crate::access::unix_now(),
+    )
 }
 
 /// No Nagle delay, and a small kernel send buffer: stale audio must wait in the ring, where

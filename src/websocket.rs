@@ -79,6 +79,11 @@ impl WireFrame {
         self.head[0] & 0x0F == OP_BINARY
     }
 
+    /// Whether this is a control frame (close, ping, pong).
+    pub fn is_control(&self) -> bool {
+        self.head[0] & 0x08 != 0
+    }
+
     /// The frame header bytes.
     pub fn head(&self) -> &[u8] {
         &self.head[..usize::from(self.head_len)]
@@ -110,8 +115,15 @@ pub enum ClientEvent {
     Ping(Bytes),
     /// A pong (or any other sign of life).
     Pong,
-    /// A complete data message, discarded by listeners.
+    /// A complete data message, discarded (a reader made with `new`).
     Message,
+    /// A complete data message with its payload (a reader made with `keeping_messages`).
+    Data {
+        /// Text (valid UTF-8) or binary.
+        text: bool,
+        /// The reassembled payload.
+        payload: Bytes,
+    },
     /// The peer closes, with its code if it gave one.
     Close(Option<u16>),
 }
@@ -125,6 +137,9 @@ pub enum ClientError {
     /// A message or frame larger than the limit: 1009.
     #[error("message larger than {0} bytes")]
     TooBig(usize),
+    /// A text message or close reason that is not UTF-8: 1007.
+    #[error("text is not valid UTF-8")]
+    InvalidUtf8,
 }
 
 impl ClientError {
@@ -133,6 +148,7 @@ impl ClientError {
         match self {
             ClientError::Protocol(_) => 1002,
             ClientError::TooBig(_) => 1009,
+            ClientError::InvalidUtf8 => 1007,
         }
     }
 }
@@ -142,8 +158,12 @@ impl ClientError {
 pub struct ClientReader {
     buf: BytesMut,
     max_message_bytes: usize,
-    /// Bytes of the data message being assembled (it is counted, not kept).
+    /// Bytes of the data message being assembled.
     message_bytes: Option<usize>,
+    /// Keep data payloads (echo) instead of only counting them (listeners).
+    keep: bool,
+    message: BytesMut,
+    message_is_text: bool,
 }
 
 impl ClientReader {
@@ -153,7 +173,19 @@ impl ClientReader {
         // No allocation until the peer sends something: thousands of listeners send nothing
         // but a pong now and then.
         let buf = BytesMut::from(leftover);
-        Self { buf, max_message_bytes, message_bytes: None }
+        Self {
+            buf,
+            max_message_bytes,
+            message_bytes: None,
+            keep: false,
+            message: BytesMut::new(),
+            message_is_text: false,
+        }
+    }
+
+    /// A reader that returns each data message's payload (`ClientEvent::Data`).
+    pub fn keeping_messages(max_message_bytes: usize, leftover: &[u8]) -> Self {
+        Self { keep: true, ..Self::new(max_message_bytes, leftover) }
     }
 
     /// Frees the buffer when it holds no partial frame (call after draining events).
@@ -181,14 +213,7 @@ impl ClientReader {
             match opcode {
                 OP_PING => return Ok(Some(ClientEvent::Ping(payload))),
                 OP_PONG => return Ok(Some(ClientEvent::Pong)),
-                OP_CLOSE => {
-                    let code =
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    if payload.len() == 1 {
-                        return Err(ClientError::Protocol("close payload of one byte"));
-                    }
-                    return Ok(Some(ClientEvent::Close(code)));
-                }
+                OP_CLOSE => return close_event(&payload).map(Some),
                 OP_TEXT | OP_BINARY | OP_CONTINUATION => {
                     let so_far = match (opcode, self.message_bytes) {
                         (OP_CONTINUATION, Some(n)) => n,
@@ -206,11 +231,25 @@ impl ClientReader {
                     if total > self.max_message_bytes {
                         return Err(ClientError::TooBig(self.max_message_bytes));
                     }
-                    if fin {
-                        self.message_bytes = None;
+                    if self.keep {
+                        if opcode != OP_CONTINUATION {
+                            self.message_is_text = opcode == OP_TEXT;
+                        }
+                        self.message.extend_from_slice(&payload);
+                    }
+                    if !fin {
+                        self.message_bytes = Some(total);
+                        continue;
+                    }
+                    self.message_bytes = None;
+                    if !self.keep {
                         return Ok(Some(ClientEvent::Message));
                     }
-                    self.message_bytes = Some(total);
+                    let payload = self.message.split().freeze();
+                    if self.message_is_text && std::str::from_utf8(&payload).is_err() {
+                        return Err(ClientError::InvalidUtf8);
+                    }
+                    return Ok(Some(ClientEvent::Data { text: self.message_is_text, payload }));
                 }
                 _ => return Err(ClientError::Protocol("reserved opcode")),
             }
@@ -261,6 +300,23 @@ impl ClientReader {
             *byte ^= mask[i % 4];
         }
         Ok(Some((fin, opcode, payload.freeze())))
+    }
+}
+
+/// A close frame's payload: an optional valid code, then a UTF-8 reason (RFC 6455 §7.4).
+fn close_event(payload: &[u8]) -> Result<ClientEvent, ClientError> {
+    match payload {
+        [] => Ok(ClientEvent::Close(None)),
+        [_] => Err(ClientError::Protocol("close payload of one byte")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
+            if !valid {
+                return Err(ClientError::Protocol("invalid close code"));
+            }
+            std::str::from_utf8(reason).map_err(|_| ClientError::InvalidUtf8)?;
+            Ok(ClientEvent::Close(Some(code)))
+        }
     }
 }
 

@@ -332,3 +332,86 @@ async fn garbage_and_slow_requests_get_an_error_and_the_relay_carries_on() {
     assert_eq!(http_get(&relay, "/healthz").await.0, 200);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn peers_that_stop_answering_pings_are_closed_with_4009() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.ping_interval = Duration::from_millis(50);
+    config.dead_peer_timeout = Duration::from_millis(200);
+    let relay = TestRelay::start_with(config).await;
+    let mut listener = raw_websocket(&relay, "/listen/radio").await;
+    let (code, pings) = raw_close_code(&mut listener).await;
+    assert_eq!(code, close::DEAD_PEER);
+    assert!(pings >= 2, "pinged {pings} times before giving up");
+
+    let mut source = raw_websocket(&relay, "/ingest/radio?key=SECRET").await;
+    raw_send(
+        &mut source,
+        0x1,
+        br#"{"type":"start","tracks":[{"id":0,"kind":"audio","codec":"opus"}]}"#,
+    )
+    .await;
+    let (code, _) = raw_close_code(&mut source).await;
+    assert_eq!(code, close::DEAD_PEER);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn private_streams_admit_only_listeners_with_a_valid_signed_link() {
+    let secret = "a-long-listen-secret";
+    let mut config = config(&[("radio", "SECRET")]);
+    config.streams[0].listen_secret = Some(secret.into());
+    let relay = TestRelay::start_with(config).await;
+    assert_eq!(refused_status(&relay, "/listen/radio", &[]).await, 401);
+    let now = onair::access::unix_now();
+    let expired = format!(
+        "/listen/radio?expires={}&sig={}",
+        now - 1,
+        onair::access::sign(secret, "radio", now - 1)
+    );
+    assert_eq!(refused_status(&relay, &expired, &[]).await, 403);
+    let forged = format!("/listen/radio?expires={}&sig={}", now + 60, "0".repeat(64));
+    assert_eq!(refused_status(&relay, &forged, &[]).await, 403);
+
+    // A link minted by the CLI, as an operator would share it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["sign", "radio", "--secret", secret, "--hours", "1", "--base"])
+        .arg(format!("http://{}", relay.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let urls = String::from_utf8(out.stdout).unwrap();
+    let mut lines = urls.lines();
+    let path =
+        lines.next().unwrap().strip_prefix(&format!("ws://{}", relay.addr)).unwrap().to_owned();
+    let page = lines.next().unwrap();
+    assert!(page.starts_with(&format!("http://{}/?stream=radio&expires=", relay.addr)), "{page}");
+    let (_, body) = http_get(&relay, "/api/streams").await;
+    assert!(body.contains(r#""private":true"#), "{body}");
+    let mut ws = connect(&relay, &path, &[]).await.expect("a signed link admits the listener");
+    assert_eq!(next_event(&mut ws).await["type"], "hello");
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_operator_can_remove_a_websocket_source_and_listeners_stay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start().await;
+    let (mut ws, _) = listener(&relay, "radio").await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    assert_eq!(next_event(&mut ws).await["state"], "online");
+    let mut admin = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    // Basic auth "source:SECRET", as Icecast's admin tools send it.
+    let request = "GET /admin/killsource?mount=/radio HTTP/1.1\r\nHost: x\r\nAuthorization: Basic c291cmNlOlNFQ1JFVA==\r\n\r\n";
+    admin.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    within(admin.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("Source Removed"), "{answer}");
+    assert_eq!(close_code(&mut src).await, close::KICKED);
+    assert_eq!(
+        next_event(&mut ws).await["state"],
+        "offline",
+        "the listener stays, told the source left"
+    );
+    relay.shutdown().await;
+}

@@ -24,6 +24,7 @@ async fn stalled_listener_skips_ahead_without_slowing_the_source_or_a_fast_liste
     let mut stream = StreamConfig::new("radio", Some("SECRET"));
     stream.ring_bytes = 512 << 10;
     stream.burst = Duration::ZERO;
+    stream.max_ingest_bitrate = 100_000_000_000; // this test pushes 32 MB as fast as it can
     config.streams.push(stream);
     config.slow_listener_timeout = Duration::from_secs(60);
     let relay = TestRelay::start_with(config).await;

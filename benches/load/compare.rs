@@ -194,7 +194,7 @@ fn start_onair(opts: &Options, window: Option<u64>, cores: Option<&str>) -> anyh
     std::fs::create_dir_all(&dir)?;
     let window = window.map(|w| format!("send_window_ms = {w}\n")).unwrap_or_default();
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\nmax_connections = 40000\n{window}\
+        "listen = \"127.0.0.1:{port}\"\nmax_connections = 40000\nmax_connections_per_ip = 40000\n{window}\
          [[streams]]\nname = \"bench\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n\
          [[streams]]\nname = \"video\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n"
     );

@@ -95,6 +95,8 @@ pub struct StreamFull(pub usize);
 #[derive(Debug, Default)]
 struct Slot {
     id: u64,
+    /// Cancelled when an operator removes this source.
+    kick: tokio_util::sync::CancellationToken,
     tracks: Option<Vec<Track>>,
     headers: Vec<(u8, Bytes)>,
     metadata: Option<Metadata>,
@@ -144,6 +146,8 @@ pub struct StreamInfo {
     pub live: bool,
     /// `live`, `autodj` or null.
     pub source: Option<&'static str>,
+    /// Whether listeners need a signed link (`listen_secret`).
+    pub private: bool,
     /// Tracks of the current (or last) source.
     pub tracks: Vec<Track>,
     /// Connected listeners.
@@ -220,9 +224,37 @@ impl Stream {
         self.lock().on_air.is_some()
     }
 
+    /// Asks the live source to leave (admin `killsource`); false when there is none.
+    pub fn kick_live(&self) -> bool {
+        match &self.lock().live {
+            Some(slot) => {
+                slot.kick.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The latest now-playing information.
     pub fn metadata(&self) -> Option<Metadata> {
         self.lock().metadata.clone()
+    }
+
+    /// Sets now playing for the source on air (an Icecast `/admin/metadata` request); every
+    /// listener gets it at once. Returns false when no source is on air.
+    pub fn set_metadata(&self, meta: Metadata) -> bool {
+        let mut state = self.lock();
+        let slot = match state.on_air {
+            Some((SourceKind::Live, _)) => state.live.as_mut(),
+            Some((SourceKind::AutoDj, _)) => state.autodj.as_mut(),
+            None => return false,
+        };
+        if let Some(slot) = slot {
+            slot.metadata = Some(meta.clone());
+        }
+        state.metadata = Some(meta.clone());
+        self.publish_event(state, &ListenerEvent::Metadata(meta));
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -304,6 +336,7 @@ impl Stream {
                 SourceKind::Live => "live",
                 SourceKind::AutoDj => "autodj",
             }),
+            private: self.config.listen_secret.is_some(),
             tracks: state.tracks.clone(),
             listeners: self.listener_count(),
             bitrate_bps,
@@ -477,6 +510,12 @@ impl SourceHandle {
     /// The stream this source feeds.
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// Cancelled when an operator removes this source: its session should close (4010).
+    pub fn kicked(&self) -> tokio_util::sync::CancellationToken {
+        let mut state = self.stream.lock();
+        self.slot(&mut state).kick.clone()
     }
 
     fn slot<'a>(&self, state: &'a mut State) -> &'a mut Slot {
@@ -943,5 +982,91 @@ mod tests {
         assert_eq!(frames, vec![0, 60_000], "its header again, then its frames");
         assert_eq!(stream.info().source, Some("autodj"));
         assert!(stream.is_live());
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::protocol::{encode_frame, Codec, FLAG_KEYFRAME};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push { keyframe: bool, bytes: usize },
+        Read { consumer: usize, max_bytes: usize },
+        Metadata,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (any::<bool>(), 1usize..200).prop_map(|(keyframe, bytes)| Op::Push { keyframe, bytes }),
+            3 => (0usize..3, 1usize..600).prop_map(|(consumer, max_bytes)| Op::Read { consumer, max_bytes }),
+            1 => Just(Op::Metadata),
+        ]
+    }
+
+    proptest! {
+        /// Any interleaving of pushes and reads keeps order, never yields a frame twice, and
+        /// reports exactly the frames a consumer never got.
+        #[test]
+        fn consumers_see_ordered_unique_frames_and_exact_skip_counts(ops in prop::collection::vec(op(), 1..400)) {
+            let mut config = StreamConfig::new("prop", Some("k"));
+            config.ring_frames = 8;
+            config.ring_bytes = 1024;
+            config.burst = Duration::ZERO;
+            let stream = Stream::new(config, StreamMetrics::default());
+            let mut source = stream.attach(SourceKind::Live).expect("free");
+            source.start(vec![Track {
+                id: 0, kind: TrackKind::Audio, codec: Codec::Opus, sample_rate: None,
+                channels: None, width: None, height: None, bitrate: None,
+            }]).expect("first start");
+            // Consumers join before the first frame, so every frame is theirs to get or skip.
+            let mut consumers: Vec<(Consumer, u64)> =
+                (0..3).map(|_| (stream.subscribe().expect("room").0, 0)).collect();
+            let mut pushed = 0u64;
+            for op in ops {
+                match op {
+                    Op::Push { keyframe, bytes } => {
+                        let header = FrameHeader { flags: if keyframe { FLAG_KEYFRAME } else { 0 }, track: 0, pts: pushed };
+                        let mut body = pushed.to_be_bytes().to_vec();
+                        body.resize(bytes.max(8), 0);
+                        source.frame(header, encode_frame(header, &body)).expect("declared track");
+                        pushed += 1;
+                    }
+                    Op::Metadata => source.metadata(Metadata::default()).expect("started"),
+                    Op::Read { consumer, max_bytes } => {
+                        let (consumer, expected) = &mut consumers[consumer];
+                        let mut out = VecDeque::new();
+                        let fill = consumer.fill(&mut out, max_bytes);
+                        let mut skipped_seen = 0;
+                        let mut frames = 0;
+                        for frame in out {
+                            if !frame.is_binary() {
+                                let event: serde_json::Value = serde_json::from_slice(frame.payload()).expect("json");
+                                if event["type"] == "skipped" {
+                                    skipped_seen += event["frames"].as_u64().expect("count");
+                                }
+                                continue;
+                            }
+                            let mut n = [0u8; 8];
+                            n.copy_from_slice(&frame.payload()[10..18]);
+                            let number = u64::from_be_bytes(n);
+                            let want = *expected + std::mem::take(&mut skipped_seen);
+                            prop_assert_eq!(number, want, "in order, no duplicates, exact skip");
+                            *expected = number + 1;
+                            frames += 1;
+                        }
+                        prop_assert_eq!(fill.frames, frames);
+                        // A skip reported with nothing after it yet: the gap is still owed.
+                        *expected += skipped_seen;
+                        prop_assert!(*expected <= pushed);
+                        if fill.at_head {
+                            prop_assert_eq!(*expected, pushed, "at the head means nothing left");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

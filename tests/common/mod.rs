@@ -207,3 +207,64 @@ pub async fn stalled_listener(relay: &TestRelay, stream: &str) -> Ws {
         .expect("handshake");
     ws
 }
+
+/// A WebSocket opened by hand on a raw socket: nothing answers the relay's pings.
+pub async fn raw_websocket(relay: &TestRelay, path: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = within(TcpStream::connect(relay.addr)).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send handshake");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        within(tcp.read_exact(&mut byte)).await.expect("read handshake");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// Sends one masked client frame on a raw socket.
+pub async fn raw_send(tcp: &mut TcpStream, opcode: u8, payload: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    assert!(payload.len() < 126);
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&frame).await.expect("send frame");
+}
+
+/// Reads server frames on a raw socket until a close frame; returns its code and how many
+/// pings came before it.
+pub async fn raw_close_code(tcp: &mut TcpStream) -> (u16, usize) {
+    use tokio::io::AsyncReadExt;
+    let mut pings = 0;
+    loop {
+        let mut head = [0u8; 2];
+        within(tcp.read_exact(&mut head)).await.expect("read frame head");
+        let len = match head[1] & 0x7F {
+            126 => {
+                let mut n = [0u8; 2];
+                tcp.read_exact(&mut n).await.expect("len");
+                usize::from(u16::from_be_bytes(n))
+            }
+            127 => {
+                let mut n = [0u8; 8];
+                tcp.read_exact(&mut n).await.expect("len");
+                u64::from_be_bytes(n) as usize
+            }
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        within(tcp.read_exact(&mut payload)).await.expect("read payload");
+        match head[0] & 0x0F {
+            0x8 => return (u16::from_be_bytes([payload[0], payload[1]]), pings),
+            0x9 => pings += 1,
+            _ => {}
+        }
+    }
+}

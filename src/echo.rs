@@ -1,0 +1,105 @@
+//! `/echo`: a WebSocket that sends every message back, for the Autobahn conformance suite.
+//!
+//! Enabled only by `echo_endpoint = true`. It runs on the listeners' own stack (the
+//! `ClientReader` parser and the `Outbox` vectored writer), so the suite checks the code
+//! that thousands of listeners use, not a separate implementation.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::Outbox;
+use crate::protocol::close;
+use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_BINARY, OP_PONG, OP_TEXT};
+
+/// Largest message echoed (Autobahn's biggest cases send 16 MiB).
+pub const MAX_ECHO_MESSAGE_BYTES: usize = 32 << 20;
+/// Time to finish the close handshake before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Echoes messages until the peer closes, breaks the protocol, or the relay shuts down.
+///
+/// # Errors
+/// Socket errors.
+pub async fn serve(
+    mut socket: TcpStream,
+    leftover: &[u8],
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let mut reader = ClientReader::keeping_messages(MAX_ECHO_MESSAGE_BYTES, leftover);
+    let mut out = Outbox::default();
+    let mut closing: Option<Instant> = None;
+    let mut peer_closed = false;
+    loop {
+        if out.is_empty() && closing.is_some() && peer_closed {
+            let _ = socket.shutdown().await;
+            return Ok(());
+        }
+        let interest = match (out.is_empty(), peer_closed) {
+            (true, _) => Interest::READABLE,
+            (false, true) => Interest::WRITABLE,
+            (false, false) => Interest::READABLE | Interest::WRITABLE,
+        };
+        let deadline = closing.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            () = cancel.cancelled(), if closing.is_none() => {
+                out.frames.truncate(usize::from(out.offset > 0));
+                out.frames.push_back(WireFrame::close(close::GOING_AWAY, "relay shutting down"));
+                closing = Some(Instant::now() + CLOSE_TIMEOUT);
+            }
+            ready = socket.ready(interest) => {
+                let ready = ready?;
+                if ready.is_readable() && !peer_closed {
+                    match socket.try_read_buf(reader.buffer()) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(err) => return Err(err),
+                    }
+                    while !peer_closed {
+                        match reader.next_event() {
+                            Ok(None) => break,
+                            Ok(Some(ClientEvent::Data { text, payload })) if closing.is_none() => {
+                                out.frames.push_back(WireFrame::new(if text { OP_TEXT } else { OP_BINARY }, payload));
+                            }
+                            Ok(Some(ClientEvent::Ping(payload))) if closing.is_none() => {
+                                out.push_control(WireFrame::new(OP_PONG, payload));
+                            }
+                            Ok(Some(ClientEvent::Close(code))) => {
+                                peer_closed = true;
+                                if closing.is_none() {
+                                    let reply = match code {
+                                        Some(code) => WireFrame::close(code, ""),
+                                        None => WireFrame::new(crate::websocket::OP_CLOSE, bytes::Bytes::new()),
+                                    };
+                                    out.frames.push_back(reply);
+                                    closing = Some(Instant::now() + CLOSE_TIMEOUT);
+                                }
+                            }
+                            Ok(Some(_)) => {}
+                            Err(err) => {
+                                // Fail the connection: queued echoes are dropped, close follows.
+                                out.frames.truncate(usize::from(out.offset > 0));
+                                out.frames.push_back(WireFrame::close(err.close_code(), &err.to_string()));
+                                closing = Some(Instant::now() + CLOSE_TIMEOUT);
+                                peer_closed = true;
+                            }
+                        }
+                    }
+                }
+                if ready.is_writable() && !out.is_empty() {
+                    match out.write_to(&socket) {
+                        Ok(_) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+            () = sleep_until(deadline), if closing.is_some() => return Ok(()),
+        }
+    }
+}

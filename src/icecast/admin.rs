@@ -1,0 +1,374 @@
+//! The Icecast admin and status API subset: `/admin/metadata` (now playing),
+//! `/admin/listclients`, `/admin/killsource` and `/status-json.xsl` in Icecast's JSON shape.
+//!
+//! Admin requests authenticate with HTTP Basic: the stream's key (for that stream only) or the
+//! relay's `admin_password`. Answers are Icecast's small XML documents, so existing tools
+//! (libshout, butt, liquidsoap, monitoring scripts) read them unchanged.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+use tracing::info;
+
+use super::{basic_auth, parse_mount, REALM, SERVER_ID};
+use crate::format::opus::truncate;
+use crate::format::Container;
+use crate::http::{Request, Response};
+use crate::protocol::{Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
+use crate::relay::Stream;
+use crate::server::{key_matches, Relay};
+
+/// Answers an admin or status request.
+pub fn serve(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
+    let params = query_pairs(request.query.as_deref().unwrap_or(""));
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if request.path == "/status-json.xsl" {
+        return status_json(relay, request, param("mount"));
+    }
+    let command = request.path.trim_start_matches("/admin/");
+    if !matches!(
+        command,
+        "metadata"
+            | "metadata.xsl"
+            | "listclients"
+            | "listclients.xsl"
+            | "killsource"
+            | "killsource.xsl"
+    ) {
+        return Response::text(404, "unknown admin command");
+    }
+    let Some(stream) =
+        param("mount").and_then(parse_mount).and_then(|(name, _)| relay.streams.get(name))
+    else {
+        return xml_response(400, "Source does not exist", 0);
+    };
+    if !authorized(relay, request, stream) {
+        info!(%peer, path = %request.path, "admin request refused: wrong credentials");
+        relay.metrics.refused("401");
+        return Response::text(401, "authentication required")
+            .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
+    }
+    let name = &stream.config().name;
+    match command.trim_end_matches(".xsl") {
+        "metadata" => {
+            if param("mode").is_some_and(|m| m != "updinfo") {
+                return xml_response(400, "No such action", 0);
+            }
+            let field = |key: &str| {
+                param(key)
+                    .map(|v| truncate(v.trim(), MAX_METADATA_FIELD_BYTES).to_owned())
+                    .filter(|v| !v.is_empty())
+            };
+            let meta = match field("song") {
+                Some(song) => {
+                    Metadata { title: Some(song), url: field("url"), ..Metadata::default() }
+                }
+                None => Metadata {
+                    title: field("title"),
+                    artist: field("artist"),
+                    url: field("url"),
+                    ..Metadata::default()
+                },
+            };
+            if meta.title.is_none() && meta.artist.is_none() {
+                return xml_response(400, "No metadata given (use song=...)", 0);
+            }
+            let title = meta.display_title();
+            if !stream.set_metadata(meta) {
+                return xml_response(400, "Source does not exist", 0);
+            }
+            info!(stream = %name, %peer, %title, "now playing set by admin request");
+            xml_response(200, "Metadata update successful", 1)
+        }
+        "listclients" => listclients(relay, stream),
+        _ => {
+            if stream.kick_live() {
+                info!(stream = %name, %peer, "source removal requested by admin");
+                xml_response(200, "Source Removed", 1)
+            } else {
+                xml_response(400, "No live source on this mount", 0)
+            }
+        }
+    }
+}
+
+/// The stream's key or the admin password, with any user name.
+fn authorized(relay: &Relay, request: &Request, stream: &Stream) -> bool {
+    let Some((_, password)) = basic_auth(request) else { return false };
+    let key = stream.config().key.as_deref().is_some_and(|k| key_matches(k, &password));
+    let admin = relay.config.admin_password.as_deref().is_some_and(|p| key_matches(p, &password));
+    key | admin
+}
+
+fn xml_response(status: u16, message: &str, ok: u8) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\"?>\n<iceresponse><message>{}</message><return>{ok}</return></iceresponse>\n",
+        xml_escape(message)
+    );
+    Response::new(status, "text/xml; charset=utf-8", body).with_header("Cache-Control", "no-cache")
+}
+
+fn xml_escape(text: &str) -> Cow<'_, str> {
+    if !text.contains(['<', '>', '&', '"', '\'']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn listclients(relay: &Relay, stream: &Stream) -> Response {
+    let name = &stream.config().name;
+    let clients = relay.icecast.clients(name);
+    let mount = format!("/{name}.{}", extension(stream));
+    let mut body = format!(
+        "<?xml version=\"1.0\"?>\n<icestats><source mount=\"{}\"><Listeners>{}</Listeners>",
+        xml_escape(&mount),
+        clients.len()
+    );
+    for (id, client) in clients.iter().enumerate() {
+        let _ = write!(
+            body,
+            "<listener id=\"{id}\"><IP>{}</IP><UserAgent>{}</UserAgent><Connected>{}</Connected><ID>{id}</ID><Type>{}</Type></listener>",
+            client.peer.ip(),
+            xml_escape(client.user_agent.as_deref().unwrap_or("")),
+            client.connected.elapsed().as_secs(),
+            client.kind,
+        );
+    }
+    body.push_str("</source></icestats>\n");
+    Response::new(200, "text/xml; charset=utf-8", body).with_header("Cache-Control", "no-cache")
+}
+
+/// The mount extension listeners use for this stream's codec.
+fn extension(stream: &Stream) -> &'static str {
+    let info = stream.info();
+    match info.tracks.iter().find(|t| t.kind == TrackKind::Audio).map(|t| t.codec) {
+        Some(Codec::Mp3) => "mp3",
+        _ => "ogg",
+    }
+}
+
+/// `GET /status-json.xsl`: Icecast 2.4's JSON status; `source` is an object when exactly one
+/// stream is live, an array when several are, absent when none is.
+fn status_json(relay: &Relay, request: &Request, mount: Option<&str>) -> Response {
+    let host = request
+        .header("host")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|| relay.config.listen.to_string());
+    let hostname = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+    let only = mount.and_then(parse_mount).map(|(name, _)| name);
+    let mut sources: Vec<Value> = relay
+        .streams
+        .iter()
+        .filter(|s| s.is_live() && only.is_none_or(|n| n == s.config().name))
+        .map(|s| source_json(relay, s, &host))
+        .collect();
+    let started = relay.icecast.started();
+    let mut icestats = Map::new();
+    icestats.insert("admin".into(), json!("icemaster@localhost"));
+    icestats.insert("host".into(), json!(hostname));
+    icestats.insert("location".into(), json!("Earth"));
+    icestats.insert("server_id".into(), json!(SERVER_ID));
+    icestats.insert("server_start".into(), json!(rfc822(started)));
+    icestats.insert("server_start_iso8601".into(), json!(iso8601(started)));
+    match sources.len() {
+        0 => {}
+        1 => {
+            icestats.insert("source".into(), sources.remove(0));
+        }
+        _ => {
+            icestats.insert("source".into(), Value::Array(sources));
+        }
+    }
+    let body = serde_json::to_vec(&json!({ "icestats": icestats })).expect("JSON values serialize");
+    let mut response = Response::new(200, "application/json; charset=utf-8", body)
+        .with_header("Cache-Control", "no-cache");
+    response.headers.extend(super::cors_headers(&relay.config, request));
+    response
+}
+
+fn source_json(relay: &Relay, stream: &Arc<Stream>, host: &str) -> Value {
+    let name = &stream.config().name;
+    let info = stream.info();
+    let icecast = relay.icecast.source(name);
+    let ice = icecast.as_ref().map(|s| s.ice.clone()).unwrap_or_default();
+    let track = info.tracks.iter().find(|t| t.kind == TrackKind::Audio);
+    let container = match track.map(|t| t.codec) {
+        Some(Codec::Mp3) => Container::Mp3,
+        _ => Container::Ogg,
+    };
+    let bitrate = ice
+        .bitrate
+        .or_else(|| track.and_then(|t| t.bitrate).map(|b| b / 1000))
+        .unwrap_or((info.bitrate_bps / 1000) as u32);
+    let channels = track.and_then(|t| t.channels);
+    let samplerate = track.and_then(|t| t.sample_rate);
+    let audio_info = ice.audio_info.clone().unwrap_or_else(|| {
+        let mut parts = Vec::new();
+        if let Some(c) = channels {
+            parts.push(format!("channels={c}"));
+        }
+        if let Some(r) = samplerate {
+            parts.push(format!("samplerate={r}"));
+        }
+        parts.push(format!("bitrate={bitrate}"));
+        parts.join(";")
+    });
+    let started = icecast
+        .as_ref()
+        .map(|s| s.started)
+        .unwrap_or_else(|| SystemTime::now() - Duration::from_secs(info.uptime_s));
+    let listeners = info.listeners;
+    let mut source = Map::new();
+    source.insert("audio_info".into(), json!(audio_info));
+    source.insert("bitrate".into(), json!(bitrate));
+    if let Some(c) = channels {
+        source.insert("channels".into(), json!(c));
+    }
+    source.insert("genre".into(), json!(ice.genre.as_deref().unwrap_or("various")));
+    source.insert("listener_peak".into(), json!(relay.icecast.listener_peak(name, listeners)));
+    source.insert("listeners".into(), json!(listeners));
+    let ext = if container == Container::Mp3 { "mp3" } else { "ogg" };
+    source.insert("listenurl".into(), json!(format!("http://{host}/{name}.{ext}")));
+    if let Some(r) = samplerate {
+        source.insert("samplerate".into(), json!(r));
+    }
+    source.insert(
+        "server_description".into(),
+        json!(ice.description.as_deref().unwrap_or("Unspecified description")),
+    );
+    source.insert("server_name".into(), json!(ice.name.as_deref().unwrap_or(name)));
+    source.insert("server_type".into(), json!(container.content_type()));
+    if let Some(url) = &ice.url {
+        source.insert("server_url".into(), json!(url));
+    }
+    source.insert("stream_start".into(), json!(rfc822(started)));
+    source.insert("stream_start_iso8601".into(), json!(iso8601(started)));
+    if let Some(meta) = &info.metadata {
+        if let Some(artist) = &meta.artist {
+            source.insert("artist".into(), json!(artist));
+        }
+        if let Some(title) = &meta.title {
+            source.insert("title".into(), json!(title));
+        }
+    }
+    source.insert("dummy".into(), Value::Null);
+    Value::Object(source)
+}
+
+/// Decodes a query string. Values that are not UTF-8 are read as Latin-1, the charset older
+/// Icecast clients use for `song=`.
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .take(32)
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(text) => text,
+        Err(err) => err.into_bytes().iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+/// Seconds since the epoch as (year, month, day, hour, minute, second, weekday 0 = Sunday).
+fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, usize) {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ((days + 4).rem_euclid(7)) as usize;
+    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60, weekday)
+}
+
+fn iso8601(time: SystemTime) -> String {
+    let (y, mo, d, h, mi, s, _) = civil(time);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
+}
+
+fn rfc822(time: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (y, mo, d, h, mi, s, wd) = civil(time);
+    format!("{}, {d:02} {} {y:04} {h:02}:{mi:02}:{s:02} +0000", DAYS[wd], MONTHS[(mo - 1) as usize])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_format_like_icecast() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_632_800); // 2024-03-05 10:00:00 UTC
+        assert_eq!(iso8601(t), "2024-03-05T10:00:00+0000");
+        assert_eq!(rfc822(t), "Tue, 05 Mar 2024 10:00:00 +0000");
+        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00+0000");
+    }
+
+    #[test]
+    fn query_values_decode_as_utf8_or_latin1() {
+        let pairs = query_pairs("mount=%2Fradio.ogg&mode=updinfo&song=Caf%C3%A9+Song&x");
+        assert_eq!(pairs[0], ("mount".into(), "/radio.ogg".into()));
+        assert_eq!(pairs[2].1, "Café Song");
+        assert_eq!(pairs[3], ("x".into(), String::new()));
+        assert_eq!(query_pairs("song=Caf%E9")[0].1, "Café", "Latin-1 from old clients");
+        assert_eq!(query_pairs("song=100%")[0].1, "100%");
+    }
+
+    #[test]
+    fn xml_is_escaped() {
+        assert_eq!(xml_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&apos;");
+        assert!(matches!(xml_escape("plain"), Cow::Borrowed(_)));
+    }
+}

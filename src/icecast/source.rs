@@ -1,0 +1,427 @@
+//! One Icecast source: `PUT /mount` (with `Expect: 100-continue`) or the legacy `SOURCE`,
+//! HTTP Basic auth with the stream key, then a body of Ogg (Opus, Vorbis) or MP3 until the source hangs
+//! up.
+//!
+//! The body is demuxed (`demux.rs`) and pushed through the same `SourceHandle` API as the
+//! WebSocket ingest, so every kind of listener hears it. Bad data ends this source only, with a
+//! log line; a source silent for `dead_peer_timeout` is dropped. Nothing grows unbounded: the
+//! body is parsed as it arrives, at most one page or frame is buffered.
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::demux::{Demuxer, Event, TRACK};
+use super::{basic_auth, parse_mount, IceInfo, SourceInfo, REALM, SERVER_ID};
+use crate::format::Container;
+use crate::http::{Request, Response};
+use crate::ingest::RateLimit;
+use crate::protocol::{encode_frame, FrameHeader, FLAG_HEADER, FLAG_KEYFRAME};
+use crate::relay::{SourceError, SourceHandle, SourceKind};
+use crate::server::{key_matches, Relay};
+
+/// Bytes read from the socket at a time.
+const READ_BYTES: usize = 16 << 10;
+/// How long a refused source's extra bytes are read before the socket closes.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most bytes read from a refused source.
+const LINGER_BYTES: usize = 256 << 10;
+/// Longest chunk-size or trailer line of a chunked body.
+const MAX_CHUNK_LINE_BYTES: usize = 1024;
+
+/// Serves one source request until the source leaves, misbehaves, is kicked, or the relay
+/// shuts down.
+///
+/// # Errors
+/// Socket errors while answering; everything after the answer is logged here.
+pub async fn serve(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    relay: &Relay,
+    request: &Request,
+    leftover: &[u8],
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    let path = request.path.as_str();
+    let Some(stream) = parse_mount(path).and_then(|(name, _)| relay.streams.get(name)) else {
+        return refuse(&mut socket, relay, peer, path, 404, "no such mount").await;
+    };
+    let name = stream.config().name.clone();
+    let authorized = match (&stream.config().key, basic_auth(request)) {
+        (Some(key), Some((_, password))) => key_matches(key, &password),
+        _ => false,
+    };
+    if !authorized {
+        let reason = "missing or wrong source password";
+        if request.header("authorization").is_none() {
+            // libshout always asks without credentials first and retries on this challenge.
+            debug!(%peer, %path, "icecast source without credentials: sending a challenge");
+            return challenge(&mut socket, reason).await;
+        }
+        return refuse(&mut socket, relay, peer, path, 401, reason).await;
+    }
+    let hint = request.header("content-type").and_then(Container::from_content_type);
+    if hint == Some(Container::WebM) {
+        return refuse(
+            &mut socket,
+            relay,
+            peer,
+            path,
+            415,
+            "WebM sources are not supported: send Ogg/Opus, Ogg/Vorbis or MP3",
+        )
+        .await;
+    }
+    let Some(mut framing) = Framing::of(request) else {
+        return refuse(
+            &mut socket,
+            relay,
+            peer,
+            path,
+            400,
+            "bad Content-Length or Transfer-Encoding",
+        )
+        .await;
+    };
+    let mut source = match stream.attach(SourceKind::Live) {
+        Ok(source) => source,
+        Err(_) => return refuse(&mut socket, relay, peer, path, 403, "Mountpoint in use").await,
+    };
+    let mut answer = String::new();
+    if request.header_has_token("expect", "100-continue") {
+        // ffmpeg sends no audio before this; real Icecast then also sends `200 OK`.
+        answer.push_str("HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    answer.push_str(&format!("HTTP/1.0 200 OK\r\nServer: {SERVER_ID}\r\n\r\n"));
+    socket.write_all(answer.as_bytes()).await?;
+    let _ = socket.set_nodelay(true);
+
+    let ice = IceInfo::from_request(request);
+    let user_agent = request.header("user-agent").map(str::to_owned);
+    info!(stream = %name, %peer, method = %request.method, agent = user_agent.as_deref().unwrap_or("-"), "icecast source connected");
+    let kick = source.kicked();
+    let mut session = Session {
+        source: &mut source,
+        demux: Demuxer::new(
+            relay.config.max_message_bytes,
+            ice.bitrate.map(|k| k.saturating_mul(1000)),
+        ),
+        frames: 0,
+        registration: None,
+    };
+    let mut raw = BytesMut::with_capacity(READ_BYTES);
+    raw.extend_from_slice(leftover);
+    let mut received = leftover.len() as u64;
+    let max_bitrate = stream.config().max_ingest_bitrate;
+    let mut rate = RateLimit::new(max_bitrate);
+    let _ = rate.take(leftover.len());
+    let mut body = BytesMut::new();
+    let mut events = Vec::new();
+    let outcome = loop {
+        let done = match framing.decode(&mut raw, &mut body) {
+            Ok(done) => done,
+            Err(reason) => break Outcome::Bad(reason.to_owned()),
+        };
+        if let Err(err) = session.demux.push(&mut body, &mut events) {
+            break Outcome::Bad(err.to_string());
+        }
+        let mut failed = None;
+        for event in events.drain(..) {
+            if let Err(err) = session.apply(event) {
+                failed = Some(err);
+                break;
+            }
+            if session.registration.is_none() {
+                if let Some(container) = session.demux.container() {
+                    let info = SourceInfo {
+                        ice: ice.clone(),
+                        container,
+                        started: SystemTime::now(),
+                        peer,
+                        user_agent: user_agent.clone(),
+                    };
+                    session.registration = Some(relay.icecast.add_source(&name, info));
+                }
+            }
+        }
+        if let Some(err) = failed {
+            break Outcome::Bad(err.to_string());
+        }
+        if done {
+            break Outcome::Ended;
+        }
+        raw.reserve(READ_BYTES);
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Outcome::Shutdown,
+            () = kick.cancelled() => break Outcome::Kicked,
+            read = timeout(relay.config.dead_peer_timeout, socket.read_buf(&mut raw)) => match read {
+                Err(_) => break Outcome::Bad(format!("nothing received for {:?}", relay.config.dead_peer_timeout)),
+                Ok(Ok(0)) => break Outcome::Ended,
+                Ok(Ok(n)) => {
+                    received += n as u64;
+                    if !rate.take(n) {
+                        break Outcome::Bad(format!("over the stream's limit of {max_bitrate} bit/s"));
+                    }
+                }
+                Ok(Err(err)) => break Outcome::Io(err),
+            },
+        }
+    };
+    let frames = session.frames;
+    drop(session);
+    match outcome {
+        Outcome::Ended if frames == 0 && received > 0 => {
+            warn!(stream = %name, %peer, bytes = received, "icecast source left without sending a single audio frame");
+        }
+        Outcome::Ended => info!(stream = %name, %peer, frames, "icecast source disconnected"),
+        Outcome::Shutdown => {
+            info!(stream = %name, %peer, frames, "closing icecast source: relay shutting down")
+        }
+        Outcome::Kicked => {
+            info!(stream = %name, %peer, frames, "icecast source removed by an admin request")
+        }
+        Outcome::Bad(reason) => {
+            relay.metrics.refused("bad_source_data");
+            warn!(stream = %name, %peer, frames, %reason, "closing icecast source");
+        }
+        Outcome::Io(err) => {
+            debug!(stream = %name, %peer, frames, %err, "icecast source connection failed")
+        }
+    }
+    let _ = timeout(std::time::Duration::from_secs(1), socket.shutdown()).await;
+    Ok(())
+}
+
+/// How a source session ended.
+enum Outcome {
+    Ended,
+    Shutdown,
+    Kicked,
+    Bad(String),
+    Io(std::io::Error),
+}
+
+/// A connected source's moving parts.
+struct Session<'a> {
+    source: &'a mut SourceHandle,
+    demux: Demuxer,
+    frames: u64,
+    /// Keeps the source listed in the Icecast status while it is on air.
+    registration: Option<super::Registration>,
+}
+
+impl Session<'_> {
+    fn apply(&mut self, event: Event) -> Result<(), SourceError> {
+        match event {
+            Event::Start(tracks) => self.source.start(tracks),
+            Event::Header(head) => {
+                let header = FrameHeader { flags: FLAG_HEADER, track: TRACK, pts: 0 };
+                self.source.frame(header, encode_frame(header, &head)).map(drop)
+            }
+            Event::Frame { pts, data } => {
+                self.frames += 1;
+                let header = FrameHeader { flags: FLAG_KEYFRAME, track: TRACK, pts };
+                self.source.frame(header, encode_frame(header, &data)).map(drop)
+            }
+            Event::Metadata(meta) => self.source.metadata(meta),
+        }
+    }
+}
+
+/// Answers 401 with a Basic challenge, without counting it as a refusal.
+async fn challenge(socket: &mut TcpStream, reason: &str) -> crate::Result<()> {
+    let response = Response::text(401, reason)
+        .with_header("Server", SERVER_ID)
+        .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
+    response.send(socket, false).await?;
+    linger(socket).await;
+    Ok(())
+}
+
+/// Refuses a source request: one log line, a metric, an answer that closes the connection.
+async fn refuse(
+    socket: &mut TcpStream,
+    relay: &Relay,
+    peer: SocketAddr,
+    path: &str,
+    status: u16,
+    reason: &str,
+) -> crate::Result<()> {
+    relay.metrics.refused(&status.to_string());
+    info!(%peer, %path, status, %reason, "icecast source refused");
+    let mut response = Response::text(status, reason).with_header("Server", SERVER_ID);
+    if status == 401 {
+        response = response.with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
+    }
+    response.send(socket, false).await?;
+    linger(socket).await;
+    Ok(())
+}
+
+/// Reads and drops what a refused source is still sending, briefly: closing a socket with
+/// unread data resets the connection, and the peer may lose our answer with it.
+async fn linger(socket: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let _ = timeout(LINGER, async {
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// How the request body is delimited.
+#[derive(Debug)]
+enum Framing {
+    /// Until the source closes (what Icecast sources do).
+    UntilClose,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked(Chunk),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+impl Framing {
+    fn of(request: &Request) -> Option<Self> {
+        if request.header_has_token("transfer-encoding", "chunked") {
+            return Some(Framing::Chunked(Chunk::Size));
+        }
+        match request.header("content-length") {
+            Some(len) => len.trim().parse().ok().map(Framing::Length),
+            None => Some(Framing::UntilClose),
+        }
+    }
+
+    /// Moves body bytes from `raw` to `body`; true once the body is complete.
+    fn decode(&mut self, raw: &mut BytesMut, body: &mut BytesMut) -> Result<bool, &'static str> {
+        match self {
+            Framing::UntilClose => {
+                if body.is_empty() {
+                    std::mem::swap(body, raw);
+                } else {
+                    body.extend_from_slice(raw);
+                    raw.clear();
+                }
+                Ok(false)
+            }
+            Framing::Length(left) => {
+                let n = raw.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                body.extend_from_slice(&raw[..n]);
+                raw.advance(n);
+                *left -= n as u64;
+                Ok(*left == 0)
+            }
+            Framing::Chunked(state) => loop {
+                match *state {
+                    Chunk::Size | Chunk::Trailer => {
+                        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+                            if raw.len() > MAX_CHUNK_LINE_BYTES {
+                                return Err("chunk size line too long");
+                            }
+                            return Ok(false);
+                        };
+                        if end > MAX_CHUNK_LINE_BYTES {
+                            return Err("chunk size line too long");
+                        }
+                        let line = raw.split_to(end + 2);
+                        let line = &line[..end];
+                        if *state == Chunk::Trailer {
+                            if line.is_empty() {
+                                *state = Chunk::Done;
+                            }
+                            continue;
+                        }
+                        let hex = line.split(|&b| b == b';').next().unwrap_or_default();
+                        let hex = std::str::from_utf8(hex).map_err(|_| "bad chunk size")?;
+                        let size =
+                            u64::from_str_radix(hex.trim(), 16).map_err(|_| "bad chunk size")?;
+                        *state = if size == 0 { Chunk::Trailer } else { Chunk::Data(size) };
+                    }
+                    Chunk::Data(left) => {
+                        if raw.is_empty() {
+                            return Ok(false);
+                        }
+                        let n = raw.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        body.extend_from_slice(&raw[..n]);
+                        raw.advance(n);
+                        *state = if left == n as u64 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left - n as u64)
+                        };
+                    }
+                    Chunk::DataEnd => {
+                        if raw.len() < 2 {
+                            return Ok(false);
+                        }
+                        if &raw[..2] != b"\r\n" {
+                            return Err("chunk not followed by CRLF");
+                        }
+                        raw.advance(2);
+                        *state = Chunk::Size;
+                    }
+                    Chunk::Done => {
+                        raw.clear();
+                        return Ok(true);
+                    }
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode_across_arbitrary_splits() {
+        let wire =
+            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for split in 1..wire.len() {
+            let mut framing = Framing::Chunked(Chunk::Size);
+            let (mut raw, mut body) = (BytesMut::new(), BytesMut::new());
+            let mut done = false;
+            for piece in wire.chunks(split) {
+                raw.extend_from_slice(piece);
+                done = framing.decode(&mut raw, &mut body).unwrap();
+            }
+            assert!(done, "split {split}");
+            assert_eq!(&body[..], b"helloabcdefghijklmnopqrstuvwxyz", "split {split}");
+        }
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut raw = BytesMut::from(&b"zz\r\n"[..]);
+        assert!(framing.decode(&mut raw, &mut BytesMut::new()).is_err());
+        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut raw = BytesMut::from(&vec![b'1'; 2000][..]);
+        assert!(framing.decode(&mut raw, &mut BytesMut::new()).is_err(), "unbounded size line");
+    }
+
+    #[test]
+    fn length_delimited_bodies_stop_at_the_length() {
+        let mut framing = Framing::Length(4);
+        let (mut raw, mut body) = (BytesMut::from(&b"abcdef"[..]), BytesMut::new());
+        assert!(framing.decode(&mut raw, &mut body).unwrap());
+        assert_eq!(&body[..], b"abcd");
+    }
+}

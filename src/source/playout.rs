@@ -1,0 +1,463 @@
+//! The playout engine: decodes and encodes the playlist on a dedicated thread and hands Opus
+//! packets and track metadata to async code over a bounded channel.
+//!
+//! Used by `onair push` and by the relay's in-process auto-DJ. The channel is the only buffer:
+//! when the consumer stops pulling (e.g. while disconnected) the thread blocks, so the playout
+//! pauses instead of dropping audio. Dropping the `Playout` stops the thread at its next packet.
+
+use std::path::PathBuf;
+use std::thread;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::decode::{bound_metadata, FileDecoder, PcmChunk, PcmReader, PcmSpec};
+use super::encode::{EncodedFrame, StreamEncoder, SAMPLE_RATE};
+use super::playlist::{Entry, Playlist};
+use super::PushError;
+use crate::protocol::{self, Codec, TrackKind};
+
+/// Outputs buffered between the playout thread and its consumer: 0.5 s of audio.
+pub const OUTPUT_CAPACITY: usize = 25;
+
+/// What to play and how to encode it.
+#[derive(Debug, Clone)]
+pub struct PlayoutConfig {
+    /// Files, folders, .m3u/.m3u8 playlists, or `-` for PCM on stdin.
+    pub inputs: Vec<PathBuf>,
+    /// Start over at the end (for ever).
+    pub looping: bool,
+    /// Random order, reshuffled on each pass.
+    pub shuffle: bool,
+    /// Opus bitrate in bits per second.
+    pub bitrate: u32,
+    /// Channels of the stream: 1 or 2.
+    pub channels: u8,
+    /// Layout of the PCM read from stdin (`-`).
+    pub pcm: PcmSpec,
+    /// Title and artist announced for stdin input.
+    pub stdin_metadata: protocol::Metadata,
+    /// Fixed shuffle seed (tests); `None` seeds from the clock.
+    pub seed: Option<u64>,
+}
+
+impl Default for PlayoutConfig {
+    /// No inputs, no loop, no shuffle, 128 kbit/s stereo.
+    fn default() -> Self {
+        PlayoutConfig {
+            inputs: Vec::new(),
+            looping: false,
+            shuffle: false,
+            bitrate: super::DEFAULT_STEREO_BITRATE,
+            channels: 2,
+            pcm: PcmSpec::default(),
+            stdin_metadata: protocol::Metadata::default(),
+            seed: None,
+        }
+    }
+}
+
+/// One item of the playout, in stream order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// One 20 ms Opus packet of track 0; `pts` grows by 20 000 µs per packet from 0.
+    Frame {
+        /// Presentation time in microseconds from the start of the stream.
+        pts: u64,
+        /// One Opus packet.
+        data: Bytes,
+    },
+    /// A new track starts; `pts` is set to that of its first packet, which follows.
+    Metadata(protocol::Metadata),
+}
+
+enum Message {
+    Output(Output),
+    Done,
+    Failed(PushError),
+}
+
+/// A running playout. Dropping it stops the playout thread.
+#[derive(Debug)]
+pub struct Playout {
+    rx: mpsc::Receiver<Message>,
+    header: Bytes,
+    channels: u8,
+    bitrate: u32,
+    error: Option<PushError>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Output(o) => o.fmt(f),
+            Message::Done => f.write_str("Done"),
+            Message::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Playout {
+    /// Checks the config, expands the inputs once and starts the playout thread.
+    ///
+    /// # Errors
+    /// `Usage` for bad settings or a missing input, `NoPlayableInput` when the inputs hold no
+    /// entries at all, `Encoder` when libopus refuses the settings.
+    pub fn spawn(cfg: PlayoutConfig) -> Result<Playout, PushError> {
+        if cfg.inputs.is_empty() {
+            return Err(PushError::Usage("no inputs given".into()));
+        }
+        if !(6_000..=510_000).contains(&cfg.bitrate) {
+            return Err(PushError::Usage(format!("bitrate {} is outside 6k..510k", cfg.bitrate)));
+        }
+        let stdin_count = cfg.inputs.iter().filter(|p| p.as_os_str() == "-").count();
+        if stdin_count > 0 && (cfg.inputs.len() > 1 || cfg.looping || cfg.shuffle) {
+            return Err(PushError::Usage(
+                "`-` (stdin) must be the only input, without --loop or --shuffle".into(),
+            ));
+        }
+        if stdin_count > 0 && !(1..=2).contains(&cfg.pcm.channels) {
+            return Err(PushError::Usage("stdin PCM must have 1 or 2 channels".into()));
+        }
+        let mut playlist = Playlist::new(cfg.inputs.clone(), cfg.shuffle, cfg.seed);
+        let first = playlist.next_pass()?;
+        if first.is_empty() {
+            return Err(PushError::NoPlayableInput(format!(
+                "no audio files in {}",
+                display_inputs(&cfg.inputs)
+            )));
+        }
+        let encoder = StreamEncoder::new(cfg.channels, cfg.bitrate)?;
+        let header = encoder.header();
+        let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
+        let (channels, bitrate) = (cfg.channels, cfg.bitrate);
+        let engine = Engine { cfg, playlist, encoder, tx };
+        thread::Builder::new()
+            .name("onair-playout".into())
+            .spawn(move || engine.run(first))
+            .map_err(|err| PushError::Fatal(format!("cannot start the playout thread: {err}")))?;
+        Ok(Playout { rx, header, channels, bitrate, error: None, done: false })
+    }
+
+    /// The one track of the stream: id 0, Opus audio at 48 kHz.
+    pub fn tracks(&self) -> Vec<protocol::Track> {
+        vec![protocol::Track {
+            id: 0,
+            kind: TrackKind::Audio,
+            codec: Codec::Opus,
+            sample_rate: Some(SAMPLE_RATE),
+            channels: Some(self.channels),
+            width: None,
+            height: None,
+            bitrate: Some(self.bitrate),
+        }]
+    }
+
+    /// The OpusHead payload, to send as the track's header frame.
+    pub fn header(&self) -> Bytes {
+        self.header.clone()
+    }
+
+    /// The next output as soon as it is encoded (not paced); `None` when a non-looping
+    /// playlist has ended or the playout failed (see `error`). Cancel safe.
+    pub async fn next(&mut self) -> Option<Output> {
+        if self.done {
+            return None;
+        }
+        match self.rx.recv().await {
+            Some(Message::Output(output)) => Some(output),
+            Some(Message::Done) => {
+                self.done = true;
+                None
+            }
+            Some(Message::Failed(err)) => {
+                self.done = true;
+                self.error = Some(err);
+                None
+            }
+            None => {
+                self.done = true;
+                self.error = Some(PushError::PlayoutDied);
+                None
+            }
+        }
+    }
+
+    /// Why the playout stopped early, once `next` has returned `None`; `None` if it simply
+    /// finished the playlist.
+    pub fn error(&self) -> Option<&PushError> {
+        self.error.as_ref()
+    }
+
+    /// Takes the error that stopped the playout, if any.
+    pub fn take_error(&mut self) -> Option<PushError> {
+        self.error.take()
+    }
+}
+
+fn display_inputs(inputs: &[PathBuf]) -> String {
+    inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The consumer went away: stop quietly.
+struct Stopped;
+
+/// The playout thread's state.
+struct Engine {
+    cfg: PlayoutConfig,
+    playlist: Playlist,
+    encoder: StreamEncoder,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Engine {
+    fn run(mut self, first: Vec<Entry>) {
+        let result = self.play_all(first);
+        let last = match result {
+            Ok(()) => Message::Done,
+            Err(Ok(Stopped)) => return,
+            Err(Err(err)) => Message::Failed(err),
+        };
+        let _ = self.tx.blocking_send(last);
+    }
+
+    /// `Err(Ok(Stopped))` when the consumer is gone, `Err(Err(_))` on a fatal error.
+    fn play_all(&mut self, first: Vec<Entry>) -> Result<(), Result<Stopped, PushError>> {
+        let mut pass = first;
+        loop {
+            let mut played = 0usize;
+            let mut failures = Vec::new();
+            for entry in &pass {
+                match self.play(entry)? {
+                    true => played += 1,
+                    false => failures.push(entry),
+                }
+            }
+            if played == 0 {
+                let what = match failures.as_slice() {
+                    [Entry::File { path, .. }] => {
+                        format!("{} could not be decoded", path.display())
+                    }
+                    _ => format!("none of the {} inputs could be decoded", failures.len()),
+                };
+                return Err(Err(PushError::NoPlayableInput(what)));
+            }
+            if !self.cfg.looping {
+                break;
+            }
+            pass = self.playlist.next_pass().map_err(Err)?;
+            if pass.is_empty() {
+                return Err(Err(PushError::NoPlayableInput(
+                    "the inputs no longer hold audio files".into(),
+                )));
+            }
+        }
+        let tail = self.encoder.finish().map_err(Err)?;
+        self.send_frames(tail)?;
+        Ok(())
+    }
+
+    /// Plays one entry; `Ok(false)` when it could not be opened (logged and skipped).
+    fn play(&mut self, entry: &Entry) -> Result<bool, Result<Stopped, PushError>> {
+        match entry {
+            Entry::File { path, title } => {
+                let mut file = match FileDecoder::open(path, title.as_deref()) {
+                    Ok(file) => file,
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), %err, "cannot decode; skipped");
+                        return Ok(false);
+                    }
+                };
+                tracing::debug!(path = %path.display(), "opened");
+                self.start_track(file.metadata().clone())?;
+                loop {
+                    match file.next_chunk() {
+                        Ok(Some(chunk)) => self.push(chunk)?,
+                        Ok(None) => break,
+                        Err(err) => {
+                            tracing::warn!(path = %path.display(), %err, "decoding stopped early");
+                            break;
+                        }
+                    }
+                }
+            }
+            Entry::Stdin => {
+                let mut meta = self.cfg.stdin_metadata.clone();
+                if meta.title.is_none() && meta.artist.is_none() {
+                    meta.title = Some("stdin".into());
+                }
+                self.start_track(meta)?;
+                let mut reader = PcmReader::new(std::io::stdin().lock(), self.cfg.pcm);
+                loop {
+                    match reader.next_chunk() {
+                        Ok(Some(chunk)) => self.push(chunk)?,
+                        Ok(None) => break,
+                        Err(err) => {
+                            tracing::warn!(%err, "reading stdin failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let tail = self.encoder.end_track().map_err(Err)?;
+        self.send_frames(tail)?;
+        Ok(true)
+    }
+
+    fn start_track(
+        &mut self,
+        mut meta: protocol::Metadata,
+    ) -> Result<(), Result<Stopped, PushError>> {
+        bound_metadata(&mut meta);
+        meta.pts = Some(self.encoder.next_pts());
+        tracing::debug!(title = %meta.display_title(), pts = meta.pts, "track opened");
+        self.send(Output::Metadata(meta))
+    }
+
+    fn push(&mut self, chunk: PcmChunk) -> Result<(), Result<Stopped, PushError>> {
+        let frames = self.encoder.push(chunk.rate, chunk.channels, &chunk.samples).map_err(Err)?;
+        self.send_frames(frames)
+    }
+
+    fn send_frames(&mut self, frames: Vec<EncodedFrame>) -> Result<(), Result<Stopped, PushError>> {
+        for EncodedFrame { pts, data } in frames {
+            self.send(Output::Frame { pts, data })?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, output: Output) -> Result<(), Result<Stopped, PushError>> {
+        self.tx.blocking_send(Message::Output(output)).map_err(|_| Ok(Stopped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::decode::tests::sample;
+    use crate::source::encode::{FRAME_DURATION_US, FRAME_SAMPLES};
+
+    /// Pulls everything: (metadata, frames).
+    pub(crate) async fn drain(
+        playout: &mut Playout,
+    ) -> (Vec<protocol::Metadata>, Vec<(u64, Bytes)>) {
+        let (mut metas, mut frames) = (Vec::new(), Vec::new());
+        while let Some(output) = playout.next().await {
+            match output {
+                Output::Frame { pts, data } => frames.push((pts, data)),
+                Output::Metadata(meta) => {
+                    assert_eq!(meta.pts, Some(frames.len() as u64 * FRAME_DURATION_US));
+                    metas.push(meta);
+                }
+            }
+        }
+        (metas, frames)
+    }
+
+    fn config(inputs: &[&str]) -> PlayoutConfig {
+        PlayoutConfig { inputs: inputs.iter().map(|n| sample(n)).collect(), ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn each_format_encodes_to_its_duration_in_20ms_frames() {
+        for (name, seconds) in [
+            ("station-id.wav", 3.266_757),
+            ("tone-440.flac", 4.0),
+            ("sweep.mp3", 4.0),
+            ("music.ogg", 9.0),
+            ("tone-1k.m4a", 2.0),
+        ] {
+            let mut playout = Playout::spawn(config(&[name])).unwrap();
+            let (metas, frames) = drain(&mut playout).await;
+            assert!(playout.error().is_none(), "{name}: {:?}", playout.error());
+            assert_eq!(metas.len(), 1);
+            // The audio plus the encoder's lookahead, the last packet padded with silence.
+            let head = playout.header();
+            let pre_skip = f64::from(u16::from_le_bytes([head[10], head[11]]));
+            let want = ((seconds * 48_000.0_f64).round() + pre_skip) / FRAME_SAMPLES as f64;
+            assert_eq!(frames.len(), want.ceil() as usize, "{name}: want {want} frames");
+            for (i, (pts, data)) in frames.iter().enumerate() {
+                assert_eq!(*pts, i as u64 * FRAME_DURATION_US, "{name}");
+                assert_eq!(opus::packet::get_nb_samples(data, 48_000).unwrap(), FRAME_SAMPLES);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn undecodable_files_are_skipped_and_the_playlist_goes_on() {
+        let mut playout =
+            Playout::spawn(config(&["broken.mp3", "tone-1k.m4a", "broken.mp3", "station-id.wav"]))
+                .unwrap();
+        let (metas, frames) = drain(&mut playout).await;
+        assert!(playout.error().is_none());
+        let titles: Vec<_> = metas.iter().map(|m| m.title.clone().unwrap()).collect();
+        assert_eq!(titles, ["Tone 1 kHz", "Station ID"]);
+        // 2 s + 3.267 s + the encoder's lookahead, the last packet padded.
+        assert_eq!(frames.len(), 264);
+    }
+
+    #[tokio::test]
+    async fn all_inputs_undecodable_is_an_error_not_a_spin() {
+        let mut cfg = config(&["broken.mp3", "broken.mp3"]);
+        cfg.looping = true;
+        let mut playout = Playout::spawn(cfg).unwrap();
+        let (metas, frames) = drain(&mut playout).await;
+        assert!(metas.is_empty() && frames.is_empty());
+        let err = playout.take_error().unwrap();
+        assert!(matches!(err, PushError::NoPlayableInput(_)), "{err}");
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[tokio::test]
+    async fn looping_replays_the_playlist_with_continuous_pts() {
+        let mut cfg = config(&["tone-440.flac"]);
+        cfg.looping = true;
+        let mut playout = Playout::spawn(cfg).unwrap();
+        let mut starts = Vec::new();
+        let mut next_pts = 0;
+        while starts.len() < 3 {
+            match playout.next().await.unwrap() {
+                Output::Metadata(meta) => starts.push(meta.pts.unwrap()),
+                Output::Frame { pts, .. } => {
+                    assert_eq!(pts, next_pts);
+                    next_pts += FRAME_DURATION_US;
+                }
+            }
+        }
+        // Exactly 4 s (200 frames) per pass.
+        assert_eq!(starts, [0, 4_000_000, 8_000_000]);
+    }
+
+    #[test]
+    fn playouts_can_move_into_spawned_tasks() {
+        fn is_send<T: Send>(_: &T) {}
+        let mut playout = Playout::spawn(config(&["tone-1k.m4a"])).unwrap();
+        is_send(&playout.next());
+        let mut paced = crate::source::Paced::new(playout, false);
+        is_send(&paced.next());
+        let task = async move { paced.next().await.is_some() };
+        is_send(&task);
+    }
+
+    #[test]
+    fn stdin_must_be_the_only_input() {
+        let cfg =
+            PlayoutConfig { inputs: vec!["-".into(), sample("tone-1k.m4a")], ..Default::default() };
+        assert_eq!(Playout::spawn(cfg).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn tracks_declare_one_opus_track() {
+        let mut cfg = config(&["tone-1k.m4a"]);
+        cfg.channels = 1;
+        cfg.bitrate = 64_000;
+        let playout = Playout::spawn(cfg).unwrap();
+        let tracks = playout.tracks();
+        assert_eq!(tracks.len(), 1);
+        assert_eq!((tracks[0].id, tracks[0].codec, tracks[0].channels), (0, Codec::Opus, Some(1)));
+        assert_eq!(tracks[0].bitrate, Some(64_000));
+        assert_eq!(playout.header()[9], 1);
+    }
+}

@@ -1,0 +1,544 @@
+//! The WebSocket client of `onair push`: connects to `/ingest/{stream}`, sends `start`, the
+//! OpusHead header frame, then paced frames and metadata, and reconnects when the relay goes away.
+//!
+//! The only async network code of the source client. Transient failures (refused connection,
+//! 409, 503, 5xx, a drop mid-stream) are retried with capped, jittered exponential backoff while
+//! the playout waits; permanent ones (401, 404, protocol errors) end the push with a `PushError`.
+//! An output whose send failed is kept and sent first on the next connection.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
+use tokio_tungstenite::tungstenite::http::uri::{InvalidUri, Uri};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::pace::Pacer;
+use super::playout::{Output, Playout};
+use super::status::{ConnState, Status};
+use super::PushError;
+use crate::protocol::{self, FrameHeader, SourceMessage, FLAG_HEADER, FLAG_KEYFRAME};
+
+/// First reconnect delay.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest reconnect delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A connection that stayed up this long resets the backoff (one refused at once does not).
+const STABLE_CONNECTION: Duration = Duration::from_secs(2);
+/// How often the status line's retry countdown is updated.
+const COUNTDOWN_STEP: Duration = Duration::from_millis(500);
+/// Time allowed for TCP connect plus the WebSocket handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A relay that does not take a message for this long is considered gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for the closing handshake at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest part of a refusal body quoted in an error.
+const MAX_BODY_CHARS: usize = 200;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where to push: the ingest URL and the key.
+#[derive(Clone)]
+pub struct Target {
+    /// `ws://` or `wss://` URL, as given (with any `?key=`).
+    url: String,
+    /// The URL without userinfo or a `key` query parameter, for messages and logs.
+    display: String,
+    key: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target").field("url", &self.display).finish_non_exhaustive()
+    }
+}
+
+impl Target {
+    /// Parses `--to`: `ws://`, `wss://`, or `http(s)://` mapped to them; the path must be
+    /// `/ingest/{stream}`.
+    ///
+    /// # Errors
+    /// `Usage` with an example of a valid URL.
+    pub fn parse(to: &str, key: Option<String>) -> Result<Self, PushError> {
+        let usage = |why: &str| {
+            PushError::Usage(format!("--to {to}: {why} (expected ws://HOST:PORT/ingest/STREAM)"))
+        };
+        let uri: Uri = to.parse().map_err(|err: InvalidUri| usage(&err.to_string()))?;
+        let scheme = match uri.scheme_str() {
+            Some("ws" | "http") => "ws",
+            Some("wss" | "https") => "wss",
+            Some(_) => return Err(usage("the scheme must be ws, wss, http or https")),
+            None => return Err(usage("not a URL")),
+        };
+        let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else {
+            return Err(usage("no host"));
+        };
+        let path = uri.path();
+        let segments: Vec<&str> = path.split('/').collect();
+        let names_stream = segments
+            .iter()
+            .position(|s| *s == "ingest")
+            .is_some_and(|i| segments.get(i + 1).is_some_and(|name| !name.is_empty()));
+        if !names_stream {
+            return Err(usage("the path must name a stream"));
+        }
+        if let Some(key) = &key {
+            if key.is_empty() || HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+                return Err(PushError::Usage("--key must be non-empty printable text".into()));
+            }
+        }
+        let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let url = format!("{scheme}://{authority}{path}{query}");
+        let host = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        };
+        let kept = uri.query().map(|q| {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != "key"))
+                .finish()
+        });
+        let display = match kept.filter(|q| !q.is_empty()) {
+            Some(q) => format!("{scheme}://{host}{path}?{q}"),
+            None => format!("{scheme}://{host}{path}"),
+        };
+        Ok(Target { url, display, key })
+    }
+
+    /// The URL without any `key` query parameter, for messages and logs.
+    pub fn display(&self) -> String {
+        self.display.clone()
+    }
+
+    fn request(&self) -> Result<tungstenite::handshake::client::Request, PushError> {
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|err| PushError::Usage(format!("--to {}: {err}", self.display)))?;
+        if let Some(key) = &self.key {
+            let value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| PushError::Usage("--key must be printable text".into()))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(request)
+    }
+}
+
+/// Capped exponential backoff with ±25 % jitter, so many sources do not reconnect in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    /// Starts at `MIN_BACKOFF`.
+    pub fn new(seed: u64) -> Self {
+        Backoff { next: MIN_BACKOFF, rng: seed | 1 }
+    }
+
+    /// The delay before the next attempt; doubles each call up to `MAX_BACKOFF`.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let factor = 0.75 + (self.rng % 1000) as f64 / 2000.0;
+        base.mul_f64(factor).min(MAX_BACKOFF)
+    }
+
+    /// Back to `MIN_BACKOFF`, after a connection that worked.
+    pub fn reset(&mut self) {
+        self.next = MIN_BACKOFF;
+    }
+}
+
+/// Why a connection attempt or session ended.
+enum Failure {
+    /// Worth retrying after a backoff.
+    Retry(String),
+    /// Retrying cannot help.
+    Fatal(PushError),
+}
+
+/// How a session ended without failure.
+enum End {
+    Finished,
+    Shutdown,
+}
+
+/// What carries over from one connection to the next.
+struct Session {
+    playout: Playout,
+    pacer: Pacer,
+    /// Pulled from the playout but not yet sent.
+    pending: Option<Output>,
+    /// The current track's metadata, re-sent after a reconnect.
+    metadata: Option<protocol::Metadata>,
+    next_pts: u64,
+    status: Status,
+}
+
+/// Pushes `playout` to `target` until the playlist ends, `shutdown` completes or a permanent
+/// error occurs.
+///
+/// # Errors
+/// The permanent `PushError`s: `Unauthorized`, `UnknownStream`, `Refused`, `Closed`, and
+/// playout errors such as `NoPlayableInput`.
+pub(crate) async fn publish(
+    playout: Playout,
+    target: &Target,
+    fast: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PushError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.subsec_nanos().into());
+    let mut backoff = Backoff::new(seed);
+    let mut session = Session {
+        playout,
+        pacer: Pacer::new(fast),
+        pending: None,
+        metadata: None,
+        next_pts: 0,
+        status: Status::new(),
+    };
+    let url = target.display();
+    // Connect only once there is something to send: a playlist that cannot be decoded at all
+    // fails without ever putting the stream on air.
+    let first = tokio::select! {
+        biased;
+        () = shutdown.as_mut() => return Ok(()),
+        first = session.playout.next() => first,
+    };
+    match first {
+        Some(output) => session.pending = Some(output),
+        None => return session.playout.take_error().map_or(Ok(()), Err),
+    }
+    loop {
+        session.status.state(ConnState::Connecting);
+        let attempt = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => return Ok(()),
+            attempt = connect(target) => attempt,
+        };
+        let failure = match attempt {
+            Ok(mut ws) => {
+                tracing::info!(%url, "connected to the relay");
+                session.status.state(ConnState::Live);
+                let connected_at = Instant::now();
+                let result = session.serve(&mut ws, shutdown.as_mut()).await;
+                if connected_at.elapsed() >= STABLE_CONNECTION {
+                    backoff.reset();
+                }
+                match result {
+                    Ok(end) => {
+                        let reason = match end {
+                            End::Finished => "playlist finished",
+                            End::Shutdown => "source stopped",
+                        };
+                        close(&mut ws, reason).await;
+                        tracing::info!(%url, reason, "disconnected");
+                        return Ok(());
+                    }
+                    Err(failure) => failure,
+                }
+            }
+            Err(failure) => failure,
+        };
+        match failure {
+            Failure::Fatal(err) => return Err(err),
+            Failure::Retry(why) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%url, err = %why, retry_in_ms = delay.as_millis() as u64, "relay unavailable; will retry");
+                let retry_at = Instant::now() + delay;
+                loop {
+                    let left = retry_at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    session.status.state(ConnState::Retrying(left));
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => return Ok(()),
+                        () = sleep(left.min(COUNTDOWN_STEP)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connect(target: &Target) -> Result<Ws, Failure> {
+    let request = target.request().map_err(Failure::Fatal)?;
+    match timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(request, None, true),
+    )
+    .await
+    {
+        Err(_) => Err(Failure::Retry("connecting timed out".into())),
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(err)) => Err(classify_connect_error(err, target)),
+    }
+}
+
+/// Maps a failed connection or upgrade to retry or a permanent error.
+fn classify_connect_error(err: tungstenite::Error, target: &Target) -> Failure {
+    match err {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().chars().take(MAX_BODY_CHARS).collect())
+                .unwrap_or_default();
+            let url = target.display();
+            match status {
+                401 => Failure::Fatal(PushError::Unauthorized { url, body }),
+                404 => Failure::Fatal(PushError::UnknownStream { url, body }),
+                408 | 409 | 425 | 429 | 500..=599 => {
+                    Failure::Retry(format!("refused with {status}: {body}"))
+                }
+                _ => Failure::Fatal(PushError::Refused { status, body }),
+            }
+        }
+        tungstenite::Error::Url(err) => Failure::Fatal(PushError::Fatal(format!(
+            "cannot connect to {}: {err}",
+            target.display()
+        ))),
+        other => Failure::Retry(other.to_string()),
+    }
+}
+
+/// Maps the relay's close frame to retry or a permanent error.
+fn classify_close(frame: Option<CloseFrame>) -> Failure {
+    let Some(frame) = frame else {
+        return Failure::Retry("the relay closed the connection".into());
+    };
+    let code = u16::from(frame.code);
+    let reason = frame.reason.to_string();
+    use protocol::close;
+    match code {
+        // Our messages were refused: sending them again would be refused again.
+        close::TOO_BIG
+        | close::BAD_START
+        | close::NOT_STARTED
+        | close::TRUNCATED_FRAME
+        | close::RESERVED_FLAGS
+        | close::UNKNOWN_TRACK
+        | close::BAD_MESSAGE
+        | close::KICKED => Failure::Fatal(PushError::Closed { code, reason }),
+        _ => Failure::Retry(format!("closed by the relay with {code}: {reason}")),
+    }
+}
+
+async fn close(ws: &mut Ws, reason: &str) {
+    let frame = CloseFrame { code: CloseCode::Normal, reason: reason.into() };
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        if ws.close(Some(frame)).await.is_ok() {
+            // Wait for the relay's close reply so the last frames are surely delivered.
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+async fn send(ws: &mut Ws, message: Message) -> Result<(), Failure> {
+    match timeout(SEND_TIMEOUT, ws.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(Failure::Retry(format!("sending failed: {err}"))),
+        Err(_) => Err(Failure::Retry("the relay stopped reading".into())),
+    }
+}
+
+impl Session {
+    /// One connection: announce, then stream until the end, shutdown or a failure.
+    async fn serve(
+        &mut self,
+        ws: &mut Ws,
+        mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<End, Failure> {
+        let start = SourceMessage::Start { tracks: self.playout.tracks() };
+        send(ws, Message::text(protocol::encode_source_message(&start))).await?;
+        // NOTE: the header frame carries FLAG_HEADER only: OpusHead is configuration, not audio
+        // a listener could start decoding at.
+        let header = FrameHeader { flags: FLAG_HEADER, track: 0, pts: self.next_pts };
+        send(ws, Message::Binary(protocol::encode_frame(header, &self.playout.header()))).await?;
+        if let Some(meta) = &self.metadata {
+            let text = protocol::encode_source_message(&SourceMessage::Metadata(meta.clone()));
+            send(ws, Message::text(text)).await?;
+        }
+        self.pacer.reanchor();
+        loop {
+            if self.pending.is_none() {
+                let next = tokio::select! {
+                    biased;
+                    () = shutdown.as_mut() => return Ok(End::Shutdown),
+                    msg = ws.next() => {
+                        incoming(ws, msg).await?;
+                        continue;
+                    }
+                    next = self.playout.next() => next,
+                };
+                match next {
+                    Some(output) => self.pending = Some(output),
+                    None => {
+                        return match self.playout.take_error() {
+                            Some(err) => Err(Failure::Fatal(err)),
+                            None => Ok(End::Finished),
+                        };
+                    }
+                }
+            }
+            if let Some(Output::Frame { pts, .. }) = &self.pending {
+                if let Some(due) = self.pacer.deadline(*pts) {
+                    tokio::select! {
+                        biased;
+                        () = shutdown.as_mut() => return Ok(End::Shutdown),
+                        msg = ws.next() => {
+                            incoming(ws, msg).await?;
+                            continue;
+                        }
+                        () = sleep_until(due) => {}
+                    }
+                }
+            }
+            let Some(output) = &self.pending else { continue };
+            match output {
+                Output::Frame { pts, data } => {
+                    let header = FrameHeader { flags: FLAG_KEYFRAME, track: 0, pts: *pts };
+                    send(ws, Message::Binary(protocol::encode_frame(header, data))).await?;
+                    self.next_pts = pts + super::FRAME_DURATION_US;
+                    self.status.frame(*pts, data.len());
+                }
+                Output::Metadata(meta) => {
+                    let text =
+                        protocol::encode_source_message(&SourceMessage::Metadata(meta.clone()));
+                    send(ws, Message::text(text)).await?;
+                    tracing::info!(title = %meta.display_title(), pts = meta.pts, "now playing");
+                    self.status.track(meta);
+                    self.metadata = Some(meta.clone());
+                }
+            }
+            self.pending = None;
+        }
+    }
+}
+
+/// Handles a message from the relay while streaming.
+async fn incoming(
+    ws: &mut Ws,
+    msg: Option<Result<Message, tungstenite::Error>>,
+) -> Result<(), Failure> {
+    match msg {
+        None => Err(Failure::Retry("the relay closed the connection".into())),
+        Some(Err(err)) => Err(Failure::Retry(err.to_string())),
+        Some(Ok(Message::Close(frame))) => Err(classify_close(frame)),
+        // tungstenite queued the pong; flush it now, as the source may be idle (stdin).
+        Some(Ok(Message::Ping(_))) => match timeout(SEND_TIMEOUT, ws.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Failure::Retry(err.to_string())),
+            Err(_) => Err(Failure::Retry("the relay stopped reading".into())),
+        },
+        Some(Ok(_)) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::http::Response;
+
+    #[test]
+    fn urls_are_mapped_to_websocket_schemes() {
+        let t = Target::parse("http://127.0.0.1:8000/ingest/radio", None).unwrap();
+        assert_eq!(t.url, "ws://127.0.0.1:8000/ingest/radio");
+        let t = Target::parse("https://relay.example/ingest/radio?key=s3cret&x=1", None).unwrap();
+        assert!(t.url.starts_with("wss://"), "{}", t.url);
+        assert_eq!(t.display(), "wss://relay.example/ingest/radio?x=1", "the key is never shown");
+        let t = Target::parse("ws://h:1/base/ingest/talk", Some("k".into())).unwrap();
+        assert_eq!(t.request().unwrap().headers()[AUTHORIZATION], "Bearer k");
+    }
+
+    #[test]
+    fn urls_without_a_stream_are_usage_errors() {
+        for bad in [
+            "ws://h:1/listen/radio",
+            "ws://h:1/ingest/",
+            "ftp://h/ingest/a",
+            "radio",
+            "ws:///ingest/a",
+        ] {
+            let err = Target::parse(bad, None).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+        }
+        let err = Target::parse("ws://h/ingest/a", Some("bad\nkey".into())).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    fn refused(status: u16) -> Failure {
+        let response = Response::builder().status(status).body(Some(b"why\n".to_vec())).unwrap();
+        let target = Target::parse("ws://h/ingest/a?key=x", None).unwrap();
+        classify_connect_error(tungstenite::Error::Http(Box::new(response)), &target)
+    }
+
+    #[test]
+    fn refusals_map_to_exit_codes_or_retries() {
+        let Failure::Fatal(err) = refused(401) else { panic!("401 is permanent") };
+        assert_eq!(err.exit_code(), 3);
+        assert_eq!(err.to_string(), "the relay refused the key for ws://h/ingest/a (401): why");
+        let Failure::Fatal(err) = refused(404) else { panic!("404 is permanent") };
+        assert_eq!(err.exit_code(), 4);
+        let Failure::Fatal(err) = refused(403) else { panic!("403 is permanent") };
+        assert_eq!(err.exit_code(), 1);
+        for status in [409, 503, 500, 502] {
+            assert!(matches!(refused(status), Failure::Retry(_)), "{status}");
+        }
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let target = Target::parse("ws://h/ingest/a", None).unwrap();
+        assert!(matches!(classify_connect_error(io.into(), &target), Failure::Retry(_)));
+    }
+
+    #[test]
+    fn close_codes_map_to_retry_or_fatal() {
+        let frame =
+            |code: u16| Some(CloseFrame { code: CloseCode::from(code), reason: "r".into() });
+        assert!(matches!(classify_close(frame(1001)), Failure::Retry(_)));
+        assert!(matches!(classify_close(frame(4009)), Failure::Retry(_)));
+        assert!(matches!(classify_close(frame(4006)), Failure::Retry(_)));
+        assert!(matches!(classify_close(None), Failure::Retry(_)));
+        assert!(matches!(
+            classify_close(frame(4000)),
+            Failure::Fatal(PushError::Closed { code: 4000, .. })
+        ));
+        assert!(matches!(classify_close(frame(4010)), Failure::Fatal(_)));
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut backoff = Backoff::new(7);
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
+        for (i, delay) in delays.iter().enumerate() {
+            let base = (MIN_BACKOFF * 2u32.pow(i as u32)).min(MAX_BACKOFF);
+            assert!(
+                *delay >= base.mul_f64(0.75) && *delay <= base.mul_f64(1.25).min(MAX_BACKOFF),
+                "{i}: {delay:?}"
+            );
+        }
+        assert!(delays[9] >= MAX_BACKOFF.mul_f64(0.75));
+        backoff.reset();
+        assert!(backoff.next_delay() <= MIN_BACKOFF.mul_f64(1.25));
+    }
+}

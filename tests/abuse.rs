@@ -1,0 +1,79 @@
+//! One bad peer cannot take a station off the air: per-address limits, ingest bitrate cap,
+//! half-open (slowloris) connections.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use onair::protocol::close;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn connections_per_address_are_limited() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.max_connections_per_ip = 3;
+    config.ip_limit_exempt = Vec::new();
+    let relay = TestRelay::start_with(config).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(listener(&relay, "radio").await);
+    }
+    assert_eq!(http_get(&relay, "/healthz").await.0, 503, "a fourth from the same address");
+    let (mut first, _) = held.remove(0);
+    first.close(None).await.unwrap();
+    let _ = close_code(&mut first).await;
+    // The freed place is reusable once the relay has seen the close.
+    within(async {
+        while http_get(&relay, "/healthz").await.0 != 200 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_source_over_its_bitrate_cap_is_closed_with_4006() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.streams[0].max_ingest_bitrate = 80_000; // 10 kB/s, 20 kB burst
+    let relay = TestRelay::start_with(config).await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    for i in 0..40 {
+        if src.send(Message::binary(frame(i, &[0u8; 1000]))).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut src).await, close::RATE_LIMITED);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn half_open_connections_do_not_keep_real_listeners_out() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.handshake_timeout = Duration::from_millis(500);
+    config.max_connections = 400;
+    let relay = TestRelay::start_with(config).await;
+    // 300 slowloris peers: each sends half a request head and then nothing.
+    let mut half_open = Vec::new();
+    for _ in 0..300 {
+        let mut tcp = within(tokio::net::TcpStream::connect(relay.addr)).await.unwrap();
+        tcp.write_all(b"GET /listen/radio HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        half_open.push(tcp);
+    }
+    let (mut ws, _) = listener(&relay, "radio").await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    src.send(Message::binary(frame(0, b"heard"))).await.unwrap();
+    assert_eq!(next_event(&mut ws).await["state"], "online");
+    assert_eq!(next_frame(&mut ws).await, frame(0, b"heard"));
+    // Each half-open peer is answered 408 and closed after the handshake timeout.
+    for tcp in &mut half_open {
+        let mut answer = String::new();
+        within(tcp.read_to_string(&mut answer)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    relay.shutdown().await;
+}

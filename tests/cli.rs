@@ -1,0 +1,117 @@
+//! The `onair` binary as a user runs it: config errors, startup, signals.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ONAIR: &str = env!("CARGO_BIN_EXE_onair");
+
+/// Kills the child if the test fails before it exits.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("onair-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn config_errors_name_file_and_line_and_exit_non_zero() {
+    let path =
+        temp_config("bad", "listen = \"127.0.0.1:0\"\n[[streams]]\nname = \"radio\"\nkey = \"\"\n");
+    let out = Command::new(ONAIR).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4:7: stream `radio`: key is empty", path.display())),
+        "{stderr}"
+    );
+
+    let out = Command::new(ONAIR)
+        .args(["serve", "--config", "/nonexistent/onair.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/onair.toml: cannot read"));
+}
+
+#[test]
+fn keygen_prints_a_url_safe_key() {
+    let out = Command::new(ONAIR).arg("keygen").output().unwrap();
+    let key = String::from_utf8(out.stdout).unwrap();
+    let key = key.trim();
+    assert_eq!(key.len(), 32);
+    assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{key}");
+}
+
+#[test]
+fn serve_logs_how_to_broadcast_and_exits_zero_on_sigterm() {
+    let child = Command::new(ONAIR)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut addr = None;
+    let mut how_to = None;
+    while addr.is_none() || how_to.is_none() {
+        let line = lines.recv_timeout(Duration::from_secs(10)).expect("relay logs its address");
+        if line.contains("listening") {
+            addr = line.split("addr=").nth(1).map(|a| a.trim().to_owned());
+        }
+        if line.contains("onair push --to ws://") {
+            how_to = Some(line);
+        }
+    }
+    let addr = addr.unwrap();
+    assert!(how_to.unwrap().contains(&format!("ws://{addr}/ingest/demo --key ")));
+
+    // A listener is connected when the signal comes: it is closed with 1001, the relay exits 0.
+    let mut ws = tungstenite_connect(&addr);
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let code = loop {
+        match ws.read() {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                break frame.map(|f| u16::from(f.code))
+            }
+            Ok(_) => continue,
+            Err(err) => panic!("no close frame: {err}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "relay did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tungstenite_connect(
+    addr: &str,
+) -> tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream> {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let url = format!("ws://{addr}/listen/demo");
+    let (ws, _) = tokio_tungstenite::tungstenite::client(url, tcp).unwrap();
+    ws
+}

@@ -1,0 +1,205 @@
+//! `wss://` and `https://` with a self-signed certificate, reloaded without dropping listeners.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use onair::config::TlsConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+
+fn make_cert(dir: &Path) {
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl makes a self-signed certificate");
+}
+
+fn cert_der(dir: &Path) -> CertificateDer<'static> {
+    CertificateDer::from_pem_file(dir.join("cert.pem")).unwrap()
+}
+
+/// A client that trusts exactly these certificates.
+fn connector(certs: &[CertificateDer<'static>]) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
+    let dir = std::env::temp_dir().join(format!("onair-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_cert(&dir);
+    let first_cert = cert_der(&dir);
+
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
+    let mut config = config(&[("radio", "SECRET")]);
+    let tls_config =
+        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    config.tls = Some(tls_config.clone());
+    let relay = onair::server::Relay::new(config);
+    let terminator = onair::tls::Terminator::new(tls_config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tls_task = tokio::spawn(onair::tls::run(
+        tls_listener,
+        plain_addr,
+        Arc::clone(&terminator),
+        Arc::clone(&relay),
+        stop.clone().cancelled_owned(),
+    ));
+    let server =
+        tokio::spawn(onair::server::run_relay(plain, relay, stop.clone().cancelled_owned()));
+    let test_relay_addr = plain_addr;
+
+    // https: GET /healthz through TLS.
+    let tls = connector(std::slice::from_ref(&first_cert));
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut https = within(tls.connect(name.clone(), TcpStream::connect(tls_addr).await.unwrap()))
+        .await
+        .unwrap();
+    https.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    within(https.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"), "{answer}");
+
+    // wss: a listener through TLS hears a frame from a plain source.
+    let stream = within(tls.connect(name.clone(), TcpStream::connect(tls_addr).await.unwrap()))
+        .await
+        .unwrap();
+    let (mut wss, _) =
+        within(tokio_tungstenite::client_async("wss://localhost/listen/radio", stream))
+            .await
+            .unwrap();
+    let hello = within(wss.next()).await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("\"type\":\"hello\""));
+    let (mut src, _) =
+        tokio_tungstenite::connect_async(format!("ws://{test_relay_addr}/ingest/radio?key=SECRET"))
+            .await
+            .unwrap();
+    src.send(Message::text(OPUS_START)).await.unwrap();
+    src.send(Message::binary(frame(0, b"over tls"))).await.unwrap();
+    let mut next_binary = async || loop {
+        match within(wss.next()).await.unwrap().unwrap() {
+            Message::Binary(data) => return data.to_vec(),
+            _ => continue,
+        }
+    };
+    assert_eq!(next_binary().await, frame(0, b"over tls"));
+
+    // A new certificate: new connections get it, the connected listener carries on.
+    make_cert(&dir);
+    let second_cert = cert_der(&dir);
+    assert_ne!(first_cert, second_cert);
+    terminator.reload().unwrap();
+    let both = connector(&[first_cert.clone(), second_cert.clone()]);
+    let fresh =
+        within(both.connect(name, TcpStream::connect(tls_addr).await.unwrap())).await.unwrap();
+    assert_eq!(fresh.get_ref().1.peer_certificates().unwrap()[0], second_cert);
+    src.send(Message::binary(frame(1, b"after reload"))).await.unwrap();
+    assert_eq!(next_binary().await, frame(1, b"after reload"));
+
+    // A broken certificate file is refused and the working one stays.
+    std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+    assert!(terminator.reload().is_err());
+
+    stop.cancel();
+    within(server).await.unwrap().unwrap();
+    within(tls_task).await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn onair_push_broadcasts_over_wss() {
+    let dir = std::env::temp_dir().join(format!("onair-tls-push-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_cert(&dir);
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
+    let tls_config =
+        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let relay = onair::server::Relay::new(config(&[("radio", "SECRET")]));
+    let terminator = onair::tls::Terminator::new(tls_config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tls_task = tokio::spawn(onair::tls::run(
+        tls_listener,
+        plain_addr,
+        terminator,
+        Arc::clone(&relay),
+        stop.clone().cancelled_owned(),
+    ));
+    let server =
+        tokio::spawn(onair::server::run_relay(plain, relay, stop.clone().cancelled_owned()));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{plain_addr}/listen/radio")).await.unwrap();
+
+    // The client trusts the self-signed certificate through SSL_CERT_FILE, as a user would.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tone-1k.m4a");
+    let push = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["push", "--fast", "--key", "SECRET", "--to"])
+        .arg(format!("wss://localhost:{}/ingest/radio", tls_addr.port()))
+        .arg(&sample)
+        .env("SSL_CERT_FILE", dir.join("cert.pem"))
+        .kill_on_drop(true)
+        .output();
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), push).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut frames = 0;
+    while frames < 100 {
+        if let Message::Binary(_) = within(ws.next()).await.unwrap().unwrap() {
+            frames += 1;
+        }
+    }
+    stop.cancel();
+    within(server).await.unwrap().unwrap();
+    within(tls_task).await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

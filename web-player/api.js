@@ -1,0 +1,55 @@
+// The relay's HTTP API as the pages use it, plus small formatting helpers they share.
+
+/**
+ * One entry of `GET /api/streams`.
+ * @typedef {{name: string, live: boolean, tracks: object[], listeners: number, bitrate_bps: number,
+ *   frames_in: number, frames_out: number, frames_skipped: number, bytes_in: number,
+ *   bytes_out: number, uptime_s: number, metadata: object|null}} StreamInfo
+ */
+
+/**
+ * Fetches the relay's stream list.
+ * @returns {Promise<StreamInfo[]>}
+ * @throws {Error} when the relay cannot be reached or answers with an error
+ */
+export async function fetchStreams() {
+  const res = await fetch('api/streams', { cache: 'no-store' });
+  if (!res.ok) throw new Error(`the relay answered ${res.status}`);
+  const body = await res.json();
+  return Array.isArray(body.streams) ? body.streams : [];
+}
+
+/**
+ * "128 kbit/s", "1.2 Mbit/s".
+ * @param {number} bps
+ * @returns {string}
+ */
+export function formatBitrate(bps) {
+  if (!Number.isFinite(bps) || bps <= 0) return '–';
+  if (bps >= 1e6) return `${(bps / 1e6).toFixed(1)} Mbit/s`;
+  return `${Math.round(bps / 1000)} kbit/s`;
+}
+
+/**
+ * A WebSocket URL on this page's host, e.g. `wsUrl('/listen/radio')`.
+ * @param {string} path absolute path on the relay
+ * @returns {string}
+ */
+export function wsUrl(path) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}${path}`;
+}
+
+/**
+ * Sets a level bar (an element with role="meter" wrapping a bar element) from a 0..1 peak, on
+ * a dB scale so quiet speech still moves it.
+ * @param {HTMLElement} meter
+ * @param {number} peak
+ */
+export function showLevel(meter, peak) {
+  const db = 20 * Math.log10(Math.max(peak, 1e-5));
+  const fill = Math.max(0, Math.min(1, (db + 60) / 60));
+  meter.style.setProperty('--level', fill.toFixed(3));
+  meter.setAttribute('aria-valuenow', String(Math.round(fill * 100)));
+  meter.classList.toggle('hot', db > -3);
+}

@@ -1,0 +1,190 @@
+// The listener page (index.html): the stream list, the player deck and its controls.
+// URL parameters: `?stream=NAME` picks a stream, `?decoder=wasm|webcodecs` forces a decoder,
+// `&expires=…&sig=…` carries a signed link to a private stream, `?output=element|direct`
+// picks the audio path (default: through an <audio> element on touch screens).
+
+import { Player } from './player.js';
+import { fetchStreams, formatBitrate, showLevel } from './api.js';
+import { displayTitle } from './protocol.js';
+
+const REFRESH_MS = 3000;
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const els = {
+  station: $('station'),
+  badge: $('badge'),
+  nowPlaying: $('now-playing'),
+  artist: $('artist'),
+  play: /** @type {HTMLButtonElement} */ ($('play')),
+  volume: /** @type {HTMLInputElement} */ ($('volume')),
+  meter: $('meter'),
+  listeners: $('listeners'),
+  latency: $('latency'),
+  conn: $('conn'),
+  decoder: $('decoder'),
+  status: $('status'),
+  list: $('stream-list'),
+  video: /** @type {HTMLCanvasElement} */ ($('video')),
+};
+
+/** @type {import('./api.js').StreamInfo[]} */
+let streams = [];
+let selected = params.get('stream') ?? '';
+/** @type {Player|null} */
+let player = null;
+let listError = '';
+
+async function refresh() {
+  try {
+    streams = await fetchStreams();
+    listError = '';
+  } catch (err) {
+    listError = `Cannot load the stream list: ${err.message}`;
+  }
+  if (!selected || !streams.some((s) => s.name === selected)) {
+    selected = (streams.find((s) => s.live) ?? streams[0])?.name ?? selected;
+  }
+  renderList();
+  renderDeck();
+}
+
+function renderList() {
+  els.list.replaceChildren();
+  if (listError || !streams.length) {
+    const li = document.createElement('li');
+    li.className = 'empty';
+    li.textContent = listError || 'No streams configured on this relay.';
+    els.list.append(li);
+    return;
+  }
+  for (const s of streams) {
+    const li = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'stream';
+    button.setAttribute('aria-pressed', String(s.name === selected));
+    const title = displayTitle(s.metadata);
+    button.innerHTML = `
+      <span class="stream-name"></span>
+      <span class="badge ${s.live ? 'live' : ''}">${s.live ? 'Live' : 'Offline'}</span>
+      <span class="stream-title"></span>
+      <span class="stream-meta"></span>`;
+    button.querySelector('.stream-name').textContent = s.name;
+    button.querySelector('.stream-title').textContent = title || (s.live ? 'Untitled' : 'Nothing on air');
+    button.querySelector('.stream-meta').textContent =
+      s.live && s.bitrate_bps > 0 ? `${s.listeners} listening · ${formatBitrate(s.bitrate_bps)}` : `${s.listeners} listening`;
+    button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${s.listeners} listening. Play`);
+    button.addEventListener('click', () => select(s.name, true));
+    li.append(button);
+    els.list.append(li);
+  }
+}
+
+function renderDeck() {
+  const info = streams.find((s) => s.name === selected);
+  const st = player?.status();
+  els.station.textContent = selected || 'No stream';
+  document.title = selected ? `${selected} · onair` : 'onair';
+  const live = st ? st.live : !!info?.live;
+  els.badge.textContent = live ? 'On air' : 'Off air';
+  els.badge.classList.toggle('live', live);
+  const meta = st ? st.nowPlaying : info?.metadata;
+  els.nowPlaying.textContent = meta?.title || meta?.artist || (live ? 'Untitled' : '—');
+  els.artist.textContent = meta?.title && meta?.artist ? meta.artist : '';
+  els.listeners.textContent = info ? String(info.listeners) : '–';
+  els.play.disabled = !selected;
+  const playing = !!player;
+  els.play.setAttribute('aria-label', playing ? 'Stop' : 'Play');
+  els.play.classList.toggle('playing', playing);
+  els.conn.textContent = st ? connectionText(st) : 'stopped';
+  els.decoder.textContent = st?.decoder || (params.get('decoder') === 'wasm' ? 'WASM' : '–');
+  els.latency.textContent = st?.behindLiveMs != null ? `${Math.round(st.behindLiveMs)} ms` : '–';
+  els.status.textContent = st?.message ?? listError;
+  els.video.hidden = !(st?.video && st.video.drawn > 0);
+}
+
+function connectionText(st) {
+  if (st.connection === 'open') {
+    if (!st.live) return 'waiting for source';
+    return st.playback?.state === 'playing' ? 'playing' : 'buffering';
+  }
+  return { connecting: 'connecting', waiting: 'reconnecting', stopped: 'stopped' }[st.connection] ?? st.connection;
+}
+
+async function select(name, autoplay) {
+  const changed = name !== selected;
+  selected = name;
+  const url = new URL(location.href);
+  url.searchParams.set('stream', name);
+  history.replaceState(null, '', url);
+  // Not awaited: the new AudioContext must be made inside this click (Safari), and stop()
+  // lets go of the old player before its first await.
+  if (changed && player) stop();
+  renderList();
+  renderDeck();
+  if (autoplay && !player) await start();
+}
+
+async function start() {
+  if (!selected || player) return;
+  const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
+  // A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=…
+  const access = params.get('sig') && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig: params.get('sig') } : null;
+  const output = /** @type {'auto'|'element'|'direct'} */ (params.get('output') ?? 'auto');
+  player = new Player({ stream: selected, canvas: els.video, decoder, output, onChange: scheduleRender, access });
+  player.setVolume(Number(els.volume.value));
+  globalThis.onair = { player }; // for the browser tests and for curious users' consoles
+  renderDeck();
+  try {
+    await player.play();
+  } catch (err) {
+    console.warn('onair: cannot start playback', err);
+    const message = `Cannot play: ${err.message}`;
+    await stop();
+    els.status.textContent = message;
+  }
+}
+
+async function stop() {
+  const p = player;
+  player = null;
+  renderDeck();
+  await p?.stop();
+  showLevel(els.meter, 0);
+  els.video.hidden = true;
+}
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    renderDeck();
+  });
+}
+
+function meterLoop() {
+  showLevel(els.meter, player ? player.level() : 0);
+  requestAnimationFrame(meterLoop);
+}
+
+els.play.addEventListener('click', () => (player ? stop() : start()));
+els.volume.addEventListener('input', () => player?.setVolume(Number(els.volume.value)));
+document.addEventListener('keydown', (ev) => {
+  // Space/K toggle play like media sites, unless a control has the keyboard.
+  if ((ev.key === ' ' || ev.key === 'k') && !(ev.target instanceof HTMLButtonElement || ev.target instanceof HTMLInputElement)) {
+    ev.preventDefault();
+    els.play.click();
+  }
+});
+if ('mediaSession' in navigator) {
+  navigator.mediaSession.setActionHandler('play', () => start());
+  navigator.mediaSession.setActionHandler('pause', () => stop());
+  navigator.mediaSession.setActionHandler('stop', () => stop());
+}
+
+refresh();
+setInterval(refresh, REFRESH_MS);
+requestAnimationFrame(meterLoop);
