@@ -274,12 +274,14 @@ async fn route(
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let head_only = request.method == "HEAD";
+    // NOTE: a task reserves room for the largest future it may await, so every WebSocket
+    // listener would pay for an Icecast session (about 5 KiB) and a source session: those are
+    // boxed, and a listener's task keeps only what a listener needs.
     if crate::icecast::claims(&request, relay) {
-        return crate::icecast::serve(socket, peer, relay, request, leftover, cancel).await;
+        return Box::pin(crate::icecast::serve(socket, peer, relay, request, leftover, cancel))
+            .await;
     }
     if let Some(name) = request.path.strip_prefix("/ingest/") {
-        // Boxed: a source session is large and rare; unboxed, its size would be reserved in
-        // every listener's task too.
         return Box::pin(ingest(socket, peer, relay, &request, name, leftover, cancel)).await;
     }
     if let Some(name) = request.path.strip_prefix("/listen/") {

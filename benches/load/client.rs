@@ -114,6 +114,8 @@ pub struct Report {
     pub close_codes: Vec<(u16, u64)>,
     /// Precise listeners.
     pub precise: u64,
+    /// Reads that brought frames at precise listeners: frames / reads ≈ frames per server write.
+    pub precise_reads: u64,
     /// Latency of every frame at precise listeners, µs.
     pub latency_precise: SparseHist,
     /// Latency of the newest frame of each read at bulk listeners, µs.
@@ -162,6 +164,8 @@ struct Client {
     hold_from: u64,
     precise: Hist,
     bulk: Hist,
+    /// Reads that brought frames at precise listeners (about one per server write).
+    precise_reads: u64,
     drain: bool,
     pending_add: Option<(usize, u64)>,
     stall_every: usize,
@@ -208,6 +212,7 @@ pub fn run(
         hold_from: UNKNOWN,
         precise: Hist::default(),
         bulk: Hist::default(),
+        precise_reads: 0,
         drain: false,
         pending_add: None,
         stall_every: 0,
@@ -319,6 +324,7 @@ impl Client {
                 let stride = num(2).max(1) as usize;
                 self.precise = Hist::default();
                 self.bulk = Hist::default();
+                self.precise_reads = 0;
                 for (i, c) in self.conns.iter_mut().enumerate() {
                     c.frames = 0;
                     c.frames_any = 0;
@@ -591,6 +597,9 @@ impl Client {
             if close_code != 0 {
                 c.close_code = close_code;
             }
+            if precise && frames > 0 && !self.drain {
+                self.precise_reads += 1;
+            }
             if let (Some(sent_ns), false, false) = (newest, precise, self.drain) {
                 self.bulk.record(now.saturating_sub(sent_ns) / 1_000);
             }
@@ -663,6 +672,7 @@ impl Client {
             }
         }
         r.close_codes = codes.into_iter().collect();
+        r.precise_reads = self.precise_reads;
         r.latency_precise = self.precise.sparse();
         r.latency_bulk = self.bulk.sparse();
         r

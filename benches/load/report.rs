@@ -145,6 +145,8 @@ pub struct Step {
     pub precise_listeners: u64,
     /// Latency samples at precise listeners.
     pub samples: u64,
+    /// Frames per read at precise listeners: about the frames per server write.
+    pub frames_per_write: f64,
     /// Latency of the newest frame of each read at every other listener: p50, ms.
     pub bulk_p50_ms: f64,
     /// Same, 99th percentile.
@@ -275,6 +277,7 @@ pub fn step(i: StepInput<'_>) -> Step {
         max_ms: ms(precise.max()),
         precise_listeners: sum(|r| r.precise),
         samples: precise.count(),
+        frames_per_write: precise.count() as f64 / sum(|r| r.precise_reads).max(1) as f64,
         bulk_p50_ms: ms(bulk.quantile(0.5)),
         bulk_p99_ms: ms(bulk.quantile(0.99)),
         bulk_max_ms: ms(bulk.max()),
@@ -289,7 +292,7 @@ pub fn step(i: StepInput<'_>) -> Step {
 /// A one-line summary for the progress log.
 pub fn one_line(s: &Step) -> String {
     format!(
-        "[{}] {} n={} conn={} cpu={:.3} CPU-s/1000ls ({:.2} s, waited {:.2} s) rss/l={:.2} KiB lat p50={:.1} p99={:.1} max={:.1} ms (bulk p99 {:.1}) lost={} behind={} (max {}) delivered={:.0}% client={:.0}% others={:.2} cores src_late={} (max {:.0} ms) closes={:?}",
+        "[{}] {} n={} conn={} cpu={:.3} CPU-s/1000ls ({:.2} s, waited {:.2} s) frames/write={:.2} rss/l={:.2} KiB lat p50={:.1} p99={:.1} max={:.1} ms (bulk p99 {:.1}) lost={} behind={} (max {}) delivered={:.0}% client={:.0}% others={:.2} cores src_late={} (max {:.0} ms) closes={:?}",
         s.server,
         s.scenario,
         s.n,
@@ -297,6 +300,7 @@ pub fn one_line(s: &Step) -> String {
         s.cpu_per_1000_ls,
         s.server_cpu_s,
         s.server_wait_s,
+        s.frames_per_write,
         s.rss_per_listener_kib,
         s.p50_ms,
         s.p99_ms,
@@ -428,9 +432,9 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(md, "\n### onair's send window: {n} listeners of the 128 kbit/s stream\n");
         let _ = writeln!(
             md,
-            "| send_window_ms | CPU-s per 1000 listener-s | vs no window | latency p50 / p99 / max ms | listeners lost | KiB per listener |"
+            "| send_window_ms | frames per write | CPU-s per 1000 listener-s | vs no window | latency p50 / p99 / max ms | listeners lost | KiB per listener |"
         );
-        let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+        let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         let base = r.window.iter().find(|s| s.send_window_ms == Some(0)).map(|s| s.cpu_per_1000_ls);
         for s in &r.window {
             let saved = base.map_or_else(
@@ -439,8 +443,9 @@ pub fn markdown(r: &Results) -> String {
             );
             let _ = writeln!(
                 md,
-                "| {} | {:.3} | {} | {} | {} | {:.2} |",
+                "| {} | {:.2} | {:.3} | {} | {} | {} | {:.2} |",
                 s.send_window_ms.unwrap_or(0),
+                s.frames_per_write,
                 s.cpu_per_1000_ls,
                 saved,
                 latency_cell(s),

@@ -271,7 +271,9 @@ pub async fn serve(
     let head_only = request.method == "HEAD";
     match request.method.as_str() {
         "SOURCE" | "PUT" => {
-            return source::serve(socket, peer, relay, &request, leftover, cancel).await;
+            // Boxed: a source session (~5 KiB) would otherwise be reserved in every
+            // listener's task.
+            return Box::pin(source::serve(socket, peer, relay, &request, leftover, cancel)).await;
         }
         "OPTIONS" => {
             tracing::debug!(%peer, path = %request.path, "options request");
