@@ -158,7 +158,7 @@ fn main() -> anyhow::Result<()> {
                 }),
                 window_listeners: if quick { 500 } else { 2000 },
                 video_hold_s: if quick { 3 } else { 6 },
-                send_window_ms,
+                send_window_ms: Some(send_window_ms),
                 servers,
                 scenarios,
             };
