@@ -34,6 +34,8 @@ const MAX_READS_PER_WAKE: usize = 8;
 /// A batch this large is written at once even with a send window: one write of 16 KiB costs
 /// less than twice a write of 300 bytes, so there is little left to save by waiting.
 const WINDOW_FULL_BYTES: usize = 16 << 10;
+/// A hold shorter than this is not worth a wake-up: the batch leaves a little early.
+const MIN_HOLD: Duration = Duration::from_millis(1);
 /// An emptied outbox keeps room for this many frames; a larger one (after a burst or a
 /// catch-up) is given back, so an idle listener costs little memory.
 const OUTBOX_KEEP_FRAMES: usize = 8;
@@ -157,6 +159,10 @@ pub async fn serve(
     let mut held_bytes = 0;
     // The last fill reached the head: wait for the stream to change before filling again.
     let mut at_head = false;
+    // With a window, a listener at the head looks at the ring again when the next frames
+    // should be due (from the cadence of its last batch) instead of waking on every frame.
+    let mut recheck: Option<Instant> = None;
+    let (mut last_at, mut cadence): (Option<Instant>, Option<Duration>) = (None, None);
     // Created once: re-creating these on every wake-up re-registers them every time.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
@@ -172,13 +178,17 @@ pub async fn serve(
             if !at_head {
                 let fill = take_batch(&mut consumer, &mut out, config.listener_batch_bytes);
                 at_head = fill.at_head;
+                let now = Instant::now();
                 if fill.at_head {
-                    caught_up_at = Instant::now();
+                    caught_up_at = now;
+                    last_at = fill.last_at.or(last_at);
+                    cadence = batch_cadence(&fill).or(cadence);
                 }
                 if let Some(first_at) = fill.first_at.filter(|_| fill.at_head) {
                     let due = first_at + config.send_window;
                     let small = fill.bytes < WINDOW_FULL_BYTES;
-                    if !config.send_window.is_zero() && small && due > caught_up_at {
+                    // Leaving a little early is allowed; a wake-up for a millisecond is not worth it.
+                    if !config.send_window.is_zero() && small && due > now + MIN_HOLD {
                         hold = Some(due);
                         held_bytes = fill.bytes;
                     }
@@ -186,10 +196,11 @@ pub async fn serve(
             }
         }
         let write = !out.is_empty() && hold.is_none();
+        let idle = at_head && out.is_empty() && closing.is_none();
         let deadline = match closing {
             Some((_, deadline)) => deadline,
             None if write => next_ping.min(caught_up_at + config.slow_listener_timeout),
-            None => hold.map_or(next_ping, |due| due.min(next_ping)),
+            None => hold.or(recheck.filter(|_| idle)).map_or(next_ping, |due| due.min(next_ping)),
         };
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
@@ -246,13 +257,20 @@ pub async fn serve(
                             let metrics = consumer.stream().metrics();
                             metrics.bytes_out.inc_by(bytes as u64);
                             metrics.frames_out.inc_by(frames);
+                            if out.is_empty() && at_head && !config.send_window.is_zero() {
+                                // The next frame should come one interval after the last one:
+                                // look when it is due rather than wake when it arrives.
+                                recheck = last_at
+                                    .zip(cadence)
+                                    .map(|(last, every)| last + every + config.send_window);
+                            }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(err) => return Err(err),
                     }
                 }
             }
-            () = consumer.changed(), if at_head && out.is_empty() && closing.is_none() => {
+            () = consumer.changed(), if idle && recheck.is_none() => {
                 at_head = false;
             }
             () = &mut timer => {
@@ -270,8 +288,14 @@ pub async fn serve(
                         at_head = fill.at_head;
                         if fill.at_head {
                             caught_up_at = now;
+                            last_at = fill.last_at.or(last_at);
+                            cadence = batch_cadence(&fill).or(cadence);
                         }
                     }
+                } else if idle && recheck.is_some_and(|due| now >= due) {
+                    // Fill again; if nothing came (the source paused), wait for the stream.
+                    recheck = None;
+                    at_head = false;
                 } else if write && now >= caught_up_at + config.slow_listener_timeout {
                     consumer.stream().metrics().too_slow.inc();
                     start_close(&mut out, &mut closing, close::TOO_SLOW, "listener too slow");
@@ -286,6 +310,13 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// The time between the frames of a batch, if it has several.
+fn batch_cadence(fill: &Fill) -> Option<Duration> {
+    let (first, last) = (fill.first_at?, fill.last_at?);
+    let gaps = u32::try_from(fill.frames.checked_sub(1)?).ok().filter(|&g| g > 0)?;
+    Some((last - first) / gaps)
 }
 
 /// Takes the next batch from the ring into the outbox and counts skips.

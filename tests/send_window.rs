@@ -70,3 +70,37 @@ async fn a_late_joiner_gets_its_burst_without_waiting_for_the_window() {
     assert!(joined.elapsed() < WINDOW, "burst held for {:?}", joined.elapsed());
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_paced_stream_keeps_flowing_through_a_pause_in_the_source() {
+    // With a window the listener looks again when the next frames should be due instead of
+    // waking on each one; when the source pauses it must fall back to waiting for frames.
+    let window = Duration::from_millis(50);
+    let relay = relay_with_window(window).await;
+    let (mut ws, _) = listener(&relay, "radio").await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    assert_eq!(next_event(&mut ws).await["state"], "online");
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.push((next_frame(&mut ws).await, Instant::now()));
+        }
+        got
+    });
+    let mut sent = Vec::new();
+    for i in 0..20u64 {
+        if i == 10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        sent.push(Instant::now());
+        src.send(Message::binary(frame(i * 20_000, b"paced"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = within(reader).await.unwrap();
+    for (i, ((message, at), sent)) in got.iter().zip(&sent).enumerate() {
+        assert_eq!(message, &frame(i as u64 * 20_000, b"paced"), "frame {i} in order");
+        let waited = at.duration_since(*sent);
+        assert!(waited < window + Duration::from_millis(250), "frame {i} waited {waited:?}");
+    }
+    relay.shutdown().await;
+}

@@ -615,6 +615,8 @@ pub struct Fill {
     /// When the first entry added entered the ring (`None` if it was made for this consumer,
     /// like a `skipped` event).
     pub first_at: Option<tokio::time::Instant>,
+    /// When the last entry added entered the ring.
+    pub last_at: Option<tokio::time::Instant>,
 }
 
 /// A listener's cursor into a stream's ring. Dropping it frees the listener's place.
@@ -707,6 +709,7 @@ impl Consumer {
             if fill.bytes == 0 && fill.skipped == 0 {
                 fill.first_at = Some(entry.at);
             }
+            fill.last_at = Some(entry.at);
             fill.bytes += entry.wire.wire_len();
             taken += 1;
             out.push_back(entry.wire.clone());
