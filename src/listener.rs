@@ -38,7 +38,7 @@ const WINDOW_FULL_BYTES: usize = 16 << 10;
 const MIN_HOLD: Duration = Duration::from_millis(1);
 /// An emptied outbox keeps room for this many frames; a larger one (after a burst or a
 /// catch-up) is given back, so an idle listener costs little memory.
-const OUTBOX_KEEP_FRAMES: usize = 8;
+const OUTBOX_KEEP_FRAMES: usize = 4;
 
 /// How a listener session ended, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -284,8 +284,8 @@ async fn route(
     if let Some(name) = request.path.strip_prefix("/ingest/") {
         return Box::pin(ingest(socket, peer, relay, &request, name, leftover, cancel)).await;
     }
-    if let Some(name) = request.path.strip_prefix("/listen/") {
-        return listen(socket, peer, relay, &request, name, leftover, cancel).await;
+    if request.path.starts_with("/listen/") {
+        return listen(socket, peer, relay, request, leftover, cancel).await;
     }
     if request.path == "/echo" && relay.config.echo_endpoint {
         let accept = match upgrade_key(&request) {
@@ -442,17 +442,18 @@ async fn ingest(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// A WebSocket listener on `/listen/{name}`.
 async fn listen(
     mut socket: TcpStream,
     peer: SocketAddr,
     relay: &Relay,
-    request: &Request,
-    name: &str,
+    request: Request,
     leftover: &[u8],
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let path = &request.path;
-    let accept = match upgrade_key(request) {
+    let name = path.strip_prefix("/listen/").unwrap_or_default();
+    let accept = match upgrade_key(&request) {
         Ok(accept) => accept,
         Err((status, reason)) => {
             return refuse(&mut socket, relay, peer, path, status, reason).await
@@ -461,7 +462,7 @@ async fn listen(
     let Some(stream) = relay.streams.get(name) else {
         return refuse(&mut socket, relay, peer, path, 404, "no such stream").await;
     };
-    if let Err(denied) = check_listen_access(stream, request) {
+    if let Err(denied) = check_listen_access(stream, &request) {
         return refuse(&mut socket, relay, peer, path, denied.status(), &denied.to_string()).await;
     }
     let (consumer, first) = match Stream::subscribe(stream) {
@@ -479,6 +480,9 @@ async fn listen(
         kind: "websocket",
     };
     let _listed = relay.icecast.add_client(client, stream.listener_count());
+    // The request (its headers: up to a few KiB) is not needed for the session's lifetime.
+    let name = &stream.config().name;
+    drop((request, accept));
     let ending = listener::serve(socket, leftover, consumer, first, &relay.config, cancel).await?;
     match ending {
         Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {
