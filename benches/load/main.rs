@@ -63,6 +63,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "audio,stalled,window,video")]
         scenarios: Vec<String>,
     },
+    /// Renders results.md and chart.svg again from a results folder's results.json.
+    Render {
+        /// The folder with results.json.
+        dir: PathBuf,
+    },
     /// Checks the load tool's own parsers (also run before every comparison).
     Selftest,
     /// One listener process (spawned by `compare`; commands on stdin).
@@ -91,6 +96,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         None => {
             eprintln!("load: run `make bench` (or `cargo bench --bench load -- compare --quick`)");
+            Ok(())
+        }
+        Some(Command::Render { dir }) => {
+            let results: report::Results =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
+            std::fs::write(dir.join("results.md"), report::markdown(&results))?;
+            std::fs::write(dir.join("chart.svg"), report::svg(&results))?;
             Ok(())
         }
         Some(Command::Selftest) => {

@@ -3,13 +3,13 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::client::Report;
 use crate::compare::merged;
 
 /// The machine a run was measured on.
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct Machine {
     /// Online CPUs.
     pub nproc: usize,
@@ -81,7 +81,8 @@ impl Machine {
 }
 
 /// One step: a server, a scenario, a number of listeners, a hold.
-#[derive(Serialize, Debug, Clone, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(default)]
 pub struct Step {
     /// `audio`, `stalled` or `video`.
     pub scenario: String,
@@ -166,7 +167,7 @@ pub struct Step {
 }
 
 /// Everything a run produced.
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Deserialize, Debug)]
 pub struct Results {
     /// Where it ran.
     pub machine: Machine,
@@ -490,38 +491,58 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Three panels (CPU, memory and p99 latency against listeners, log scale), onair vs Icecast.
+/// Three panels against listeners (log scale): CPU per delivered listener-second, memory per
+/// listener, p99 latency (log scale); onair vs Icecast.
 pub fn svg(r: &Results) -> String {
-    let (w, h) = (1020.0, 360.0);
+    let (w, h) = (1020.0, 380.0);
+    let window = r.audio.iter().find_map(|s| s.send_window_ms).unwrap_or(0);
     let mut out = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="#fff"/>
-<text x="16" y="22" font-size="15" font-weight="bold">onair vs Icecast 2: one 128 kbit/s stream (20 ms frames), N listeners</text>
+<text x="16" y="22" font-size="15" font-weight="bold">onair vs Icecast 2: one 128 kbit/s stream (320 B every 20 ms), N listeners on loopback</text>
 <text x="16" y="40" fill="#555">{}</text>
+<rect x="16" y="50" width="12" height="4" fill="#d9480f"/><text x="34" y="56">onair ({window} ms send window)</text>
+<rect x="230" y="50" width="12" height="4" fill="#1864ab"/><text x="248" y="56">Icecast {}</text>
+<text x="420" y="56" fill="#555">server on one core, listeners on the other; a hollow dot: nothing of the hold arrived</text>
 "##,
-        esc(&r.machine.summary())
+        esc(&r.machine.summary()),
+        esc(r.machine.icecast.trim_start_matches("Icecast "))
     );
-    type Metric = fn(&Step) -> f64;
-    let panels: [(&str, Metric); 3] = [
-        ("CPU-s per 1000 listener-s", |s| s.cpu_per_1000_ls),
-        ("KiB per listener", |s| s.rss_per_listener_kib),
-        ("p99 latency, ms", |s| s.p99_ms),
+    type Metric = fn(&Step) -> Option<f64>;
+    let panels: [(&str, Metric, bool); 3] = [
+        (
+            "server CPU-s per 1000 listener-s delivered",
+            |s| (s.cpu_per_1000_delivered < 1e6).then_some(s.cpu_per_1000_delivered),
+            false,
+        ),
+        ("server memory per listener, KiB", |s| Some(s.rss_per_listener_kib), false),
+        ("p99 ingest-to-listener latency, ms (log)", |s| (s.samples > 0).then_some(s.p99_ms), true),
     ];
     let ns: Vec<f64> = r.audio.iter().map(|s| s.n as f64).collect();
-    let (nmin, nmax) = ns.iter().fold((f64::MAX, 0.0f64), |(a, b), &n| (a.min(n), b.max(n)));
-    let (pw, ph, top) = (300.0, 230.0, 80.0);
-    for (k, (title, metric)) in panels.iter().enumerate() {
-        let left = 60.0 + k as f64 * (pw + 40.0);
-        let ymax = r.audio.iter().map(metric).filter(|v| v.is_finite()).fold(0.0f64, f64::max);
-        let ymax = nice_ceiling(ymax);
-        let x = |n: f64| {
-            if nmax > nmin {
-                left + (n.ln() - nmin.ln()) / (nmax.ln() - nmin.ln()) * pw
-            } else {
-                left + pw / 2.0
+    let nmin = ns.iter().copied().fold(f64::MAX, f64::min).min(100.0);
+    let nmax = ns.iter().copied().fold(0.0, f64::max).max(1000.0);
+    let (pw, ph, top) = (290.0, 230.0, 96.0);
+    for (k, (title, metric, log)) in panels.iter().enumerate() {
+        let left = 60.0 + k as f64 * (pw + 50.0);
+        let values: Vec<f64> =
+            r.audio.iter().filter_map(metric).filter(|v| v.is_finite()).collect();
+        let vmax = values.iter().copied().fold(0.0f64, f64::max);
+        let x = |n: f64| left + (n.ln() - nmin.ln()) / (nmax.ln() - nmin.ln()) * pw;
+        let (ymax, ticks): (f64, Vec<f64>) = if *log {
+            let top_decade = 10f64.powf(vmax.max(10.0).log10().ceil());
+            let mut t = vec![1.0];
+            while *t.last().unwrap_or(&1.0) < top_decade {
+                t.push(t.last().unwrap_or(&1.0) * 10.0);
             }
+            (top_decade, t)
+        } else {
+            let m = nice_ceiling(vmax);
+            (m, (0..=4).map(|i| m * f64::from(i) / 4.0).collect())
         };
-        let y = |v: f64| top + ph - (v / ymax).min(1.05) * ph;
+        let y = |v: f64| {
+            let f = if *log { v.max(1.0).log10() / ymax.log10() } else { v / ymax };
+            top + ph - f.clamp(0.0, 1.0) * ph
+        };
         let _ = writeln!(
             out,
             r##"<text x="{left}" y="{}" font-weight="bold">{}</text>
@@ -533,11 +554,10 @@ pub fn svg(r: &Results) -> String {
             top + ph,
             top + ph
         );
-        for t in 0..=4 {
-            let v = ymax * t as f64 / 4.0;
+        for v in ticks {
             let _ = writeln!(
                 out,
-                r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#eee"/><text x="{2}" y="{3}" text-anchor="end" fill="#555">{4}</text>"##,
+                r##"<line x1="{left}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#eee"/><text x="{2}" y="{3:.1}" text-anchor="end" fill="#555">{4}</text>"##,
                 y(v),
                 left + pw,
                 left - 4.0,
@@ -545,36 +565,45 @@ pub fn svg(r: &Results) -> String {
                 fmt_tick(v)
             );
         }
-        let mut seen = Vec::new();
-        for &n in &ns {
-            if seen.contains(&(n as u64)) {
-                continue;
+        for n in [100.0, 1000.0, 10_000.0, 100_000.0] {
+            if n >= nmin && n <= nmax {
+                let _ = writeln!(
+                    out,
+                    r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
+                    x(n),
+                    top + ph + 16.0,
+                    if n >= 1000.0 { format!("{}k", n / 1000.0) } else { format!("{n}") }
+                );
             }
-            seen.push(n as u64);
-            let _ = writeln!(
-                out,
-                r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">{}</text>"##,
-                x(n),
-                top + ph + 16.0,
-                n as u64
-            );
         }
         for (server, color) in [("onair", "#d9480f"), ("icecast", "#1864ab")] {
-            let pts: Vec<(f64, f64)> = r
-                .audio
-                .iter()
-                .filter(|s| s.server == server)
-                .map(|s| (x(s.n as f64), y(metric(s))))
-                .collect();
+            let steps: Vec<&Step> = r.audio.iter().filter(|s| s.server == server).collect();
+            let pts: Vec<(f64, f64)> =
+                steps.iter().filter_map(|s| Some((x(s.n as f64), y(metric(s)?)))).collect();
             let path: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
             let _ = writeln!(
                 out,
                 r##"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"##,
                 path.join(" ")
             );
-            for (a, b) in pts {
-                let _ =
-                    writeln!(out, r##"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{color}"/>"##);
+            for s in steps {
+                match metric(s) {
+                    Some(v) => {
+                        let _ = writeln!(
+                            out,
+                            r##"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"##,
+                            x(s.n as f64),
+                            y(v)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            r##"<circle cx="{:.1}" cy="{top}" r="4" fill="#fff" stroke="{color}" stroke-width="2"/>"##,
+                            x(s.n as f64)
+                        );
+                    }
+                }
             }
         }
         let _ = writeln!(
@@ -584,14 +613,7 @@ pub fn svg(r: &Results) -> String {
             top + ph + 32.0
         );
     }
-    let _ = writeln!(
-        out,
-        r##"<rect x="60" y="{0}" width="12" height="4" fill="#d9480f"/><text x="78" y="{1}">onair</text><rect x="140" y="{0}" width="12" height="4" fill="#1864ab"/><text x="158" y="{1}">Icecast {2}</text>
-</svg>"##,
-        h - 14.0,
-        h - 9.0,
-        esc(r.machine.icecast.trim_start_matches("Icecast "))
-    );
+    out.push_str("</svg>\n");
     out
 }
 
@@ -611,6 +633,8 @@ fn nice_ceiling(v: f64) -> f64 {
 fn fmt_tick(v: f64) -> String {
     if v == 0.0 {
         "0".into()
+    } else if v >= 10_000.0 {
+        format!("{}k", v / 1000.0)
     } else if v >= 10.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
