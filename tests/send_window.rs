@@ -104,3 +104,21 @@ async fn a_paced_stream_keeps_flowing_through_a_pause_in_the_source() {
     }
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn large_frames_are_never_held() {
+    // A 20 kB video frame is a big write already: waiting would add latency and save little.
+    let relay = relay_with_window(WINDOW).await;
+    let (mut ws, _) = listener(&relay, "radio").await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    assert_eq!(next_event(&mut ws).await["state"], "online");
+    let body = vec![9u8; 20_000];
+    for i in 0..5 {
+        let sent = Instant::now();
+        src.send(Message::binary(frame(i * 40_000, &body))).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, frame(i * 40_000, &body));
+        assert!(sent.elapsed() < WINDOW - Duration::from_millis(50), "frame {i} held");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    relay.shutdown().await;
+}
