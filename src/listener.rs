@@ -260,7 +260,9 @@ pub async fn serve(
                             let metrics = consumer.stream().metrics();
                             metrics.bytes_out.inc_by(bytes as u64);
                             metrics.frames_out.inc_by(frames);
-                            let small = batch_bytes < WINDOW_FULL_BYTES;
+                            // Only after media: a ping or a pong says nothing of the stream's
+                            // pace (and must not make a video listener sleep through a frame).
+                            let small = (1..WINDOW_FULL_BYTES).contains(&batch_bytes);
                             if out.is_empty() && at_head && small && !config.send_window.is_zero() {
                                 // The next frame should come one interval after the last one:
                                 // look when it is due rather than wake when it arrives.

@@ -108,8 +108,12 @@ async fn a_paced_stream_keeps_flowing_through_a_pause_in_the_source() {
 #[tokio::test]
 async fn large_frames_are_never_held() {
     // A 20 kB video frame is a big write already: waiting would add latency and save little.
-    // The listener joins after a few frames, so its burst tells it the stream's cadence.
-    let relay = relay_with_window(WINDOW).await;
+    // The listener joins after a few frames, so its burst tells it the stream's cadence; the
+    // relay pings it meanwhile (a regression: a ping once made it sleep through a frame).
+    let mut config = config(&[("radio", "SECRET")]);
+    config.send_window = WINDOW;
+    config.ping_interval = Duration::from_millis(60);
+    let relay = TestRelay::start_with(config).await;
     let mut src = source(&relay, "radio", "SECRET").await;
     let body = vec![9u8; 20_000];
     for i in 0..3 {
@@ -120,7 +124,7 @@ async fn large_frames_are_never_held() {
     for i in 0..3 {
         assert_eq!(next_frame(&mut ws).await, frame(i * 40_000, &body), "burst frame {i}");
     }
-    for i in 3..8 {
+    for i in 3..20 {
         let sent = Instant::now();
         src.send(Message::binary(frame(i * 40_000, &body))).await.unwrap();
         assert_eq!(next_frame(&mut ws).await, frame(i * 40_000, &body));

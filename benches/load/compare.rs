@@ -53,6 +53,8 @@ pub struct Options {
     pub video_hold_s: u64,
     /// onair's `send_window_ms` (None: its default).
     pub send_window_ms: Option<u64>,
+    /// Extra top-level lines for onair's config (experiments).
+    pub onair_config: Vec<String>,
     /// Servers to run.
     pub servers: Vec<Kind>,
     /// Scenarios to run.
@@ -192,7 +194,11 @@ fn start_onair(opts: &Options, window: Option<u64>, cores: Option<&str>) -> anyh
     let port = free_port()?;
     let dir = opts.out.join("onair");
     std::fs::create_dir_all(&dir)?;
-    let window = window.map(|w| format!("send_window_ms = {w}\n")).unwrap_or_default();
+    let mut window = window.map(|w| format!("send_window_ms = {w}\n")).unwrap_or_default();
+    for line in &opts.onair_config {
+        window.push_str(line);
+        window.push('\n');
+    }
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\nmax_connections = 40000\nmax_connections_per_ip = 40000\n{window}\
          [[streams]]\nname = \"bench\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n\

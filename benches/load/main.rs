@@ -56,6 +56,10 @@ enum Command {
         /// Send windows compared in the window scenario (default 0,20,40,60,100).
         #[arg(long, value_delimiter = ',')]
         window_sweep: Option<Vec<u64>>,
+        /// An extra top-level line for onair's config, e.g. "listener_kernel_bytes = 262144"
+        /// (repeatable).
+        #[arg(long)]
+        onair_config: Vec<String>,
         /// Servers to run: onair, icecast.
         #[arg(long, value_delimiter = ',', default_value = "onair,icecast")]
         servers: Vec<String>,
@@ -123,6 +127,7 @@ fn main() -> anyhow::Result<()> {
             further,
             send_window_ms,
             window_sweep,
+            onair_config,
             servers,
             scenarios,
         }) => {
@@ -171,6 +176,7 @@ fn main() -> anyhow::Result<()> {
                 window_listeners: if quick { 500 } else { 2000 },
                 video_hold_s: if quick { 3 } else { 6 },
                 send_window_ms: Some(send_window_ms),
+                onair_config,
                 servers,
                 scenarios,
             };
