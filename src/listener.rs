@@ -163,6 +163,8 @@ pub async fn serve(
     // should be due (from the cadence of its last batch) instead of waking on every frame.
     let mut recheck: Option<Instant> = None;
     let (mut last_at, mut cadence): (Option<Instant>, Option<Duration>) = (None, None);
+    // Bytes of the batch being sent: large batches (video) are never held, so never predicted.
+    let mut batch_bytes = 0;
     // Created once: re-creating these on every wake-up re-registers them every time.
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
@@ -178,6 +180,7 @@ pub async fn serve(
             if !at_head {
                 let fill = take_batch(&mut consumer, &mut out, config.listener_batch_bytes);
                 at_head = fill.at_head;
+                batch_bytes += fill.bytes;
                 let now = Instant::now();
                 if fill.at_head {
                     caught_up_at = now;
@@ -257,12 +260,16 @@ pub async fn serve(
                             let metrics = consumer.stream().metrics();
                             metrics.bytes_out.inc_by(bytes as u64);
                             metrics.frames_out.inc_by(frames);
-                            if out.is_empty() && at_head && !config.send_window.is_zero() {
+                            let small = batch_bytes < WINDOW_FULL_BYTES;
+                            if out.is_empty() && at_head && small && !config.send_window.is_zero() {
                                 // The next frame should come one interval after the last one:
                                 // look when it is due rather than wake when it arrives.
                                 recheck = last_at
                                     .zip(cadence)
                                     .map(|(last, every)| last + every + config.send_window);
+                            }
+                            if out.is_empty() {
+                                batch_bytes = 0;
                             }
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -286,6 +293,7 @@ pub async fn serve(
                     if room > 0 {
                         let fill = take_batch(&mut consumer, &mut out, room);
                         at_head = fill.at_head;
+                        batch_bytes += fill.bytes;
                         if fill.at_head {
                             caught_up_at = now;
                             last_at = fill.last_at.or(last_at);

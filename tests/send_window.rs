@@ -104,3 +104,28 @@ async fn a_paced_stream_keeps_flowing_through_a_pause_in_the_source() {
     }
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn large_frames_are_never_held() {
+    // A 20 kB video frame is a big write already: waiting would add latency and save little.
+    // The listener joins after a few frames, so its burst tells it the stream's cadence.
+    let relay = relay_with_window(WINDOW).await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    let body = vec![9u8; 20_000];
+    for i in 0..3 {
+        src.send(Message::binary(frame(i * 40_000, &body))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let (mut ws, _) = listener(&relay, "radio").await;
+    for i in 0..3 {
+        assert_eq!(next_frame(&mut ws).await, frame(i * 40_000, &body), "burst frame {i}");
+    }
+    for i in 3..8 {
+        let sent = Instant::now();
+        src.send(Message::binary(frame(i * 40_000, &body))).await.unwrap();
+        assert_eq!(next_frame(&mut ws).await, frame(i * 40_000, &body));
+        assert!(sent.elapsed() < WINDOW - Duration::from_millis(50), "frame {i} held");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    relay.shutdown().await;
+}
