@@ -47,7 +47,8 @@ test('player and broadcaster reconnect when the relay restarts on the same port'
   await waitFor(() => bc.evaluate(() => globalThis.onair.broadcaster.state === 'live'), { timeout: 15_000, what: 'the broadcaster to reconnect' });
   await waitFor(async () => (await playerStatus(player)).counters.hellos > hellos, { timeout: 15_000, what: 'the player to reconnect' });
   await keepsPlaying(player);
-  assert.equal(await player.locator('#conn').textContent(), 'playing');
+  // A rebuffer right after the reconnect is allowed (a loaded CI machine); it must settle on playing.
+  await waitFor(async () => (await player.locator('#conn').textContent()) === 'playing', { timeout: 10_000, what: 'the player to say playing' });
   // While the relay is down Chromium logs each refused WebSocket and API poll; nothing else.
   const unexpected = browser.errors.filter((e) => !/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(e));
   assert.deepEqual(unexpected, []);
