@@ -47,6 +47,14 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 pub const DEFAULT_SEND_WINDOW_MS: u64 = 0;
 /// Largest `send_window_ms`: beyond a second a window is a delay, not a batching aid.
 pub const MAX_SEND_WINDOW_MS: u64 = 1_000;
+/// Most listener driver threads (`listener_threads`).
+pub const MAX_LISTENER_THREADS: usize = 64;
+
+/// One listener driver per core the process may use.
+fn default_listener_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Audio bytes between two ICY metadata blocks for HTTP listeners that ask for them.
 pub const DEFAULT_ICY_METAINT: usize = 16_000;
 
@@ -90,6 +98,8 @@ pub struct Config {
     pub listener_kernel_bytes: usize,
     /// Longest a frame waits so that it goes out in one write with the next ones (0: never).
     pub send_window: Duration,
+    /// Threads that write to WebSocket listeners (each an epoll loop holding thousands).
+    pub listener_threads: usize,
     /// Most simultaneous connections from one IP address.
     pub max_connections_per_ip: usize,
     /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
@@ -159,6 +169,7 @@ struct RawConfig {
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
     send_window_ms: Option<Spanned<u64>>,
+    listener_threads: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
     tls: Option<TlsConfig>,
@@ -209,6 +220,7 @@ impl Default for Config {
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
             send_window: Duration::from_millis(DEFAULT_SEND_WINDOW_MS),
+            listener_threads: default_listener_threads(),
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             ip_limit_exempt: vec![
                 std::net::Ipv4Addr::LOCALHOST.into(),
@@ -318,6 +330,16 @@ impl Config {
             "listener_kernel_bytes",
             DEFAULT_LISTENER_KERNEL_BYTES,
         )?;
+        let raw_listener_threads_span = raw.listener_threads.as_ref().map(Spanned::span);
+        config.listener_threads =
+            positive(raw.listener_threads, "listener_threads", default_listener_threads())?;
+        if config.listener_threads > MAX_LISTENER_THREADS {
+            let span = raw_listener_threads_span;
+            return Err(fail(
+                span,
+                format!("listener_threads must be at most {MAX_LISTENER_THREADS}"),
+            ));
+        }
         config.max_connections_per_ip = positive(
             raw.max_connections_per_ip,
             "max_connections_per_ip",

@@ -25,9 +25,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::http::{self, Request, Response};
-use crate::listener::{self, Ending};
+use crate::listener::NewListener;
 use crate::metrics::Metrics;
-use crate::protocol::close;
 use crate::relay::{SourceKind, Stream, Streams};
 use crate::{ingest, Error};
 
@@ -48,6 +47,8 @@ pub struct Relay {
     pub metrics: Metrics,
     /// Icecast-facing state: source announcements, listed clients, listener peaks.
     pub icecast: crate::icecast::Icecast,
+    /// The threads that write to WebSocket listeners.
+    pub listeners: crate::listener::Hub,
     web_root: PathBuf,
     connections: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
@@ -61,11 +62,13 @@ impl Relay {
         let web_root = config.web_root.clone().unwrap_or_else(default_web_root);
         let connections = Arc::new(Semaphore::new(config.max_connections));
         let icecast = crate::icecast::Icecast::new();
+        let listeners = crate::listener::Hub::new(&config);
         Arc::new(Self {
             config,
             streams,
             metrics,
             icecast,
+            listeners,
             web_root,
             connections,
             per_ip: Mutex::default(),
@@ -146,7 +149,7 @@ pub async fn run_relay(
         let cancel = cancel.child_token();
         let permit = Arc::clone(&relay.connections).try_acquire_owned().ok();
         sessions.spawn(async move {
-            if let Err(err) = connection(socket, peer, &relay, permit, cancel).await {
+            if let Err(err) = connection(socket, peer, Arc::clone(&relay), permit, cancel).await {
                 if err.is_expected() {
                     debug!(%peer, %err, "connection ended");
                 } else {
@@ -159,7 +162,8 @@ pub async fn run_relay(
     drop(listener);
     cancel.cancel();
     sessions.close();
-    if timeout(DRAIN_TIMEOUT, sessions.wait()).await.is_err() {
+    let drained = async { tokio::join!(sessions.wait(), relay.listeners.shutdown()) };
+    if timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         warn!(open = sessions.len(), "drain timed out");
     }
     Ok(())
@@ -210,15 +214,32 @@ fn spawn_autodj(_: &TaskTracker, stream: &Arc<Stream>, _: &std::path::Path, _: C
     warn!(stream = %stream.config().name, "this build has no source feature: the playlist is not played");
 }
 
+/// A connection's place in the relay's limits (the connection permit, the per-address count,
+/// the open-connections gauge), given back when dropped: at the end of the connection's task,
+/// or when a listener handed to a driver leaves.
+struct Admission {
+    relay: Arc<Relay>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.relay.metrics.connections.dec();
+        self.relay.release_ip(self.ip);
+    }
+}
+
 /// One TCP connection: read the request head, route it.
 async fn connection(
     mut socket: TcpStream,
     peer: SocketAddr,
-    relay: &Relay,
+    relay_arc: Arc<Relay>,
     permit: Option<OwnedSemaphorePermit>,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
-    let Some(_permit) = permit else {
+    let relay = &*relay_arc;
+    let Some(permit) = permit else {
         relay.metrics.refused("max_connections");
         warn!(%peer, limit = relay.config.max_connections, "refused: connection limit reached");
         let refusal = Response::text(503, "the relay is at its connection limit, try again later");
@@ -233,10 +254,7 @@ async fn connection(
         return Ok(());
     }
     relay.metrics.connections.inc();
-    let _open = scopeguard(|| {
-        relay.metrics.connections.dec();
-        relay.release_ip(peer.ip());
-    });
+    let admission = Admission { relay: Arc::clone(&relay_arc), ip: peer.ip(), _permit: permit };
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::select! {
         () = cancel.cancelled() => return Ok(()),
@@ -262,7 +280,7 @@ async fn connection(
     // the bytes that came after the head (usually none).
     let leftover = bytes::Bytes::copy_from_slice(&buf);
     drop(buf);
-    route(socket, peer, relay, request, &leftover, cancel).await
+    route(socket, peer, relay, request, leftover, admission, cancel).await
 }
 
 async fn route(
@@ -270,9 +288,13 @@ async fn route(
     peer: SocketAddr,
     relay: &Relay,
     request: Request,
-    leftover: &[u8],
+    leftover: bytes::Bytes,
+    admission: Admission,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
+    // Every route but a listener's ends with this task, and `admission` with it.
+    let leftover_bytes = leftover.clone();
+    let leftover = &leftover_bytes[..];
     let head_only = request.method == "HEAD";
     // NOTE: a task reserves room for the largest future it may await, so every WebSocket
     // listener would pay for an Icecast session (about 5 KiB) and a source session: those are
@@ -285,7 +307,7 @@ async fn route(
         return Box::pin(ingest(socket, peer, relay, &request, name, leftover, cancel)).await;
     }
     if request.path.starts_with("/listen/") {
-        return listen(socket, peer, relay, request, leftover, cancel).await;
+        return listen(socket, peer, relay, request, leftover_bytes, admission).await;
     }
     if request.path == "/echo" && relay.config.echo_endpoint {
         let accept = match upgrade_key(&request) {
@@ -441,15 +463,15 @@ async fn ingest(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-/// A WebSocket listener on `/listen/{name}`.
+/// A WebSocket listener on `/listen/{name}`: checked and upgraded here, then handed to a
+/// listener driver with its admission (this task ends).
 async fn listen(
     mut socket: TcpStream,
     peer: SocketAddr,
     relay: &Relay,
     request: Request,
-    leftover: &[u8],
-    cancel: CancellationToken,
+    leftover: bytes::Bytes,
+    admission: Admission,
 ) -> crate::Result<()> {
     let path = &request.path;
     let name = path.strip_prefix("/listen/").unwrap_or_default();
@@ -479,16 +501,18 @@ async fn listen(
         connected: std::time::Instant::now(),
         kind: "websocket",
     };
-    let _listed = relay.icecast.add_client(client, stream.listener_count());
-    // The request (its headers: up to a few KiB) is not needed for the session's lifetime.
-    let name = &stream.config().name;
-    drop((request, accept));
-    let ending = listener::serve(socket, leftover, consumer, first, &relay.config, cancel).await?;
-    match ending {
-        Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {
-            info!(stream = %name, %peer, "listener closed: too slow");
-        }
-        ending => debug!(stream = %name, %peer, ?ending, "listener left"),
+    let listed = relay.icecast.add_client(client, stream.listener_count());
+    let socket = socket.into_std()?;
+    let listener = NewListener {
+        socket,
+        peer,
+        leftover,
+        consumer,
+        first,
+        lease: Box::new((admission, listed)),
+    };
+    if let Err(listener) = relay.listeners.add(listener) {
+        debug!(stream = %name, peer = %listener.peer, "listener refused: the relay is shutting down");
     }
     Ok(())
 }
@@ -519,17 +543,4 @@ fn tune_listener_socket(socket: &TcpStream, kernel_bytes: usize) {
     if let Err(err) = sock.set_send_buffer_size(kernel_bytes) {
         debug!(%err, "cannot set SO_SNDBUF");
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }

@@ -133,6 +133,8 @@ pub struct Stream {
     config: StreamConfig,
     state: Mutex<State>,
     head: watch::Sender<u64>,
+    /// Listener drivers (threads) to wake when the head moves; one per driver, never more.
+    wakers: Mutex<Vec<Arc<mio::Waker>>>,
     listeners: AtomicUsize,
     metrics: StreamMetrics,
 }
@@ -199,6 +201,7 @@ impl Stream {
             config,
             state: Mutex::new(state),
             head,
+            wakers: Mutex::default(),
             listeners: AtomicUsize::new(0),
             metrics,
         })
@@ -365,6 +368,34 @@ impl Stream {
         let head = state.next_seq;
         drop(state);
         self.head.send_replace(head);
+        for waker in self.wakers.lock().expect("stream wakers lock poisoned").iter() {
+            // A driver that has exited no longer listens; nothing to do then.
+            let _ = waker.wake();
+        }
+    }
+
+    /// Wakes `waker` whenever the head moves (a listener driver serving this stream).
+    pub(crate) fn wake_on_change(&self, waker: &Arc<mio::Waker>) {
+        let mut wakers = self.wakers.lock().expect("stream wakers lock poisoned");
+        if !wakers.iter().any(|known| Arc::ptr_eq(known, waker)) {
+            wakers.push(Arc::clone(waker));
+        }
+    }
+
+    /// The sequence number the next entry will get.
+    pub(crate) fn head_seq(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// When the first entry at or after `seq` entered the ring, and the wire bytes of the
+    /// entries from there to the head (a driver's send window counts from that time).
+    pub(crate) fn arrivals_since(&self, seq: u64) -> (Option<Instant>, usize) {
+        let state = self.lock();
+        let oldest = state.entries.front().map_or(state.next_seq, |e| e.seq);
+        let from = usize::try_from(seq.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let from = from.min(state.entries.len());
+        let bytes = state.entries.range(from..).map(|e| e.wire.wire_len()).sum();
+        (state.entries.get(from).map(|e| e.at.into_std()), bytes)
     }
 
     fn publish_event(&self, mut state: MutexGuard<'_, State>, event: &ListenerEvent) {

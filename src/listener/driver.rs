@@ -1,0 +1,670 @@
+//! One listener driver: an epoll loop on its own thread that serves many listeners.
+//!
+//! Each listener is in one place at a time: idle at the head of its stream (`Group::idle`),
+//! pending until a send window ends (`Due`), ready to be served (`ready`), or blocked until
+//! its socket takes more (no list; the writable event brings it back). List entries carry a
+//! ticket: moving a listener gives it a new one, so entries left behind are ignored.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, info, warn};
+
+use super::{
+    Command, DriverHandle, Ending, Lease, NewListener, Outbox, Settings, MAX_LISTENER_MESSAGE_BYTES,
+};
+use crate::protocol::close;
+use crate::relay::{Consumer, Fill, Stream};
+use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_PING, OP_PONG};
+
+const WAKER: Token = Token(usize::MAX);
+/// Readiness events taken per `epoll_wait`.
+const EVENTS: usize = 1024;
+/// New frames this large go out at once even with a send window: one write of 16 KiB costs
+/// less than twice a write of 300 bytes, so there is little left to save by waiting.
+const WINDOW_FULL_BYTES: usize = 16 << 10;
+/// A hold shorter than this is not worth a wake-up: the batch leaves a little early.
+const MIN_HOLD: Duration = Duration::from_millis(1);
+/// Time to deliver a close frame before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pongs a listener may have queued; a ping flood past it gets no more answers.
+const MAX_QUEUED_PONGS: usize = 8;
+/// Bytes read from one socket per turn, so a chatty peer cannot hold up the others.
+const READ_BUDGET: usize = 64 << 10;
+/// Batches written to a listener that is behind before the others get a turn.
+const BATCHES_PER_TURN: usize = 4;
+/// Bounds of the period of the sweep that checks pings and timeouts.
+const SWEEP_MIN: Duration = Duration::from_millis(5);
+const SWEEP_MAX: Duration = Duration::from_millis(250);
+
+/// Starts a driver thread.
+pub(super) fn spawn(index: usize, settings: Settings) -> std::io::Result<DriverHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (commands, inbox) = mpsc::channel();
+    let driver = Driver::new(poll, Arc::clone(&waker), inbox, settings);
+    std::thread::Builder::new()
+        .name(format!("onair-listeners-{index}"))
+        .spawn(move || driver.run())?;
+    Ok(DriverHandle { commands, waker })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// Everything up to the head is written; waits for the stream to move.
+    Idle,
+    /// New frames are held until the send window ends.
+    Pending,
+    /// To be served on this turn of the loop.
+    Ready,
+    /// The socket took only part of a write; waits for it to be writable.
+    Blocked,
+}
+
+/// A listener in a list: its slot and the ticket it was listed with.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    slot: u32,
+    ticket: u32,
+}
+
+/// One listener. Most of a listener's memory is here: no task, no buffer when idle.
+struct Conn {
+    socket: TcpStream,
+    peer: SocketAddr,
+    consumer: Consumer,
+    group: u32,
+    /// What the socket has not taken yet (control frames, or a batch it took in part).
+    out: Outbox,
+    reader: ClientReader,
+    place: Place,
+    ticket: u32,
+    closing: Option<(u16, Instant)>,
+    last_heard: Instant,
+    caught_up_at: Instant,
+    next_ping: Instant,
+    _lease: Lease,
+}
+
+/// The listeners of one stream on this driver.
+struct Group {
+    stream: Arc<Stream>,
+    /// The stream's head when last looked at.
+    seen: u64,
+    idle: Vec<Key>,
+}
+
+/// Listeners that are due together (they were idle when the same frame arrived).
+struct Due {
+    at: Instant,
+    keys: Vec<Key>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    // Earliest first in a max-heap.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+/// How a write went.
+enum Wrote {
+    All,
+    Blocked,
+    Failed,
+}
+
+struct Driver {
+    poll: Poll,
+    waker: Arc<Waker>,
+    inbox: mpsc::Receiver<Command>,
+    settings: Settings,
+    conns: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    live: usize,
+    groups: Vec<Group>,
+    due: BinaryHeap<Due>,
+    ready: VecDeque<Key>,
+    /// Listeners that had more to read than one turn's budget.
+    reread: Vec<Key>,
+    /// The batch being written; only what a socket does not take moves to the listener.
+    scratch: Outbox,
+    read_buf: Box<[u8]>,
+    next_ticket: u32,
+    now: Instant,
+    next_sweep: Instant,
+    sweep_every: Duration,
+    stopping: bool,
+    reporters: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Driver {
+    fn new(
+        poll: Poll,
+        waker: Arc<Waker>,
+        inbox: mpsc::Receiver<Command>,
+        settings: Settings,
+    ) -> Self {
+        let shortest = [
+            settings.ping_interval,
+            settings.dead_peer_timeout,
+            settings.slow_listener_timeout,
+            CLOSE_TIMEOUT,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(CLOSE_TIMEOUT);
+        let sweep_every = (shortest / 4).clamp(SWEEP_MIN, SWEEP_MAX);
+        let now = Instant::now();
+        Self {
+            poll,
+            waker,
+            inbox,
+            settings,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            groups: Vec::new(),
+            due: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            reread: Vec::new(),
+            scratch: Outbox::default(),
+            read_buf: vec![0; 16 << 10].into_boxed_slice(),
+            next_ticket: 0,
+            now,
+            next_sweep: now + sweep_every,
+            sweep_every,
+            stopping: false,
+            reporters: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let timeout = if self.ready.is_empty() && self.reread.is_empty() {
+                let next = self.due.peek().map_or(self.next_sweep, |d| d.at.min(self.next_sweep));
+                next.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(err) = self.poll.poll(&mut events, Some(timeout)) {
+                if err.kind() != ErrorKind::Interrupted {
+                    warn!(%err, "listener driver cannot wait for events");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            self.now = Instant::now();
+            for event in &events {
+                let Token(slot) = event.token();
+                if event.token() == WAKER {
+                    continue;
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(slot);
+                }
+                if event.is_writable() || event.is_write_closed() {
+                    self.on_writable(slot);
+                }
+            }
+            self.take_commands();
+            self.check_streams();
+            self.run_due();
+            self.run_ready();
+            for key in std::mem::take(&mut self.reread) {
+                if self.valid(key) {
+                    self.on_readable(key.slot as usize);
+                }
+            }
+            if self.now >= self.next_sweep {
+                self.sweep();
+                self.next_sweep = self.now + self.sweep_every;
+            }
+            if self.stopping && self.live == 0 {
+                for reporter in self.reporters.drain(..) {
+                    let _ = reporter.send(());
+                }
+                // Commands that raced with the shutdown: their sockets just close.
+                drop(self.inbox);
+                return;
+            }
+        }
+    }
+
+    fn take_commands(&mut self) {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(Command::Add(listener)) => self.add(*listener),
+                Ok(Command::Shutdown(reporter)) => {
+                    self.reporters.push(reporter);
+                    self.stop();
+                }
+                Err(mpsc::TryRecvError::Empty) => return,
+                // The relay is gone: close what is left and exit.
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.stop();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        for slot in 0..self.conns.len() {
+            self.close(slot, close::GOING_AWAY, "relay shutting down");
+        }
+    }
+
+    fn add(&mut self, listener: NewListener) {
+        let NewListener { socket, peer, leftover, consumer, first, lease } = listener;
+        let mut socket = TcpStream::from_std(socket);
+        let slot = self.free.pop().map_or(self.conns.len(), |slot| slot as usize);
+        let Ok(token_slot) = u32::try_from(slot) else {
+            warn!(%peer, "listener driver is full");
+            return;
+        };
+        if let Err(err) = self.poll.registry().register(
+            &mut socket,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warn!(%peer, %err, "cannot watch a listener socket");
+            self.free.push(token_slot);
+            return;
+        }
+        let group = self.group_of(consumer.stream());
+        let now = self.now;
+        let conn = Conn {
+            socket,
+            peer,
+            consumer,
+            group,
+            out: Outbox { frames: first.into(), offset: 0 },
+            reader: ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &leftover),
+            place: Place::Ready,
+            ticket: 0,
+            closing: None,
+            last_heard: now,
+            caught_up_at: now,
+            next_ping: now + self.settings.ping_interval,
+            _lease: lease,
+        };
+        if slot == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[slot] = Some(conn);
+        }
+        self.live += 1;
+        self.make_ready(slot);
+        // Frames that came with the request head (a ping, a close) are answered like others.
+        if !leftover.is_empty() {
+            self.handle_client_frames(slot);
+        }
+        if self.stopping {
+            self.close(slot, close::GOING_AWAY, "relay shutting down");
+        }
+    }
+
+    fn group_of(&mut self, stream: &Arc<Stream>) -> u32 {
+        if let Some(at) = self.groups.iter().position(|g| Arc::ptr_eq(&g.stream, stream)) {
+            return at as u32;
+        }
+        stream.wake_on_change(&self.waker);
+        let seen = stream.head_seq();
+        self.groups.push(Group { stream: Arc::clone(stream), seen, idle: Vec::new() });
+        (self.groups.len() - 1) as u32
+    }
+
+    fn conn(&mut self, slot: usize) -> Option<&mut Conn> {
+        self.conns.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn valid(&self, key: Key) -> bool {
+        self.conns
+            .get(key.slot as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|conn| conn.ticket == key.ticket)
+    }
+
+    /// Moves a listener to `place` with a new ticket; returns its key for the list.
+    fn relist(&mut self, slot: usize, place: Place) -> Option<Key> {
+        let ticket = self.next_ticket;
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        let conn = self.conn(slot)?;
+        conn.place = place;
+        conn.ticket = ticket;
+        Some(Key { slot: slot as u32, ticket })
+    }
+
+    fn make_ready(&mut self, slot: usize) {
+        if let Some(key) = self.relist(slot, Place::Ready) {
+            self.ready.push_back(key);
+        }
+    }
+
+    fn make_idle(&mut self, slot: usize) {
+        if let Some(key) = self.relist(slot, Place::Idle) {
+            let group = self.conns[slot].as_ref().map_or(0, |c| c.group as usize);
+            self.groups[group].idle.push(key);
+        }
+    }
+
+    /// Streams whose head moved: their idle listeners become due when the first new frame
+    /// is `send_window` old (at once without a window, or when the new frames are large).
+    fn check_streams(&mut self) {
+        for at in 0..self.groups.len() {
+            let group = &mut self.groups[at];
+            let head = group.stream.head_seq();
+            if head == group.seen {
+                continue;
+            }
+            let (first_at, bytes) = group.stream.arrivals_since(group.seen);
+            group.seen = head;
+            if group.idle.is_empty() {
+                continue;
+            }
+            let window = self.settings.send_window;
+            let due = if window.is_zero() || bytes >= WINDOW_FULL_BYTES {
+                self.now
+            } else {
+                first_at.unwrap_or(self.now) + window
+            };
+            let keys = std::mem::take(&mut group.idle);
+            if due <= self.now + MIN_HOLD {
+                for key in keys {
+                    if self.valid(key) {
+                        if let Some(conn) = self.conn(key.slot as usize) {
+                            conn.place = Place::Ready;
+                        }
+                        self.ready.push_back(key);
+                    }
+                }
+            } else {
+                let mut keys = keys;
+                keys.retain(|&key| self.valid(key));
+                for key in &keys {
+                    if let Some(conn) = self.conn(key.slot as usize) {
+                        conn.place = Place::Pending;
+                    }
+                }
+                self.due.push(Due { at: due, keys });
+            }
+        }
+    }
+
+    fn run_due(&mut self) {
+        while self.due.peek().is_some_and(|d| d.at <= self.now + MIN_HOLD) {
+            let Some(due) = self.due.pop() else { break };
+            for key in due.keys {
+                let pending =
+                    self.conns.get(key.slot as usize).and_then(Option::as_ref).is_some_and(
+                        |conn| conn.ticket == key.ticket && conn.place == Place::Pending,
+                    );
+                if pending {
+                    self.serve(key.slot as usize);
+                }
+            }
+        }
+    }
+
+    fn run_ready(&mut self) {
+        // Only those ready now: a listener put back for being far behind waits for the
+        // next turn, after the others.
+        for _ in 0..self.ready.len() {
+            let Some(key) = self.ready.pop_front() else { break };
+            if self.valid(key) {
+                self.serve(key.slot as usize);
+            }
+        }
+    }
+
+    /// Writes what the listener is owed and new batches from the ring until it is at the
+    /// head, blocked, or has had its share of this turn.
+    fn serve(&mut self, slot: usize) {
+        let batch_bytes = self.settings.batch_bytes;
+        let now = self.now;
+        for _ in 0..BATCHES_PER_TURN {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+            if !conn.out.is_empty() {
+                match write_out(&conn.socket, &mut conn.out, &conn.consumer) {
+                    Wrote::All => {}
+                    Wrote::Blocked => {
+                        self.relist(slot, Place::Blocked);
+                        return;
+                    }
+                    Wrote::Failed => return self.remove(slot, Ending::Failed),
+                }
+            }
+            if let Some((code, _)) = conn.closing {
+                let _ = conn.socket.shutdown(Shutdown::Write);
+                return self.remove(slot, Ending::Closed(code));
+            }
+            let fill = take_batch(&mut conn.consumer, &mut self.scratch, batch_bytes);
+            if fill.at_head {
+                conn.caught_up_at = now;
+            }
+            if self.scratch.is_empty() {
+                if fill.at_head {
+                    return self.make_idle(slot);
+                }
+                continue;
+            }
+            match write_out(&conn.socket, &mut self.scratch, &conn.consumer) {
+                Wrote::All if fill.at_head => return self.make_idle(slot),
+                Wrote::All => {}
+                Wrote::Blocked => {
+                    conn.out = std::mem::take(&mut self.scratch);
+                    self.relist(slot, Place::Blocked);
+                    return;
+                }
+                Wrote::Failed => {
+                    self.scratch.frames.clear();
+                    self.scratch.offset = 0;
+                    return self.remove(slot, Ending::Failed);
+                }
+            }
+        }
+        self.make_ready(slot);
+    }
+
+    fn on_writable(&mut self, slot: usize) {
+        if self.conn(slot).is_some_and(|conn| conn.place == Place::Blocked) {
+            self.serve(slot);
+        }
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        let mut total = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+            match conn.socket.read(&mut self.read_buf) {
+                Ok(0) => return self.remove(slot, Ending::PeerClosed),
+                Ok(n) => {
+                    conn.last_heard = self.now;
+                    conn.reader.buffer().extend_from_slice(&self.read_buf[..n]);
+                    total += n;
+                    if !self.handle_client_frames(slot) {
+                        return;
+                    }
+                    if total >= READ_BUDGET {
+                        if let Some(ticket) = self.conn(slot).map(|conn| conn.ticket) {
+                            self.reread.push(Key { slot: slot as u32, ticket });
+                        }
+                        return;
+                    }
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.remove(slot, Ending::Failed),
+            }
+        }
+        if let Some(conn) = self.conn(slot) {
+            conn.reader.release_idle_buffer();
+        }
+    }
+
+    /// Acts on the complete frames the listener sent. False when it is gone or closing
+    /// (there is no point reading more).
+    fn handle_client_frames(&mut self, slot: usize) -> bool {
+        let mut answered = false;
+        loop {
+            let Some(conn) = self.conn(slot) else { return false };
+            match conn.reader.next_event() {
+                Ok(None) => break,
+                Ok(Some(ClientEvent::Ping(payload))) => {
+                    if conn.closing.is_none() && conn.out.control_frames() < MAX_QUEUED_PONGS {
+                        conn.out.push_control(WireFrame::new(OP_PONG, payload));
+                        answered = true;
+                    }
+                }
+                Ok(Some(ClientEvent::Pong | ClientEvent::Message | ClientEvent::Data { .. })) => {}
+                Ok(Some(ClientEvent::Close(_))) => {
+                    if conn.closing.is_some() {
+                        self.remove(slot, Ending::PeerClosed);
+                    } else {
+                        self.close(slot, 1000, "");
+                    }
+                    return false;
+                }
+                Err(err) => {
+                    self.close(slot, err.close_code(), &err.to_string());
+                    return false;
+                }
+            }
+        }
+        if answered {
+            self.flush_control(slot);
+        }
+        self.conn(slot).is_some_and(|conn| conn.closing.is_none())
+    }
+
+    /// Starts closing: drops queued media (keeping a frame already half written), queues a
+    /// close frame and sends it as soon as the socket takes it.
+    fn close(&mut self, slot: usize, code: u16, reason: &str) {
+        let now = self.now;
+        let Some(conn) = self.conn(slot) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        let out = &mut conn.out;
+        out.frames.truncate(usize::from(out.offset > 0));
+        out.frames.push_back(WireFrame::close(code, reason));
+        conn.closing = Some((code, now + CLOSE_TIMEOUT));
+        self.flush_control(slot);
+    }
+
+    /// Writes queued control frames now for a listener that owes no media (idle or
+    /// pending); others write them with their next batch.
+    fn flush_control(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        if !matches!(conn.place, Place::Idle | Place::Pending) {
+            return;
+        }
+        match write_out(&conn.socket, &mut conn.out, &conn.consumer) {
+            Wrote::All => {
+                if let Some((code, _)) = conn.closing {
+                    let _ = conn.socket.shutdown(Shutdown::Write);
+                    self.remove(slot, Ending::Closed(code));
+                }
+            }
+            Wrote::Blocked => {
+                self.relist(slot, Place::Blocked);
+            }
+            Wrote::Failed => self.remove(slot, Ending::Failed),
+        }
+    }
+
+    /// Pings, dead peers, listeners stuck behind, close frames not delivered in time.
+    fn sweep(&mut self) {
+        let now = self.now;
+        let settings = self.settings.clone();
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conn(slot) else { continue };
+            if let Some((code, deadline)) = conn.closing {
+                if now >= deadline {
+                    self.remove(slot, Ending::Dropped(code));
+                }
+            } else if matches!(conn.place, Place::Blocked | Place::Ready)
+                && now >= conn.caught_up_at + settings.slow_listener_timeout
+            {
+                conn.consumer.stream().metrics().too_slow.inc();
+                self.close(slot, close::TOO_SLOW, "listener too slow");
+            } else if now >= conn.last_heard + settings.dead_peer_timeout {
+                self.close(slot, close::DEAD_PEER, "no answer to pings");
+            } else if now >= conn.next_ping {
+                conn.next_ping = now + settings.ping_interval;
+                conn.out.push_control(WireFrame::new(OP_PING, bytes::Bytes::new()));
+                self.flush_control(slot);
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: usize, ending: Ending) {
+        let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        self.live -= 1;
+        self.free.push(slot as u32);
+        let name = &conn.consumer.stream().config().name;
+        let peer = conn.peer;
+        match ending {
+            Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {
+                info!(stream = %name, %peer, "listener closed: too slow");
+            }
+            ending => debug!(stream = %name, %peer, ?ending, "listener left"),
+        }
+    }
+}
+
+/// Writes `out` until it is empty or the socket is full (edge-triggered readiness needs a
+/// `WouldBlock` before the next writable event).
+fn write_out(socket: &TcpStream, out: &mut Outbox, consumer: &Consumer) -> Wrote {
+    let mut socket = socket;
+    while !out.is_empty() {
+        match out.write_with(|iov| socket.write_vectored(iov)) {
+            Ok((bytes, frames)) => {
+                let metrics = consumer.stream().metrics();
+                metrics.bytes_out.inc_by(bytes as u64);
+                metrics.frames_out.inc_by(frames);
+                if bytes == 0 {
+                    return Wrote::Failed;
+                }
+            }
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Wrote::Failed,
+        }
+    }
+    Wrote::All
+}
+
+/// Takes the next batch from the ring into the outbox and counts skips.
+fn take_batch(consumer: &mut Consumer, out: &mut Outbox, max_bytes: usize) -> Fill {
+    let fill = consumer.fill(&mut out.frames, max_bytes);
+    if fill.skipped > 0 {
+        consumer.stream().metrics().frames_skipped.inc_by(fill.skipped);
+        debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "listener lagged; resumed at a start point");
+    }
+    fill
+}
