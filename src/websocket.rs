@@ -188,6 +188,11 @@ impl ClientReader {
         Self { keep: true, ..Self::new(max_message_bytes, leftover) }
     }
 
+    /// Whether it holds nothing: no partial frame, no message being assembled.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.message_bytes.is_none()
+    }
+
     /// Frees the buffer when it holds no partial frame (call after draining events).
     pub fn release_idle_buffer(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {

@@ -55,6 +55,8 @@ pub struct Options {
     pub send_window_ms: Option<u64>,
     /// Extra top-level lines for onair's config (experiments).
     pub onair_config: Vec<String>,
+    /// Cores the servers run on: a taskset list, or `all`.
+    pub server_cores: String,
     /// Servers to run.
     pub servers: Vec<Kind>,
     /// Scenarios to run.
@@ -471,18 +473,19 @@ impl Clients {
     }
 }
 
-/// Pins: the server on core 0, the load clients on the other cores.
+/// Pins: by default the server on core 0, the load clients on the other cores; with
+/// `--server-cores all`, nothing is pinned.
 struct Pinning {
     server: Option<String>,
     clients: Option<String>,
 }
 
-fn pinning() -> Pinning {
+fn pinning(opts: &Options) -> Pinning {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
+    if cores < 2 || opts.server_cores == "all" {
         return Pinning { server: None, clients: None };
     }
-    Pinning { server: Some("0".into()), clients: Some(format!("1-{}", cores - 1)) }
+    Pinning { server: Some(opts.server_cores.clone()), clients: Some(format!("1-{}", cores - 1)) }
 }
 
 /// A step's measurement window.
@@ -811,7 +814,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let machine = Machine::probe();
     eprintln!("machine: {}", machine.summary());
-    let pin = pinning();
+    let pin = pinning(opts);
     let mut results = Results {
         machine,
         options: serde_json::to_value(opts)?,

@@ -60,6 +60,10 @@ enum Command {
         /// (repeatable).
         #[arg(long)]
         onair_config: Vec<String>,
+        /// Cores the servers run on: `0` (one core; the load clients get the others) or
+        /// `all` (servers and clients share the machine, as a relay would in production).
+        #[arg(long, default_value = "0")]
+        server_cores: String,
         /// Servers to run: onair, icecast.
         #[arg(long, value_delimiter = ',', default_value = "onair,icecast")]
         servers: Vec<String>,
@@ -128,6 +132,7 @@ fn main() -> anyhow::Result<()> {
             send_window_ms,
             window_sweep,
             onair_config,
+            server_cores,
             servers,
             scenarios,
         }) => {
@@ -177,6 +182,7 @@ fn main() -> anyhow::Result<()> {
                 video_hold_s: if quick { 3 } else { 6 },
                 send_window_ms: Some(send_window_ms),
                 onair_config,
+                server_cores,
                 servers,
                 scenarios,
             };

@@ -349,9 +349,13 @@ fn lost_cell(s: &Step) -> String {
 pub fn markdown(r: &Results) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## onair vs Icecast\n\nMachine: {}  ", r.machine.summary());
+    let placement = match r.options.get("server_cores").and_then(|v| v.as_str()).unwrap_or("0") {
+        "all" => "Servers and load clients share all cores (nothing pinned).".to_owned(),
+        cores => format!("Server pinned to core {cores}, load clients to the other cores."),
+    };
     let _ = writeln!(
         md,
-        "Run took {:.0} s. Server pinned to core 0, load clients to the other cores. CPU = utime+stime from /proc over the hold; memory = VmRSS minus the idle RSS, per listener.\n",
+        "Run took {:.0} s. {placement} CPU = utime+stime from /proc over the hold; memory = VmRSS minus the idle RSS, per listener.\n",
         r.duration_s
     );
     if !r.audio.is_empty() {

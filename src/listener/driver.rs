@@ -39,6 +39,10 @@ const MAX_QUEUED_PONGS: usize = 8;
 const READ_BUDGET: usize = 64 << 10;
 /// Batches written to a listener that is behind before the others get a turn.
 const BATCHES_PER_TURN: usize = 4;
+/// Listeners joining or leaving a driver before freed memory is given back.
+const TRIM_AFTER_CHANGE: usize = 500;
+/// Least time between two trims.
+const TRIM_EVERY: Duration = Duration::from_secs(2);
 /// Bounds of the period of the sweep that checks pings and timeouts.
 const SWEEP_MIN: Duration = Duration::from_millis(5);
 const SWEEP_MAX: Duration = Duration::from_millis(250);
@@ -80,15 +84,18 @@ struct Conn {
     peer: SocketAddr,
     consumer: Consumer,
     group: u32,
-    /// What the socket has not taken yet (control frames, or a batch it took in part).
-    out: Outbox,
-    reader: ClientReader,
+    /// What the socket has not taken yet (control frames, or a batch it took in part);
+    /// `None` when nothing is owed, which is most of the time.
+    out: Option<Box<Outbox>>,
+    /// Only while the peer has sent part of a frame: most listeners send nothing for minutes.
+    reader: Option<Box<ClientReader>>,
     place: Place,
     ticket: u32,
-    closing: Option<(u16, Instant)>,
-    last_heard: Instant,
-    caught_up_at: Instant,
-    next_ping: Instant,
+    /// Times are milliseconds since the driver started (`Driver::now_ms`): half the size.
+    closing: Option<(u16, u64)>,
+    last_heard: u64,
+    caught_up_at: u64,
+    next_ping: u64,
     _lease: Lease,
 }
 
@@ -136,7 +143,8 @@ struct Driver {
     waker: Arc<Waker>,
     inbox: mpsc::Receiver<Command>,
     settings: Settings,
-    conns: Vec<Option<Conn>>,
+    /// Boxed: a slab of pointers grows by doubling, the listeners themselves do not.
+    conns: Vec<Option<Box<Conn>>>,
     free: Vec<u32>,
     live: usize,
     groups: Vec<Group>,
@@ -149,9 +157,15 @@ struct Driver {
     read_buf: Box<[u8]>,
     next_ticket: u32,
     now: Instant,
+    /// `now` in milliseconds since `epoch`.
+    now_ms: u64,
+    epoch: Instant,
     next_sweep: Instant,
     sweep_every: Duration,
     stopping: bool,
+    /// Listeners when the allocator was last asked to give freed memory back.
+    trimmed_at: usize,
+    next_trim: Instant,
     reporters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -189,9 +203,13 @@ impl Driver {
             read_buf: vec![0; 16 << 10].into_boxed_slice(),
             next_ticket: 0,
             now,
+            now_ms: 0,
+            epoch: now,
             next_sweep: now + sweep_every,
             sweep_every,
             stopping: false,
+            trimmed_at: 0,
+            next_trim: now,
             reporters: Vec::new(),
         }
     }
@@ -213,6 +231,7 @@ impl Driver {
                 continue;
             }
             self.now = Instant::now();
+            self.now_ms = ms(self.now.duration_since(self.epoch));
             for event in &events {
                 let Token(slot) = event.token();
                 if event.token() == WAKER {
@@ -295,32 +314,37 @@ impl Driver {
             return;
         }
         let group = self.group_of(consumer.stream());
-        let now = self.now;
+        let now = self.now_ms;
         let conn = Conn {
             socket,
             peer,
             consumer,
             group,
-            out: Outbox { frames: first.into(), offset: 0 },
-            reader: ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &leftover),
+            out: Some(Box::new(Outbox { frames: first.into(), offset: 0 })),
+            reader: None,
             place: Place::Ready,
             ticket: 0,
             closing: None,
             last_heard: now,
             caught_up_at: now,
-            next_ping: now + self.settings.ping_interval,
+            next_ping: now + ms(self.settings.ping_interval),
             _lease: lease,
         };
         if slot == self.conns.len() {
-            self.conns.push(Some(conn));
+            self.conns.push(Some(Box::new(conn)));
         } else {
-            self.conns[slot] = Some(conn);
+            self.conns[slot] = Some(Box::new(conn));
         }
         self.live += 1;
         self.make_ready(slot);
         // Frames that came with the request head (a ping, a close) are answered like others.
         if !leftover.is_empty() {
+            if let Some(conn) = self.conn(slot) {
+                let reader = ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &leftover);
+                conn.reader = Some(Box::new(reader));
+            }
             self.handle_client_frames(slot);
+            self.release_idle_reader(slot);
         }
         if self.stopping {
             self.close(slot, close::GOING_AWAY, "relay shutting down");
@@ -338,13 +362,22 @@ impl Driver {
     }
 
     fn conn(&mut self, slot: usize) -> Option<&mut Conn> {
-        self.conns.get_mut(slot).and_then(Option::as_mut)
+        self.conns.get_mut(slot).and_then(Option::as_deref_mut)
+    }
+
+    /// Frees a listener's reader once it holds nothing.
+    fn release_idle_reader(&mut self, slot: usize) {
+        if let Some(conn) = self.conn(slot) {
+            if conn.reader.as_ref().is_some_and(|r| r.is_idle()) {
+                conn.reader = None;
+            }
+        }
     }
 
     fn valid(&self, key: Key) -> bool {
         self.conns
             .get(key.slot as usize)
-            .and_then(Option::as_ref)
+            .and_then(Option::as_deref)
             .is_some_and(|conn| conn.ticket == key.ticket)
     }
 
@@ -419,7 +452,7 @@ impl Driver {
             let Some(due) = self.due.pop() else { break };
             for key in due.keys {
                 let pending =
-                    self.conns.get(key.slot as usize).and_then(Option::as_ref).is_some_and(
+                    self.conns.get(key.slot as usize).and_then(Option::as_deref).is_some_and(
                         |conn| conn.ticket == key.ticket && conn.place == Place::Pending,
                     );
                 if pending {
@@ -444,12 +477,15 @@ impl Driver {
     /// head, blocked, or has had its share of this turn.
     fn serve(&mut self, slot: usize) {
         let batch_bytes = self.settings.batch_bytes;
-        let now = self.now;
+        let now = self.now_ms;
         for _ in 0..BATCHES_PER_TURN {
-            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
-            if !conn.out.is_empty() {
-                match write_out(&conn.socket, &mut conn.out, &conn.consumer) {
-                    Wrote::All => {}
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else {
+                return;
+            };
+            if let Some(out) = conn.out.as_deref_mut().filter(|out| !out.is_empty()) {
+                match write_out(&conn.socket, out, &conn.consumer) {
+                    // An idle listener keeps no buffer.
+                    Wrote::All => conn.out = None,
                     Wrote::Blocked => {
                         self.relist(slot, Place::Blocked);
                         return;
@@ -475,7 +511,7 @@ impl Driver {
                 Wrote::All if fill.at_head => return self.make_idle(slot),
                 Wrote::All => {}
                 Wrote::Blocked => {
-                    conn.out = std::mem::take(&mut self.scratch);
+                    conn.out = Some(Box::new(std::mem::take(&mut self.scratch)));
                     self.relist(slot, Place::Blocked);
                     return;
                 }
@@ -498,12 +534,19 @@ impl Driver {
     fn on_readable(&mut self, slot: usize) {
         let mut total = 0;
         loop {
-            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else {
+                return;
+            };
             match conn.socket.read(&mut self.read_buf) {
                 Ok(0) => return self.remove(slot, Ending::PeerClosed),
                 Ok(n) => {
-                    conn.last_heard = self.now;
-                    conn.reader.buffer().extend_from_slice(&self.read_buf[..n]);
+                    conn.last_heard = self.now_ms;
+                    conn.reader
+                        .get_or_insert_with(|| {
+                            Box::new(ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &[]))
+                        })
+                        .buffer()
+                        .extend_from_slice(&self.read_buf[..n]);
                     total += n;
                     if !self.handle_client_frames(slot) {
                         return;
@@ -520,9 +563,7 @@ impl Driver {
                 Err(_) => return self.remove(slot, Ending::Failed),
             }
         }
-        if let Some(conn) = self.conn(slot) {
-            conn.reader.release_idle_buffer();
-        }
+        self.release_idle_reader(slot);
     }
 
     /// Acts on the complete frames the listener sent. False when it is gone or closing
@@ -531,11 +572,14 @@ impl Driver {
         let mut answered = false;
         loop {
             let Some(conn) = self.conn(slot) else { return false };
-            match conn.reader.next_event() {
+            let Some(reader) = conn.reader.as_mut() else { break };
+            match reader.next_event() {
                 Ok(None) => break,
                 Ok(Some(ClientEvent::Ping(payload))) => {
-                    if conn.closing.is_none() && conn.out.control_frames() < MAX_QUEUED_PONGS {
-                        conn.out.push_control(WireFrame::new(OP_PONG, payload));
+                    let queued = conn.out.as_ref().map_or(0, |out| out.control_frames());
+                    if conn.closing.is_none() && queued < MAX_QUEUED_PONGS {
+                        let out = conn.out.get_or_insert_with(Box::default);
+                        out.push_control(WireFrame::new(OP_PONG, payload));
                         answered = true;
                     }
                 }
@@ -563,27 +607,29 @@ impl Driver {
     /// Starts closing: drops queued media (keeping a frame already half written), queues a
     /// close frame and sends it as soon as the socket takes it.
     fn close(&mut self, slot: usize, code: u16, reason: &str) {
-        let now = self.now;
+        let now = self.now_ms;
         let Some(conn) = self.conn(slot) else { return };
         if conn.closing.is_some() {
             return;
         }
-        let out = &mut conn.out;
+        let out = conn.out.get_or_insert_with(Box::default);
         out.frames.truncate(usize::from(out.offset > 0));
         out.frames.push_back(WireFrame::close(code, reason));
-        conn.closing = Some((code, now + CLOSE_TIMEOUT));
+        conn.closing = Some((code, now + ms(CLOSE_TIMEOUT)));
         self.flush_control(slot);
     }
 
     /// Writes queued control frames now for a listener that owes no media (idle or
     /// pending); others write them with their next batch.
     fn flush_control(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else { return };
         if !matches!(conn.place, Place::Idle | Place::Pending) {
             return;
         }
-        match write_out(&conn.socket, &mut conn.out, &conn.consumer) {
+        let Some(out) = conn.out.as_deref_mut() else { return };
+        match write_out(&conn.socket, out, &conn.consumer) {
             Wrote::All => {
+                conn.out = None;
                 if let Some((code, _)) = conn.closing {
                     let _ = conn.socket.shutdown(Shutdown::Write);
                     self.remove(slot, Ending::Closed(code));
@@ -598,7 +644,8 @@ impl Driver {
 
     /// Pings, dead peers, listeners stuck behind, close frames not delivered in time.
     fn sweep(&mut self) {
-        let now = self.now;
+        let now = self.now_ms;
+        self.trim_after_bursts();
         let settings = self.settings.clone();
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conn(slot) else { continue };
@@ -607,17 +654,35 @@ impl Driver {
                     self.remove(slot, Ending::Dropped(code));
                 }
             } else if matches!(conn.place, Place::Blocked | Place::Ready)
-                && now >= conn.caught_up_at + settings.slow_listener_timeout
+                && now >= conn.caught_up_at + ms(settings.slow_listener_timeout)
             {
                 conn.consumer.stream().metrics().too_slow.inc();
                 self.close(slot, close::TOO_SLOW, "listener too slow");
-            } else if now >= conn.last_heard + settings.dead_peer_timeout {
+            } else if now >= conn.last_heard + ms(settings.dead_peer_timeout) {
                 self.close(slot, close::DEAD_PEER, "no answer to pings");
             } else if now >= conn.next_ping {
-                conn.next_ping = now + settings.ping_interval;
-                conn.out.push_control(WireFrame::new(OP_PING, bytes::Bytes::new()));
+                conn.next_ping = now + ms(settings.ping_interval);
+                conn.out
+                    .get_or_insert_with(Box::default)
+                    .push_control(WireFrame::new(OP_PING, bytes::Bytes::new()));
                 self.flush_control(slot);
             }
+        }
+    }
+
+    /// After a burst of connections (or departures), gives the memory their handshakes used
+    /// back to the system: glibc keeps freed memory for reuse, and a burst of thousands of
+    /// handshakes would otherwise stay in the relay's RSS as if every listener still used it.
+    fn trim_after_bursts(&mut self) {
+        if self.now < self.next_trim || self.live.abs_diff(self.trimmed_at) < TRIM_AFTER_CHANGE {
+            return;
+        }
+        self.trimmed_at = self.live;
+        self.next_trim = self.now + TRIM_EVERY;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 
@@ -667,4 +732,9 @@ fn take_batch(consumer: &mut Consumer, out: &mut Outbox, max_bytes: usize) -> Fi
         debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "listener lagged; resumed at a start point");
     }
     fill
+}
+
+/// A duration in whole milliseconds (the unit of a listener's times).
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
