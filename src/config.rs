@@ -520,6 +520,8 @@ key = "SECRET"
                 "ring_frames must be > 0",
             ),
             ("listen = \"127.0.0.1:1\"\nsend_window_ms = 5000\n", 2, "send_window_ms"),
+            ("listen = \"127.0.0.1:1\"\nlistener_threads = 0\n", 2, "listener_threads must be > 0"),
+            ("\nlistener_threads = 65\n", 2, "listener_threads must be at most 64"),
             ("listen = [\n", 1, ""),
         ];
         for (text, line, what) in cases {
@@ -535,6 +537,7 @@ key = "SECRET"
         let config = Config::parse("", "empty.toml").unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert!(config.streams.is_empty());
+        assert!(config.listener_threads >= 1, "one driver per core");
         assert_eq!(
             config.slow_listener_timeout,
             Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS)

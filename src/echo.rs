@@ -47,8 +47,8 @@ pub async fn serve(
         tokio::select! {
             biased;
             () = cancel.cancelled(), if closing.is_none() => {
-                out.frames.truncate(usize::from(out.offset > 0));
-                out.frames.push_back(WireFrame::close(close::GOING_AWAY, "relay shutting down"));
+                out.truncate_to_boundary();
+                out.items.push_back(WireFrame::close(close::GOING_AWAY, "relay shutting down"));
                 closing = Some(Instant::now() + CLOSE_TIMEOUT);
             }
             ready = socket.ready(interest) => {
@@ -64,7 +64,7 @@ pub async fn serve(
                         match reader.next_event() {
                             Ok(None) => break,
                             Ok(Some(ClientEvent::Data { text, payload })) if closing.is_none() => {
-                                out.frames.push_back(WireFrame::new(if text { OP_TEXT } else { OP_BINARY }, payload));
+                                out.items.push_back(WireFrame::new(if text { OP_TEXT } else { OP_BINARY }, payload));
                             }
                             Ok(Some(ClientEvent::Ping(payload))) if closing.is_none() => {
                                 out.push_control(WireFrame::new(OP_PONG, payload));
@@ -76,15 +76,15 @@ pub async fn serve(
                                         Some(code) => WireFrame::close(code, ""),
                                         None => WireFrame::new(crate::websocket::OP_CLOSE, bytes::Bytes::new()),
                                     };
-                                    out.frames.push_back(reply);
+                                    out.items.push_back(reply);
                                     closing = Some(Instant::now() + CLOSE_TIMEOUT);
                                 }
                             }
                             Ok(Some(_)) => {}
                             Err(err) => {
                                 // Fail the connection: queued echoes are dropped, close follows.
-                                out.frames.truncate(usize::from(out.offset > 0));
-                                out.frames.push_back(WireFrame::close(err.close_code(), &err.to_string()));
+                                out.truncate_to_boundary();
+                                out.items.push_back(WireFrame::close(err.close_code(), &err.to_string()));
                                 closing = Some(Instant::now() + CLOSE_TIMEOUT);
                                 peer_closed = true;
                             }

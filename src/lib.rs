@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod inspect;
 pub mod listener;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod relay;
 pub mod server;

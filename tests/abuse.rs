@@ -77,3 +77,52 @@ async fn half_open_connections_do_not_keep_real_listeners_out() {
     }
     relay.shutdown().await;
 }
+
+/// Reads server frames from a raw socket until it has been quiet for `quiet`; counts pongs.
+async fn count_pongs(tcp: &mut tokio::net::TcpStream, quiet: Duration) -> usize {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    while let Ok(Ok(n)) = tokio::time::timeout(quiet, tcp.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let (mut at, mut pongs) = (0, 0);
+    while at + 2 <= buf.len() {
+        let (opcode, len) = (buf[at] & 0x0F, buf[at + 1] & 0x7F);
+        let (head, len) = match len {
+            126 => (4, usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]]))),
+            127 => (10, u64::from_be_bytes(buf[at + 2..at + 10].try_into().unwrap()) as usize),
+            n => (2, usize::from(n)),
+        };
+        pongs += usize::from(opcode == 0xA);
+        at += head + len;
+    }
+    pongs
+}
+
+#[tokio::test]
+async fn a_listener_flooding_pings_without_reading_gets_a_bounded_number_of_pongs() {
+    let relay = TestRelay::start_with(config(&[("radio", "SECRET")])).await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    let mut flood = raw_websocket(&relay, "/listen/radio").await;
+    let (mut healthy, _) = listener(&relay, "radio").await;
+    // 300 000 masked pings (1.8 MB) while never reading: their 600 kB of pongs are more than
+    // the kernel buffers hold, so the relay could only keep them all by queueing them.
+    const PINGS: usize = 300_000;
+    let ping = [0x89u8, 0x80, 1, 2, 3, 4];
+    let pings: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * PINGS).collect();
+    within(flood.write_all(&pings)).await.unwrap();
+    // The relay still serves everyone else meanwhile.
+    src.send(Message::binary(frame(0, b"still on air"))).await.unwrap();
+    assert_eq!(next_frame(&mut healthy).await, frame(0, b"still on air"));
+    assert_eq!(http_get(&relay, "/healthz").await.0, 200);
+    let pongs = count_pongs(&mut flood, Duration::from_millis(700)).await;
+    assert!(pongs > 0, "pings are answered");
+    assert!(
+        pongs < PINGS / 2,
+        "{pongs} pongs for {PINGS} pings: answers piled up for a peer that does not read"
+    );
+    relay.shutdown().await;
+}

@@ -278,6 +278,39 @@ async fn shutdown_closes_every_websocket_with_1001() {
 }
 
 #[tokio::test]
+async fn listeners_spread_over_driver_threads_hear_every_frame_and_get_1001_at_shutdown() {
+    let mut config = config(&[("radio", "SECRET"), ("talk", "KEY2")]);
+    config.listener_threads = 3;
+    let relay = TestRelay::start_with(config).await;
+    let mut listeners = Vec::new();
+    for i in 0..12 {
+        let stream = if i % 2 == 0 { "radio" } else { "talk" };
+        listeners.push((stream, listener(&relay, stream).await.0));
+    }
+    let mut radio = source(&relay, "radio", "SECRET").await;
+    let mut talk = source(&relay, "talk", "KEY2").await;
+    let sent = |stream: &str, i: u64| match stream {
+        "radio" => frame(i * 20_000, &payload(i, 100 + i as usize)),
+        _ => frame(i * 40_000, &payload(1_000 + i, 60)),
+    };
+    for i in 0..50 {
+        radio.send(Message::binary(sent("radio", i))).await.unwrap();
+        talk.send(Message::binary(sent("talk", i))).await.unwrap();
+    }
+    for (stream, ws) in &mut listeners {
+        assert_eq!(next_event(ws).await["state"], "online");
+        for i in 0..50 {
+            assert_eq!(next_frame(ws).await, sent(stream, i), "{stream} frame {i}");
+        }
+    }
+    let shutdown = tokio::spawn(relay.shutdown());
+    for (_, ws) in &mut listeners {
+        assert_eq!(close_code(ws).await, close::GOING_AWAY);
+    }
+    within(shutdown).await.unwrap();
+}
+
+#[tokio::test]
 async fn http_endpoints_report_health_streams_and_metrics() {
     let relay = TestRelay::start().await;
     assert_eq!(http_get(&relay, "/healthz").await, (200, "ok\n".into()));

@@ -11,7 +11,6 @@
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
@@ -37,8 +36,6 @@ use crate::relay::{Consumer, Stream};
 use crate::server::{check_listen_access, Relay};
 use crate::websocket::WireFrame;
 
-/// Most buffers in one vectored write.
-const MAX_IOV: usize = 128;
 /// Most Opus packets coalesced into one Ogg page when a listener is behind.
 const MAX_PACKETS_PER_PAGE: usize = 50;
 /// Time to write the response head.
@@ -271,21 +268,12 @@ enum Ending {
 }
 
 /// Bytes waiting to be written; each piece carries the media frames its last byte completes.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    pieces: VecDeque<(Bytes, u32)>,
-    offset: usize,
-}
+pub type Outbox = crate::outbox::Outbox<(Bytes, u32)>;
 
 impl Outbox {
-    /// Whether everything was written.
-    pub fn is_empty(&self) -> bool {
-        self.pieces.is_empty()
-    }
-
     fn push(&mut self, piece: Bytes, frames: u32) {
         if !piece.is_empty() || frames > 0 {
-            self.pieces.push_back((piece, frames));
+            self.items.push_back((piece, frames));
         }
     }
 
@@ -293,43 +281,12 @@ impl Outbox {
     pub fn take_all(&mut self) -> (Vec<u8>, u64) {
         let mut bytes = Vec::new();
         let mut frames = 0;
-        for (piece, n) in self.pieces.drain(..) {
+        for (piece, n) in self.items.drain(..) {
             bytes.extend_from_slice(&piece);
             frames += u64::from(n);
         }
         self.offset = 0;
         (bytes, frames)
-    }
-
-    /// Writes what the socket takes without blocking; returns (bytes, frames completed).
-    fn write_to(&mut self, socket: &TcpStream) -> std::io::Result<(usize, u64)> {
-        let mut iov = [IoSlice::new(&[]); MAX_IOV];
-        let mut n = 0;
-        let mut skip = self.offset;
-        for (piece, _) in &self.pieces {
-            if skip >= piece.len() {
-                skip -= piece.len();
-                continue;
-            }
-            iov[n] = IoSlice::new(&piece[skip..]);
-            skip = 0;
-            n += 1;
-            if n == MAX_IOV {
-                break;
-            }
-        }
-        let written = socket.try_write_vectored(&iov[..n])?;
-        self.offset += written;
-        let mut frames = 0;
-        while let Some((front, count)) = self.pieces.front() {
-            if self.offset < front.len() {
-                break;
-            }
-            self.offset -= front.len();
-            frames += u64::from(*count);
-            self.pieces.pop_front();
-        }
-        Ok((written, frames))
     }
 }
 

@@ -320,7 +320,7 @@ impl Driver {
             peer,
             consumer,
             group,
-            out: Some(Box::new(Outbox { frames: first.into(), offset: 0 })),
+            out: Some(Box::new(Outbox { items: first.into(), offset: 0 })),
             reader: None,
             place: Place::Ready,
             ticket: 0,
@@ -516,7 +516,7 @@ impl Driver {
                     return;
                 }
                 Wrote::Failed => {
-                    self.scratch.frames.clear();
+                    self.scratch.items.clear();
                     self.scratch.offset = 0;
                     return self.remove(slot, Ending::Failed);
                 }
@@ -613,8 +613,8 @@ impl Driver {
             return;
         }
         let out = conn.out.get_or_insert_with(Box::default);
-        out.frames.truncate(usize::from(out.offset > 0));
-        out.frames.push_back(WireFrame::close(code, reason));
+        out.truncate_to_boundary();
+        out.items.push_back(WireFrame::close(code, reason));
         conn.closing = Some((code, now + ms(CLOSE_TIMEOUT)));
         self.flush_control(slot);
     }
@@ -726,7 +726,7 @@ fn write_out(socket: &TcpStream, out: &mut Outbox, consumer: &Consumer) -> Wrote
 
 /// Takes the next batch from the ring into the outbox and counts skips.
 fn take_batch(consumer: &mut Consumer, out: &mut Outbox, max_bytes: usize) -> Fill {
-    let fill = consumer.fill(&mut out.frames, max_bytes);
+    let fill = consumer.fill(&mut out.items, max_bytes);
     if fill.skipped > 0 {
         consumer.stream().metrics().frames_skipped.inc_by(fill.skipped);
         debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "listener lagged; resumed at a start point");

@@ -12,8 +12,6 @@
 
 mod driver;
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -28,11 +26,6 @@ use crate::websocket::WireFrame;
 
 /// Largest message a listener may send (it has nothing to say but pings and close).
 pub const MAX_LISTENER_MESSAGE_BYTES: usize = 4096;
-/// Most buffers in one vectored write (Linux allows 1024).
-const MAX_IOV: usize = 128;
-/// An emptied outbox keeps room for this many frames; a larger one (after a burst or a
-/// catch-up) is given back, so an idle listener costs little memory.
-const OUTBOX_KEEP_FRAMES: usize = 4;
 
 /// How a listener session ended, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,81 +40,8 @@ pub enum Ending {
     Failed,
 }
 
-/// Frames waiting to be written, the first possibly in part.
-#[derive(Default)]
-pub(crate) struct Outbox {
-    pub(crate) frames: VecDeque<WireFrame>,
-    /// Bytes of the first frame already written.
-    pub(crate) offset: usize,
-}
-
-impl Outbox {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    /// Queues a control frame at the next frame boundary, ahead of media but behind other
-    /// control frames (pongs answer pings in order).
-    pub(crate) fn push_control(&mut self, frame: WireFrame) {
-        let mut at = usize::from(self.offset > 0).min(self.frames.len());
-        while self.frames.get(at).is_some_and(WireFrame::is_control) {
-            at += 1;
-        }
-        self.frames.insert(at, frame);
-    }
-
-    /// Control frames waiting (to bound the pongs a ping flood can queue).
-    pub(crate) fn control_frames(&self) -> usize {
-        self.frames.iter().take_while(|f| f.is_control()).count()
-    }
-
-    /// Hands as much as fits in one vectored write to `write`; returns (bytes, media frames).
-    pub(crate) fn write_with(
-        &mut self,
-        write: impl FnOnce(&[IoSlice<'_>]) -> std::io::Result<usize>,
-    ) -> std::io::Result<(usize, u64)> {
-        let mut iov = [IoSlice::new(&[]); MAX_IOV];
-        let mut n = 0;
-        let mut skip = self.offset;
-        'frames: for frame in &self.frames {
-            for part in [frame.head(), &frame.payload()[..]] {
-                if skip >= part.len() {
-                    skip -= part.len();
-                    continue;
-                }
-                iov[n] = IoSlice::new(&part[skip..]);
-                skip = 0;
-                n += 1;
-                if n == MAX_IOV {
-                    break 'frames;
-                }
-            }
-        }
-        let written = write(&iov[..n])?;
-        let mut media = 0;
-        self.offset += written;
-        while let Some(front) = self.frames.front() {
-            if self.offset < front.wire_len() {
-                break;
-            }
-            self.offset -= front.wire_len();
-            media += u64::from(front.is_binary());
-            self.frames.pop_front();
-        }
-        if self.frames.is_empty() && self.frames.capacity() > 2 * OUTBOX_KEEP_FRAMES {
-            self.frames.shrink_to(OUTBOX_KEEP_FRAMES);
-        }
-        Ok((written, media))
-    }
-
-    /// Writes as much as a tokio socket takes without blocking; returns (bytes, media frames).
-    pub(crate) fn write_to(
-        &mut self,
-        socket: &tokio::net::TcpStream,
-    ) -> std::io::Result<(usize, u64)> {
-        self.write_with(|iov| socket.try_write_vectored(iov))
-    }
-}
+/// Frames waiting to be written to a WebSocket listener.
+pub(crate) type Outbox = crate::outbox::Outbox<WireFrame>;
 
 /// What a listener holds for as long as it is connected (its connection permit, its place
 /// in the per-address count and in the client list); dropped when it leaves.
