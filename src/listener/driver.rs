@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,6 @@ struct Key {
 /// One listener. Most of a listener's memory is here: no task, no buffer when idle.
 struct Conn {
     socket: TcpStream,
-    peer: SocketAddr,
     consumer: Consumer,
     group: u32,
     /// What the socket has not taken yet (control frames, or a batch it took in part);
@@ -317,7 +316,6 @@ impl Driver {
         let now = self.now_ms;
         let conn = Conn {
             socket,
-            peer,
             consumer,
             group,
             out: Some(Box::new(Outbox { items: first.into(), offset: 0 })),
@@ -692,7 +690,8 @@ impl Driver {
         self.live -= 1;
         self.free.push(slot as u32);
         let name = &conn.consumer.stream().config().name;
-        let peer = conn.peer;
+        // Asked of the socket (still open) rather than kept: 32 bytes per listener.
+        let peer = conn.socket.peer_addr().map_or_else(|_| "?".to_owned(), |p| p.to_string());
         match ending {
             Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {
                 info!(stream = %name, %peer, "listener closed: too slow");
