@@ -1,8 +1,9 @@
 //! `/echo`: a WebSocket that sends every message back, for the Autobahn conformance suite.
 //!
-//! Enabled only by `echo_endpoint = true`. It runs on the listeners' own stack (the
-//! `ClientReader` parser and the `Outbox` vectored writer), so the suite checks the code
-//! that thousands of listeners use, not a separate implementation.
+//! Enabled only by `echo_endpoint = true`. It uses the listeners' own parser (`ClientReader`)
+//! and writer (`Outbox`), so the suite checks the frame code that thousands of listeners use,
+//! not a separate implementation. The session loop is its own (on tokio): an echo server holds
+//! and returns messages, which a listener driver never does.
 
 use std::time::Duration;
 

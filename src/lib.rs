@@ -11,7 +11,8 @@
 //!
 //! - [`protocol`]: the wire format (frame header, JSON messages, close codes).
 //! - [`server`]: accept loop, routing, handshakes, refusals, graceful drain.
-//! - [`ingest`] / [`listener`]: one task per source / per listener.
+//! - [`ingest`]: one task per source. [`listener`]: WebSocket listeners, served by a few
+//!   driver threads (one epoll loop per core, thousands of listeners each, no task per listener).
 //! - [`relay`]: the streams and their rings; all lag and burst policy.
 //! - [`icecast`] / [`format`](mod@format): Icecast sources and HTTP listeners (Ogg, MP3, ICY), the
 //!   admin/status API; containers parsed on ingest and written per listener.

@@ -1,7 +1,8 @@
 //! One HTTP listener: `GET /{stream}.ogg` (Ogg/Opus), `/{stream}.mp3` (MP3) or `/{stream}`
 //! (whichever the source sends), with Icecast's response headers and ICY metadata on request.
 //!
-//! Same policy and shape as `listener.rs`: one task, the ring is the only queue (`Consumer::fill`
+//! Same policy as the WebSocket listeners (`listener/`), in a task of its own: the ring is the
+//! only queue (`Consumer::fill`
 //! with `listener_batch_bytes`), a bounded outbox written with vectored writes, skip ahead when
 //! lagging, close after `slow_listener_timeout` behind. `Mux` turns ring frames into the
 //! container: each listener gets its own Ogg logical stream (fresh BOS headers, serial, page
