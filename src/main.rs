@@ -166,6 +166,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    check_open_files(&config);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = onair::server::bind(config.listen)
@@ -315,4 +316,25 @@ fn keygen() -> anyhow::Result<String> {
         }
     }
     Ok(key)
+}
+
+/// Every listener is an open file: raises the soft limit to the hard one (Debian's soft limit
+/// of 1 024 would refuse listeners past about a thousand) and says so when `max_connections`
+/// still does not fit.
+fn check_open_files(config: &Config) {
+    match onair::server::raise_open_file_limit() {
+        Ok(limit) => {
+            let needed = u64::try_from(config.max_connections).unwrap_or(u64::MAX);
+            if limit < needed.saturating_add(64) {
+                tracing::warn!(
+                    open_files = limit,
+                    max_connections = config.max_connections,
+                    "the open-file limit is below max_connections: connections past it are refused (raise it with `ulimit -n` or systemd's LimitNOFILE=)"
+                );
+            } else {
+                tracing::debug!(open_files = limit, "open-file limit");
+            }
+        }
+        Err(err) => tracing::warn!(%err, "cannot read or raise the open-file limit"),
+    }
 }

@@ -115,3 +115,43 @@ fn tungstenite_connect(
     let (ws, _) = tokio_tungstenite::tungstenite::client(url, tcp).unwrap();
     ws
 }
+
+/// The soft and hard open-file limits of a running process, from /proc.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[test]
+fn serve_raises_its_open_file_limit_and_warns_when_max_connections_does_not_fit() {
+    use std::os::unix::process::CommandExt;
+    // Like Debian's default: a low soft limit under a higher hard one.
+    let mut command = Command::new(ONAIR);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit in the forked child before exec; no allocation.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 256, rlim_max: 2048 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = Guard(command.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let mut warned = false;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        warned |= line.contains("open-file limit is below max_connections");
+        if line.contains("listening") {
+            break;
+        }
+    }
+    assert_eq!(open_file_limits(child.0.id()), (2048, 2048), "soft limit raised to the hard one");
+    assert!(warned, "the default max_connections (16 000) does not fit in 2 048 open files");
+}
