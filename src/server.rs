@@ -183,7 +183,12 @@ pub async fn run_relay(
     drop(listener);
     cancel.cancel();
     sessions.close();
-    let drained = async { tokio::join!(sessions.wait(), relay.listeners.shutdown()) };
+    // The connection tasks end first: one may be handing a listener to a driver, and that
+    // listener must be there to get its 1001 when the drivers shut down.
+    let drained = async {
+        sessions.wait().await;
+        relay.listeners.shutdown().await;
+    };
     if timeout(DRAIN_TIMEOUT, drained).await.is_err() {
         warn!(open = sessions.len(), "drain timed out");
     }

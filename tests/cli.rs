@@ -28,6 +28,7 @@ fn config_errors_name_file_and_line_and_exit_non_zero() {
     let path =
         temp_config("bad", "listen = \"127.0.0.1:0\"\n[[streams]]\nname = \"radio\"\nkey = \"\"\n");
     let out = Command::new(ONAIR).args(["serve", "--config"]).arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

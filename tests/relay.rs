@@ -311,6 +311,30 @@ async fn listeners_spread_over_driver_threads_hear_every_frame_and_get_1001_at_s
 }
 
 #[tokio::test]
+async fn listeners_upgraded_while_the_relay_shuts_down_still_get_1001() {
+    // The relay answers 101 before a listener reaches its driver: a shutdown in the middle of
+    // a crowd of handshakes must still close every listener that got its 101 with 1001.
+    let mut config = config(&[("radio", "SECRET")]);
+    config.listener_threads = 2;
+    let relay = TestRelay::start_with(config).await;
+    let url = relay.url("/listen/radio");
+    let connects: Vec<_> =
+        (0..150).map(|_| tokio::spawn(tokio_tungstenite::connect_async(url.clone()))).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let shutdown = tokio::spawn(relay.shutdown());
+    let mut upgraded = 0;
+    for connect in connects {
+        // Refused or cut during the handshake is fine; an upgraded listener must hear 1001.
+        if let Ok(Ok((mut ws, _))) = within(connect).await {
+            upgraded += 1;
+            assert_eq!(close_code(&mut ws).await, close::GOING_AWAY);
+        }
+    }
+    within(shutdown).await.unwrap();
+    assert!(upgraded > 0, "some listeners were upgraded before the shutdown");
+}
+
+#[tokio::test]
 async fn http_endpoints_report_health_streams_and_metrics() {
     let relay = TestRelay::start().await;
     assert_eq!(http_get(&relay, "/healthz").await, (200, "ok\n".into()));

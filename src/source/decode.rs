@@ -548,14 +548,30 @@ pub(crate) mod tests {
         assert_eq!(chunk.samples, vec![0.5, -0.25]);
     }
 
-    pub(crate) fn tempdir(name: &str) -> PathBuf {
+    /// A fresh directory under the system's temp dir, removed when dropped.
+    pub(crate) struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn tempdir(name: &str) -> TempDir {
         let dir = std::env::temp_dir().join(format!(
             "onair-source-{}-{name}-{}",
             std::process::id(),
             unique()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
     }
 
     fn unique() -> u64 {

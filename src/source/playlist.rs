@@ -232,7 +232,7 @@ mod tests {
         {
             touch(&dir.join(name));
         }
-        let got = expand(std::slice::from_ref(&dir)).unwrap();
+        let got = expand(&[dir.to_path_buf()]).unwrap();
         let want: Vec<Entry> = ["a/1.ogg", "a/2.flac", "a/deep/x.WAV", "b.mp3", "z.m4a"]
             .iter()
             .map(|n| file(&dir.join(n)))
@@ -292,11 +292,11 @@ mod tests {
         for n in &names {
             touch(&dir.join(n));
         }
-        let mut plain = Playlist::new(vec![dir.clone()], false, Some(1));
+        let mut plain = Playlist::new(vec![dir.to_path_buf()], false, Some(1));
         let ordered = plain.next_pass().unwrap();
         assert_eq!(plain.next_pass().unwrap(), ordered, "no shuffle: same order every pass");
 
-        let mut shuffled = Playlist::new(vec![dir.clone()], true, Some(42));
+        let mut shuffled = Playlist::new(vec![dir.to_path_buf()], true, Some(42));
         let first = shuffled.next_pass().unwrap();
         let second = shuffled.next_pass().unwrap();
         assert_ne!(first, ordered);
