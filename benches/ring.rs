@@ -10,21 +10,12 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use onair::metrics::StreamMetrics;
-use onair::protocol::{encode_frame, Codec, FrameHeader, Track, TrackKind, FLAG_KEYFRAME};
+use onair::protocol::{encode_frame, Codec, FrameHeader, Track, FLAG_KEYFRAME};
 use onair::relay::{SourceHandle, SourceKind, Stream};
 use onair::StreamConfig;
 
 fn opus() -> Vec<Track> {
-    vec![Track {
-        id: 0,
-        kind: TrackKind::Audio,
-        codec: Codec::Opus,
-        sample_rate: Some(48_000),
-        channels: Some(2),
-        width: None,
-        height: None,
-        bitrate: None,
-    }]
+    vec![Track::audio(0, Codec::Opus, 48_000, 2, None)]
 }
 
 fn stream() -> (Arc<Stream>, SourceHandle) {

@@ -154,6 +154,28 @@ pub struct Track {
     pub bitrate: Option<u32>,
 }
 
+impl Track {
+    /// An audio track.
+    pub fn audio(
+        id: u8,
+        codec: Codec,
+        sample_rate: u32,
+        channels: u8,
+        bitrate: Option<u32>,
+    ) -> Self {
+        Self {
+            id,
+            kind: TrackKind::Audio,
+            codec,
+            sample_rate: Some(sample_rate),
+            channels: Some(channels),
+            width: None,
+            height: None,
+            bitrate,
+        }
+    }
+}
+
 /// Now-playing information. `pts` is the media time from which it applies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {

@@ -13,7 +13,7 @@ use crate::format::ogg::{self, OggError, Packetizer};
 use crate::format::opus::{self, OpusError, OpusHead};
 use crate::format::vorbis::{self, Durations, VorbisError, VorbisInfo};
 use crate::format::Container;
-use crate::protocol::{Codec, Metadata, Track, TrackKind};
+use crate::protocol::{Codec, Metadata, Track};
 
 /// The track id Icecast sources use (they carry a single audio track).
 pub const TRACK: u8 = 0;
@@ -123,19 +123,6 @@ impl Demuxer {
             Inner::Ogg(ogg) => ogg.push(buf, self.bitrate, out),
             Inner::Mp3(mp3) => mp3.push(buf, self.bitrate, out),
         }
-    }
-}
-
-fn audio_track(codec: Codec, sample_rate: u32, channels: u8, bitrate: Option<u32>) -> Track {
-    Track {
-        id: TRACK,
-        kind: TrackKind::Audio,
-        codec,
-        sample_rate: Some(sample_rate),
-        channels: Some(channels),
-        width: None,
-        height: None,
-        bitrate,
     }
 }
 
@@ -256,7 +243,7 @@ impl OggDemux {
         if codec == Codec::Opus {
             // OpusHead is the whole configuration: announce it now.
             let head = OpusHead::parse(body)?;
-            let track = audio_track(Codec::Opus, opus::SAMPLE_RATE, head.channels, bitrate);
+            let track = Track::audio(TRACK, Codec::Opus, opus::SAMPLE_RATE, head.channels, bitrate);
             self.announce(track, page.body.clone(), out);
         }
         self.serial = Some(page.serial);
@@ -296,7 +283,8 @@ impl OggDemux {
                 let info = VorbisInfo::parse(&ident, &packet)?;
                 let comment = vorbis::write_comment(VENDOR, None);
                 let header = vorbis::pack_headers(&ident, &comment, &packet);
-                let track = audio_track(Codec::Vorbis, info.sample_rate, info.channels, bitrate);
+                let track =
+                    Track::audio(TRACK, Codec::Vorbis, info.sample_rate, info.channels, bitrate);
                 self.announce(track, header, out);
                 if meta != Metadata::default() {
                     out.push(Event::Metadata(meta));
@@ -376,16 +364,10 @@ impl Mp3Demux {
         while let Some((info, data)) = self.reader.next_frame(buf)? {
             if !self.started {
                 self.started = true;
-                out.push(Event::Start(vec![Track {
-                    id: TRACK,
-                    kind: TrackKind::Audio,
-                    codec: Codec::Mp3,
-                    sample_rate: Some(info.sample_rate),
-                    channels: Some(info.channels),
-                    width: None,
-                    height: None,
-                    bitrate: bitrate.or(Some(info.bitrate)),
-                }]));
+                let bitrate = bitrate.or(Some(info.bitrate));
+                let track =
+                    Track::audio(TRACK, Codec::Mp3, info.sample_rate, info.channels, bitrate);
+                out.push(Event::Start(vec![track]));
             }
             let pts = self.clock.advance(info.sample_rate, info.samples);
             out.push(Event::Frame { pts, data });
@@ -398,6 +380,17 @@ impl Mp3Demux {
 mod tests {
     use super::*;
     use crate::format::ogg::{PageWriter, FLAG_BOS};
+
+    /// The pts of each event, which must all be frames.
+    fn frame_pts(events: &[Event]) -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Frame { pts, .. } => *pts,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
 
     fn opus_ogg(serial: u32, title: &str, packets: usize) -> BytesMut {
         let (mut scratch, mut pages) = (BytesMut::new(), Vec::new());
@@ -436,13 +429,7 @@ mod tests {
         assert_eq!((tracks[0].codec, tracks[0].channels), (Codec::Opus, Some(2)));
         assert!(matches!(&events[1], Event::Header(h) if h.starts_with(b"OpusHead")));
         assert!(matches!(&events[2], Event::Metadata(m) if m.title.as_deref() == Some("Song")));
-        let pts: Vec<u64> = events[3..]
-            .iter()
-            .map(|e| match e {
-                Event::Frame { pts, .. } => *pts,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let pts = frame_pts(&events[3..]);
         assert_eq!(pts, vec![0, 20_000, 40_000, 60_000, 80_000]);
     }
 
@@ -566,13 +553,7 @@ mod tests {
         assert_eq!(meta.title.as_deref(), Some("Onair Arpeggio"));
         let [ident, _, setup] = vorbis::unpack_headers(header).unwrap();
         assert!(VorbisInfo::parse(&ident, &setup).is_ok());
-        let pts: Vec<u64> = events[3..]
-            .iter()
-            .map(|e| match e {
-                Event::Frame { pts, .. } => *pts,
-                other => panic!("{other:?}"),
-            })
-            .collect();
+        let pts = frame_pts(&events[3..]);
         assert!(pts.windows(2).all(|w| w[0] <= w[1]), "monotonic");
         let last = *pts.last().unwrap();
         assert!((8_900_000..9_100_000).contains(&last), "the last frame starts near 9 s: {last}");

@@ -624,16 +624,7 @@ mod tests {
     use crate::protocol::{encode_frame, FrameHeader, SourceState, FLAG_HEADER, FLAG_KEYFRAME};
 
     fn opus_track() -> Track {
-        Track {
-            id: 0,
-            kind: TrackKind::Audio,
-            codec: Codec::Opus,
-            sample_rate: Some(48_000),
-            channels: Some(2),
-            width: None,
-            height: None,
-            bitrate: None,
-        }
+        Track::audio(0, Codec::Opus, 48_000, 2, None)
     }
 
     fn binary(flags: u8, pts: u64, payload: &[u8]) -> WireFrame {

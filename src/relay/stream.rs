@@ -643,11 +643,6 @@ pub struct Fill {
     pub skipped: u64,
     /// Whether the consumer reached the newest entry.
     pub at_head: bool,
-    /// When the first entry added entered the ring (`None` if it was made for this consumer,
-    /// like a `skipped` event).
-    pub first_at: Option<tokio::time::Instant>,
-    /// When the last entry added entered the ring.
-    pub last_at: Option<tokio::time::Instant>,
 }
 
 /// A listener's cursor into a stream's ring. Dropping it frees the listener's place.
@@ -737,10 +732,6 @@ impl Consumer {
                     }
                 }
             }
-            if fill.bytes == 0 && fill.skipped == 0 {
-                fill.first_at = Some(entry.at);
-            }
-            fill.last_at = Some(entry.at);
             fill.bytes += entry.wire.wire_len();
             taken += 1;
             out.push_back(entry.wire.clone());
@@ -792,16 +783,7 @@ mod tests {
     use crate::protocol::{encode_frame, Codec, FLAG_HEADER, FLAG_KEYFRAME};
 
     fn audio() -> Vec<Track> {
-        vec![Track {
-            id: 0,
-            kind: TrackKind::Audio,
-            codec: Codec::Opus,
-            sample_rate: Some(48_000),
-            channels: Some(2),
-            width: None,
-            height: None,
-            bitrate: None,
-        }]
+        vec![Track::audio(0, Codec::Opus, 48_000, 2, None)]
     }
 
     fn stream(ring_frames: usize, burst_ms: u64) -> Arc<Stream> {
@@ -1051,10 +1033,7 @@ mod properties {
             config.burst = Duration::ZERO;
             let stream = Stream::new(config, StreamMetrics::default());
             let mut source = stream.attach(SourceKind::Live).expect("free");
-            source.start(vec![Track {
-                id: 0, kind: TrackKind::Audio, codec: Codec::Opus, sample_rate: None,
-                channels: None, width: None, height: None, bitrate: None,
-            }]).expect("first start");
+            source.start(vec![Track::audio(0, Codec::Opus, 48_000, 2, None)]).expect("first start");
             // Consumers join before the first frame, so every frame is theirs to get or skip.
             let mut consumers: Vec<(Consumer, u64)> =
                 (0..3).map(|_| (stream.subscribe().expect("room").0, 0)).collect();

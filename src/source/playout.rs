@@ -15,7 +15,7 @@ use super::decode::{bound_metadata, FileDecoder, PcmChunk, PcmReader, PcmSpec};
 use super::encode::{EncodedFrame, StreamEncoder, SAMPLE_RATE};
 use super::playlist::{Entry, Playlist};
 use super::PushError;
-use crate::protocol::{self, Codec, TrackKind};
+use crate::protocol::{self, Codec};
 
 /// Outputs buffered between the playout thread and its consumer: 0.5 s of audio.
 pub const OUTPUT_CAPACITY: usize = 25;
@@ -142,16 +142,7 @@ impl Playout {
 
     /// The one track of the stream: id 0, Opus audio at 48 kHz.
     pub fn tracks(&self) -> Vec<protocol::Track> {
-        vec![protocol::Track {
-            id: 0,
-            kind: TrackKind::Audio,
-            codec: Codec::Opus,
-            sample_rate: Some(SAMPLE_RATE),
-            channels: Some(self.channels),
-            width: None,
-            height: None,
-            bitrate: Some(self.bitrate),
-        }]
+        vec![protocol::Track::audio(0, Codec::Opus, SAMPLE_RATE, self.channels, Some(self.bitrate))]
     }
 
     /// The OpusHead payload, to send as the track's header frame.
