@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { launchBrowser, measureTone, openBroadcaster, openPlayer, playerStatus, startRelay, tempDir, waitFor, writeToneWav } from './lib/harness.js';
+import { launchBrowser, measureTone, openBroadcaster, openPlayer, playerStatus, startRelay, tempDir, waitFor, waitForText, writeToneWav } from './lib/harness.js';
 
 async function setup(t) {
   const relay = await startRelay(t);
@@ -60,7 +60,7 @@ test('player recovers from a skip, a janked page and a source that restarts its 
   // A skip: the player drops 25 frames as if the relay had skipped it forward, then resumes.
   await player.evaluate(() => globalThis.onair.player.simulateSkip(25));
   await waitFor(async () => (await playerStatus(player)).counters.skipEvents === 1, { what: 'the skip' });
-  assert.match(await player.locator('#status').textContent(), /skipped 25 frames/);
+  await waitForText(player, '#status', /skipped 25 frames/);
   await keepsPlaying(player);
 
   // Jank: the page's main thread blocks for 2 s. Frames pile up in the socket; afterwards
@@ -115,7 +115,7 @@ test('a listener that stalls is skipped forward by the relay, then plays audio a
   });
   const st = await playerStatus(player);
   t.diagnostic(`relay skipped ${st.counters.skipped} frames; ${Math.round(st.playback.droppedMs)} ms cut locally`);
-  assert.match(await player.locator('#status').textContent(), /skipped \d+ frames/);
+  await waitForText(player, '#status', /skipped \d+ frames/);
   const drawn = st.video.drawn;
   await keepsPlaying(player);
   await waitFor(async () => (await playerStatus(player)).video.drawn > drawn + 10, { what: 'video after the skip' });

@@ -183,6 +183,19 @@ export async function waitFor(fn, { timeout = 10_000, interval = 100, what = 'co
   }
 }
 
+/**
+ * Waits until the element's text matches `pattern`. The player draws its deck on the next
+ * animation frame after a change, so text read straight after a status change can be stale.
+ * @param {import('playwright-core').Page} page
+ * @param {string} selector
+ * @param {RegExp} pattern
+ */
+export function waitForText(page, selector, pattern, { timeout = 10_000 } = {}) {
+  let text = '';
+  return waitFor(async () => pattern.test((text = (await page.locator(selector).textContent()) ?? '')), { timeout, what: `${selector} to match ${pattern}` })
+    .catch((err) => { throw new Error(`${err.message}; it says ${JSON.stringify(text)}`); });
+}
+
 /** The player's status snapshot (window.onair.player.status()). */
 export function playerStatus(page) {
   return page.evaluate(() => globalThis.onair?.player?.status() ?? null);
