@@ -196,6 +196,16 @@ export function waitForText(page, selector, pattern, { timeout = 10_000 } = {}) 
     .catch((err) => { throw new Error(`${err.message}; it says ${JSON.stringify(text)}`); });
 }
 
+/**
+ * The console errors that a relay being killed does not explain. While it is down Chromium
+ * logs each refused WebSocket and API poll, and a poll in flight at the kill is answered
+ * with nothing (ERR_EMPTY_RESPONSE) or a reset.
+ * @param {string[]} errors
+ */
+export function errorsBesidesRelayDown(errors) {
+  return errors.filter((e) => !/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|ERR_CONNECTION_RESET/.test(e));
+}
+
 /** The player's status snapshot (window.onair.player.status()). */
 export function playerStatus(page) {
   return page.evaluate(() => globalThis.onair?.player?.status() ?? null);
