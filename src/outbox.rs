@@ -112,18 +112,27 @@ impl<T: Piece> Outbox<T> {
             frames += front.frames();
             self.items.pop_front();
         }
-        if self.items.is_empty() && self.items.capacity() > 2 * KEEP_PIECES {
-            self.items.shrink_to(KEEP_PIECES);
-        }
         Ok((written, frames))
     }
 
+    /// Drops everything queued, keeping the room.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.offset = 0;
+    }
+
     /// Writes what a tokio socket takes without blocking; returns (bytes, frames completed).
+    /// An outbox that lives as long as its connection gives back the room of a burst once
+    /// empty (a driver's shared batch queue uses `write_with` and keeps its room).
     ///
     /// # Errors
     /// Socket errors, `WouldBlock` when it is full.
     pub fn write_to(&mut self, socket: &tokio::net::TcpStream) -> std::io::Result<(usize, u64)> {
-        self.write_with(|iov| socket.try_write_vectored(iov))
+        let wrote = self.write_with(|iov| socket.try_write_vectored(iov));
+        if self.items.is_empty() && self.items.capacity() > 2 * KEEP_PIECES {
+            self.items.shrink_to(KEEP_PIECES);
+        }
+        wrote
     }
 }
 
@@ -176,6 +185,18 @@ mod tests {
         assert_eq!(take(10), (2, 2));
         assert_eq!(sink, b"abcdefg");
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_batch_queue_keeps_its_room_after_a_write() {
+        // A driver fills and writes one queue for every listener: it must not reallocate.
+        let mut out: Outbox<(Bytes, u32)> = Outbox::default();
+        out.items.extend((0..40).map(|_| (Bytes::from_static(b"frame"), 1)));
+        let room = out.items.capacity();
+        let written = out.write_with(|iov| Ok(iov.iter().map(|part| part.len()).sum())).unwrap();
+        assert_eq!(written, (200, 40));
+        assert!(out.is_empty());
+        assert_eq!(out.items.capacity(), room);
     }
 
     #[test]

@@ -2,9 +2,8 @@
 //! (whichever the source sends), with Icecast's response headers and ICY metadata on request.
 //!
 //! Same policy as the WebSocket listeners (`listener/`), in a task of its own: the ring is the
-//! only queue (`Consumer::fill`
-//! with `listener_batch_bytes`), a bounded outbox written with vectored writes, skip ahead when
-//! lagging, close after `slow_listener_timeout` behind. `Mux` turns ring frames into the
+//! only queue (`Consumer::fill` with `listener_batch_bytes`), a bounded outbox written with
+//! vectored writes, skip ahead when lagging, close after `slow_listener_timeout` behind. `Mux` turns ring frames into the
 //! container: each listener gets its own Ogg logical stream (fresh BOS headers, serial, page
 //! sequence and granule positions); payloads are shared slices, only page headers are written
 //! per listener.

@@ -104,6 +104,16 @@ struct Group {
     /// The stream's head when last looked at.
     seen: u64,
     idle: Vec<Key>,
+    /// Written since the stream's counters were last told: they are shared with the other
+    /// drivers, so they are added to once a turn, not once a write.
+    sent: Sent,
+}
+
+/// Bytes and media frames written.
+#[derive(Default)]
+struct Sent {
+    bytes: u64,
+    frames: u64,
 }
 
 /// Listeners that are due together (they were idle when the same frame arrived).
@@ -256,6 +266,7 @@ impl Driver {
                 self.sweep();
                 self.next_sweep = self.now + self.sweep_every;
             }
+            self.count_sent();
             if self.stopping && self.live == 0 {
                 for reporter in self.reporters.drain(..) {
                     let _ = reporter.send(());
@@ -263,6 +274,18 @@ impl Driver {
                 // Commands that raced with the shutdown: their sockets just close.
                 drop(self.inbox);
                 return;
+            }
+        }
+    }
+
+    /// Adds what this turn wrote to the streams' counters.
+    fn count_sent(&mut self) {
+        for group in &mut self.groups {
+            let Sent { bytes, frames } = std::mem::take(&mut group.sent);
+            if bytes > 0 {
+                let metrics = group.stream.metrics();
+                metrics.bytes_out.inc_by(bytes);
+                metrics.frames_out.inc_by(frames);
             }
         }
     }
@@ -355,7 +378,12 @@ impl Driver {
         }
         stream.wake_on_change(&self.waker);
         let seen = stream.head_seq();
-        self.groups.push(Group { stream: Arc::clone(stream), seen, idle: Vec::new() });
+        self.groups.push(Group {
+            stream: Arc::clone(stream),
+            seen,
+            idle: Vec::new(),
+            sent: Sent::default(),
+        });
         (self.groups.len() - 1) as u32
     }
 
@@ -481,7 +509,8 @@ impl Driver {
                 return;
             };
             if let Some(out) = conn.out.as_deref_mut().filter(|out| !out.is_empty()) {
-                match write_out(&conn.socket, out, &conn.consumer) {
+                let sent = &mut self.groups[conn.group as usize].sent;
+                match write_out(&conn.socket, out, sent) {
                     // An idle listener keeps no buffer.
                     Wrote::All => conn.out = None,
                     Wrote::Blocked => {
@@ -505,17 +534,21 @@ impl Driver {
                 }
                 continue;
             }
-            match write_out(&conn.socket, &mut self.scratch, &conn.consumer) {
+            let sent = &mut self.groups[conn.group as usize].sent;
+            match write_out(&conn.socket, &mut self.scratch, sent) {
                 Wrote::All if fill.at_head => return self.make_idle(slot),
                 Wrote::All => {}
                 Wrote::Blocked => {
-                    conn.out = Some(Box::new(std::mem::take(&mut self.scratch)));
+                    // What is left moves to a queue of its own size; the batch queue
+                    // keeps its room for the next listener.
+                    let items = self.scratch.items.drain(..).collect();
+                    let offset = std::mem::take(&mut self.scratch.offset);
+                    conn.out = Some(Box::new(Outbox { items, offset }));
                     self.relist(slot, Place::Blocked);
                     return;
                 }
                 Wrote::Failed => {
-                    self.scratch.items.clear();
-                    self.scratch.offset = 0;
+                    self.scratch.clear();
                     return self.remove(slot, Ending::Failed);
                 }
             }
@@ -625,7 +658,7 @@ impl Driver {
             return;
         }
         let Some(out) = conn.out.as_deref_mut() else { return };
-        match write_out(&conn.socket, out, &conn.consumer) {
+        match write_out(&conn.socket, out, &mut self.groups[conn.group as usize].sent) {
             Wrote::All => {
                 conn.out = None;
                 if let Some((code, _)) = conn.closing {
@@ -644,7 +677,7 @@ impl Driver {
     fn sweep(&mut self) {
         let now = self.now_ms;
         self.trim_after_bursts();
-        let settings = self.settings.clone();
+        let settings = self.settings;
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conn(slot) else { continue };
             if let Some((code, deadline)) = conn.closing {
@@ -703,14 +736,13 @@ impl Driver {
 
 /// Writes `out` until it is empty or the socket is full (edge-triggered readiness needs a
 /// `WouldBlock` before the next writable event).
-fn write_out(socket: &TcpStream, out: &mut Outbox, consumer: &Consumer) -> Wrote {
+fn write_out(socket: &TcpStream, out: &mut Outbox, sent: &mut Sent) -> Wrote {
     let mut socket = socket;
     while !out.is_empty() {
         match out.write_with(|iov| socket.write_vectored(iov)) {
             Ok((bytes, frames)) => {
-                let metrics = consumer.stream().metrics();
-                metrics.bytes_out.inc_by(bytes as u64);
-                metrics.frames_out.inc_by(frames);
+                sent.bytes += bytes as u64;
+                sent.frames += frames;
                 if bytes == 0 {
                     return Wrote::Failed;
                 }

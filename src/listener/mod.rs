@@ -61,7 +61,7 @@ pub(crate) struct NewListener {
 }
 
 /// What a driver needs from the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Settings {
     ping_interval: Duration,
     dead_peer_timeout: Duration,
@@ -112,7 +112,7 @@ impl Hub {
     pub(crate) fn add(&self, listener: NewListener) -> Result<(), Box<NewListener>> {
         let mut drivers = self.drivers.lock().expect("listener drivers lock poisoned");
         while drivers.len() < self.threads {
-            match driver::spawn(drivers.len(), self.settings.clone()) {
+            match driver::spawn(drivers.len(), self.settings) {
                 Ok(handle) => drivers.push(handle),
                 Err(err) => {
                     warn!(%err, "cannot start a listener driver thread");
