@@ -91,9 +91,17 @@ async fn count_pongs(tcp: &mut tokio::net::TcpStream, quiet: Duration) -> usize 
     let (mut at, mut pongs) = (0, 0);
     while at + 2 <= buf.len() {
         let (opcode, len) = (buf[at] & 0x0F, buf[at + 1] & 0x7F);
+        // A frame cut off at the end of what was read is not counted.
+        let extended = |n: usize| buf.get(at + 2..at + 2 + n);
         let (head, len) = match len {
-            126 => (4, usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]]))),
-            127 => (10, u64::from_be_bytes(buf[at + 2..at + 10].try_into().unwrap()) as usize),
+            126 => match extended(2) {
+                Some(b) => (4, usize::from(u16::from_be_bytes([b[0], b[1]]))),
+                None => break,
+            },
+            127 => match extended(8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                Some(b) => (10, u64::from_be_bytes(b) as usize),
+                None => break,
+            },
             n => (2, usize::from(n)),
         };
         pongs += usize::from(opcode == 0xA);
