@@ -1,5 +1,7 @@
 //! The stream ring: a source pushing frames, and N listener cursors reading them with
-//! `Consumer::fill`, as `listener.rs` does on every wake-up.
+//! `Consumer::fill`, as a listener driver does on every wake-up; single-threaded (the work per
+//! listener) and with the publisher and readers on threads of their own (the lock contended,
+//! as between a source's task and the driver threads).
 // criterion_group! generates an undocumented `pub fn`.
 #![allow(missing_docs)]
 
@@ -12,6 +14,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use onair::metrics::StreamMetrics;
 use onair::protocol::{encode_frame, Codec, FrameHeader, Track, FLAG_KEYFRAME};
 use onair::relay::{SourceHandle, SourceKind, Stream};
+use onair::websocket::WireFrame;
 use onair::StreamConfig;
 
 fn opus() -> Vec<Track> {
@@ -55,7 +58,7 @@ fn fan_out(c: &mut Criterion) {
         let (stream, mut source) = stream();
         let mut consumers: Vec<_> =
             (0..n).map(|_| stream.subscribe().expect("room for listeners").0).collect();
-        let mut out = VecDeque::with_capacity(8);
+        let mut out: VecDeque<WireFrame> = VecDeque::with_capacity(8);
         let (header, message) = frame(0);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -72,12 +75,71 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
+/// Frames one publisher pushes per measured run of `fan_out_threads`.
+const PUBLISHED: u64 = 2_000;
+
+/// A publisher on this thread and `threads` reader threads holding `per_thread` consumers
+/// each, all reading as fast as they can: how long until every consumer has had (or skipped)
+/// every frame. Elements: frames handed to consumers.
+fn fan_out_threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ring_fan_out_threads");
+    for (threads, per_thread) in [(1usize, 1_000usize), (2, 500), (4, 250)] {
+        group.throughput(Throughput::Elements(PUBLISHED * (threads * per_thread) as u64));
+        let id = BenchmarkId::from_parameter(format!("{threads}x{per_thread}"));
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                (0..iters).map(|_| publish_to_reader_threads(threads, per_thread)).sum()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn publish_to_reader_threads(threads: usize, per_thread: usize) -> Duration {
+    let (stream, mut source) = stream();
+    let start = Arc::new(std::sync::Barrier::new(threads + 1));
+    let readers: Vec<_> = (0..threads)
+        .map(|_| {
+            let mut consumers: Vec<_> =
+                (0..per_thread).map(|_| stream.subscribe().expect("room").0).collect();
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                let mut out: VecDeque<WireFrame> = VecDeque::with_capacity(64);
+                let mut seen = vec![0u64; consumers.len()];
+                start.wait();
+                while seen.iter().any(|&n| n < PUBLISHED) {
+                    let mut progress = false;
+                    for (consumer, seen) in consumers.iter_mut().zip(&mut seen) {
+                        let fill = consumer.fill(&mut out, 64 << 10);
+                        *seen += fill.frames + fill.skipped;
+                        progress |= fill.frames > 0;
+                        out.clear();
+                    }
+                    if !progress {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect();
+    start.wait();
+    let began = std::time::Instant::now();
+    for pts in 0..PUBLISHED {
+        let (header, message) = frame(pts);
+        source.frame(header, message).expect("started");
+    }
+    for reader in readers {
+        reader.join().expect("reader thread");
+    }
+    began.elapsed()
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = push, fan_out
+    targets = push, fan_out, fan_out_threads
 }
 criterion_main!(benches);

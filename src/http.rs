@@ -1,17 +1,19 @@
-//! HTTP/1.1 on the relay's one port: reading request heads, writing plain responses, and the
-//! non-upgrade endpoints (`/healthz`, `/api/streams`, `/metrics`, the web player's files).
+//! HTTP/1.1 as the relay speaks it: reading request heads, writing plain responses, CORS.
 //!
-//! Request heads are parsed with `httparse` under a size limit and the handshake timeout (in
-//! `server.rs`); bytes that arrive after the head stay in the caller's buffer. Every answer here
+//! Request heads are parsed with `httparse` under a size limit (and the handshake timeout, in
+//! `server/`); bytes that arrive after the head stay in the caller's buffer. Every answer
 //! closes the connection: listeners and sources are long-lived, plain requests are rare.
 
-use std::path::{Component, Path, PathBuf};
+use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::info;
 
-use crate::relay::{StreamInfo, Streams};
+use crate::config::Config;
+use crate::error::Refusal;
+use crate::metrics::Metrics;
 
 /// Largest request head accepted.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 16 << 10;
@@ -126,6 +128,54 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Request>, HttpError> {
     Ok(Some(request))
 }
 
+/// Headers a web page may read from a stream response.
+const EXPOSED_HEADERS: &str = "icy-metaint, icy-name, icy-description, icy-genre, icy-url, icy-br, icy-pub, icy-audio-info, ice-audio-info, Content-Type";
+
+/// The CORS headers for a response to `request` (none when its Origin is not allowed by
+/// `cors_origins`).
+pub fn cors_headers(config: &Config, request: &Request) -> Vec<(&'static str, String)> {
+    let any = config.cors_origins.iter().any(|o| o == "*");
+    let origin = request.header("origin").map(str::trim);
+    let allowed = match origin {
+        _ if any => Some("*".to_owned()),
+        Some(origin) if config.cors_origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) => {
+            Some(origin.to_owned())
+        }
+        _ => None,
+    };
+    let Some(allowed) = allowed else { return Vec::new() };
+    let mut headers = vec![
+        ("Access-Control-Allow-Origin", allowed),
+        ("Access-Control-Expose-Headers", EXPOSED_HEADERS.to_owned()),
+    ];
+    if !any {
+        headers.push(("Vary", "Origin".to_owned()));
+    }
+    headers
+}
+
+/// Answers a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`).
+pub fn preflight(config: &Config, request: &Request) -> Response {
+    let mut response = Response::new(204, "text/plain", "").with_cors(config, request);
+    if response.headers.iter().any(|(n, _)| *n == "Access-Control-Allow-Origin") {
+        let asked = request.header("access-control-request-headers").unwrap_or("");
+        // Echo what the page asks for (bounded, token characters only): Icy-MetaData, Range...
+        let allow: String = asked
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ',' | ' ' | '_'))
+            .take(512)
+            .collect();
+        response = response
+            .with_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+            .with_header(
+                "Access-Control-Allow-Headers",
+                if allow.trim().is_empty() { "Icy-MetaData, Range".to_owned() } else { allow },
+            )
+            .with_header("Access-Control-Max-Age", "86400");
+    }
+    response
+}
+
 /// A complete response with a small body.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -148,9 +198,20 @@ impl Response {
         Self::new(status, "text/plain; charset=utf-8", format!("{reason}\n"))
     }
 
+    /// A refusal: its status and its reason as plain text (with the challenge a 401 needs).
+    pub fn refusal(refusal: &Refusal) -> Self {
+        Self::text(refusal.status(), &refusal.to_string())
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Adds the CORS headers `request` gets.
+    pub fn with_cors(mut self, config: &Config, request: &Request) -> Self {
+        self.headers.extend(cors_headers(config, request));
         self
     }
 
@@ -178,6 +239,60 @@ impl Response {
     }
 }
 
+/// Refuses a request: counts it, logs one line (with the path only: a query may hold a key,
+/// and keys are never logged) and answers with the reason, closing the connection. `extra`
+/// headers go with the answer (a challenge, the `Server` header).
+///
+/// # Errors
+/// Socket errors.
+pub async fn refuse(
+    socket: &mut TcpStream,
+    metrics: &Metrics,
+    peer: SocketAddr,
+    request: &Request,
+    refusal: &Refusal,
+    extra: &[(&'static str, String)],
+) -> std::io::Result<()> {
+    metrics.refused(&refusal.label());
+    let path = &request.path;
+    info!(%peer, %path, status = refusal.status(), reason = %refusal, "refused");
+    let mut response = Response::refusal(refusal);
+    response.headers.extend(extra.iter().cloned());
+    response.send(socket, request.method == "HEAD").await
+}
+
+/// Checks a WebSocket upgrade request (RFC 6455 §4.2.1); returns its `Sec-WebSocket-Accept`.
+///
+/// # Errors
+/// The refusal to answer when it is not a valid upgrade.
+pub fn websocket_accept(request: &Request) -> Result<String, Refusal> {
+    if request.method != "GET" {
+        return Err(Refusal::UpgradeMethod);
+    }
+    if !request.header_has_token("upgrade", "websocket")
+        || !request.header_has_token("connection", "upgrade")
+    {
+        return Err(Refusal::NotWebSocket);
+    }
+    if request.header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(Refusal::WebSocketVersion);
+    }
+    match request.header("sec-websocket-key") {
+        Some(key) if !key.trim().is_empty() => {
+            Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes()))
+        }
+        _ => Err(Refusal::NoWebSocketKey),
+    }
+}
+
+/// The `101 Switching Protocols` answer to a WebSocket upgrade.
+pub fn switching_protocols(accept: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 /// The standard reason phrase of a status code.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -202,65 +317,32 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// `GET /api/streams`.
-pub fn streams_json(streams: &Streams) -> Response {
-    #[derive(serde::Serialize)]
-    struct Body {
-        streams: Vec<StreamInfo>,
-    }
-    let body = Body { streams: streams.iter().map(|s| s.info()).collect() };
-    let json = serde_json::to_vec(&body).expect("stream info always serializes");
-    Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
-}
-
-/// A file of the web player: `/` is `index.html`, `/broadcast` is `broadcast.html`.
-pub async fn static_file(web_root: &Path, url_path: &str) -> Response {
-    let relative = match url_path {
-        "/" => "index.html",
-        "/broadcast" | "/broadcast/" => "broadcast.html",
-        other => other.trim_start_matches('/'),
-    };
-    let Some(path) = safe_join(web_root, relative) else {
-        return Response::text(404, "not found");
-    };
-    match tokio::fs::read(&path).await {
-        Ok(body) => Response::new(200, content_type(&path), body)
-            .with_header("Cache-Control", "no-cache")
-            .with_header("X-Content-Type-Options", "nosniff"),
-        Err(_) => Response::text(404, "not found"),
-    }
-}
-
-/// Joins a URL path under `root`, refusing anything that could leave it.
-fn safe_join(root: &Path, relative: &str) -> Option<PathBuf> {
-    let relative = Path::new(relative);
-    let safe = relative.components().all(|c| matches!(c, Component::Normal(_)))
-        && relative.to_str().is_some_and(|s| {
-            !s.is_empty()
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
-                && !s.contains("..")
-        });
-    safe.then(|| root.join(relative))
-}
-
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "wasm" => "application/wasm",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "txt" | "md" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            path: "/radio.ogg".into(),
+            query: None,
+            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn cors_follows_the_configured_origins() {
+        let mut config = Config::default();
+        let page = request(&[("Origin", "https://radio.example")]);
+        assert_eq!(cors_headers(&config, &page)[0].1, "*");
+        config.cors_origins = vec!["https://radio.example".into()];
+        let headers = cors_headers(&config, &page);
+        assert_eq!(headers[0].1, "https://radio.example");
+        assert!(headers.iter().any(|(n, v)| *n == "Vary" && v == "Origin"));
+        assert!(cors_headers(&config, &request(&[("Origin", "https://evil.example")])).is_empty());
+        config.cors_origins.clear();
+        assert!(cors_headers(&config, &page).is_empty());
+    }
 
     #[test]
     fn request_heads_parse_and_leave_the_rest() {
@@ -277,15 +359,5 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(parse_request(&mut BytesMut::from(&b"\x16\x03\x01garbage\r\n\r\n"[..])).is_err());
-    }
-
-    #[test]
-    fn static_paths_cannot_escape_the_root() {
-        let root = Path::new("/srv/web");
-        assert_eq!(safe_join(root, "player.js"), Some(root.join("player.js")));
-        assert_eq!(safe_join(root, "vendor/opus.wasm"), Some(root.join("vendor/opus.wasm")));
-        for bad in ["../etc/passwd", "a/../../b", "/etc/passwd", "a\\b", "%2e%2e/x", ""] {
-            assert_eq!(safe_join(root, bad), None, "{bad}");
-        }
     }
 }

@@ -2,26 +2,31 @@
 //!
 //! Broadcasters push encoded frames; each stream keeps its recent past in a bounded ring; every
 //! listener reads that ring at its own pace and skips forward when it falls behind, so no
-//! listener ever slows the source or another listener.
+//! listener ever slows the source or another listener. The modules follow a frame's path:
 //!
 //! ```text
-//!  source ──WebSocket──► ingest ──► SourceHandle ──► Stream ring ──► Consumer × N ──► listener ──► socket
-//!                        (protocol)  (relay::stream: burst, lag, fallback)        (websocket: framed once)
+//!            server (accept, limits, router)
+//!               │                        │
+//!  source ──► ingest ──► SourceHandle ─► relay (ring) ─► Consumer × N ─► listener ──► socket
+//!   (WebSocket, Icecast     (relay::source)   (relay::stream)   (relay::consumer)  (drivers, HTTP)
+//!    SOURCE/PUT; format::demux)                                          (format::mux)
 //! ```
 //!
-//! - [`protocol`]: the wire format (frame header, JSON messages, close codes).
-//! - [`server`]: accept loop, routing, handshakes, refusals, graceful drain.
-//! - [`ingest`]: one task per source. [`listener`]: WebSocket listeners, served by a few
-//!   driver threads (one epoll loop per core, thousands of listeners each, no task per listener).
-//! - [`relay`]: the streams and their rings; all lag and burst policy.
-//! - [`icecast`] / [`format`](mod@format): Icecast sources and HTTP listeners (Ogg, MP3, ICY), the
-//!   admin/status API; containers parsed on ingest and written per listener.
-//! - [`http`], [`metrics`], [`config`], [`websocket`]: the edges.
+//! - [`server`]: listening sockets (plain and TLS), connection limits, the router, drain.
+//! - [`ingest`]: sources connect here (WebSocket, Icecast); both end in a
+//!   [`relay::SourceHandle`].
+//! - [`relay`]: every stream's ring, sources and listener cursors; all lag and burst policy.
+//! - [`listener`]: WebSocket listeners on driver threads, HTTP listeners, the outbox.
+//! - [`format`]: containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
+//! - [`icecast`]: the Icecast vocabulary and admin/status API; [`directory`]: who is connected.
+//! - [`protocol`], [`websocket`], [`http`]: the wire formats. [`auth`]: every credential check.
+//! - [`node`], [`config`], [`metrics`], [`error`]: shared state, settings, counters, errors.
+//! - [`push`] (feature `source`): `onair push` and the auto-DJ; [`inspect`]: `onair listen`.
 #![deny(missing_docs)]
 
-pub mod access;
+pub mod auth;
 pub mod config;
-pub mod echo;
+pub mod directory;
 pub mod error;
 pub mod format;
 pub mod http;
@@ -30,13 +35,12 @@ pub mod ingest;
 pub mod inspect;
 pub mod listener;
 pub mod metrics;
-pub mod outbox;
+pub mod node;
 pub mod protocol;
+#[cfg(feature = "source")]
+pub mod push;
 pub mod relay;
 pub mod server;
-#[cfg(feature = "source")]
-pub mod source;
-pub mod tls;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};

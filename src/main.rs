@@ -39,7 +39,7 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
         listen: Option<std::net::SocketAddr>,
     },
     #[cfg(feature = "source")]
-    Push(onair::source::PushArgs),
+    Push(onair::push::PushArgs),
     /// Print a new random stream key.
     Keygen,
     /// Mint signed listener links (WebSocket, then web player) for a stream with a `listen_secret`.
@@ -128,7 +128,7 @@ fn demo_playlist() -> Option<PathBuf> {
 
 /// Log lines go to stderr, above `onair push`'s status line when it shows one.
 #[cfg(feature = "source")]
-use onair::source::log_writer;
+use onair::push::log_writer;
 #[cfg(not(feature = "source"))]
 fn log_writer() -> std::io::Stderr {
     std::io::stderr()
@@ -136,7 +136,7 @@ fn log_writer() -> std::io::Stderr {
 
 /// `onair push`: the exit code comes from `PushError::exit_code` (2 usage, 3 for 401, 4 for 404).
 #[cfg(feature = "source")]
-fn push(args: onair::source::PushArgs) -> ExitCode {
+fn push(args: onair::push::PushArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -144,7 +144,7 @@ fn push(args: onair::source::PushArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(onair::source::run(args, shutdown_signal())) {
+    match runtime.block_on(onair::push::run(args, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("onair: error: {err}");
@@ -187,7 +187,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
         let shutdown = tokio_util::sync::CancellationToken::new();
         let tls = match &config.tls {
             Some(tls_config) => {
-                let terminator = onair::tls::Terminator::new(tls_config.clone())
+                let terminator = onair::server::tls::Terminator::new(tls_config.clone())
                     .context("loading the TLS certificate")?;
                 let tls_listener = onair::server::bind(tls_config.listen)
                     .with_context(|| format!("cannot listen on {} for tls", tls_config.listen))?;
@@ -195,15 +195,15 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             }
             None => None,
         };
-        let relay = onair::server::Relay::new(config);
+        let server = onair::server::Server::new(config);
         let mut tls_task = None;
         if let Some((terminator, tls_listener)) = tls {
             tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
-            tls_task = Some(tokio::spawn(onair::tls::run(
+            tls_task = Some(tokio::spawn(onair::server::tls::run(
                 tls_listener,
                 addr,
                 terminator,
-                std::sync::Arc::clone(&relay),
+                std::sync::Arc::clone(&server),
                 shutdown.clone().cancelled_owned(),
             )));
         }
@@ -212,7 +212,7 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             shutdown_signal().await;
             stop.cancel();
         });
-        onair::server::run_relay(listener, relay, shutdown.cancelled_owned()).await?;
+        server.run(listener, shutdown.cancelled_owned()).await?;
         if let Some(task) = tls_task {
             let _ = task.await;
         }
@@ -242,8 +242,8 @@ fn sign(
         (None, None) => anyhow::bail!("give --config or --secret"),
     };
     anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
-    let expires = onair::access::unix_now() + (hours * 3600.0) as u64;
-    let query = format!("expires={expires}&sig={}", onair::access::sign(&secret, stream, expires));
+    let expires = onair::auth::unix_now() + (hours * 3600.0) as u64;
+    let query = format!("expires={expires}&sig={}", onair::auth::sign(&secret, stream, expires));
     let base = base.trim_end_matches('/');
     let ws_base = base.replacen("http", "ws", 1);
     println!("{ws_base}/listen/{stream}?{query}");
@@ -262,7 +262,7 @@ fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()>
 }
 
 /// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected.
-async fn reload_on_sighup(terminator: std::sync::Arc<onair::tls::Terminator>) {
+async fn reload_on_sighup(terminator: std::sync::Arc<onair::server::tls::Terminator>) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

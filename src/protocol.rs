@@ -208,6 +208,15 @@ impl Metadata {
     }
 }
 
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    let mut cut = text.len().min(max);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
 /// A text message sent by a source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -359,10 +368,17 @@ impl ListenerEvent {
     }
 }
 
-/// WebSocket close codes used by onair, beyond the standard ones (1000-1011).
+/// WebSocket close codes used by onair: the standard ones it sends and its own (4000-4010).
+/// `error::Closing` maps every reason to one of these; nothing else names a code.
 pub mod close {
+    /// The session is over (standard "normal closure").
+    pub const NORMAL: u16 = 1000;
     /// The server is shutting down (standard "going away").
     pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke RFC 6455 (standard "protocol error").
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8 (standard "invalid frame payload data").
+    pub const INVALID_DATA: u16 = 1007;
     /// A message exceeded `max_message_bytes` (standard "message too big").
     pub const TOO_BIG: u16 = 1009;
     /// The `start` message is malformed or invalid, or was sent twice.
@@ -385,6 +401,23 @@ pub mod close {
     pub const DEAD_PEER: u16 = 4009;
     /// An operator removed the source (admin action).
     pub const KICKED: u16 = 4010;
+
+    /// Whether a source closed with `code` would be refused again for the same reason if it
+    /// reconnected and sent the same thing (its messages were refused, or an operator removed
+    /// it): a source client should stop instead of retrying.
+    pub fn is_permanent(code: u16) -> bool {
+        matches!(
+            code,
+            TOO_BIG
+                | BAD_START
+                | NOT_STARTED
+                | TRUNCATED_FRAME
+                | RESERVED_FLAGS
+                | UNKNOWN_TRACK
+                | BAD_MESSAGE
+                | KICKED
+        )
+    }
 }
 
 #[cfg(test)]

@@ -66,11 +66,7 @@ impl WireFrame {
     pub fn close(code: u16, reason: &str) -> Self {
         let mut body = Vec::with_capacity(2 + reason.len());
         body.extend_from_slice(&code.to_be_bytes());
-        let mut cut = reason.len().min(MAX_CONTROL_BYTES - 2);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        body.extend_from_slice(&reason.as_bytes()[..cut]);
+        body.extend_from_slice(crate::protocol::truncate(reason, MAX_CONTROL_BYTES - 2).as_bytes());
         Self::new(OP_CLOSE, Bytes::from(body))
     }
 
@@ -131,26 +127,15 @@ pub enum ClientEvent {
 /// Why a listener's bytes are not acceptable; each maps to a close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
-    /// RFC 6455 violation (unmasked frame, bad opcode, fragmented control frame...): 1002.
+    /// RFC 6455 violation (unmasked frame, bad opcode, fragmented control frame...).
     #[error("websocket protocol error: {0}")]
     Protocol(&'static str),
-    /// A message or frame larger than the limit: 1009.
+    /// A message or frame larger than the limit.
     #[error("message larger than {0} bytes")]
     TooBig(usize),
-    /// A text message or close reason that is not UTF-8: 1007.
+    /// A text message or close reason that is not UTF-8.
     #[error("text is not valid UTF-8")]
     InvalidUtf8,
-}
-
-impl ClientError {
-    /// The close code to send.
-    pub fn close_code(self) -> u16 {
-        match self {
-            ClientError::Protocol(_) => 1002,
-            ClientError::TooBig(_) => 1009,
-            ClientError::InvalidUtf8 => 1007,
-        }
-    }
 }
 
 /// Incremental parser of client→server frames over a caller-fed buffer.
@@ -315,6 +300,7 @@ fn close_event(payload: &[u8]) -> Result<ClientEvent, ClientError> {
         [_] => Err(ClientError::Protocol("close payload of one byte")),
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
+            // RFC 6455 §7.4: the codes a peer may send (1004-1006 and 1015 are reserved).
             let valid = matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999);
             if !valid {
                 return Err(ClientError::Protocol("invalid close code"));
@@ -361,7 +347,7 @@ mod tests {
         wire.extend(masked(false, OP_TEXT, b"hello "));
         wire.extend(masked(true, OP_PONG, b""));
         wire.extend(masked(true, OP_CONTINUATION, b"world"));
-        wire.extend(masked(true, OP_CLOSE, &1000u16.to_be_bytes()));
+        wire.extend(masked(true, OP_CLOSE, &crate::protocol::close::NORMAL.to_be_bytes()));
         let mut events = Vec::new();
         for byte in wire {
             reader.buffer().extend_from_slice(&[byte]);
@@ -375,7 +361,7 @@ mod tests {
                 ClientEvent::Ping(Bytes::from_static(b"hi")),
                 ClientEvent::Pong,
                 ClientEvent::Message,
-                ClientEvent::Close(Some(1000))
+                ClientEvent::Close(Some(crate::protocol::close::NORMAL))
             ]
         );
     }
@@ -387,7 +373,7 @@ mod tests {
         assert_eq!(reader.next_event(), Err(ClientError::Protocol("client frame not masked")));
 
         let mut reader = ClientReader::new(100, &masked(true, OP_BINARY, &[0; 200]));
-        assert_eq!(reader.next_event().map_err(ClientError::close_code), Err(1009));
+        assert_eq!(reader.next_event(), Err(ClientError::TooBig(100)));
 
         let mut two_halves = masked(false, OP_BINARY, &[0; 80]);
         two_halves.extend(masked(true, OP_CONTINUATION, &[0; 80]));

@@ -640,13 +640,13 @@ async fn private_streams_need_a_signed_link_over_http_too() {
     let _src = source(&relay, "radio", "SECRET").await;
     wait_live(&relay, "radio", 0, None).await;
     assert_eq!(get(&relay, "/radio.ogg", &[]).await.0, 401);
-    let now = onair::access::unix_now();
+    let now = onair::auth::unix_now();
     let forged = format!("/radio.ogg?expires={}&sig={}", now + 60, "0".repeat(64));
     assert_eq!(get(&relay, &forged, &[]).await.0, 403);
     let signed = format!(
         "/radio.ogg?expires={}&sig={}",
         now + 60,
-        onair::access::sign(secret, "radio", now + 60)
+        onair::auth::sign(secret, "radio", now + 60)
     );
     let listener = HttpListener::open(&relay, &signed, &[]).await;
     assert_eq!(listener.status, 200, "{}", listener.head);

@@ -12,7 +12,7 @@ use clap::Parser;
 use common::*;
 use futures_util::StreamExt;
 use onair::protocol::{decode_frame_header, FLAG_HEADER, FLAG_KEYFRAME};
-use onair::source::{PushArgs, FRAME_DURATION_US, FRAME_SAMPLES};
+use onair::push::{PushArgs, FRAME_DURATION_US, FRAME_SAMPLES};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -101,7 +101,7 @@ async fn pushed_files_reach_a_listener_with_header_continuous_frames_and_titles(
     let relay = TestRelay::start().await;
     let (mut ws, hello) = listener(&relay, "radio").await;
     assert_eq!(hello["live"], false);
-    let push = tokio::spawn(onair::source::push(push_args(
+    let push = tokio::spawn(onair::push::push(push_args(
         &relay.url("/ingest/radio"),
         "SECRET",
         &["--fast", "tone-1k.m4a", "broken.mp3", "station-id.wav"],
@@ -129,7 +129,7 @@ async fn pushed_files_reach_a_listener_with_header_continuous_frames_and_titles(
 #[tokio::test]
 async fn a_wrong_key_exits_3_and_an_unknown_stream_exits_4() {
     let relay = TestRelay::start().await;
-    let err = within(onair::source::push(push_args(
+    let err = within(onair::push::push(push_args(
         &relay.url("/ingest/radio"),
         "WRONG",
         &["--fast", "tone-1k.m4a"],
@@ -138,7 +138,7 @@ async fn a_wrong_key_exits_3_and_an_unknown_stream_exits_4() {
     .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
     assert!(err.to_string().contains("401"), "{err}");
-    let err = within(onair::source::push(push_args(
+    let err = within(onair::push::push(push_args(
         &relay.url("/ingest/nope"),
         "SECRET",
         &["--fast", "tone-1k.m4a"],
@@ -156,7 +156,7 @@ async fn a_relay_restart_is_survived_by_reconnecting_where_the_playout_paused() 
     let relay = TestRelay::start_on(socket, config(&[("radio", "SECRET")]));
     let (mut ws, _) = listener(&relay, "radio").await;
     // Real time: 4 s of tone.
-    let push = tokio::spawn(onair::source::push(push_args(
+    let push = tokio::spawn(onair::push::push(push_args(
         &relay.url("/ingest/radio"),
         "SECRET",
         &["tone-440.flac"],
@@ -191,7 +191,7 @@ async fn a_relay_restart_is_survived_by_reconnecting_where_the_playout_paused() 
 #[tokio::test]
 async fn stdin_style_pcm_input_is_a_usage_error_when_mixed_with_files() {
     let relay = TestRelay::start().await;
-    let err = within(onair::source::push(push_args(
+    let err = within(onair::push::push(push_args(
         &relay.url("/ingest/radio"),
         "SECRET",
         &["-", "tone-1k.m4a"],
@@ -212,7 +212,7 @@ async fn stopping_the_push_closes_cleanly_and_the_listener_sees_offline() {
     let (mut ws, _) = listener(&relay, "radio").await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let args = push_args(&relay.url("/ingest/radio"), "SECRET", &["--loop", "tone-1k.m4a"]);
-    let push = tokio::spawn(onair::source::run(args, async {
+    let push = tokio::spawn(onair::push::run(args, async {
         let _ = stopped.await;
     }));
     let mut heard = Heard::default();

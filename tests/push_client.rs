@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures_util::StreamExt;
 use onair::protocol::{self, SourceMessage, FLAG_HEADER, FLAG_KEYFRAME};
-use onair::source::{PushArgs, PushError, FRAME_DURATION_US};
+use onair::push::{PushArgs, PushError, FRAME_DURATION_US};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -144,7 +144,7 @@ async fn serve(
 #[tokio::test]
 async fn push_sends_start_header_metadata_and_continuous_frames_then_exits_0() {
     let mut relay = FakeRelay::start(vec![]).await;
-    let push = tokio::spawn(onair::source::push(args(&[
+    let push = tokio::spawn(onair::push::push(args(&[
         "--to",
         &relay.url,
         "--key",
@@ -196,7 +196,7 @@ async fn push_sends_start_header_metadata_and_continuous_frames_then_exits_0() {
 async fn push_refused_by(status: u16) -> PushError {
     let relay = FakeRelay::start(vec![Plan::Refuse(status)]).await;
     let err =
-        within(onair::source::push(args(&["--to", &relay.url, "--fast", &sample("tone-1k.m4a")])))
+        within(onair::push::push(args(&["--to", &relay.url, "--fast", &sample("tone-1k.m4a")])))
             .await
             .unwrap_err();
     err
@@ -218,7 +218,7 @@ async fn busy_and_dropped_connections_are_retried_and_the_stream_resumes() {
     // 409 busy, then accepted but closed after 20 frames (a relay restart), then 503, then OK.
     let plans = vec![Plan::Refuse(409), Plan::CloseAfter(20), Plan::Refuse(503), Plan::Accept];
     let mut relay = FakeRelay::start(plans).await;
-    let push = tokio::spawn(onair::source::push(args(&[
+    let push = tokio::spawn(onair::push::push(args(&[
         "--to",
         &relay.url,
         "--fast",
@@ -265,7 +265,7 @@ async fn busy_and_dropped_connections_are_retried_and_the_stream_resumes() {
 #[tokio::test]
 async fn a_playlist_that_cannot_be_decoded_never_connects_and_exits_1() {
     let mut relay = FakeRelay::start(vec![]).await;
-    let err = within(onair::source::push(args(&[
+    let err = within(onair::push::push(args(&[
         "--to",
         &relay.url,
         &sample("broken.mp3"),

@@ -420,11 +420,11 @@ async fn private_streams_admit_only_listeners_with_a_valid_signed_link() {
     config.streams[0].listen_secret = Some(secret.into());
     let relay = TestRelay::start_with(config).await;
     assert_eq!(refused_status(&relay, "/listen/radio", &[]).await, 401);
-    let now = onair::access::unix_now();
+    let now = onair::auth::unix_now();
     let expired = format!(
         "/listen/radio?expires={}&sig={}",
         now - 1,
-        onair::access::sign(secret, "radio", now - 1)
+        onair::auth::sign(secret, "radio", now - 1)
     );
     assert_eq!(refused_status(&relay, &expired, &[]).await, 403);
     let forged = format!("/listen/radio?expires={}&sig={}", now + 60, "0".repeat(64));

@@ -7,7 +7,7 @@ use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use onair::source::{Output, Playout, PlayoutConfig, FRAME_DURATION_US, FRAME_SAMPLES};
+use onair::push::{Output, Playout, PlayoutConfig, FRAME_DURATION_US, FRAME_SAMPLES};
 
 fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)

@@ -83,18 +83,17 @@ async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
     let tls_config =
         TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
     config.tls = Some(tls_config.clone());
-    let relay = onair::server::Relay::new(config);
-    let terminator = onair::tls::Terminator::new(tls_config).unwrap();
+    let relay = onair::server::Server::new(config);
+    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tls_task = tokio::spawn(onair::tls::run(
+    let tls_task = tokio::spawn(onair::server::tls::run(
         tls_listener,
         plain_addr,
         Arc::clone(&terminator),
         Arc::clone(&relay),
         stop.clone().cancelled_owned(),
     ));
-    let server =
-        tokio::spawn(onair::server::run_relay(plain, relay, stop.clone().cancelled_owned()));
+    let server = tokio::spawn(relay.run(plain, stop.clone().cancelled_owned()));
     let test_relay_addr = plain_addr;
 
     // https: GET /healthz through TLS.
@@ -165,18 +164,17 @@ async fn onair_push_broadcasts_over_wss() {
     let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
     let tls_config =
         TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
-    let relay = onair::server::Relay::new(config(&[("radio", "SECRET")]));
-    let terminator = onair::tls::Terminator::new(tls_config).unwrap();
+    let relay = onair::server::Server::new(config(&[("radio", "SECRET")]));
+    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tls_task = tokio::spawn(onair::tls::run(
+    let tls_task = tokio::spawn(onair::server::tls::run(
         tls_listener,
         plain_addr,
         terminator,
         Arc::clone(&relay),
         stop.clone().cancelled_owned(),
     ));
-    let server =
-        tokio::spawn(onair::server::run_relay(plain, relay, stop.clone().cancelled_owned()));
+    let server = tokio::spawn(relay.run(plain, stop.clone().cancelled_owned()));
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{plain_addr}/listen/radio")).await.unwrap();
 

@@ -18,7 +18,7 @@ pub fn metadata_block(title: &str, url: Option<&str>) -> Bytes {
     let clean = |s: &str| s.replace('\'', "\u{2019}").replace(['\r', '\n', '\0'], " ");
     let mut text = String::from("StreamTitle='");
     let room = MAX_BLOCK_BYTES - "StreamTitle='';".len();
-    text.push_str(crate::format::opus::truncate(&clean(title), room));
+    text.push_str(crate::protocol::truncate(&clean(title), room));
     text.push_str("';");
     if let Some(url) = url {
         let url = format!("StreamUrl='{}';", clean(url));

@@ -1,12 +1,15 @@
-//! Containers at the edges: parsing what Icecast sources send and writing what HTTP listeners
-//! read. The ring in between only holds codec frames (see `relay`).
+//! Containers at the edges, pure and fuzzed: parsing what Icecast sources send and writing
+//! what HTTP listeners read. The ring in between only holds codec frames (see `relay`).
 //!
+//! - [`demux`]: an Icecast source's body (Ogg/Opus, Ogg/Vorbis, MP3) into tracks, headers,
+//!   frames and now playing; [`mux`]: frames back into Ogg or MP3 (with ICY) for a listener.
 //! - [`ogg`]: pages, CRC, packets; [`opus`] and [`vorbis`]: their Ogg headers and packet
-//!   durations.
-//! - [`mp3`]: MPEG audio frame sync. [`icy`]: ICY metadata interleaving.
+//!   durations; [`mp3`]: MPEG audio frame sync; [`icy`]: ICY metadata interleaving.
 
+pub mod demux;
 pub mod icy;
 pub mod mp3;
+pub mod mux;
 pub mod ogg;
 pub mod opus;
 pub mod vorbis;

@@ -141,7 +141,7 @@ pub fn parse_tags(packet: &[u8], magic: &[u8]) -> Result<Metadata, OpusError> {
         let len = le32(take(4)?);
         let comment = String::from_utf8_lossy(take(len)?);
         let Some((key, value)) = comment.split_once('=') else { continue };
-        let value = truncate(value, crate::protocol::MAX_METADATA_FIELD_BYTES);
+        let value = crate::protocol::truncate(value, crate::protocol::MAX_METADATA_FIELD_BYTES);
         let field = match key.to_ascii_uppercase().as_str() {
             "TITLE" => &mut meta.title,
             "ARTIST" => &mut meta.artist,
@@ -183,15 +183,6 @@ pub fn write_tags(vendor: &str, meta: Option<&Metadata>) -> Bytes {
         out.put_slice(comment.as_bytes());
     }
     out.freeze()
-}
-
-/// `value` cut to at most `max` bytes on a character boundary.
-pub fn truncate(value: &str, max: usize) -> &str {
-    let mut cut = value.len().min(max);
-    while !value.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &value[..cut]
 }
 
 #[cfg(test)]

@@ -14,20 +14,27 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 use tracing::info;
 
-use super::{basic_auth, parse_mount, REALM, SERVER_ID};
-use crate::format::opus::truncate;
+use super::{parse_mount, REALM, SERVER_ID};
+use crate::auth::admin_matches;
+use crate::error::Refusal;
 use crate::format::Container;
 use crate::http::{Request, Response};
-use crate::protocol::{Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
+use crate::node::Node;
+use crate::protocol::{truncate, Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
 use crate::relay::Stream;
-use crate::server::{key_matches, Relay};
 
 /// Answers an admin or status request.
-pub fn serve(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
+pub fn serve(node: &Node, request: &Request, peer: SocketAddr) -> Response {
+    let response = answer(node, request, peer).with_header("Server", SERVER_ID);
+    // TODO(#14): no CORS on /admin (cross-site requests are refused there).
+    response.with_cors(&node.config, request)
+}
+
+fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     let params = query_pairs(request.query.as_deref().unwrap_or(""));
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if request.path == "/status-json.xsl" {
-        return status_json(relay, request, param("mount"));
+        return status_json(node, request, param("mount"));
     }
     let command = request.path.trim_start_matches("/admin/");
     if !matches!(
@@ -42,14 +49,15 @@ pub fn serve(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         return Response::text(404, "unknown admin command");
     }
     let Some(stream) =
-        param("mount").and_then(parse_mount).and_then(|(name, _)| relay.streams.get(name))
+        param("mount").and_then(parse_mount).and_then(|(name, _)| node.streams.get(name))
     else {
         return xml_response(400, "Source does not exist", 0);
     };
-    if !authorized(relay, request, stream) {
+    if !admin_matches(&node.config, stream, request) {
+        let refusal = Refusal::AdminCredentials;
         info!(%peer, path = %request.path, "admin request refused: wrong credentials");
-        relay.metrics.refused("401");
-        return Response::text(401, "authentication required")
+        node.metrics.refused(&refusal.label());
+        return Response::refusal(&refusal)
             .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
     }
     let name = &stream.config().name;
@@ -84,7 +92,7 @@ pub fn serve(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
             info!(stream = %name, %peer, %title, "now playing set by admin request");
             xml_response(200, "Metadata update successful", 1)
         }
-        "listclients" => listclients(relay, stream),
+        "listclients" => listclients(node, stream),
         _ => {
             if stream.kick_live() {
                 info!(stream = %name, %peer, "source removal requested by admin");
@@ -94,14 +102,6 @@ pub fn serve(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
             }
         }
     }
-}
-
-/// The stream's key or the admin password, with any user name.
-fn authorized(relay: &Relay, request: &Request, stream: &Stream) -> bool {
-    let Some((_, password)) = basic_auth(request) else { return false };
-    let key = stream.config().key.as_deref().is_some_and(|k| key_matches(k, &password));
-    let admin = relay.config.admin_password.as_deref().is_some_and(|p| key_matches(p, &password));
-    key | admin
 }
 
 fn xml_response(status: u16, message: &str, ok: u8) -> Response {
@@ -130,9 +130,9 @@ fn xml_escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn listclients(relay: &Relay, stream: &Stream) -> Response {
+fn listclients(node: &Node, stream: &Stream) -> Response {
     let name = &stream.config().name;
-    let clients = relay.icecast.clients(name);
+    let clients = node.directory.clients(name);
     let mount = format!("/{name}.{}", extension(stream));
     let mut body = format!(
         "<?xml version=\"1.0\"?>\n<icestats><source mount=\"{}\"><Listeners>{}</Listeners>",
@@ -164,20 +164,20 @@ fn extension(stream: &Stream) -> &'static str {
 
 /// `GET /status-json.xsl`: Icecast 2.4's JSON status; `source` is an object when exactly one
 /// stream is live, an array when several are, absent when none is.
-fn status_json(relay: &Relay, request: &Request, mount: Option<&str>) -> Response {
+fn status_json(node: &Node, request: &Request, mount: Option<&str>) -> Response {
     let host = request
         .header("host")
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|| relay.config.listen.to_string());
+        .unwrap_or_else(|| node.config.listen.to_string());
     let hostname = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_matches(['[', ']']);
     let only = mount.and_then(parse_mount).map(|(name, _)| name);
-    let mut sources: Vec<Value> = relay
+    let mut sources: Vec<Value> = node
         .streams
         .iter()
         .filter(|s| s.is_live() && only.is_none_or(|n| n == s.config().name))
-        .map(|s| source_json(relay, s, &host))
+        .map(|s| source_json(node, s, &host))
         .collect();
-    let started = relay.icecast.started();
+    let started = node.directory.started();
     let mut icestats = Map::new();
     icestats.insert("admin".into(), json!("icemaster@localhost"));
     icestats.insert("host".into(), json!(hostname));
@@ -195,16 +195,14 @@ fn status_json(relay: &Relay, request: &Request, mount: Option<&str>) -> Respons
         }
     }
     let body = serde_json::to_vec(&json!({ "icestats": icestats })).expect("JSON values serialize");
-    let mut response = Response::new(200, "application/json; charset=utf-8", body)
-        .with_header("Cache-Control", "no-cache");
-    response.headers.extend(super::cors_headers(&relay.config, request));
-    response
+    Response::new(200, "application/json; charset=utf-8", body)
+        .with_header("Cache-Control", "no-cache")
 }
 
-fn source_json(relay: &Relay, stream: &Arc<Stream>, host: &str) -> Value {
+fn source_json(node: &Node, stream: &Arc<Stream>, host: &str) -> Value {
     let name = &stream.config().name;
     let info = stream.info();
-    let icecast = relay.icecast.source(name);
+    let icecast = node.directory.source(name);
     let ice = icecast.as_ref().map(|s| s.ice.clone()).unwrap_or_default();
     let track = info.tracks.iter().find(|t| t.kind == TrackKind::Audio);
     let container = match track.map(|t| t.codec) {
@@ -240,7 +238,7 @@ fn source_json(relay: &Relay, stream: &Arc<Stream>, host: &str) -> Value {
         source.insert("channels".into(), json!(c));
     }
     source.insert("genre".into(), json!(ice.genre.as_deref().unwrap_or("various")));
-    source.insert("listener_peak".into(), json!(relay.icecast.listener_peak(name, listeners)));
+    source.insert("listener_peak".into(), json!(node.directory.listener_peak(name, listeners)));
     source.insert("listeners".into(), json!(listeners));
     let ext = if container == Container::Mp3 { "mp3" } else { "ogg" };
     source.insert("listenurl".into(), json!(format!("http://{host}/{name}.{ext}")));

@@ -1,12 +1,10 @@
 //! One listener driver: an epoll loop on its own thread that serves many listeners.
 //!
-//! Each listener is in one place at a time: idle at the head of its stream (`Group::idle`),
-//! pending until a send window ends (`Due`), ready to be served (`ready`), or blocked until
-//! its socket takes more (no list; the writable event brings it back). List entries carry a
-//! ticket: moving a listener gives it a new one, so entries left behind are ignored.
+//! The loop does the I/O: it takes new listeners, reads what they send (pings, close),
+//! writes their batches with one vectored write each, pings idle peers and closes the slow
+//! and the silent. *When* each listener is served is decided by its `Schedule` (pure, in
+//! `schedule.rs`): idle at its stream's head, pending for a send window, ready, or blocked.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::sync::{mpsc, Arc};
@@ -16,21 +14,18 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use super::schedule::{Place, Schedule};
 use super::{
     Command, DriverHandle, Ending, Lease, NewListener, Outbox, Settings, MAX_LISTENER_MESSAGE_BYTES,
 };
+use crate::error::Closing;
 use crate::protocol::close;
-use crate::relay::{Consumer, Fill, Stream};
+use crate::relay::{Consumer, Fill, Stream, Watcher};
 use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_PING, OP_PONG};
 
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
-/// New frames this large go out at once even with a send window: one write of 16 KiB costs
-/// less than twice a write of 300 bytes, so there is little left to save by waiting.
-const WINDOW_FULL_BYTES: usize = 16 << 10;
-/// A hold shorter than this is not worth a wake-up: the batch leaves a little early.
-const MIN_HOLD: Duration = Duration::from_millis(1);
 /// Time to deliver a close frame before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pongs a listener may have queued; a ping flood past it gets no more answers.
@@ -52,44 +47,33 @@ pub(super) fn spawn(index: usize, settings: Settings) -> std::io::Result<DriverH
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (commands, inbox) = mpsc::channel();
-    let driver = Driver::new(poll, Arc::clone(&waker), inbox, settings);
-    std::thread::Builder::new()
+    let watcher: Arc<dyn Watcher> = Arc::new(Wake(Arc::clone(&waker)));
+    let driver = Driver::new(poll, watcher, inbox, settings);
+    let thread = std::thread::Builder::new()
         .name(format!("onair-listeners-{index}"))
         .spawn(move || driver.run())?;
-    Ok(DriverHandle { commands, waker })
+    Ok(DriverHandle { index, commands, waker, thread })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Place {
-    /// Everything up to the head is written; waits for the stream to move.
-    Idle,
-    /// New frames are held until the send window ends.
-    Pending,
-    /// To be served on this turn of the loop.
-    Ready,
-    /// The socket took only part of a write; waits for it to be writable.
-    Blocked,
-}
+/// Wakes a driver's epoll loop when a stream it serves moves.
+struct Wake(Arc<Waker>);
 
-/// A listener in a list: its slot and the ticket it was listed with.
-#[derive(Clone, Copy, Debug)]
-struct Key {
-    slot: u32,
-    ticket: u32,
+impl Watcher for Wake {
+    fn wake(&self) {
+        // A driver that has exited no longer listens; nothing to do then.
+        let _ = self.0.wake();
+    }
 }
 
 /// One listener. Most of a listener's memory is here: no task, no buffer when idle.
 struct Conn {
     socket: TcpStream,
     consumer: Consumer,
-    group: u32,
     /// What the socket has not taken yet (control frames, or a batch it took in part);
     /// `None` when nothing is owed, which is most of the time.
     out: Option<Box<Outbox>>,
     /// Only while the peer has sent part of a frame: most listeners send nothing for minutes.
     reader: Option<Box<ClientReader>>,
-    place: Place,
-    ticket: u32,
     /// Times are milliseconds since the driver started (`Driver::now_ms`): half the size.
     closing: Option<(u16, u64)>,
     last_heard: u64,
@@ -103,7 +87,6 @@ struct Group {
     stream: Arc<Stream>,
     /// The stream's head when last looked at.
     seen: u64,
-    idle: Vec<Key>,
     /// Written since the stream's counters were last told: they are shared with the other
     /// drivers, so they are added to once a turn, not once a write.
     sent: Sent,
@@ -116,30 +99,6 @@ struct Sent {
     frames: u64,
 }
 
-/// Listeners that are due together (they were idle when the same frame arrived).
-struct Due {
-    at: Instant,
-    keys: Vec<Key>,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Due {
-    // Earliest first in a max-heap.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.at.cmp(&self.at)
-    }
-}
-
 /// How a write went.
 enum Wrote {
     All,
@@ -149,7 +108,7 @@ enum Wrote {
 
 struct Driver {
     poll: Poll,
-    waker: Arc<Waker>,
+    watcher: Arc<dyn Watcher>,
     inbox: mpsc::Receiver<Command>,
     settings: Settings,
     /// Boxed: a slab of pointers grows by doubling, the listeners themselves do not.
@@ -157,14 +116,14 @@ struct Driver {
     free: Vec<u32>,
     live: usize,
     groups: Vec<Group>,
-    due: BinaryHeap<Due>,
-    ready: VecDeque<Key>,
+    schedule: Schedule,
+    /// Listeners to serve this turn (a buffer kept between turns).
+    turn: Vec<u32>,
     /// Listeners that had more to read than one turn's budget.
-    reread: Vec<Key>,
+    reread: Vec<u32>,
     /// The batch being written; only what a socket does not take moves to the listener.
     scratch: Outbox,
     read_buf: Box<[u8]>,
-    next_ticket: u32,
     now: Instant,
     /// `now` in milliseconds since `epoch`.
     now_ms: u64,
@@ -181,7 +140,7 @@ struct Driver {
 impl Driver {
     fn new(
         poll: Poll,
-        waker: Arc<Waker>,
+        watcher: Arc<dyn Watcher>,
         inbox: mpsc::Receiver<Command>,
         settings: Settings,
     ) -> Self {
@@ -198,19 +157,18 @@ impl Driver {
         let now = Instant::now();
         Self {
             poll,
-            waker,
+            watcher,
             inbox,
             settings,
             conns: Vec::new(),
             free: Vec::new(),
             live: 0,
             groups: Vec::new(),
-            due: BinaryHeap::new(),
-            ready: VecDeque::new(),
+            schedule: Schedule::default(),
+            turn: Vec::new(),
             reread: Vec::new(),
             scratch: Outbox::default(),
             read_buf: vec![0; 16 << 10].into_boxed_slice(),
-            next_ticket: 0,
             now,
             now_ms: 0,
             epoch: now,
@@ -226,8 +184,9 @@ impl Driver {
     fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
         loop {
-            let timeout = if self.ready.is_empty() && self.reread.is_empty() {
-                let next = self.due.peek().map_or(self.next_sweep, |d| d.at.min(self.next_sweep));
+            let timeout = if !self.schedule.has_ready() && self.reread.is_empty() {
+                let next =
+                    self.schedule.next_due().map_or(self.next_sweep, |at| at.min(self.next_sweep));
                 next.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -257,10 +216,8 @@ impl Driver {
             self.check_streams();
             self.run_due();
             self.run_ready();
-            for key in std::mem::take(&mut self.reread) {
-                if self.valid(key) {
-                    self.on_readable(key.slot as usize);
-                }
+            for slot in std::mem::take(&mut self.reread) {
+                self.on_readable(slot as usize);
             }
             if self.now >= self.next_sweep {
                 self.sweep();
@@ -294,6 +251,8 @@ impl Driver {
         loop {
             match self.inbox.try_recv() {
                 Ok(Command::Add(listener)) => self.add(*listener),
+                #[cfg(test)]
+                Ok(Command::Crash) => panic!("listener driver crash requested by a test"),
                 Ok(Command::Shutdown(reporter)) => {
                     self.reporters.push(reporter);
                     self.stop();
@@ -314,7 +273,7 @@ impl Driver {
         }
         self.stopping = true;
         for slot in 0..self.conns.len() {
-            self.close(slot, close::GOING_AWAY, "relay shutting down");
+            self.close(slot, &Closing::ShuttingDown);
         }
     }
 
@@ -337,14 +296,12 @@ impl Driver {
         }
         let group = self.group_of(consumer.stream());
         let now = self.now_ms;
+        let first = first.iter().map(WireFrame::from).collect();
         let conn = Conn {
             socket,
             consumer,
-            group,
-            out: Some(Box::new(Outbox { items: first.into(), offset: 0 })),
+            out: Some(Box::new(Outbox { items: first, offset: 0 })),
             reader: None,
-            place: Place::Ready,
-            ticket: 0,
             closing: None,
             last_heard: now,
             caught_up_at: now,
@@ -357,7 +314,7 @@ impl Driver {
             self.conns[slot] = Some(Box::new(conn));
         }
         self.live += 1;
-        self.make_ready(slot);
+        self.schedule.add(token_slot, group);
         // Frames that came with the request head (a ping, a close) are answered like others.
         if !leftover.is_empty() {
             if let Some(conn) = self.conn(slot) {
@@ -368,7 +325,7 @@ impl Driver {
             self.release_idle_reader(slot);
         }
         if self.stopping {
-            self.close(slot, close::GOING_AWAY, "relay shutting down");
+            self.close(slot, &Closing::ShuttingDown);
         }
     }
 
@@ -376,14 +333,9 @@ impl Driver {
         if let Some(at) = self.groups.iter().position(|g| Arc::ptr_eq(&g.stream, stream)) {
             return at as u32;
         }
-        stream.wake_on_change(&self.waker);
+        stream.watch(&self.watcher);
         let seen = stream.head_seq();
-        self.groups.push(Group {
-            stream: Arc::clone(stream),
-            seen,
-            idle: Vec::new(),
-            sent: Sent::default(),
-        });
+        self.groups.push(Group { stream: Arc::clone(stream), seen, sent: Sent::default() });
         (self.groups.len() - 1) as u32
     }
 
@@ -400,103 +352,37 @@ impl Driver {
         }
     }
 
-    fn valid(&self, key: Key) -> bool {
-        self.conns
-            .get(key.slot as usize)
-            .and_then(Option::as_deref)
-            .is_some_and(|conn| conn.ticket == key.ticket)
-    }
-
-    /// Moves a listener to `place` with a new ticket; returns its key for the list.
-    fn relist(&mut self, slot: usize, place: Place) -> Option<Key> {
-        let ticket = self.next_ticket;
-        self.next_ticket = self.next_ticket.wrapping_add(1);
-        let conn = self.conn(slot)?;
-        conn.place = place;
-        conn.ticket = ticket;
-        Some(Key { slot: slot as u32, ticket })
-    }
-
-    fn make_ready(&mut self, slot: usize) {
-        if let Some(key) = self.relist(slot, Place::Ready) {
-            self.ready.push_back(key);
-        }
-    }
-
-    fn make_idle(&mut self, slot: usize) {
-        if let Some(key) = self.relist(slot, Place::Idle) {
-            let group = self.conns[slot].as_ref().map_or(0, |c| c.group as usize);
-            self.groups[group].idle.push(key);
-        }
-    }
-
     /// Streams whose head moved: their idle listeners become due when the first new frame
     /// is `send_window` old (at once without a window, or when the new frames are large).
     fn check_streams(&mut self) {
-        for at in 0..self.groups.len() {
-            let group = &mut self.groups[at];
+        for (at, group) in self.groups.iter_mut().enumerate() {
             let head = group.stream.head_seq();
             if head == group.seen {
                 continue;
             }
             let (first_at, bytes) = group.stream.arrivals_since(group.seen);
             group.seen = head;
-            if group.idle.is_empty() {
-                continue;
-            }
             let window = self.settings.send_window;
-            let due = if window.is_zero() || bytes >= WINDOW_FULL_BYTES {
-                self.now
-            } else {
-                first_at.unwrap_or(self.now) + window
-            };
-            let keys = std::mem::take(&mut group.idle);
-            if due <= self.now + MIN_HOLD {
-                for key in keys {
-                    if self.valid(key) {
-                        if let Some(conn) = self.conn(key.slot as usize) {
-                            conn.place = Place::Ready;
-                        }
-                        self.ready.push_back(key);
-                    }
-                }
-            } else {
-                let mut keys = keys;
-                keys.retain(|&key| self.valid(key));
-                for key in &keys {
-                    if let Some(conn) = self.conn(key.slot as usize) {
-                        conn.place = Place::Pending;
-                    }
-                }
-                self.due.push(Due { at: due, keys });
-            }
+            self.schedule.head_moved(at as u32, first_at, bytes, window, self.now);
         }
     }
 
     fn run_due(&mut self) {
-        while self.due.peek().is_some_and(|d| d.at <= self.now + MIN_HOLD) {
-            let Some(due) = self.due.pop() else { break };
-            for key in due.keys {
-                let pending =
-                    self.conns.get(key.slot as usize).and_then(Option::as_deref).is_some_and(
-                        |conn| conn.ticket == key.ticket && conn.place == Place::Pending,
-                    );
-                if pending {
-                    self.serve(key.slot as usize);
-                }
-            }
+        let mut turn = std::mem::take(&mut self.turn);
+        self.schedule.take_due(self.now, &mut turn);
+        for slot in turn.drain(..) {
+            self.serve(slot as usize);
         }
+        self.turn = turn;
     }
 
     fn run_ready(&mut self) {
-        // Only those ready now: a listener put back for being far behind waits for the
-        // next turn, after the others.
-        for _ in 0..self.ready.len() {
-            let Some(key) = self.ready.pop_front() else { break };
-            if self.valid(key) {
-                self.serve(key.slot as usize);
-            }
+        let mut turn = std::mem::take(&mut self.turn);
+        self.schedule.take_ready(&mut turn);
+        for slot in turn.drain(..) {
+            self.serve(slot as usize);
         }
+        self.turn = turn;
     }
 
     /// Writes what the listener is owed and new batches from the ring until it is at the
@@ -508,15 +394,13 @@ impl Driver {
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else {
                 return;
             };
+            let group = self.schedule.group(slot as u32) as usize;
             if let Some(out) = conn.out.as_deref_mut().filter(|out| !out.is_empty()) {
-                let sent = &mut self.groups[conn.group as usize].sent;
+                let sent = &mut self.groups[group].sent;
                 match write_out(&conn.socket, out, sent) {
                     // An idle listener keeps no buffer.
                     Wrote::All => conn.out = None,
-                    Wrote::Blocked => {
-                        self.relist(slot, Place::Blocked);
-                        return;
-                    }
+                    Wrote::Blocked => return self.schedule.block(slot as u32),
                     Wrote::Failed => return self.remove(slot, Ending::Failed),
                 }
             }
@@ -530,13 +414,13 @@ impl Driver {
             }
             if self.scratch.is_empty() {
                 if fill.at_head {
-                    return self.make_idle(slot);
+                    return self.schedule.make_idle(slot as u32);
                 }
                 continue;
             }
-            let sent = &mut self.groups[conn.group as usize].sent;
+            let sent = &mut self.groups[group].sent;
             match write_out(&conn.socket, &mut self.scratch, sent) {
-                Wrote::All if fill.at_head => return self.make_idle(slot),
+                Wrote::All if fill.at_head => return self.schedule.make_idle(slot as u32),
                 Wrote::All => {}
                 Wrote::Blocked => {
                     // What is left moves to a queue of its own size; the batch queue
@@ -544,8 +428,7 @@ impl Driver {
                     let items = self.scratch.items.drain(..).collect();
                     let offset = std::mem::take(&mut self.scratch.offset);
                     conn.out = Some(Box::new(Outbox { items, offset }));
-                    self.relist(slot, Place::Blocked);
-                    return;
+                    return self.schedule.block(slot as u32);
                 }
                 Wrote::Failed => {
                     self.scratch.clear();
@@ -553,11 +436,11 @@ impl Driver {
                 }
             }
         }
-        self.make_ready(slot);
+        self.schedule.make_ready(slot as u32);
     }
 
     fn on_writable(&mut self, slot: usize) {
-        if self.conn(slot).is_some_and(|conn| conn.place == Place::Blocked) {
+        if self.schedule.place(slot as u32) == Place::Blocked {
             self.serve(slot);
         }
     }
@@ -583,9 +466,7 @@ impl Driver {
                         return;
                     }
                     if total >= READ_BUDGET {
-                        if let Some(ticket) = self.conn(slot).map(|conn| conn.ticket) {
-                            self.reread.push(Key { slot: slot as u32, ticket });
-                        }
+                        self.reread.push(slot as u32);
                         return;
                     }
                 }
@@ -619,12 +500,12 @@ impl Driver {
                     if conn.closing.is_some() {
                         self.remove(slot, Ending::PeerClosed);
                     } else {
-                        self.close(slot, 1000, "");
+                        self.close(slot, &Closing::Normal);
                     }
                     return false;
                 }
                 Err(err) => {
-                    self.close(slot, err.close_code(), &err.to_string());
+                    self.close(slot, &Closing::from(err));
                     return false;
                 }
             }
@@ -637,7 +518,7 @@ impl Driver {
 
     /// Starts closing: drops queued media (keeping a frame already half written), queues a
     /// close frame and sends it as soon as the socket takes it.
-    fn close(&mut self, slot: usize, code: u16, reason: &str) {
+    fn close(&mut self, slot: usize, why: &Closing) {
         let now = self.now_ms;
         let Some(conn) = self.conn(slot) else { return };
         if conn.closing.is_some() {
@@ -645,20 +526,21 @@ impl Driver {
         }
         let out = conn.out.get_or_insert_with(Box::default);
         out.truncate_to_boundary();
-        out.items.push_back(WireFrame::close(code, reason));
-        conn.closing = Some((code, now + ms(CLOSE_TIMEOUT)));
+        out.items.push_back(why.frame());
+        conn.closing = Some((why.code(), now + ms(CLOSE_TIMEOUT)));
         self.flush_control(slot);
     }
 
     /// Writes queued control frames now for a listener that owes no media (idle or
     /// pending); others write them with their next batch.
     fn flush_control(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else { return };
-        if !matches!(conn.place, Place::Idle | Place::Pending) {
+        if !matches!(self.schedule.place(slot as u32), Place::Idle | Place::Pending) {
             return;
         }
+        let group = self.schedule.group(slot as u32) as usize;
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else { return };
         let Some(out) = conn.out.as_deref_mut() else { return };
-        match write_out(&conn.socket, out, &mut self.groups[conn.group as usize].sent) {
+        match write_out(&conn.socket, out, &mut self.groups[group].sent) {
             Wrote::All => {
                 conn.out = None;
                 if let Some((code, _)) = conn.closing {
@@ -666,9 +548,7 @@ impl Driver {
                     self.remove(slot, Ending::Closed(code));
                 }
             }
-            Wrote::Blocked => {
-                self.relist(slot, Place::Blocked);
-            }
+            Wrote::Blocked => self.schedule.block(slot as u32),
             Wrote::Failed => self.remove(slot, Ending::Failed),
         }
     }
@@ -679,18 +559,19 @@ impl Driver {
         self.trim_after_bursts();
         let settings = self.settings;
         for slot in 0..self.conns.len() {
+            let place = self.schedule.place(slot as u32);
             let Some(conn) = self.conn(slot) else { continue };
             if let Some((code, deadline)) = conn.closing {
                 if now >= deadline {
                     self.remove(slot, Ending::Dropped(code));
                 }
-            } else if matches!(conn.place, Place::Blocked | Place::Ready)
+            } else if matches!(place, Place::Blocked | Place::Ready)
                 && now >= conn.caught_up_at + ms(settings.slow_listener_timeout)
             {
                 conn.consumer.stream().metrics().too_slow.inc();
-                self.close(slot, close::TOO_SLOW, "listener too slow");
+                self.close(slot, &Closing::TooSlow);
             } else if now >= conn.last_heard + ms(settings.dead_peer_timeout) {
-                self.close(slot, close::DEAD_PEER, "no answer to pings");
+                self.close(slot, &Closing::DeadPeer("no answer to pings"));
             } else if now >= conn.next_ping {
                 conn.next_ping = now + ms(settings.ping_interval);
                 conn.out
@@ -720,6 +601,7 @@ impl Driver {
     fn remove(&mut self, slot: usize, ending: Ending) {
         let Some(mut conn) = self.conns.get_mut(slot).and_then(Option::take) else { return };
         let _ = self.poll.registry().deregister(&mut conn.socket);
+        self.schedule.remove(slot as u32);
         self.live -= 1;
         self.free.push(slot as u32);
         let name = &conn.consumer.stream().config().name;

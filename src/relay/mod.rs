@@ -1,9 +1,21 @@
-//! The streams registry: every configured stream by name.
+//! The relay core: every stream's ring, its sources and its listeners' cursors. No transport.
 //!
-//! Built once from the config at startup and shared (read-only) by every connection; each
-//! `Stream` holds its own ring and lock, so streams never contend with each other.
+//! ```text
+//!  SourceHandle ──push──► Stream (ring + what is on air) ──fill──► Consumer × N
+//!   (source.rs)            (stream.rs, ring.rs)                      (consumer.rs)
+//! ```
+//!
+//! `Streams` is built once from the config and shared read-only; each `Stream` holds its own
+//! lock, so streams never contend. Listener drivers register as [`Watcher`]s to be woken when
+//! a stream's head moves; tasks wait on `Consumer::changed`.
 
-pub mod stream;
+mod consumer;
+mod ring;
+mod source;
+mod stats;
+mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,10 +23,11 @@ use std::sync::Arc;
 use crate::config::StreamConfig;
 use crate::metrics::Metrics;
 
-pub use stream::{
-    AttachError, Consumer, Fill, SourceError, SourceHandle, SourceKind, Stream, StreamFull,
-    StreamInfo,
-};
+pub use consumer::{Consumer, Fill, StreamFull, MAX_FILL_ENTRIES, SERVER_NAME};
+pub use ring::{Event, Frame, Item};
+pub use source::{AttachError, SourceError, SourceHandle, SourceKind};
+pub use stats::StreamInfo;
+pub use stream::{Stream, Watcher};
 
 /// All streams of a relay, by name.
 #[derive(Debug, Default)]

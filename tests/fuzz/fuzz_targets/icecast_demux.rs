@@ -2,7 +2,7 @@
 //! MP3 frame sync, fed in three arbitrary pieces. Must never panic or buffer without bound.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use onair::icecast::demux::Demuxer;
+use onair::format::demux::Demuxer;
 
 fuzz_target!(|data: &[u8]| {
     let mut demuxer = Demuxer::new(1 << 16, Some(128_000));

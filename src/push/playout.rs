@@ -327,8 +327,8 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::decode::tests::sample;
-    use crate::source::encode::{FRAME_DURATION_US, FRAME_SAMPLES};
+    use crate::push::decode::tests::sample;
+    use crate::push::encode::{FRAME_DURATION_US, FRAME_SAMPLES};
 
     /// Pulls everything: (metadata, frames).
     pub(crate) async fn drain(
@@ -426,7 +426,7 @@ mod tests {
         fn is_send<T: Send>(_: &T) {}
         let mut playout = Playout::spawn(config(&["tone-1k.m4a"])).unwrap();
         is_send(&playout.next());
-        let mut paced = crate::source::Paced::new(playout, false);
+        let mut paced = crate::push::Paced::new(playout, false);
         is_send(&paced.next());
         let task = async move { paced.next().await.is_some() };
         is_send(&task);

@@ -350,13 +350,8 @@ fn parse_riff_info(mut body: &[u8]) -> Metadata {
 pub(crate) fn bound_metadata(meta: &mut Metadata) {
     let fields = [&mut meta.title, &mut meta.artist, &mut meta.album, &mut meta.url];
     for value in fields.into_iter().flatten() {
-        if value.len() > MAX_METADATA_FIELD_BYTES {
-            let mut end = MAX_METADATA_FIELD_BYTES;
-            while !value.is_char_boundary(end) {
-                end -= 1;
-            }
-            value.truncate(end);
-        }
+        let end = crate::protocol::truncate(value, MAX_METADATA_FIELD_BYTES).len();
+        value.truncate(end);
     }
 }
 

@@ -127,7 +127,7 @@ impl<S: OutputSource> Paced<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::encode::FRAME_DURATION_US;
+    use crate::push::encode::FRAME_DURATION_US;
     use bytes::Bytes;
     use futures_util::FutureExt;
     use std::collections::VecDeque;

@@ -2,7 +2,7 @@
 //! HTTP Basic auth with the stream key, then a body of Ogg (Opus, Vorbis) or MP3 until the source hangs
 //! up.
 //!
-//! The body is demuxed (`demux.rs`) and pushed through the same `SourceHandle` API as the
+//! The body is demuxed (`format::demux`) and pushed through the same `SourceHandle` API as the
 //! WebSocket ingest, so every kind of listener hears it. Bad data ends this source only, with a
 //! log line; a source silent for `dead_peer_timeout` is dropped. Nothing grows unbounded: the
 //! body is parsed as it arrives, at most one page or frame is buffered.
@@ -17,14 +17,17 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::demux::{Demuxer, Event, TRACK};
-use super::{basic_auth, parse_mount, IceInfo, SourceInfo, REALM, SERVER_ID};
+use super::RateLimit;
+use crate::auth;
+use crate::directory::{IceInfo, Registration, SourceInfo};
+use crate::error::Refusal;
+use crate::format::demux::{Demuxer, Event, TRACK};
 use crate::format::Container;
-use crate::http::{Request, Response};
-use crate::ingest::RateLimit;
+use crate::http::{self, Request, Response};
+use crate::icecast::{parse_mount, REALM, SERVER_ID};
+use crate::node::Node;
 use crate::protocol::{encode_frame, FrameHeader, FLAG_HEADER, FLAG_KEYFRAME};
 use crate::relay::{SourceError, SourceHandle, SourceKind};
-use crate::server::{key_matches, Relay};
 
 /// Bytes read from the socket at a time.
 const READ_BYTES: usize = 16 << 10;
@@ -43,56 +46,23 @@ const MAX_CHUNK_LINE_BYTES: usize = 1024;
 pub async fn serve(
     mut socket: TcpStream,
     peer: SocketAddr,
-    relay: &Relay,
+    node: &Node,
     request: &Request,
     leftover: &[u8],
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let path = request.path.as_str();
-    let Some(stream) = parse_mount(path).and_then(|(name, _)| relay.streams.get(name)) else {
-        return refuse(&mut socket, relay, peer, path, 404, "no such mount").await;
-    };
-    let name = stream.config().name.clone();
-    let authorized = match (&stream.config().key, basic_auth(request)) {
-        (Some(key), Some((_, password))) => key_matches(key, &password),
-        _ => false,
-    };
-    if !authorized {
-        let reason = "missing or wrong source password";
-        if request.header("authorization").is_none() {
+    let (mut source, mut framing) = match admit(node, request) {
+        Ok(admitted) => admitted,
+        Err(Refusal::WrongPassword) if request.header("authorization").is_none() => {
             // libshout always asks without credentials first and retries on this challenge.
             debug!(%peer, %path, "icecast source without credentials: sending a challenge");
-            return challenge(&mut socket, reason).await;
+            return challenge(&mut socket).await;
         }
-        return refuse(&mut socket, relay, peer, path, 401, reason).await;
-    }
-    let hint = request.header("content-type").and_then(Container::from_content_type);
-    if hint == Some(Container::WebM) {
-        return refuse(
-            &mut socket,
-            relay,
-            peer,
-            path,
-            415,
-            "WebM sources are not supported: send Ogg/Opus, Ogg/Vorbis or MP3",
-        )
-        .await;
-    }
-    let Some(mut framing) = Framing::of(request) else {
-        return refuse(
-            &mut socket,
-            relay,
-            peer,
-            path,
-            400,
-            "bad Content-Length or Transfer-Encoding",
-        )
-        .await;
+        Err(refusal) => return refuse(&mut socket, node, peer, request, &refusal).await,
     };
-    let mut source = match stream.attach(SourceKind::Live) {
-        Ok(source) => source,
-        Err(_) => return refuse(&mut socket, relay, peer, path, 403, "Mountpoint in use").await,
-    };
+    let name = source.stream().config().name.clone();
+    let stream = std::sync::Arc::clone(source.stream());
     let mut answer = String::new();
     if request.header_has_token("expect", "100-continue") {
         // ffmpeg sends no audio before this; real Icecast then also sends `200 OK`.
@@ -109,7 +79,7 @@ pub async fn serve(
     let mut session = Session {
         source: &mut source,
         demux: Demuxer::new(
-            relay.config.max_message_bytes,
+            node.config.max_message_bytes,
             ice.bitrate.map(|k| k.saturating_mul(1000)),
         ),
         frames: 0,
@@ -146,7 +116,7 @@ pub async fn serve(
                         peer,
                         user_agent: user_agent.clone(),
                     };
-                    session.registration = Some(relay.icecast.add_source(&name, info));
+                    session.registration = Some(node.directory.add_source(&name, info));
                 }
             }
         }
@@ -161,8 +131,8 @@ pub async fn serve(
             biased;
             () = cancel.cancelled() => break Outcome::Shutdown,
             () = kick.cancelled() => break Outcome::Kicked,
-            read = timeout(relay.config.dead_peer_timeout, socket.read_buf(&mut raw)) => match read {
-                Err(_) => break Outcome::Bad(format!("nothing received for {:?}", relay.config.dead_peer_timeout)),
+            read = timeout(node.config.dead_peer_timeout, socket.read_buf(&mut raw)) => match read {
+                Err(_) => break Outcome::Bad(format!("nothing received for {:?}", node.config.dead_peer_timeout)),
                 Ok(Ok(0)) => break Outcome::Ended,
                 Ok(Ok(n)) => {
                     received += n as u64;
@@ -188,7 +158,7 @@ pub async fn serve(
             info!(stream = %name, %peer, frames, "icecast source removed by an admin request")
         }
         Outcome::Bad(reason) => {
-            relay.metrics.refused("bad_source_data");
+            node.metrics.refused("bad_source_data");
             warn!(stream = %name, %peer, frames, %reason, "closing icecast source");
         }
         Outcome::Io(err) => {
@@ -214,7 +184,7 @@ struct Session<'a> {
     demux: Demuxer,
     frames: u64,
     /// Keeps the source listed in the Icecast status while it is on air.
-    registration: Option<super::Registration>,
+    registration: Option<Registration>,
 }
 
 impl Session<'_> {
@@ -235,9 +205,27 @@ impl Session<'_> {
     }
 }
 
+/// The checks before the answer: a stream, its key as the password, a container the relay
+/// reads, a body it can delimit, no other live source.
+fn admit(node: &Node, request: &Request) -> Result<(SourceHandle, Framing), Refusal> {
+    let stream = parse_mount(&request.path)
+        .and_then(|(name, _)| node.streams.get(name))
+        .ok_or(Refusal::NoSuchMount)?;
+    if !auth::source_password_matches(stream, request) {
+        return Err(Refusal::WrongPassword);
+    }
+    let hint = request.header("content-type").and_then(Container::from_content_type);
+    if hint == Some(Container::WebM) {
+        return Err(Refusal::SourceContainer);
+    }
+    let framing = Framing::of(request).ok_or(Refusal::BodyFraming)?;
+    let source = stream.attach(SourceKind::Live).map_err(|_| Refusal::MountInUse)?;
+    Ok((source, framing))
+}
+
 /// Answers 401 with a Basic challenge, without counting it as a refusal.
-async fn challenge(socket: &mut TcpStream, reason: &str) -> crate::Result<()> {
-    let response = Response::text(401, reason)
+async fn challenge(socket: &mut TcpStream) -> crate::Result<()> {
+    let response = Response::refusal(&Refusal::WrongPassword)
         .with_header("Server", SERVER_ID)
         .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
     response.send(socket, false).await?;
@@ -245,22 +233,19 @@ async fn challenge(socket: &mut TcpStream, reason: &str) -> crate::Result<()> {
     Ok(())
 }
 
-/// Refuses a source request: one log line, a metric, an answer that closes the connection.
+/// Refuses a source request (with Icecast's headers), then drains what it still sends.
 async fn refuse(
     socket: &mut TcpStream,
-    relay: &Relay,
+    node: &Node,
     peer: SocketAddr,
-    path: &str,
-    status: u16,
-    reason: &str,
+    request: &Request,
+    refusal: &Refusal,
 ) -> crate::Result<()> {
-    relay.metrics.refused(&status.to_string());
-    info!(%peer, %path, status, %reason, "icecast source refused");
-    let mut response = Response::text(status, reason).with_header("Server", SERVER_ID);
-    if status == 401 {
-        response = response.with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
+    let mut extra = vec![("Server", SERVER_ID.to_owned())];
+    if refusal.status() == 401 {
+        extra.push(("WWW-Authenticate", format!("Basic realm=\"{REALM}\"")));
     }
-    response.send(socket, false).await?;
+    http::refuse(socket, &node.metrics, peer, request, refusal, &extra).await?;
     linger(socket).await;
     Ok(())
 }

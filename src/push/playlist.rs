@@ -212,7 +212,7 @@ impl XorShift {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::decode::tests::tempdir;
+    use crate::push::decode::tests::tempdir;
     use std::fs;
 
     fn file(path: &Path) -> Entry {

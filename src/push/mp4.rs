@@ -146,7 +146,7 @@ fn first_edit(body: &[u8]) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::decode::tests::sample;
+    use crate::push::decode::tests::sample;
 
     #[test]
     fn the_m4a_sample_has_1024_priming_samples_and_lasts_2_s() {

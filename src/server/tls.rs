@@ -7,7 +7,7 @@
 //! The certificate is reloaded on SIGHUP (`main.rs`) without dropping anyone.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use super::{Server, DRAIN_TIMEOUT};
 use crate::config::TlsConfig;
 
 /// Why a certificate could not be loaded.
@@ -96,35 +97,23 @@ pub async fn run(
     listener: TcpListener,
     plain: SocketAddr,
     terminator: Arc<Terminator>,
-    relay: Arc<crate::server::Relay>,
+    server: Arc<Server>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "listening for tls");
     }
-    tokio::pin!(shutdown);
-    loop {
-        let (socket, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!(%err, "tls accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, relay, cancel) =
-            (terminator.acceptor(), Arc::clone(&relay), cancel.child_token());
+    super::accept::accept_loop(&listener, shutdown, |socket, peer| {
+        let (acceptor, server, cancel) =
+            (terminator.acceptor(), Arc::clone(&server), cancel.child_token());
         sessions.spawn(async move {
-            let Some(_place) = relay.admit(peer.ip()) else {
+            let Ok(_place) = server.limits.admit_address(peer.ip()) else {
                 debug!(%peer, "tls connection refused: per-address limit");
                 return;
             };
-            let handshake = timeout(relay.config.handshake_timeout, acceptor.accept(socket)).await;
+            let handshake =
+                timeout(server.node.config.handshake_timeout, acceptor.accept(socket)).await;
             let mut tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => return debug!(%peer, %err, "tls handshake failed"),
@@ -137,16 +126,17 @@ pub async fn run(
             let _ = inner.set_nodelay(true);
             tokio::select! {
                 () = relay_bytes(&mut tls, &mut inner) => {}
-                () = async { cancel.cancelled().await; tokio::time::sleep(crate::server::DRAIN_TIMEOUT).await } => {}
+                () = async { cancel.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {}
             }
         });
-    }
+    })
+    .await;
     cancel.cancel();
     sessions.close();
-    let _ = timeout(crate::server::DRAIN_TIMEOUT, sessions.wait()).await;
+    let _ = timeout(DRAIN_TIMEOUT, sessions.wait()).await;
 }
 
-/// Copies both ways until the relay's side closes (the relay decides when a connection ends:
+/// Copies both ways until the node's side closes (the node decides when a connection ends:
 /// a closed listener must not live on as a half-open TLS session), or the client leaves.
 async fn relay_bytes(tls: &mut tokio_rustls::server::TlsStream<TcpStream>, inner: &mut TcpStream) {
     use tokio::io::AsyncWriteExt;
@@ -167,24 +157,5 @@ async fn relay_bytes(tls: &mut tokio_rustls::server::TlsStream<TcpStream>, inner
             // The client is done sending; let the relay finish its answer, briefly.
             let _ = timeout(std::time::Duration::from_secs(5), to_client).await;
         }
-    }
-}
-
-/// A place counted against a peer's per-address limit, released on drop.
-pub struct Place {
-    relay: Arc<crate::server::Relay>,
-    ip: IpAddr,
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        self.relay.release_ip(self.ip);
-    }
-}
-
-impl crate::server::Relay {
-    /// Counts a TLS connection against its peer's per-address limit.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Place> {
-        self.admit_ip(ip).then(|| Place { relay: Arc::clone(self), ip })
     }
 }

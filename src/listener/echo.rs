@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Closing;
 use crate::listener::Outbox;
-use crate::protocol::close;
 use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_BINARY, OP_PONG, OP_TEXT};
 
 /// Largest message echoed (Autobahn's biggest cases send 16 MiB).
@@ -49,7 +49,7 @@ pub async fn serve(
             biased;
             () = cancel.cancelled(), if closing.is_none() => {
                 out.truncate_to_boundary();
-                out.items.push_back(WireFrame::close(close::GOING_AWAY, "relay shutting down"));
+                out.items.push_back(Closing::ShuttingDown.frame());
                 closing = Some(Instant::now() + CLOSE_TIMEOUT);
             }
             ready = socket.ready(interest) => {
@@ -85,7 +85,7 @@ pub async fn serve(
                             Err(err) => {
                                 // Fail the connection: queued echoes are dropped, close follows.
                                 out.truncate_to_boundary();
-                                out.items.push_back(WireFrame::close(err.close_code(), &err.to_string()));
+                                out.items.push_back(Closing::from(err).frame());
                                 closing = Some(Instant::now() + CLOSE_TIMEOUT);
                                 peer_closed = true;
                             }

@@ -1,0 +1,247 @@
+//! Every credential check in one place: stream keys (a WebSocket source's `Bearer` header or
+//! `?key=`, an Icecast source's Basic password), the admin password, the `Origin` of ingest
+//! pages, and signed listener links.
+//!
+//! Keys are compared in constant time. A stream with a `listen_secret` refuses listeners
+//! unless the URL carries `expires=UNIX_SECONDS&sig=HEX`, where `sig` is
+//! HMAC-SHA256(secret, "{stream}\n{expires}"); `onair sign` mints such links.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::http::Request;
+use crate::relay::Stream;
+
+/// Why a listener was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No `expires`/`sig` in the URL (HTTP 401).
+    #[error("this stream needs a signed link (expires and sig parameters)")]
+    Unsigned,
+    /// The signature does not match (HTTP 403).
+    #[error("the link's signature is not valid")]
+    BadSignature,
+    /// The link has expired (HTTP 403).
+    #[error("the link has expired")]
+    Expired,
+}
+
+impl Denied {
+    /// The HTTP status to answer with.
+    pub fn status(self) -> u16 {
+        match self {
+            Denied::Unsigned => 401,
+            Denied::BadSignature | Denied::Expired => 403,
+        }
+    }
+}
+
+fn mac(secret: &str, stream: &str, expires: u64) -> Hmac<Sha256> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(format!("{stream}\n{expires}").as_bytes());
+    mac
+}
+
+/// The `sig` for a stream and expiry time, as lowercase hex.
+pub fn sign(secret: &str, stream: &str, expires: u64) -> String {
+    let tag = mac(secret, stream, expires).finalize().into_bytes();
+    tag.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a link's `expires` and `sig` parameters at time `now` (UNIX seconds).
+///
+/// # Errors
+/// `Unsigned`, `BadSignature` or `Expired`.
+pub fn verify(
+    secret: &str,
+    stream: &str,
+    expires: Option<&str>,
+    sig: Option<&str>,
+    now: u64,
+) -> Result<(), Denied> {
+    let (Some(expires), Some(sig)) = (expires, sig) else { return Err(Denied::Unsigned) };
+    let expires: u64 = expires.parse().map_err(|_| Denied::BadSignature)?;
+    let Some(tag) = decode_hex(sig) else { return Err(Denied::BadSignature) };
+    // Constant time: the comparison does not tell an attacker how much of the tag was right.
+    mac(secret, stream, expires).verify_slice(&tag).map_err(|_| Denied::BadSignature)?;
+    if now > expires {
+        return Err(Denied::Expired);
+    }
+    Ok(())
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}
+
+/// A stream with a `listen_secret` only admits listeners with a valid signed link.
+///
+/// # Errors
+/// Why the link is refused.
+pub fn check_listen_access(stream: &Stream, request: &Request) -> Result<(), Denied> {
+    let Some(secret) = &stream.config().listen_secret else { return Ok(()) };
+    verify(
+        secret,
+        &stream.config().name,
+        request.query_param("expires").as_deref(),
+        request.query_param("sig").as_deref(),
+        unix_now(),
+    )
+}
+
+/// Constant-time key comparison (the length is not secret).
+pub fn key_matches(expected: &str, presented: &str) -> bool {
+    expected.as_bytes().ct_eq(presented.as_bytes()).into()
+}
+
+/// Whether a WebSocket source presents the stream's key: `Authorization: Bearer KEY`, else
+/// `?key=KEY` (browsers cannot set headers on a WebSocket).
+pub fn source_key_matches(stream: &Stream, request: &Request) -> bool {
+    let bearer = request.header("authorization").and_then(|value| {
+        let (scheme, key) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_owned())
+    });
+    match (&stream.config().key, bearer.or_else(|| request.query_param("key"))) {
+        (Some(expected), Some(presented)) => key_matches(expected, &presented),
+        _ => false,
+    }
+}
+
+/// Whether an Icecast source's Basic password (any user name) is the stream's key.
+pub fn source_password_matches(stream: &Stream, request: &Request) -> bool {
+    match (&stream.config().key, basic_auth(request)) {
+        (Some(key), Some((_, password))) => key_matches(key, &password),
+        _ => false,
+    }
+}
+
+/// Whether an admin request's Basic password (any user name) is the stream's key (for that
+/// stream only) or the relay's `admin_password`.
+pub fn admin_matches(config: &Config, stream: &Stream, request: &Request) -> bool {
+    let Some((_, password)) = basic_auth(request) else { return false };
+    let key = stream.config().key.as_deref().is_some_and(|k| key_matches(k, &password));
+    let admin = config.admin_password.as_deref().is_some_and(|p| key_matches(p, &password));
+    key | admin
+}
+
+/// Whether a page's `Origin` may open an ingest WebSocket (`allowed_origins`; requests
+/// without an `Origin` are not from a page).
+pub fn origin_allowed(config: &Config, request: &Request) -> bool {
+    match (&config.allowed_origins, request.header("origin")) {
+        (None, _) | (Some(_), None) => true,
+        (Some(allowed), Some(origin)) => {
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(origin.trim()))
+        }
+    }
+}
+
+/// Decodes `Authorization: Basic ...` into user and password.
+pub fn basic_auth(request: &Request) -> Option<(String, String)> {
+    let value = request.header("authorization")?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64_decode(encoded.trim())?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Standard base64 (padding optional); `None` on any other character.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Seconds since the UNIX epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            path: "/radio.ogg".into(),
+            query: None,
+            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn basic_credentials_decode() {
+        // "source:hackme"
+        let r = request(&[("Authorization", "Basic c291cmNlOmhhY2ttZQ==")]);
+        assert_eq!(basic_auth(&r), Some(("source".into(), "hackme".into())));
+        assert_eq!(basic_auth(&request(&[("Authorization", "Basic !!!")])), None);
+        assert_eq!(basic_auth(&request(&[("Authorization", "Bearer c291cmNl")])), None);
+        assert_eq!(base64_decode("YQ"), Some(b"a".to_vec()));
+        assert_eq!(base64_decode("YWI="), Some(b"ab".to_vec()));
+    }
+
+    #[test]
+    fn a_signed_link_works_until_it_expires() {
+        let sig = sign("s3cret", "radio", 1_000);
+        assert_eq!(sig.len(), 64);
+        assert_eq!(verify("s3cret", "radio", Some("1000"), Some(&sig), 999), Ok(()));
+        assert_eq!(
+            verify("s3cret", "radio", Some("1000"), Some(&sig), 1_001),
+            Err(Denied::Expired)
+        );
+    }
+
+    #[test]
+    fn tampered_or_missing_links_are_refused() {
+        let sig = sign("s3cret", "radio", 1_000);
+        let now = 10;
+        let not_hex = "zz".repeat(32);
+        assert_eq!(verify("s3cret", "radio", None, None, now), Err(Denied::Unsigned));
+        assert_eq!(verify("s3cret", "radio", Some("1000"), None, now), Err(Denied::Unsigned));
+        for (stream, expires, sig) in [
+            ("other", "1000", sig.as_str()),
+            ("radio", "2000", sig.as_str()),
+            ("radio", "1000", &sig[..62]),
+            ("radio", "1000", not_hex.as_str()),
+            ("radio", "x", sig.as_str()),
+        ] {
+            assert_eq!(
+                verify("s3cret", stream, Some(expires), Some(sig), now),
+                Err(Denied::BadSignature)
+            );
+        }
+        assert_eq!(
+            verify("other-secret", "radio", Some("1000"), Some(&sig), now),
+            Err(Denied::BadSignature)
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The server: the listening sockets, the connection limits, routing and graceful drain.
+//!
+//! `Server::run` owns the plain listening socket until its `shutdown` future completes; each
+//! connection is a task with a child cancellation token (`router.rs` reads its request head
+//! and hands it to the ingest, the listeners, the Icecast admin or the HTTP API). On shutdown
+//! every WebSocket gets 1001 and the server waits (up to `DRAIN_TIMEOUT`) for them.
+//! `tls.rs` serves the same endpoints over TLS on a second port.
+
+mod accept;
+mod admission;
+mod api;
+mod router;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::listener::Hub;
+use crate::node::Node;
+use crate::relay::Stream;
+
+pub use admission::{Admission, Limits};
+
+/// How long shutdown waits for connections to close.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pending connections the kernel queues before `accept`.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A running node's server side: its shared state, its listener drivers and its limits.
+pub struct Server {
+    node: Arc<Node>,
+    listeners: Hub,
+    limits: Arc<Limits>,
+    web_root: PathBuf,
+}
+
+impl Server {
+    /// The node, drivers and limits for a config.
+    pub fn new(config: Config) -> Arc<Self> {
+        let web_root = config.web_root.clone().unwrap_or_else(default_web_root);
+        let listeners = Hub::new(&config);
+        let node = Node::new(config);
+        let limits = Limits::new(&node.config, node.metrics.connections.clone());
+        Arc::new(Self { node, listeners, limits, web_root })
+    }
+
+    /// The node this server serves.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves connections on `listener` until `shutdown` completes, then drains.
+    ///
+    /// # Errors
+    /// Never fails today; the `Result` leaves room for fatal listener errors.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> crate::Result<()> {
+        let (cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "listening");
+        }
+        for stream in self.node.streams.iter() {
+            if let Some(playlist) = &stream.config().playlist {
+                spawn_autodj(&sessions, stream, playlist, cancel.child_token());
+            }
+        }
+        accept::accept_loop(&listener, shutdown, |socket, peer| {
+            let server = Arc::clone(&self);
+            let cancel = cancel.child_token();
+            sessions.spawn(async move {
+                if let Err(err) = router::connection(socket, peer, &server, cancel).await {
+                    if err.is_expected() {
+                        debug!(%peer, %err, "connection ended");
+                    } else {
+                        warn!(%peer, %err, "connection failed");
+                    }
+                }
+            });
+        })
+        .await;
+        info!(open = sessions.len(), "shutting down");
+        drop(listener);
+        cancel.cancel();
+        sessions.close();
+        // The connection tasks end first: one may be handing a listener to a driver, and that
+        // listener must be there to get its 1001 when the drivers shut down.
+        let drained = async {
+            sessions.wait().await;
+            self.listeners.shutdown().await;
+        };
+        if timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+            warn!(open = sessions.len(), "drain timed out");
+        }
+        Ok(())
+    }
+}
+
+/// Serves `config` on `listener` until `shutdown` completes, then drains.
+///
+/// # Errors
+/// Never fails today; the `Result` leaves room for fatal listener errors.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> crate::Result<()> {
+    Server::new(config).run(listener, shutdown).await
+}
+
+/// `web-player/` in the working directory, else the one in the source tree it was built from.
+fn default_web_root() -> PathBuf {
+    let here = PathBuf::from("web-player");
+    if here.join("index.html").is_file() {
+        here
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-player")
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit; returns the new limit.
+///
+/// # Errors
+/// When the limits cannot be read or set.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// Binds a listening socket with a deep accept backlog.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG as u32)
+}
+
+#[cfg(feature = "source")]
+fn spawn_autodj(
+    sessions: &TaskTracker,
+    stream: &Arc<Stream>,
+    playlist: &std::path::Path,
+    cancel: CancellationToken,
+) {
+    sessions.spawn(crate::push::autodj::run(Arc::clone(stream), playlist.to_owned(), cancel));
+}
+
+#[cfg(not(feature = "source"))]
+fn spawn_autodj(_: &TaskTracker, stream: &Arc<Stream>, _: &std::path::Path, _: CancellationToken) {
+    warn!(stream = %stream.config().name, "this build has no source feature: the playlist is not played");
+}

@@ -1,0 +1,164 @@
+//! One connection: let in by the limits, its request head read (with a size limit and the
+//! handshake timeout), then routed to whoever serves it.
+//!
+//! | request | served by |
+//! | --- | --- |
+//! | `GET /ingest/{stream}` (WebSocket) | `ingest::websocket` |
+//! | `SOURCE`/`PUT /{mount}` | `ingest::icecast` |
+//! | `GET /listen/{stream}` (WebSocket) | `listener::websocket`, then a driver |
+//! | `GET /{stream}.ogg`, `.mp3`, `/{stream}` | `listener::http` |
+//! | `/admin/*`, `/status-json.xsl` | `icecast::admin` |
+//! | `OPTIONS` | CORS preflight, libshout's `OPTIONS *` probe |
+//! | `/echo` (only with `echo_endpoint`) | `listener::echo` |
+//! | anything else | `api.rs`: `/healthz`, `/api/streams`, `/metrics`, the web player |
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{api, Admission, Server};
+use crate::error::{Error, Refusal};
+use crate::http::{self, HttpError, Request, Response};
+use crate::icecast::{self, parse_mount, SERVER_ID};
+use crate::{ingest, listener};
+
+/// Time allowed to answer a connection that is refused before its request is read.
+const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Lets a connection in, reads its request head and routes it.
+pub(super) async fn connection(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    server: &Server,
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    let node = &server.node;
+    let admission = match server.limits.admit(peer.ip()) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            node.metrics.refused(&refusal.label());
+            warn!(%peer, reason = %refusal, "refused before reading the request");
+            let answer = Response::refusal(&refusal);
+            let _ = timeout(REFUSAL_TIMEOUT, answer.send(&mut socket, false)).await;
+            return Ok(());
+        }
+    };
+    let mut buf = BytesMut::with_capacity(1024);
+    let head = tokio::select! {
+        () = cancel.cancelled() => return Ok(()),
+        head = timeout(node.config.handshake_timeout, http::read_request(&mut socket, &mut buf)) => head,
+    };
+    let request = match head {
+        Err(_) => {
+            let refusal = Refusal::HeadTimeout;
+            node.metrics.refused(&refusal.label());
+            let _ = Response::refusal(&refusal).send(&mut socket, false).await;
+            return Err(Error::HandshakeTimeout(node.config.handshake_timeout));
+        }
+        Ok(Ok(Some(request))) => request,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(err)) => {
+            let refusal = match &err {
+                HttpError::TooLarge => Refusal::HeadTooLarge,
+                other => Refusal::Malformed(other.to_string()),
+            };
+            let _ = Response::refusal(&refusal).send(&mut socket, false).await;
+            return Err(err.into());
+        }
+    };
+    // The request buffer (1-2 KiB) would otherwise live as long as the connection: keep only
+    // the bytes that came after the head (usually none).
+    let leftover = Bytes::copy_from_slice(&buf);
+    drop(buf);
+    route(socket, peer, server, request, leftover, admission, cancel).await
+}
+
+async fn route(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    server: &Server,
+    request: Request,
+    leftover: Bytes,
+    admission: Admission,
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    let node = &*server.node;
+    // NOTE: a task reserves room for the largest future it may await, so every WebSocket
+    // listener would pay for an Icecast or WebSocket source session (about 5 KiB): those are
+    // boxed, and a listener's task keeps only what a listener needs.
+    match request.method.as_str() {
+        "SOURCE" | "PUT" => {
+            return Box::pin(ingest::icecast::serve(
+                socket, peer, node, &request, &leftover, cancel,
+            ))
+            .await;
+        }
+        "OPTIONS" => {
+            debug!(%peer, path = %request.path, "options request");
+            let response = if request.path == "*" {
+                // libshout probes with `OPTIONS *` (asking for TLS): answer plainly, no upgrade.
+                Response::new(204, "text/plain", "")
+                    .with_header("Allow", "GET, HEAD, PUT, SOURCE, OPTIONS")
+            } else {
+                http::preflight(&node.config, &request)
+            };
+            response.with_header("Server", SERVER_ID).send(&mut socket, false).await?;
+            return Ok(());
+        }
+        _ => {}
+    }
+    if let Some(name) = request.path.strip_prefix("/ingest/") {
+        let session =
+            ingest::websocket::accept(socket, peer, node, &request, name, &leftover, cancel);
+        return Box::pin(session).await;
+    }
+    if let Some(name) = request.path.strip_prefix("/listen/") {
+        let name = name.to_owned();
+        let lease = Box::new(admission);
+        return listener::websocket::accept(
+            socket,
+            peer,
+            node,
+            &server.listeners,
+            request,
+            &name,
+            leftover,
+            lease,
+        )
+        .await;
+    }
+    if request.path == "/echo" && node.config.echo_endpoint {
+        let accept = match http::websocket_accept(&request) {
+            Ok(accept) => accept,
+            Err(refusal) => {
+                http::refuse(&mut socket, &node.metrics, peer, &request, &refusal, &[]).await?;
+                return Ok(());
+            }
+        };
+        socket.write_all(&http::switching_protocols(&accept)).await?;
+        socket.set_nodelay(true)?;
+        return Ok(listener::echo::serve(socket, &leftover, cancel).await?);
+    }
+    let head_only = request.method == "HEAD";
+    if request.method != "GET" && !head_only {
+        let response = Response::refusal(&Refusal::Method).with_header("Allow", "GET, HEAD");
+        response.send(&mut socket, false).await?;
+        return Ok(());
+    }
+    if icecast::is_admin(&request) {
+        let response = icecast::admin::serve(node, &request, peer);
+        response.send(&mut socket, head_only).await?;
+        return Ok(());
+    }
+    if parse_mount(&request.path).is_some_and(|(name, _)| node.streams.get(name).is_some()) {
+        return listener::http::serve(socket, peer, node, &request, cancel).await;
+    }
+    let response = api::answer(server, &request).await;
+    response.send(&mut socket, head_only).await?;
+    Ok(())
+}
