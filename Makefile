@@ -71,6 +71,14 @@ test: deps-test fmt-check lint
 	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory browser-test
 
+# The web player's JavaScript, type-checked from its JSDoc by TypeScript (pinned in
+# tests/browser/package.json, installed by deps-test). Emits nothing; the player has no build.
+.PHONY: typecheck-js
+test: typecheck-js
+typecheck-js: deps-test
+	tests/browser/node_modules/.bin/tsc -p tests/browser/tsconfig.web-player.json
+	tests/browser/node_modules/.bin/tsc -p tests/browser/tsconfig.worklet.json
+
 # Every parser that reads peer bytes, FUZZ_SECONDS each. cargo-fuzz needs nightly flags: the
 # stable toolchain accepts them with RUSTC_BOOTSTRAP=1 (this machine has no other toolchain).
 FUZZ_SECONDS ?= 60

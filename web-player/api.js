@@ -1,10 +1,13 @@
+// @ts-check
 // The relay's HTTP API as the pages use it, plus small formatting helpers they share.
 
 /**
  * One entry of `GET /api/streams`.
- * @typedef {{name: string, live: boolean, tracks: object[], listeners: number, bitrate_bps: number,
- *   frames_in: number, frames_out: number, frames_skipped: number, bytes_in: number,
- *   bytes_out: number, uptime_s: number, metadata: object|null}} StreamInfo
+ * @typedef {{name: string, live: boolean, source: 'live'|'autodj'|null, private: boolean,
+ *   tracks: import('./protocol.js').Track[], listeners: number,
+ *   bitrate_bps: number, frames_in: number, frames_out: number, frames_skipped: number,
+ *   bytes_in: number, bytes_out: number, uptime_s: number,
+ *   metadata: import('./protocol.js').Metadata|null}} StreamInfo
  */
 
 /**
@@ -17,6 +20,15 @@ export async function fetchStreams() {
   if (!res.ok) throw new Error(`the relay answered ${res.status}`);
   const body = await res.json();
   return Array.isArray(body.streams) ? body.streams : [];
+}
+
+/**
+ * The message of something thrown: an Error's (a DOMException is one), else its text.
+ * @param {unknown} err
+ * @returns {string}
+ */
+export function errorMessage(err) {
+  return err instanceof Error ? err.message : String(err);
 }
 
 /**

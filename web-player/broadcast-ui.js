@@ -1,22 +1,24 @@
+// @ts-check
 // The presenter page (broadcast.html): the go-live form, the input meter, live figures and
 // the now-playing form. `?stream=NAME` fills in the stream name (the key is never stored);
 // `?capture=fallback` forces the capture path of browsers without MediaStreamTrackProcessor.
 
 import { Broadcaster } from './broadcast.js';
-import { fetchStreams, formatBitrate, showLevel } from './api.js';
+import { errorMessage, fetchStreams, formatBitrate, showLevel } from './api.js';
 
 const POLL_MS = 2000;
 
-const $ = (id) => /** @type {any} */ (document.getElementById(id));
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const els = {
-  form: $('form'),
-  stream: $('stream'),
-  key: $('key'),
-  bitrate: $('bitrate'),
-  camera: $('camera'),
-  go: $('go'),
-  names: $('stream-names'),
-  preview: $('preview'),
+  form: /** @type {HTMLFormElement} */ ($('form')),
+  stream: /** @type {HTMLInputElement} */ ($('stream')),
+  key: /** @type {HTMLInputElement} */ ($('key')),
+  bitrate: /** @type {HTMLSelectElement} */ ($('bitrate')),
+  camera: /** @type {HTMLInputElement} */ ($('camera')),
+  go: /** @type {HTMLButtonElement} */ ($('go')),
+  names: /** @type {HTMLDataListElement} */ ($('stream-names')),
+  preview: /** @type {HTMLVideoElement} */ ($('preview')),
   badge: $('badge'),
   meter: $('meter'),
   listeners: $('listeners'),
@@ -24,10 +26,10 @@ const els = {
   uptime: $('uptime'),
   state: $('state'),
   status: $('status'),
-  metaForm: $('meta-form'),
-  metaTitle: $('meta-title'),
-  metaArtist: $('meta-artist'),
-  metaSend: $('meta-send'),
+  metaForm: /** @type {HTMLFormElement} */ ($('meta-form')),
+  metaTitle: /** @type {HTMLInputElement} */ ($('meta-title')),
+  metaArtist: /** @type {HTMLInputElement} */ ($('meta-artist')),
+  metaSend: /** @type {HTMLButtonElement} */ ($('meta-send')),
 };
 
 const params = new URLSearchParams(location.search);
@@ -36,6 +38,7 @@ els.stream.value = params.get('stream') ?? localStorage.getItem('onair.stream') 
 const bc = new Broadcaster({ preview: els.preview, onChange: render });
 globalThis.onair = { broadcaster: bc }; // for the browser tests
 let liveSince = 0;
+/** @type {number|null} */
 let listeners = null;
 
 function render() {
@@ -65,6 +68,7 @@ function tick() {
   requestAnimationFrame(tick);
 }
 
+/** @param {number} s */
 function clock(s) {
   const m = Math.floor(s / 60);
   return `${m}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
@@ -99,7 +103,7 @@ els.form.addEventListener('submit', async (ev) => {
       captureFallback: params.get('capture') === 'fallback',
     });
   } catch (err) {
-    bc.message = err.message;
+    bc.message = errorMessage(err);
     bc.error = true;
     render();
   }

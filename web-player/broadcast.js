@@ -1,3 +1,4 @@
+// @ts-check
 // The broadcasting engine: microphone (and camera) → WebCodecs Opus (and VP8) → the ingest
 // WebSocket in the onair wire format. On every (re)connect it sends `start`, the OpusHead
 // header frame and then frames; the next video frame after a connect is a keyframe.
@@ -9,7 +10,7 @@
 import { ReconnectingSocket } from './socket.js';
 import { buildOpusHead, encodeFrame } from './protocol.js';
 import { captureAudio, captureVideo } from './capture.js';
-import { fetchStreams, wsUrl } from './api.js';
+import { errorMessage, fetchStreams, wsUrl } from './api.js';
 
 const AUDIO_TRACK = 0;
 const VIDEO_TRACK = 1;
@@ -29,23 +30,51 @@ const BITRATE_WINDOW_MS = 2000;
  *   even where MediaStreamTrackProcessor exists (to test the Firefox/Safari path)
  */
 
+/** @typedef {'stopped'|'starting'|'connecting'|'live'|'reconnecting'} BroadcastState */
+
+/** @type {Required<BroadcastOptions>} */
+const DEFAULT_OPTIONS = { stream: '', key: '', camera: false, audioBitrate: 128000, videoBitrate: 1_000_000, captureFallback: false };
+
 /** One broadcasting session; `start()` asks for the devices and goes on air. */
 export class Broadcaster {
   /** @param {{onChange?: (b: Broadcaster) => void, preview?: HTMLVideoElement|null}} opts */
   constructor({ onChange = () => {}, preview = null } = {}) {
     this.onChange = onChange;
     this.preview = preview;
-    /** 'stopped' | 'starting' | 'connecting' | 'live' | 'reconnecting' */
+    /** @type {BroadcastState} */
     this.state = 'stopped';
     this.message = '';
     this.error = false;
     this.level = 0;
+    /** @type {Array<[number, number]>} */
     this.sent = []; // [time ms, bytes] for the bitrate window
     this.counters = { audioFrames: 0, videoFrames: 0, videoKeyframes: 0, videoDropped: 0, bytes: 0, connects: 0 };
     this.everLive = false;
+    /** @type {Array<() => void>} */
     this.stops = [];
     /** Longest time between video keyframes (a listener joining waits at most this long). */
     this.keyframeIntervalMs = KEYFRAME_INTERVAL_MS;
+    // The session's, set by start() and by the first captured audio:
+    this.opts = DEFAULT_OPTIONS;
+    this.t0 = 0; // performance.now() at start(): the origin of every pts we send
+    this.audioChannels = 0; // what the audio encoder was configured with
+    this.audioInputRate = 0; // the microphone's rate, for OpusHead
+    /** @type {import('./protocol.js').Track[]|null} what `start` declares, once audio arrives */
+    this.tracks = null;
+    /** @type {number|null} page clock minus capture clock, µs, from the first audio chunk */
+    this.audioOffset = null;
+    /** @type {number|null} the same for video */
+    this.videoOffset = null;
+    this.wantKeyframe = true; // the next video frame is encoded as a keyframe
+    this.lastKeyframeAt = 0; // performance.now() of the last one
+    /** @type {number|undefined} pts of the newest encoded audio */
+    this.lastAudioPts = undefined;
+    /** @type {{title?: string, artist?: string}|undefined} resent after each reconnect */
+    this.pendingMeta = undefined;
+    /** @type {AudioEncoder|null} */
+    this.audioEncoder = null;
+    /** @type {VideoEncoder|null} */
+    this.videoEncoder = null;
   }
 
   /**
@@ -55,7 +84,7 @@ export class Broadcaster {
    */
   async start(opts) {
     if (this.state !== 'stopped') return;
-    this.opts = { audioBitrate: 128000, videoBitrate: 1_000_000, ...opts };
+    this.opts = { ...DEFAULT_OPTIONS, ...opts };
     this.setState('starting', 'asking for the microphone' + (opts.camera ? ' and camera' : ''));
     try {
       await checkEncoders(opts.camera);
@@ -100,7 +129,10 @@ export class Broadcaster {
     this.setState('connecting', 'connecting to the relay');
   }
 
-  /** Stops sending and releases the devices. */
+  /**
+   * Stops sending and releases the devices.
+   * @param {string} [message] for the status line
+   */
   stop(message = 'off air') {
     this.socket?.stop();
     this.socket = null;
@@ -120,6 +152,7 @@ export class Broadcaster {
    */
   sendMetadata(meta) {
     this.pendingMeta = meta; // sent again after a reconnect
+    /** @type {{type: 'metadata', title?: string, artist?: string, pts?: number}} */
     const msg = { type: 'metadata', ...meta };
     if (this.lastAudioPts != null) msg.pts = this.lastAudioPts;
     return this.socket?.send(JSON.stringify(msg)) ?? false;
@@ -138,23 +171,32 @@ export class Broadcaster {
     return Math.round((performance.now() - this.t0) * 1000);
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {AudioData} data
+   */
   onAudioData(data) {
-    if (!this.socket) return data.close(); // stopped while a chunk was in flight
+    const socket = this.socket;
+    if (!socket) return data.close(); // stopped while a chunk was in flight
     try {
       this.level = Math.max(this.level * 0.9, peak(data));
-      if (!this.audioEncoder) this.openAudioEncoder(data);
+      const encoder = this.audioEncoder ?? this.openAudioEncoder(data, socket);
       this.audioOffset ??= this.nowUs() - data.timestamp;
-      if (this.audioEncoder.encodeQueueSize < 20) this.audioEncoder.encode(data);
+      if (encoder.encodeQueueSize < 20) encoder.encode(data);
     } catch (err) {
-      this.fail(`audio encoder: ${err.message}`);
+      this.fail(`audio encoder: ${errorMessage(err)}`);
     } finally {
       data.close();
     }
   }
 
-  /** @private Configured from the first AudioData: its real rate and channel count. */
-  openAudioEncoder(data) {
+  /**
+   * @private Configured from the first AudioData: its real rate and channel count.
+   * @param {AudioData} data
+   * @param {ReconnectingSocket} socket started once the tracks are known
+   * @returns {AudioEncoder}
+   */
+  openAudioEncoder(data, socket) {
     this.audioChannels = Math.min(2, data.numberOfChannels);
     this.audioInputRate = data.sampleRate;
     const encoder = new AudioEncoder({
@@ -170,11 +212,16 @@ export class Broadcaster {
     });
     this.audioEncoder = encoder;
     this.tracks = this.declareTracks();
-    this.socket.start();
+    socket.start();
+    return encoder;
   }
 
-  /** @private */
+  /**
+   * @private
+   * @returns {import('./protocol.js').Track[]}
+   */
   declareTracks() {
+    /** @type {import('./protocol.js').Track[]} */
     const tracks = [{ id: AUDIO_TRACK, kind: 'audio', codec: 'opus', sample_rate: 48000, channels: this.audioChannels, bitrate: this.opts.audioBitrate }];
     const cam = this.media?.getVideoTracks()[0];
     if (cam) {
@@ -184,21 +231,27 @@ export class Broadcaster {
     return tracks;
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {EncodedAudioChunk} chunk
+   */
   onAudioChunk(chunk) {
-    const pts = chunk.timestamp + this.audioOffset;
+    const pts = chunk.timestamp + /** @type {number} */ (this.audioOffset); // set before the first encode
     this.lastAudioPts = pts;
     this.counters.audioFrames++;
     this.sendChunk(AUDIO_TRACK, true, pts, chunk);
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {VideoFrame} frame
+   */
   onVideoFrame(frame) {
     try {
       if (this.state !== 'live' || !this.socket) return;
-      if (!this.videoEncoder || this.videoEncoder.state === 'closed') this.openVideoEncoder(frame);
+      const encoder = this.videoEncoder && this.videoEncoder.state !== 'closed' ? this.videoEncoder : this.openVideoEncoder(frame);
       this.videoOffset ??= this.nowUs() - frame.timestamp;
-      if (this.socket.bufferedAmount > MAX_SOCKET_BUFFER_BYTES || this.videoEncoder.encodeQueueSize > 3) {
+      if (this.socket.bufferedAmount > MAX_SOCKET_BUFFER_BYTES || encoder.encodeQueueSize > 3) {
         this.counters.videoDropped++; // never reached the encoder, so nothing references it
         return;
       }
@@ -208,21 +261,26 @@ export class Broadcaster {
         this.wantKeyframe = false;
         this.lastKeyframeAt = now;
       }
-      this.videoEncoder.encode(frame, { keyFrame });
+      encoder.encode(frame, { keyFrame });
     } catch (err) {
-      this.fail(`video encoder: ${err.message}`);
+      this.fail(`video encoder: ${errorMessage(err)}`);
     } finally {
       frame.close();
     }
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {VideoFrame} frame
+   * @returns {VideoEncoder}
+   */
   openVideoEncoder(frame) {
     const encoder = new VideoEncoder({
       output: (chunk) => {
         if (chunk.type === 'key') this.counters.videoKeyframes++;
         this.counters.videoFrames++;
-        this.sendChunk(VIDEO_TRACK, chunk.type === 'key', chunk.timestamp + this.videoOffset, chunk);
+        const pts = chunk.timestamp + /** @type {number} */ (this.videoOffset); // set before the first encode
+        this.sendChunk(VIDEO_TRACK, chunk.type === 'key', pts, chunk);
       },
       error: (err) => this.fail(`video encoder: ${err.message}`),
     });
@@ -236,9 +294,16 @@ export class Broadcaster {
     });
     this.videoEncoder = encoder;
     this.wantKeyframe = true;
+    return encoder;
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {number} track
+   * @param {boolean} keyframe
+   * @param {number} pts
+   * @param {EncodedAudioChunk|EncodedVideoChunk} chunk
+   */
   sendChunk(track, keyframe, pts, chunk) {
     if (this.state !== 'live') return;
     const payload = new Uint8Array(chunk.byteLength);
@@ -246,7 +311,10 @@ export class Broadcaster {
     this.send(encodeFrame({ keyframe, track, pts: Math.max(0, pts) }, payload));
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {Uint8Array<ArrayBuffer>} bytes
+   */
   send(bytes) {
     if (this.socket?.send(bytes)) {
       const now = performance.now();
@@ -260,7 +328,7 @@ export class Broadcaster {
   /** @private A new connection: declare the tracks, send the codec header, resume. */
   onOpen() {
     this.counters.connects++;
-    this.socket.send(JSON.stringify({ type: 'start', tracks: this.tracks }));
+    this.socket?.send(JSON.stringify({ type: 'start', tracks: this.tracks }));
     const head = buildOpusHead({ channels: this.audioChannels, preSkip: OPUS_PRE_SKIP, inputSampleRate: this.audioInputRate });
     this.send(encodeFrame({ header: true, track: AUDIO_TRACK, pts: this.lastAudioPts ?? 0 }, head));
     this.wantKeyframe = true;
@@ -270,7 +338,11 @@ export class Broadcaster {
     if (this.pendingMeta) this.sendMetadata(this.pendingMeta);
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {{code: number, reason: string, wasOpen: boolean, retryInMs: number}} info
+   * @returns {boolean} whether to reconnect
+   */
   onClose({ code, reason, wasOpen, retryInMs }) {
     const retry = `retrying in ${(retryInMs / 1000).toFixed(1)} s`;
     if (wasOpen) {
@@ -311,7 +383,10 @@ export class Broadcaster {
     return { message: 'wrong key for this stream', fatal: true };
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {string} message
+   */
   fail(message) {
     console.warn('onair broadcast:', message);
     this.stop(message);
@@ -319,7 +394,12 @@ export class Broadcaster {
     this.onChange(this);
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {BroadcastState} state
+   * @param {string} message
+   * @param {boolean} [error]
+   */
   setState(state, message, error = false) {
     this.state = state;
     this.message = message;
@@ -328,17 +408,23 @@ export class Broadcaster {
   }
 }
 
-/** Refuses early, with a sentence, in browsers that cannot encode what we send. */
+/**
+ * Refuses early, with a sentence, in browsers that cannot encode what we send.
+ * @param {boolean} camera
+ */
 async function checkEncoders(camera) {
   const advice = 'use a recent Chrome, Edge or Firefox';
-  const opus = typeof AudioEncoder !== 'undefined' && (await AudioEncoder.isConfigSupported({ codec: 'opus', sampleRate: 48000, numberOfChannels: 2 }).catch(() => ({}))).supported;
+  const opus = typeof AudioEncoder !== 'undefined' && (await AudioEncoder.isConfigSupported({ codec: 'opus', sampleRate: 48000, numberOfChannels: 2 }).catch(() => ({ supported: false }))).supported;
   if (!opus) throw new Error(`This browser cannot encode Opus audio (WebCodecs): ${advice}.`);
   if (!camera) return;
-  const vp8 = typeof VideoEncoder !== 'undefined' && (await VideoEncoder.isConfigSupported({ codec: 'vp8', width: 640, height: 480 }).catch(() => ({}))).supported;
+  const vp8 = typeof VideoEncoder !== 'undefined' && (await VideoEncoder.isConfigSupported({ codec: 'vp8', width: 640, height: 480 }).catch(() => ({ supported: false }))).supported;
   if (!vp8) throw new Error(`This browser cannot encode VP8 video (WebCodecs): ${advice}, or go on air without the camera.`);
 }
 
-/** Peak absolute sample of the first channel. */
+/**
+ * Peak absolute sample of the first channel.
+ * @param {AudioData} data
+ */
 function peak(data) {
   const n = data.numberOfFrames;
   const buf = new Float32Array(n);
@@ -348,9 +434,12 @@ function peak(data) {
   return p;
 }
 
-/** A sentence for a getUserMedia failure. */
+/**
+ * A sentence for a getUserMedia failure.
+ * @param {unknown} err
+ */
 function deviceError(err) {
-  switch (err?.name) {
+  switch (err instanceof Error ? err.name : '') { // a DOMException
     case 'NotAllowedError':
       return 'Permission to use the microphone (or camera) was refused. Allow it in the browser and try again.';
     case 'NotFoundError':
@@ -358,6 +447,6 @@ function deviceError(err) {
     case 'NotReadableError':
       return 'The microphone (or camera) is in use by another program.';
     default:
-      return `Cannot open the devices: ${err?.message ?? err}`;
+      return `Cannot open the devices: ${errorMessage(err)}`;
   }
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // Raw media from getUserMedia tracks as WebCodecs objects: `AudioData` and `VideoFrame`.
 // Uses MediaStreamTrackProcessor where the window has it (Chromium); otherwise an AudioWorklet
 // for sound and a <video> element sampled on a timer for pictures (Firefox, Safari).
@@ -14,13 +15,15 @@ const FALLBACK_FPS = 25;
  */
 export async function captureAudio(track, onData, fallback = false) {
   if (!fallback && typeof MediaStreamTrackProcessor !== 'undefined') {
-    return pump(new MediaStreamTrackProcessor({ track }).readable, onData);
+    const readable = /** @type {ReadableStream<AudioData>} */ (new MediaStreamTrackProcessor({ track }).readable);
+    return pump(readable, onData);
   }
   const ctx = new AudioContext();
   await ctx.audioWorklet.addModule(new URL('capture-worklet.js', import.meta.url));
   const source = ctx.createMediaStreamSource(new MediaStream([track]));
   const node = new AudioWorkletNode(ctx, 'onair-capture', { numberOfOutputs: 0 });
   let frames = 0;
+  /** @param {MessageEvent<Float32Array[]>} ev one plane per channel (capture-worklet.js) */
   node.port.onmessage = ({ data: planes }) => {
     const length = planes[0].length;
     const data = new Float32Array(length * planes.length);
@@ -48,23 +51,48 @@ export async function captureAudio(track, onData, fallback = false) {
  * The callee owns each VideoFrame and must close it at once (capture stalls otherwise).
  * @param {MediaStreamTrack} track
  * @param {(frame: VideoFrame) => void} onFrame
- * @param {HTMLVideoElement} preview a playing element showing the track (used by the fallback)
- * @param {boolean} [fallback] sample `preview` even where MediaStreamTrackProcessor exists
+ * @param {HTMLVideoElement|null} preview a playing element showing the track, sampled by the
+ *   fallback; without one the fallback plays the track in a hidden element of its own
+ * @param {boolean} [fallback] sample a <video> even where MediaStreamTrackProcessor exists
  * @returns {Promise<() => void>} stop
  */
 export async function captureVideo(track, onFrame, preview, fallback = false) {
   if (!fallback && typeof MediaStreamTrackProcessor !== 'undefined') {
-    return pump(new MediaStreamTrackProcessor({ track }).readable, onFrame);
+    const readable = /** @type {ReadableStream<VideoFrame>} */ (new MediaStreamTrackProcessor({ track }).readable);
+    return pump(readable, onFrame);
   }
+  const video = preview ?? (await playHidden(track));
   const t0 = performance.now();
   const timer = setInterval(() => {
-    if (preview.readyState < 2) return;
-    onFrame(new VideoFrame(preview, { timestamp: Math.round((performance.now() - t0) * 1000) }));
+    if (video.readyState < 2) return;
+    onFrame(new VideoFrame(video, { timestamp: Math.round((performance.now() - t0) * 1000) }));
   }, 1000 / FALLBACK_FPS);
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    if (video !== preview) video.srcObject = null;
+  };
 }
 
-/** Reads a stream of media objects into a callback until cancelled. */
+/**
+ * A muted <video> (so it may autoplay), never shown, playing `track`.
+ * @param {MediaStreamTrack} track
+ * @returns {Promise<HTMLVideoElement>}
+ */
+async function playHidden(track) {
+  const video = document.createElement('video');
+  video.muted = true;
+  video.srcObject = new MediaStream([track]);
+  await video.play();
+  return video;
+}
+
+/**
+ * Reads a stream of media objects into a callback until cancelled.
+ * @template {AudioData|VideoFrame} T
+ * @param {ReadableStream<T>} readable
+ * @param {(item: T) => void} onItem
+ * @returns {() => void} stop
+ */
 function pump(readable, onItem) {
   const reader = readable.getReader();
   let stopped = false;

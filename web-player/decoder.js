@@ -1,3 +1,4 @@
+// @ts-check
 // Audio decoders for the player: WebCodecs `AudioDecoder` where the browser can decode the
 // track's codec, else a WebAssembly Opus decoder (vendor/opus-decoder.min.js, fetched by
 // tests/browser/vendor.sh). Both hand the same planar Float32 PCM to the jitter worklet.
@@ -19,6 +20,12 @@ const WASM_SCRIPT = 'vendor/opus-decoder.min.js';
  * @property {(header: Uint8Array|null) => void} configure (re)start with a codec header
  * @property {(pts: number, payload: Uint8Array) => void} decode
  * @property {() => void} close
+ */
+
+/**
+ * The vendored decoder's exports (the UMD script's global), typed by the npm package it is
+ * copied from.
+ * @typedef {typeof import('opus-decoder')} OpusDecoderModule
  */
 
 /**
@@ -49,12 +56,16 @@ export class WebCodecsAudioDecoder {
    * @param {(err: Error) => void} onError
    */
   constructor(track, onPcm, onError) {
+    const codec = webCodecsName(track.codec);
+    if (!codec) throw new Error(`WebCodecs has no codec string for ${track.codec}`);
     this.name = 'WebCodecs';
+    this.codec = codec;
     this.track = track;
     this.onPcm = onPcm;
     this.onError = onError;
     /** @type {AudioDecoder|null} */
     this.decoder = null;
+    /** @type {Uint8Array|null} */
     this.header = null;
     /** @type {number[]} pts of chunks in the decoder, oldest first */
     this.inflight = [];
@@ -74,7 +85,7 @@ export class WebCodecsAudioDecoder {
     const head = this.track.codec === 'opus' && this.header ? parseOpusHead(this.header) : null;
     /** @type {AudioDecoderConfig} */
     const config = {
-      codec: webCodecsName(this.track.codec),
+      codec: this.codec,
       sampleRate: this.track.codec === 'opus' ? 48000 : this.track.sample_rate ?? 48000,
       numberOfChannels: head?.channels ?? this.track.channels ?? 2,
     };
@@ -90,16 +101,18 @@ export class WebCodecsAudioDecoder {
    */
   decode(pts, payload) {
     if (!this.decoder) this.configure(this.header);
-    if (this.decoder.decodeQueueSize > MAX_DECODE_QUEUE) return;
+    const decoder = /** @type {AudioDecoder} */ (this.decoder); // configure() made one
+    if (decoder.decodeQueueSize > MAX_DECODE_QUEUE) return;
     this.inflight.push(pts);
     if (this.inflight.length > MAX_DECODE_QUEUE * 2) this.inflight.shift();
-    this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: pts, data: payload }));
+    decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: pts, data: payload }));
   }
 
   /**
    * @private Chromium stamps decoded audio by counting samples from the first chunk, so after
    * any gap in the input its timestamps drift from the source's pts. Opus decodes one chunk to
    * one AudioData: take the pts of the chunk it came from instead.
+   * @param {AudioData} data
    */
   output(data) {
     const pts = this.inflight.shift() ?? data.timestamp;
@@ -122,24 +135,35 @@ export class WebCodecsAudioDecoder {
   }
 }
 
+/** @type {Promise<OpusDecoderModule>|null} */
 let wasmModule = null;
+
+/** The global object as the vendored UMD script leaves it. */
+const umdGlobal = /** @type {{'opus-decoder'?: OpusDecoderModule}} */ (/** @type {unknown} */ (globalThis));
 
 /**
  * Loads the vendored WebAssembly Opus decoder once (a classic UMD script that defines
  * `globalThis["opus-decoder"]`).
- * @returns {Promise<{OpusDecoder: any}>}
+ * @returns {Promise<OpusDecoderModule>}
  */
 export function loadWasmOpus() {
   wasmModule ??= new Promise((resolve, reject) => {
-    if (globalThis['opus-decoder']) return resolve(globalThis['opus-decoder']);
+    if (umdGlobal['opus-decoder']) return resolve(umdGlobal['opus-decoder']);
     const script = document.createElement('script');
     script.src = new URL(WASM_SCRIPT, document.baseURI).href;
     script.charset = 'utf-8';
-    script.onload = () => resolve(globalThis['opus-decoder']);
-    script.onerror = () => {
+    /** @param {string} why */
+    const fail = (why) => {
       wasmModule = null;
-      reject(new Error(`cannot load ${WASM_SCRIPT} (run tests/browser/vendor.sh)`));
+      reject(new Error(`${why} (run tests/browser/vendor.sh)`));
     };
+    script.onload = () => {
+      // A script that runs but defines nothing (a wrong file) must fail here, not later.
+      const module = umdGlobal['opus-decoder'];
+      if (module) resolve(module);
+      else fail(`${WASM_SCRIPT} defines no "opus-decoder"`);
+    };
+    script.onerror = () => fail(`cannot load ${WASM_SCRIPT}`);
     document.head.append(script);
   });
   return wasmModule;
@@ -158,6 +182,7 @@ export class WasmOpusDecoder {
     this.track = track;
     this.onPcm = onPcm;
     this.onError = onError;
+    /** @type {import('opus-decoder').OpusDecoder|null} */
     this.decoder = null;
     this.ready = false;
     /** @type {Array<[number, Uint8Array]>} frames that arrived while WebAssembly compiled */
@@ -195,7 +220,7 @@ export class WasmOpusDecoder {
    * @param {Uint8Array} payload
    */
   decode(pts, payload) {
-    if (!this.ready) {
+    if (!this.ready || !this.decoder) {
       if (this.pending.length < MAX_DECODE_QUEUE) this.pending.push([pts, payload.slice()]);
       if (!this.generation) this.configure(null);
       return;

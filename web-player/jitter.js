@@ -1,3 +1,4 @@
+// @ts-check
 // The adaptive jitter buffer behind the player's AudioWorklet: decoded PCM chunks in, a steady
 // stream of output samples out. Pure logic with no Web Audio types, so `node --test` covers it.
 //
@@ -18,12 +19,26 @@ const DECAY_AFTER_MS = 15_000; // lower the target after this long without an un
  * @typedef {{pts: number, sampleRate: number, channels: Float32Array[], segment?: number}} PcmChunk
  */
 
+/**
+ * A chunk in the queue: its length in samples, its segment, and whether it follows a gap.
+ * @typedef {PcmChunk & {length: number, gapBefore: boolean, segment: number}} QueuedChunk
+ */
+
+/**
+ * The buffer's output rate and its policy in milliseconds (defaults in the constructor).
+ * @typedef {{outputRate: number, startMs?: number, targetMs?: number, minTargetMs?: number,
+ *   maxTargetMs?: number, hardDropMs?: number}} JitterOptions
+ */
+
+/**
+ * What `stats()` reports; the worklet posts it to the page.
+ * @typedef {{state: string, bufferedMs: number, targetMs: number, underruns: number,
+ *   droppedMs: number, speed: number, playingPts: number, segment: number, playedSamples: number}} JitterStats
+ */
+
 /** Adaptive jitter buffer with fractional-rate reading. */
 export class JitterBuffer {
-  /**
-   * @param {{outputRate: number, startMs?: number, targetMs?: number, minTargetMs?: number,
-   *   maxTargetMs?: number, hardDropMs?: number}} opts
-   */
+  /** @param {JitterOptions} opts */
   constructor({ outputRate, startMs = 40, targetMs = 100, minTargetMs = 60, maxTargetMs = 1000, hardDropMs = 120 }) {
     this.outputRate = outputRate;
     this.startMs = startMs;
@@ -31,7 +46,7 @@ export class JitterBuffer {
     this.minTargetMs = minTargetMs;
     this.maxTargetMs = maxTargetMs;
     this.hardDropMs = hardDropMs;
-    /** @type {Array<PcmChunk & {length: number, gapBefore: boolean, segment: number}>} */
+    /** @type {QueuedChunk[]} */
     this.queue = [];
     this.pos = 0; // fractional read position in queue[0], in its samples
     this.state = 'buffering';
@@ -44,6 +59,7 @@ export class JitterBuffer {
     this.playedSamples = 0;
     this.last = [0, 0]; // last output sample per channel, for the underrun fade-out
     this.playing = { pts: 0, segment: 0 };
+    /** @type {QueuedChunk|null} */
     this.lastPushed = null;
   }
 
@@ -99,7 +115,10 @@ export class JitterBuffer {
     if (i < frames) this.fadeTail(outs, i, frames);
   }
 
-  /** @private Decide speed, cuts and state once per block. */
+  /**
+   * @private Decide speed, cuts and state once per block.
+   * @param {number} frames
+   */
   adapt(frames) {
     const buffered = this.bufferedMs();
     if (this.state === 'buffering') {
@@ -125,6 +144,7 @@ export class JitterBuffer {
   /**
    * @private Keep queue[0] (it is playing) and drop whole chunks after it until about `ms`
    * remain; the chunk after the cut is marked as a gap so both sides are faded.
+   * @param {number} ms
    */
   cutTo(ms) {
     let buffered = this.bufferedMs();
@@ -145,13 +165,19 @@ export class JitterBuffer {
 
   /** @private Drop the chunk being played (only used when hoarding). */
   dropHead() {
-    const c = this.queue.shift();
+    const c = /** @type {QueuedChunk} */ (this.queue.shift()); // only called with 2+ chunks queued
     this.droppedMs += ((c.length - this.pos) / c.sampleRate) * 1000;
     this.pos = 0;
     if (this.queue[0]) this.queue[0].gapBefore = true;
   }
 
-  /** @private Render until `frames` or until the queue runs dry; returns samples written. */
+  /**
+   * @private Render until `frames` or until the queue runs dry; returns samples written.
+   * @param {Float32Array[]} outs
+   * @param {number} from
+   * @param {number} frames
+   * @returns {number}
+   */
   render(outs, from, frames) {
     let i = from;
     for (; i < frames; i++) {
@@ -196,7 +222,12 @@ export class JitterBuffer {
     return i;
   }
 
-  /** @private Ramp the last sample to silence instead of stopping dead (no click). */
+  /**
+   * @private Ramp the last sample to silence instead of stopping dead (no click).
+   * @param {Float32Array[]} outs
+   * @param {number} from
+   * @param {number} frames
+   */
   fadeTail(outs, from, frames) {
     for (let ch = 0; ch < outs.length; ch++) {
       let v = this.last[ch] ?? 0;
@@ -210,8 +241,7 @@ export class JitterBuffer {
 
   /**
    * A snapshot for the UI: state, depth, target and where playback is in the source timeline.
-   * @returns {{state: string, bufferedMs: number, targetMs: number, underruns: number,
-   *   droppedMs: number, speed: number, playingPts: number, segment: number, playedSamples: number}}
+   * @returns {JitterStats}
    */
   stats() {
     return {

@@ -1,3 +1,4 @@
+// @ts-check
 // The listening engine: one stream's WebSocket → per-track decoders → the jitter worklet (audio)
 // and a canvas (video). Owns timing: which pts is being heard, how far behind live that is,
 // and when a metadata change becomes "now playing". No DOM beyond the canvas it is given.
@@ -6,21 +7,37 @@ import { ReconnectingSocket } from './socket.js';
 import { decodeFrame, parseEvent } from './protocol.js';
 import { WasmOpusDecoder, WebCodecsAudioDecoder, loadWasmOpus, webCodecsCanDecode } from './decoder.js';
 import { VideoRenderer } from './video.js';
-import { fetchStreams, wsUrl } from './api.js';
+import { errorMessage, fetchStreams, wsUrl } from './api.js';
 
 const TAP_SAMPLES = 16384; // decoded mono PCM kept for analysis (~340 ms at 48 kHz)
 const METADATA_MAX_WAIT_MS = 15_000; // show a pending title anyway if playback never reaches it
 
+/** @typedef {import('./protocol.js').Track} Track */
+/** @typedef {import('./protocol.js').Metadata} Metadata */
+/** @typedef {import('./decoder.js').AudioTrackDecoder} AudioTrackDecoder */
+
+/**
+ * The worklet's report (jitter-worklet.js): the jitter buffer's stats at context time `time`.
+ * @typedef {{type: 'stats', time: number} & import('./jitter.js').JitterStats} PlaybackStats
+ */
+
 /**
  * Everything the UI shows, as one snapshot.
  * @typedef {object} PlayerStatus
- * @property {'stopped'|'connecting'|'open'|'waiting'} connection
+ * @property {import('./socket.js').SocketState} connection
  * @property {boolean} live whether the stream has a source now
  * @property {string} decoder "WebCodecs", "WASM" or "" before the first track
- * @property {object|null} nowPlaying metadata being heard
+ * @property {'element'|'direct'} output the audio path
+ * @property {Metadata|null} nowPlaying metadata being heard
  * @property {number|null} behindLiveMs newest pts received minus pts heard, plus output latency
  * @property {number} level peak output level 0..1 (pre-volume)
  * @property {string} message last notable event, for the status line
+ * @property {Track[]} tracks
+ * @property {Record<string, number>} counters messages, frames and events since play()
+ * @property {PlaybackStats|null} playback the worklet's last report
+ * @property {number} newestAudioPts
+ * @property {number|undefined} newestDecodedPts
+ * @property {{decoded: number, drawn: number, dropped: number}|null} video
  */
 
 /** Plays one stream. Create it inside a user gesture (it makes an AudioContext). */
@@ -42,20 +59,24 @@ export class Player {
     this.access = access;
     const query = access ? `?${new URLSearchParams(access)}` : '';
     this.url = wsUrl(`/listen/${encodeURIComponent(stream)}${query}`);
+    /** @type {import('./socket.js').SocketState} */
     this.connection = 'stopped';
     this.live = false;
+    /** @type {Track[]} */
     this.tracks = [];
     this.message = '';
     this.segment = 0;
-    /** @type {{id: number, decoder: any, needKey: boolean}|null} */
+    /** @type {{id: number, track: Track, decoder: AudioTrackDecoder, needKey: boolean, configured: boolean}|null} */
     this.audio = null;
-    /** @type {{id: number, renderer: VideoRenderer}|null} */
+    /** @type {{id: number, track: Track, renderer: VideoRenderer}|null} */
     this.video = null;
     this.decoderName = '';
     this.useWasm = false;
+    /** @type {Metadata|null} */
     this.nowPlaying = null;
-    /** @type {Array<{meta: object, segment: number, at: number}>} */
+    /** @type {Array<{meta: Metadata, pts: number, segment: number, at: number}>} */
     this.pendingMeta = [];
+    /** @type {PlaybackStats|null} */
     this.playback = null; // last stats from the worklet
     this.newestAudioPts = 0;
     this.newestAudioSegment = 0;
@@ -63,6 +84,8 @@ export class Player {
     this.tap = new Float32Array(TAP_SAMPLES);
     this.tapPos = 0;
     this.tapRate = 48000;
+    /** @type {Float32Array<ArrayBuffer>|null} */
+    this.levelBuf = null;
     this.volume = 1;
     this.dropNext = 0; // debug: frames to discard, to simulate a skip without the relay
     this.dropTotal = 0;
@@ -80,6 +103,7 @@ export class Player {
       this.ctx = new AudioContext({ latencyHint: 'interactive' });
     }
     const resumed = this.ctx.resume(); // inside the user gesture, before any await
+    /** @type {AudioNode} */
     let sink = this.ctx.destination;
     if (this.output === 'element') {
       const stream = this.ctx.createMediaStreamDestination();
@@ -143,7 +167,7 @@ export class Player {
   /** @param {number} volume 0..1 */
   setVolume(volume) {
     this.volume = volume;
-    if (this.gain) this.gain.gain.setTargetAtTime(volume, this.ctx.currentTime, 0.02);
+    if (this.gain && this.ctx) this.gain.gain.setTargetAtTime(volume, this.ctx.currentTime, 0.02);
   }
 
   /** Peak level (0..1) of what the worklet is playing, before the volume control. */
@@ -167,7 +191,7 @@ export class Player {
     return { sampleRate: this.tapRate, samples: out };
   }
 
-  /** @returns {PlayerStatus & {counters: object, playback: object|null, video: object|null}} */
+  /** @returns {PlayerStatus} */
   status() {
     const clock = this.heardClock();
     let behindLiveMs = null;
@@ -233,7 +257,10 @@ export class Player {
     return ((this.ctx?.outputLatency || this.ctx?.baseLatency) ?? 0) * 1000;
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {string} text
+   */
   onText(text) {
     const msg = parseEvent(text);
     if (!msg) return;
@@ -259,7 +286,10 @@ export class Player {
     }
   }
 
-  /** @private A new connection or source: pts may jump, decoders restart at the next header/keyframe. */
+  /**
+   * @private A new connection or source: pts may jump, decoders restart at the next header/keyframe.
+   * @param {Track[]} tracks
+   */
   newTimeline(tracks) {
     this.segment++;
     this.tracks = tracks;
@@ -270,7 +300,9 @@ export class Player {
       this.audio = null;
     }
     if (audioTrack && !this.audio) {
+      /** @param {import('./decoder.js').Pcm} pcm */
       const onPcm = (pcm) => this.onPcm(pcm);
+      /** @param {Error} err */
       const onError = (err) => this.onError('audio', err);
       let decoder;
       try {
@@ -294,12 +326,16 @@ export class Player {
     }
     this.video?.renderer.reset();
     // Titles waiting for a pts of the old timeline will never be reached: show the latest now.
-    if (this.pendingMeta.length) this.showNow(this.pendingMeta.pop().meta);
+    const latest = this.pendingMeta.pop();
+    if (latest) this.showNow(latest.meta);
     this.pendingMeta = [];
     this.changed();
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {ArrayBuffer} buffer
+   */
   onBinary(buffer) {
     this.counters.messages++;
     this.counters.bytes += buffer.byteLength;
@@ -344,7 +380,10 @@ export class Player {
     }
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {number} frames
+   */
   onSkipped(frames) {
     this.counters.skipped += frames;
     this.counters.skipEvents++;
@@ -353,7 +392,10 @@ export class Player {
     this.setMessage(`fell behind: skipped ${frames} frames to catch up`);
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {import('./decoder.js').Pcm} pcm
+   */
   onPcm({ pts, sampleRate, channels }) {
     this.counters.audioDecoded++;
     this.newestDecodedPts = pts;
@@ -370,7 +412,10 @@ export class Player {
     );
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {PlaybackStats} stats
+   */
   onPlayback(stats) {
     if (stats.type !== 'stats') return;
     // Once sound flows, "connected" says nothing the state does not; keep real news only.
@@ -380,10 +425,13 @@ export class Player {
     this.changed();
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {Metadata} meta
+   */
   queueMetadata(meta) {
     if (meta.pts == null) return this.showNow(meta);
-    this.pendingMeta.push({ meta, segment: this.segment, at: performance.now() });
+    this.pendingMeta.push({ meta, pts: meta.pts, segment: this.segment, at: performance.now() });
     this.applyDueMetadata();
   }
 
@@ -393,13 +441,17 @@ export class Player {
     const now = performance.now();
     let due = -1;
     this.pendingMeta.forEach((p, i) => {
-      const heard = clock && (p.segment < clock.segment || (p.segment === clock.segment && p.meta.pts <= clock.pts));
+      const heard = clock && (p.segment < clock.segment || (p.segment === clock.segment && p.pts <= clock.pts));
       if (heard || now - p.at > METADATA_MAX_WAIT_MS || !this.audio) due = i;
     });
-    if (due >= 0) this.showNow(this.pendingMeta.splice(0, due + 1).pop().meta);
+    const latest = this.pendingMeta.splice(0, due + 1).pop(); // none when due is -1
+    if (latest) this.showNow(latest.meta);
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {Metadata} meta
+   */
   showNow(meta) {
     this.nowPlaying = meta;
     if ('mediaSession' in navigator && typeof MediaMetadata !== 'undefined') {
@@ -412,14 +464,21 @@ export class Player {
     this.changed();
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {string} what
+   * @param {unknown} err
+   */
   onError(what, err) {
     this.counters.errors++;
     console.warn(`onair ${what}:`, err);
-    this.setMessage(`${what} error: ${err.message ?? err}`);
+    this.setMessage(`${what} error: ${errorMessage(err)}`);
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {string} message
+   */
   setMessage(message) {
     this.message = message;
     this.changed();
@@ -431,6 +490,10 @@ export class Player {
   }
 }
 
+/**
+ * @param {Track} a
+ * @param {Track} b
+ */
 function sameTrack(a, b) {
   return a.id === b.id && a.codec === b.codec && a.channels === b.channels && a.sample_rate === b.sample_rate && a.width === b.width && a.height === b.height;
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // The onair wire format (docs/PROTOCOL.md): the 10-byte binary frame header, the OpusHead
 // codec header, and the shape of text messages. Pure functions with no DOM, so the player, the
 // broadcaster and `node --test` share one implementation.
@@ -14,6 +15,33 @@ export const FLAG_RESERVED = 0xfc;
 /**
  * One binary frame: header fields and a view of the payload (no copy).
  * @typedef {{keyframe: boolean, header: boolean, track: number, pts: number, payload: Uint8Array}} Frame
+ */
+
+/**
+ * A track as a source declares it in `start` and listeners get it in `hello` and `source`.
+ * @typedef {object} Track
+ * @property {number} id 0-255
+ * @property {'audio'|'video'} kind
+ * @property {string} codec `opus`, `mp3`, `aac`, `vorbis`, `flac`, `vp8`, `vp9`, `h264` or `av1`
+ * @property {number} [sample_rate] audio
+ * @property {number} [channels] audio
+ * @property {number} [width] video
+ * @property {number} [height] video
+ * @property {number} [bitrate] bits/s
+ */
+
+/**
+ * Now playing; every field is optional. `pts` is the media time from which it applies.
+ * @typedef {{title?: string, artist?: string, album?: string, url?: string, pts?: number}} Metadata
+ */
+
+/**
+ * A text message from the relay to a listener (docs/PROTOCOL.md, "Messages to the listener").
+ * @typedef {{type: 'hello', version: number, stream: string, live: boolean, tracks: Track[],
+ *     metadata: Metadata|null, server?: string}
+ *   | ({type: 'metadata'} & Metadata)
+ *   | {type: 'source', state: 'online'|'offline', tracks?: Track[]}
+ *   | {type: 'skipped', frames: number}} RelayEvent
  */
 
 /**
@@ -44,7 +72,7 @@ export function decodeFrame(message) {
  * Builds one binary frame message: header then payload.
  * @param {{keyframe?: boolean, header?: boolean, track: number, pts: number}} head
  * @param {Uint8Array|ArrayBuffer} payload
- * @returns {Uint8Array}
+ * @returns {Uint8Array<ArrayBuffer>}
  */
 export function encodeFrame(head, payload) {
   const data = payload instanceof Uint8Array ? payload : new Uint8Array(payload);
@@ -140,8 +168,10 @@ export function displayTitle(meta) {
 
 /**
  * Parses a text message from the relay; returns null for anything that is not a typed object.
+ * Only `type` is checked: the rest is as the relay sent it, and a message of a type this
+ * player does not know comes back too (callers ignore it).
  * @param {string} text
- * @returns {{type: string, [key: string]: any}|null}
+ * @returns {RelayEvent|null}
  */
 export function parseEvent(text) {
   try {

@@ -1,3 +1,4 @@
+// @ts-check
 // A WebSocket that reconnects with exponential backoff and jitter. The player and the
 // broadcaster both use it; they decide per close whether to retry (onClose returns false to
 // give up, e.g. after an operator kicked the source).
@@ -17,12 +18,17 @@ export function backoffDelay(attempt, minMs, maxMs, random = Math.random) {
 }
 
 /**
+ * Where the socket is: connecting, open, waiting to reconnect, or stopped for good.
+ * @typedef {'connecting'|'open'|'waiting'|'stopped'} SocketState
+ */
+
+/**
  * @typedef {object} SocketHandlers
  * @property {(ws: WebSocket) => void} [onOpen]
  * @property {(data: ArrayBuffer|string) => void} [onMessage]
  * @property {(info: {code: number, reason: string, wasOpen: boolean, retryInMs: number}) => (boolean|void)} [onClose]
  *   called after every close or failed attempt; return false to stop reconnecting
- * @property {(state: 'connecting'|'open'|'waiting'|'stopped') => void} [onState]
+ * @property {(state: SocketState) => void} [onState]
  */
 
 /** A WebSocket that keeps itself connected until `stop()`. */
@@ -43,6 +49,7 @@ export class ReconnectingSocket {
     this.ws = null;
     this.timer = 0;
     this.running = false;
+    /** @type {SocketState} */
     this.state = 'stopped';
     this.onOnline = () => this.running && this.state === 'waiting' && this.retryNow();
   }
@@ -78,7 +85,7 @@ export class ReconnectingSocket {
 
   /**
    * Sends if open; returns whether it was sent.
-   * @param {string|ArrayBufferView|ArrayBuffer} data
+   * @param {string|BufferSource} data
    */
   send(data) {
     if (this.ws?.readyState !== WebSocket.OPEN) return false;
@@ -91,7 +98,10 @@ export class ReconnectingSocket {
     return this.ws?.bufferedAmount ?? 0;
   }
 
-  /** @private */
+  /**
+   * @private
+   * @param {SocketState} state
+   */
   setState(state) {
     if (state === this.state) return;
     this.state = state;

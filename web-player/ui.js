@@ -1,15 +1,17 @@
+// @ts-check
 // The listener page (index.html): the stream list, the player deck and its controls.
 // URL parameters: `?stream=NAME` picks a stream, `?decoder=wasm|webcodecs` forces a decoder,
 // `&expires=…&sig=…` carries a signed link to a private stream, `?output=element|direct`
 // picks the audio path (default: through an <audio> element on touch screens).
 
 import { Player } from './player.js';
-import { fetchStreams, formatBitrate, showLevel } from './api.js';
+import { errorMessage, fetchStreams, formatBitrate, showLevel } from './api.js';
 import { displayTitle } from './protocol.js';
 
 const REFRESH_MS = 3000;
 
 const params = new URLSearchParams(location.search);
+/** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const els = {
   station: $('station'),
@@ -40,7 +42,7 @@ async function refresh() {
     streams = await fetchStreams();
     listError = '';
   } catch (err) {
-    listError = `Cannot load the stream list: ${err.message}`;
+    listError = `Cannot load the stream list: ${errorMessage(err)}`;
   }
   if (!selected || !streams.some((s) => s.name === selected)) {
     selected = (streams.find((s) => s.live) ?? streams[0])?.name ?? selected;
@@ -70,9 +72,11 @@ function renderList() {
       <span class="badge ${s.live ? 'live' : ''}">${s.live ? 'Live' : 'Offline'}</span>
       <span class="stream-title"></span>
       <span class="stream-meta"></span>`;
-    button.querySelector('.stream-name').textContent = s.name;
-    button.querySelector('.stream-title').textContent = title || (s.live ? 'Untitled' : 'Nothing on air');
-    button.querySelector('.stream-meta').textContent =
+    /** @param {string} selector one of the spans just written */
+    const part = (selector) => /** @type {HTMLElement} */ (button.querySelector(selector));
+    part('.stream-name').textContent = s.name;
+    part('.stream-title').textContent = title || (s.live ? 'Untitled' : 'Nothing on air');
+    part('.stream-meta').textContent =
       s.live && s.bitrate_bps > 0 ? `${s.listeners} listening · ${formatBitrate(s.bitrate_bps)}` : `${s.listeners} listening`;
     button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${s.listeners} listening. Play`);
     button.addEventListener('click', () => select(s.name, true));
@@ -104,6 +108,7 @@ function renderDeck() {
   els.video.hidden = !(st?.video && st.video.drawn > 0);
 }
 
+/** @param {import('./player.js').PlayerStatus} st */
 function connectionText(st) {
   if (st.connection === 'open') {
     if (!st.live) return 'waiting for source';
@@ -112,6 +117,10 @@ function connectionText(st) {
   return { connecting: 'connecting', waiting: 'reconnecting', stopped: 'stopped' }[st.connection] ?? st.connection;
 }
 
+/**
+ * @param {string} name
+ * @param {boolean} autoplay
+ */
 async function select(name, autoplay) {
   const changed = name !== selected;
   selected = name;
@@ -130,7 +139,8 @@ async function start() {
   if (!selected || player) return;
   const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
   // A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=…
-  const access = params.get('sig') && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig: params.get('sig') } : null;
+  const sig = params.get('sig');
+  const access = sig && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig } : null;
   const output = /** @type {'auto'|'element'|'direct'} */ (params.get('output') ?? 'auto');
   player = new Player({ stream: selected, canvas: els.video, decoder, output, onChange: scheduleRender, access });
   player.setVolume(Number(els.volume.value));
@@ -140,7 +150,7 @@ async function start() {
     await player.play();
   } catch (err) {
     console.warn('onair: cannot start playback', err);
-    const message = `Cannot play: ${err.message}`;
+    const message = `Cannot play: ${errorMessage(err)}`;
     await stop();
     els.status.textContent = message;
   }

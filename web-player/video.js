@@ -1,3 +1,4 @@
+// @ts-check
 // Video for the player: WebCodecs `VideoDecoder` into a <canvas>, starting at a keyframe, each
 // picture shown when the audio being heard reaches its pts (or at once for video-only streams).
 
@@ -7,6 +8,11 @@ const MAX_QUEUED_FRAMES = 30; // decoded pictures waiting for their time; older 
 const MAX_DECODE_QUEUE = 30;
 const EARLY_US = 10_000; // show a picture up to 10 ms before its time (half a frame at 50 fps)
 
+/**
+ * A decoded picture waiting for its time, and the timeline it belongs to.
+ * @typedef {{frame: VideoFrame, segment: number}} QueuedPicture
+ */
+
 /** Decodes one video track and paints it in sync with a clock. */
 export class VideoRenderer {
   /**
@@ -15,15 +21,20 @@ export class VideoRenderer {
    * @param {(err: Error) => void} onError
    */
   constructor(canvas, track, onError) {
+    const codec = webCodecsName(track.codec);
+    if (!codec) throw new Error(`WebCodecs has no codec string for ${track.codec}`);
     this.canvas = canvas;
-    this.ctx2d = canvas.getContext('2d', { alpha: false });
+    // Null only if the canvas already has another kind of context; the player's has none.
+    this.ctx2d = /** @type {CanvasRenderingContext2D} */ (canvas.getContext('2d', { alpha: false }));
+    this.codec = codec;
     this.track = track;
     this.onError = onError;
+    /** @type {Uint8Array|null} */
     this.header = null;
     this.needKey = true;
     /** @type {VideoDecoder|null} */
     this.decoder = null;
-    /** @type {Array<{frame: VideoFrame, segment: number}>} */
+    /** @type {QueuedPicture[]} */
     this.queue = [];
     this.segment = 0;
     this.decoded = 0;
@@ -31,7 +42,11 @@ export class VideoRenderer {
     this.dropped = 0;
   }
 
-  /** Whether this browser can decode the track at all. */
+  /**
+   * Whether this browser can decode the track at all.
+   * @param {{codec: string}} track
+   * @returns {boolean}
+   */
   static supported(track) {
     return typeof VideoDecoder !== 'undefined' && webCodecsName(track.codec) !== null;
   }
@@ -56,25 +71,28 @@ export class VideoRenderer {
   decode(frame, segment) {
     if (this.needKey && !frame.keyframe) return;
     this.segment = segment;
-    if (!this.decoder) this.open();
-    if (this.decoder.decodeQueueSize > MAX_DECODE_QUEUE) {
+    const decoder = this.decoder ?? this.open();
+    if (decoder.decodeQueueSize > MAX_DECODE_QUEUE) {
       this.reset(); // hopelessly behind: restart at the next keyframe
       return;
     }
     this.needKey = false;
-    this.decoder.decode(
+    decoder.decode(
       new EncodedVideoChunk({ type: frame.keyframe ? 'key' : 'delta', timestamp: frame.pts, data: frame.payload }),
     );
   }
 
-  /** @private */
+  /**
+   * @private
+   * @returns {VideoDecoder}
+   */
   open() {
     const decoder = new VideoDecoder({
       output: (frame) => {
         this.decoded++;
         this.queue.push({ frame, segment: this.segment });
         while (this.queue.length > MAX_QUEUED_FRAMES) {
-          this.queue.shift().frame.close();
+          this.queue.shift()?.frame.close();
           this.dropped++;
         }
       },
@@ -85,7 +103,7 @@ export class VideoRenderer {
       },
     });
     /** @type {VideoDecoderConfig} */
-    const config = { codec: webCodecsName(this.track.codec), optimizeForLatency: true };
+    const config = { codec: this.codec, optimizeForLatency: true };
     if (this.track.width && this.track.height) {
       config.codedWidth = this.track.width;
       config.codedHeight = this.track.height;
@@ -93,6 +111,7 @@ export class VideoRenderer {
     if (this.header) config.description = this.header;
     decoder.configure(config);
     this.decoder = decoder;
+    return decoder;
   }
 
   /**
@@ -109,7 +128,7 @@ export class VideoRenderer {
     }
     if (due < 0) return;
     const stale = this.queue.splice(0, due + 1);
-    const { frame } = stale.pop();
+    const { frame } = /** @type {QueuedPicture} */ (stale.pop()); // due >= 0: one at least
     for (const s of stale) {
       s.frame.close();
       this.dropped++;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need, only what is missing: Debian's chromium (no browser
-# download from npm) and the pinned npm packages (playwright-core, opus-decoder), then vendors
-# the WebAssembly Opus decoder into web-player/vendor/ (vendor.sh).
+# download from npm) and the pinned npm packages (playwright-core, opus-decoder, and typescript
+# with @types/audioworklet for `make typecheck-js`), then vendors the WebAssembly Opus decoder
+# into web-player/vendor/ (vendor.sh).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 

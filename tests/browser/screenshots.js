@@ -5,7 +5,7 @@
 // Also writes phone-sized versions (*-phone.png) for a look; only the two desktop ones are kept.
 import { join, resolve } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { HAS_PUSH, launchBrowser, openBroadcaster, openPlayer, sample, startPush, startRelay, tempDir, waitFor, writeToneWav } from './lib/harness.js';
+import { launchBrowser, openBroadcaster, openPlayer, sample, startPush, startRelay, tempDir, waitFor, writeToneWav } from './lib/harness.js';
 
 const out = resolve(process.argv[2] ?? 'screenshots');
 mkdirSync(out, { recursive: true });
@@ -23,9 +23,9 @@ try {
   const wav = writeToneWav(join(tempDir(t), 'tone.wav'), { freq: 440, amplitude: 0.3 });
   const browser = await launchBrowser(t, { args: [`--use-file-for-fake-audio-capture=${wav}`] });
 
-  // "radio": onair push with the tagged music sample when there is a real relay, else a mic.
+  // "radio": onair push with the tagged music sample when it is there, else a mic.
   const music = sample('music.ogg');
-  if (HAS_PUSH && music) {
+  if (music) {
     startPush(t, relay, music);
   } else {
     const radio = await openBroadcaster(browser, relay, { stream: 'radio' });

@@ -2,7 +2,7 @@
 // headless Debian Chromium through playwright-core, a known test tone, and polling helpers.
 // Every process and browser a test starts is registered with `t.after` and also killed when
 // the test process exits, so a failing or crashing test leaves nothing running.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -13,9 +13,6 @@ export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 export const ONAIR_BIN = process.env.ONAIR_BIN ?? join(REPO, 'target/debug/onair');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const KEY = 'SECRET';
-export const IS_MOCK = ONAIR_BIN.endsWith('mock-relay.js');
-/** Whether this build has `onair push` (the source client lands separately from the relay). */
-export const HAS_PUSH = !IS_MOCK && /^\s+push\b/m.test(spawnSync(ONAIR_BIN, ['help'], { encoding: 'utf8' }).stdout ?? '');
 
 const children = new Set();
 process.on('exit', () => {
