@@ -11,7 +11,7 @@ TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
 BENCH_PACKAGES := cmake icecast2
 
-.PHONY: run test build autobahn fuzz soak lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
+.PHONY: run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
 help:
 	@echo "make run    build and start the relay on 127.0.0.1:8000 with a demo station"
@@ -53,6 +53,10 @@ fmt-check:
 lint:
 	$(CARGO) clippy --quiet --all-targets --all-features -- -D warnings
 
+# The relay-only build the docs promise (no decoders, no libopus, no C toolchain).
+lint-relay-only:
+	$(CARGO) clippy --quiet --no-default-features --lib --bins -- -D warnings
+
 fix:
 	$(CARGO) clippy --fix --allow-dirty --allow-staged --all-targets --all-features
 	$(CARGO) fmt
@@ -66,7 +70,7 @@ browser-test: build
 autobahn: build
 	tests/autobahn.sh $(ONAIR)
 
-test: deps-test fmt-check lint
+test: deps-test fmt-check lint lint-relay-only
 	$(CARGO) test --quiet
 	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory browser-test

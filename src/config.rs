@@ -36,7 +36,7 @@ pub const DEFAULT_RING_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
 pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
-/// Listeners per stream.
+/// Most listeners of one stream, of every kind.
 pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
 /// Bytes the relay writes to one listener socket in one go when the listener is behind.
 pub const DEFAULT_LISTENER_BATCH_BYTES: usize = 64 << 10;
@@ -142,11 +142,11 @@ pub struct StreamConfig {
     pub playlist: Option<PathBuf>,
     /// Recent media sent to a new listener.
     pub burst: Duration,
-    /// Most frames kept.
+    /// Most entries (frames and events) the ring keeps (`ring_frames`).
     pub ring_frames: usize,
-    /// Most bytes kept.
+    /// Most bytes the ring keeps (`ring_bytes`); the newest entry is kept whatever its size.
     pub ring_bytes: usize,
-    /// Most listeners.
+    /// Most listeners of every kind at once (503 past it).
     pub max_listeners: usize,
     /// Most a live source may send, bits per second (close 4006 past it).
     pub max_ingest_bitrate: u64,

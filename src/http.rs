@@ -179,7 +179,7 @@ pub fn preflight(config: &Config, request: &Request) -> Response {
 /// A complete response with a small body.
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// Status code.
+    /// HTTP status code.
     pub status: u16,
     /// Extra headers (Content-Length and Connection are added).
     pub headers: Vec<(&'static str, String)>,

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -12,10 +11,6 @@ use futures_util::SinkExt;
 use onair::protocol::decode_frame_header;
 use onair::StreamConfig;
 use tokio_tungstenite::tungstenite::Message;
-
-fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
-}
 
 /// The next message, decoded: Ok(frame header + payload length) or Err(event).
 async fn next_item(

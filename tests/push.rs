@@ -35,11 +35,6 @@ fn push_args(url: &str, key: &str, extra: &[&str]) -> PushArgs {
     Cli::parse_from(argv).push
 }
 
-/// Waits longer than `within` for things that take real (paced) time.
-async fn within_secs<F: std::future::Future>(secs: u64, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")
-}
-
 /// What a listener saw of one source session.
 #[derive(Debug, Default)]
 struct Heard {

@@ -10,10 +10,6 @@ use common::*;
 
 const ONAIR: &str = env!("CARGO_BIN_EXE_onair");
 
-fn sample(name: &str) -> String {
-    format!("{}/samples/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Runs `onair push ARGS` off the async runtime's threads.
 async fn onair_push(args: Vec<String>) -> Output {
     let run = move || {
@@ -28,10 +24,6 @@ async fn onair_push(args: Vec<String>) -> Output {
     within_secs(30, tokio::task::spawn_blocking(run)).await.unwrap()
 }
 
-async fn within_secs<F: std::future::Future>(secs: u64, future: F) -> F::Output {
-    tokio::time::timeout(std::time::Duration::from_secs(secs), future).await.expect("timed out")
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -41,7 +33,7 @@ async fn exit_codes_tell_usage_key_and_stream_errors_apart() {
     let relay = TestRelay::start().await;
     let url = relay.url("/ingest/radio");
     let (tone, broken, nope) =
-        (sample("tone-1k.m4a"), sample("broken.mp3"), relay.url("/ingest/nope"));
+        (sample_arg("tone-1k.m4a"), sample_arg("broken.mp3"), relay.url("/ingest/nope"));
     let cases: [(Vec<&str>, i32, &str); 6] = [
         (vec!["--to", &url, "--key", "SECRET", "--fast", &tone], 0, "playlist finished"),
         (vec!["--to", &url, "--key", "WRONG", "--fast", &tone], 3, "401"),

@@ -4,11 +4,12 @@
 #![cfg(feature = "source")]
 #![allow(clippy::unwrap_used, clippy::result_large_err)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use clap::Parser;
+use common::{sample_arg, within_secs};
 use futures_util::StreamExt;
 use onair::protocol::{self, SourceMessage, FLAG_HEADER, FLAG_KEYFRAME};
 use onair::push::{PushArgs, PushError, FRAME_DURATION_US};
@@ -29,13 +30,9 @@ fn args(list: &[&str]) -> PushArgs {
     Cli::parse_from(std::iter::once("push").chain(list.iter().copied())).push
 }
 
-fn sample(name: &str) -> String {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
-    path.to_string_lossy().into_owned()
-}
-
+/// Pushes take real (paced) time: longer than `common::within`.
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), fut).await.expect("timed out")
+    within_secs(30, fut).await
 }
 
 /// What the stand-in relay does with its n-th connection.
@@ -150,9 +147,9 @@ async fn push_sends_start_header_metadata_and_continuous_frames_then_exits_0() {
         "--key",
         "s3cret",
         "--fast",
-        &sample("tone-1k.m4a"),
-        &sample("broken.mp3"),
-        &sample("station-id.wav"),
+        &sample_arg("tone-1k.m4a"),
+        &sample_arg("broken.mp3"),
+        &sample_arg("station-id.wav"),
     ])));
     let Seen::Connected { authorization, .. } = relay.next().await else { panic!("not connected") };
     assert_eq!(authorization.as_deref(), Some("Bearer s3cret"));
@@ -195,10 +192,14 @@ async fn push_sends_start_header_metadata_and_continuous_frames_then_exits_0() {
 
 async fn push_refused_by(status: u16) -> PushError {
     let relay = FakeRelay::start(vec![Plan::Refuse(status)]).await;
-    let err =
-        within(onair::push::push(args(&["--to", &relay.url, "--fast", &sample("tone-1k.m4a")])))
-            .await
-            .unwrap_err();
+    let err = within(onair::push::push(args(&[
+        "--to",
+        &relay.url,
+        "--fast",
+        &sample_arg("tone-1k.m4a"),
+    ])))
+    .await
+    .unwrap_err();
     err
 }
 
@@ -222,7 +223,7 @@ async fn busy_and_dropped_connections_are_retried_and_the_stream_resumes() {
         "--to",
         &relay.url,
         "--fast",
-        &sample("tone-440.flac"),
+        &sample_arg("tone-440.flac"),
     ])));
     let mut frames_by_conn = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     let mut metadata_by_conn = [0, 0, 0, 0];
@@ -268,8 +269,8 @@ async fn a_playlist_that_cannot_be_decoded_never_connects_and_exits_1() {
     let err = within(onair::push::push(args(&[
         "--to",
         &relay.url,
-        &sample("broken.mp3"),
-        &sample("broken.mp3"),
+        &sample_arg("broken.mp3"),
+        &sample_arg("broken.mp3"),
     ])))
     .await
     .unwrap_err();

@@ -3,18 +3,17 @@
 #![cfg(feature = "source")]
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use common::{sample, within_secs};
 use onair::push::{Output, Playout, PlayoutConfig, FRAME_DURATION_US, FRAME_SAMPLES};
 
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
-}
-
+/// Decoding a whole file takes longer than `common::within`.
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), fut).await.expect("timed out")
+    within_secs(60, fut).await
 }
 
 /// Plays `inputs` and decodes the stream back: (left-channel PCM with pre-skip removed,
@@ -132,22 +131,7 @@ fn write_sine_wav(path: &Path, freq: f64, seconds: f64) {
     let samples: Vec<i16> = (0..(seconds * f64::from(rate)) as usize)
         .map(|i| ((2.0 * PI * freq * i as f64 / f64::from(rate)).sin() * 0.5 * 32767.0) as i16)
         .collect();
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    for field in [16u32.to_le_bytes().as_slice(), &1u16.to_le_bytes(), &1u16.to_le_bytes()] {
-        out.extend_from_slice(field);
-    }
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    samples.iter().for_each(|s| out.extend_from_slice(&s.to_le_bytes()));
-    std::fs::write(path, out).unwrap();
+    common::wav::write_wav(path, rate, &samples);
 }
 
 #[tokio::test]

@@ -105,14 +105,20 @@ impl OpusHead {
 
     /// A minimal mapping-family-0 header for a source that sent none (1 or 2 channels).
     pub fn synthesize(channels: u8, input_sample_rate: u32) -> Bytes {
+        Self::build(channels.clamp(1, 2), 0, input_sample_rate)
+    }
+
+    /// The RFC 7845 identification header for a mono or stereo stream (mapping family 0):
+    /// 19 bytes.
+    pub fn build(channels: u8, pre_skip: u16, input_sample_rate: u32) -> Bytes {
         let mut head = BytesMut::with_capacity(19);
         head.put_slice(HEAD_MAGIC);
-        head.put_u8(1);
-        head.put_u8(channels.clamp(1, 2));
-        head.put_u16_le(0);
+        head.put_u8(1); // version
+        head.put_u8(channels);
+        head.put_u16_le(pre_skip);
         head.put_u32_le(input_sample_rate);
-        head.put_i16_le(0);
-        head.put_u8(0);
+        head.put_i16_le(0); // output gain
+        head.put_u8(0); // mapping family: mono or stereo, no table
         head.freeze()
     }
 }

@@ -451,8 +451,14 @@ impl<R: Read> PcmReader<R> {
     }
 }
 
+/// The WAV writer the integration tests use too.
+#[cfg(test)]
+#[path = "../../tests/common/wav.rs"]
+mod test_wav;
+
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::test_wav::write_wav;
     use super::*;
 
     pub(crate) fn sample(name: &str) -> PathBuf {
@@ -573,27 +579,5 @@ pub(crate) mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         NEXT.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Writes a minimal mono 16-bit WAV file.
-    pub(crate) fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
-        let data_len = (samples.len() * 2) as u32;
-        let mut out = Vec::new();
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data_len).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-        out.extend_from_slice(&1u16.to_le_bytes()); // mono
-        out.extend_from_slice(&rate.to_le_bytes());
-        out.extend_from_slice(&(rate * 2).to_le_bytes());
-        out.extend_from_slice(&2u16.to_le_bytes());
-        out.extend_from_slice(&16u16.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&data_len.to_le_bytes());
-        for s in samples {
-            out.extend_from_slice(&s.to_le_bytes());
-        }
-        std::fs::write(path, out).unwrap();
     }
 }

@@ -33,15 +33,7 @@ pub struct EncodedFrame {
 
 /// The RFC 7845 identification header ("OpusHead", 19 bytes, mapping family 0).
 pub fn opus_head(channels: u8, pre_skip: u16) -> Bytes {
-    let mut head = Vec::with_capacity(19);
-    head.extend_from_slice(b"OpusHead");
-    head.push(1); // version
-    head.push(channels);
-    head.extend_from_slice(&pre_skip.to_le_bytes());
-    head.extend_from_slice(&SAMPLE_RATE.to_le_bytes()); // original input rate
-    head.extend_from_slice(&0i16.to_le_bytes()); // output gain
-    head.push(0); // mapping family: mono or stereo, no table
-    Bytes::from(head)
+    crate::format::opus::OpusHead::build(channels, pre_skip, SAMPLE_RATE)
 }
 
 /// Resamples, mixes and encodes PCM into one continuous Opus stream.

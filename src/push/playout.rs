@@ -191,8 +191,19 @@ fn display_inputs(inputs: &[PathBuf]) -> String {
     inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// The consumer went away: stop quietly.
-struct Stopped;
+/// Why the playout thread stops before the playlist ends.
+enum Halt {
+    /// The consumer went away: stop quietly.
+    Stopped,
+    /// A fatal error, reported to the consumer.
+    Failed(PushError),
+}
+
+impl From<PushError> for Halt {
+    fn from(err: PushError) -> Self {
+        Halt::Failed(err)
+    }
+}
 
 /// The playout thread's state.
 struct Engine {
@@ -207,14 +218,13 @@ impl Engine {
         let result = self.play_all(first);
         let last = match result {
             Ok(()) => Message::Done,
-            Err(Ok(Stopped)) => return,
-            Err(Err(err)) => Message::Failed(err),
+            Err(Halt::Stopped) => return,
+            Err(Halt::Failed(err)) => Message::Failed(err),
         };
         let _ = self.tx.blocking_send(last);
     }
 
-    /// `Err(Ok(Stopped))` when the consumer is gone, `Err(Err(_))` on a fatal error.
-    fn play_all(&mut self, first: Vec<Entry>) -> Result<(), Result<Stopped, PushError>> {
+    fn play_all(&mut self, first: Vec<Entry>) -> Result<(), Halt> {
         let mut pass = first;
         loop {
             let mut played = 0usize;
@@ -232,25 +242,24 @@ impl Engine {
                     }
                     _ => format!("none of the {} inputs could be decoded", failures.len()),
                 };
-                return Err(Err(PushError::NoPlayableInput(what)));
+                return Err(PushError::NoPlayableInput(what).into());
             }
             if !self.cfg.looping {
                 break;
             }
-            pass = self.playlist.next_pass().map_err(Err)?;
+            pass = self.playlist.next_pass()?;
             if pass.is_empty() {
-                return Err(Err(PushError::NoPlayableInput(
-                    "the inputs no longer hold audio files".into(),
-                )));
+                let why = "the inputs no longer hold audio files".into();
+                return Err(PushError::NoPlayableInput(why).into());
             }
         }
-        let tail = self.encoder.finish().map_err(Err)?;
+        let tail = self.encoder.finish()?;
         self.send_frames(tail)?;
         Ok(())
     }
 
     /// Plays one entry; `Ok(false)` when it could not be opened (logged and skipped).
-    fn play(&mut self, entry: &Entry) -> Result<bool, Result<Stopped, PushError>> {
+    fn play(&mut self, entry: &Entry) -> Result<bool, Halt> {
         match entry {
             Entry::File { path, title } => {
                 let mut file = match FileDecoder::open(path, title.as_deref()) {
@@ -292,35 +301,32 @@ impl Engine {
                 }
             }
         }
-        let tail = self.encoder.end_track().map_err(Err)?;
+        let tail = self.encoder.end_track()?;
         self.send_frames(tail)?;
         Ok(true)
     }
 
-    fn start_track(
-        &mut self,
-        mut meta: protocol::Metadata,
-    ) -> Result<(), Result<Stopped, PushError>> {
+    fn start_track(&mut self, mut meta: protocol::Metadata) -> Result<(), Halt> {
         bound_metadata(&mut meta);
         meta.pts = Some(self.encoder.next_pts());
         tracing::debug!(title = %meta.display_title(), pts = meta.pts, "track opened");
         self.send(Output::Metadata(meta))
     }
 
-    fn push(&mut self, chunk: PcmChunk) -> Result<(), Result<Stopped, PushError>> {
-        let frames = self.encoder.push(chunk.rate, chunk.channels, &chunk.samples).map_err(Err)?;
+    fn push(&mut self, chunk: PcmChunk) -> Result<(), Halt> {
+        let frames = self.encoder.push(chunk.rate, chunk.channels, &chunk.samples)?;
         self.send_frames(frames)
     }
 
-    fn send_frames(&mut self, frames: Vec<EncodedFrame>) -> Result<(), Result<Stopped, PushError>> {
+    fn send_frames(&mut self, frames: Vec<EncodedFrame>) -> Result<(), Halt> {
         for EncodedFrame { pts, data } in frames {
             self.send(Output::Frame { pts, data })?;
         }
         Ok(())
     }
 
-    fn send(&mut self, output: Output) -> Result<(), Result<Stopped, PushError>> {
-        self.tx.blocking_send(Message::Output(output)).map_err(|_| Ok(Stopped))
+    fn send(&mut self, output: Output) -> Result<(), Halt> {
+        self.tx.blocking_send(Message::Output(output)).map_err(|_| Halt::Stopped)
     }
 }
 

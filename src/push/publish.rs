@@ -329,19 +329,11 @@ fn classify_close(frame: Option<CloseFrame>) -> Failure {
     };
     let code = u16::from(frame.code);
     let reason = frame.reason.to_string();
-    use protocol::close;
-    match code {
+    if protocol::close::is_permanent(code) {
         // Our messages were refused: sending them again would be refused again.
-        close::TOO_BIG
-        | close::BAD_START
-        | close::NOT_STARTED
-        | close::TRUNCATED_FRAME
-        | close::RESERVED_FLAGS
-        | close::UNKNOWN_TRACK
-        | close::BAD_MESSAGE
-        | close::KICKED => Failure::Fatal(PushError::Closed { code, reason }),
-        _ => Failure::Retry(format!("closed by the relay with {code}: {reason}")),
+        return Failure::Fatal(PushError::Closed { code, reason });
     }
+    Failure::Retry(format!("closed by the relay with {code}: {reason}"))
 }
 
 async fn close(ws: &mut Ws, reason: &str) {

@@ -65,7 +65,7 @@ impl Event {
         Self { event: Arc::new(event), wire }
     }
 
-    /// The event.
+    /// The event as a value (what an HTTP listener's muxer reads).
     pub fn get(&self) -> &ListenerEvent {
         &self.event
     }

@@ -19,12 +19,29 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// A client WebSocket as the tests use it.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+pub mod wav;
+
 /// Every await that could hang gets this long.
 pub const WITHIN: Duration = Duration::from_secs(5);
 
 /// Fails the test instead of hanging.
 pub async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(WITHIN, future).await.expect("timed out")
+}
+
+/// Like `within`, for what takes real (paced) time.
+pub async fn within_secs<F: Future>(secs: u64, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")
+}
+
+/// A file of `samples/`.
+pub fn sample(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
+}
+
+/// A file of `samples/` as a command-line argument.
+pub fn sample_arg(name: &str) -> String {
+    sample(name).to_string_lossy().into_owned()
 }
 
 /// The start message for one stereo Opus track.
