@@ -189,14 +189,7 @@ pub fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: "/radio.ogg".into(),
-            query: None,
-            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
-        }
-    }
+    use crate::http::tests::request;
 
     #[test]
     fn basic_credentials_decode() {

@@ -318,10 +318,11 @@ pub fn reason_phrase(status: u16) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
+    /// A GET of `/radio.ogg` with these headers.
+    pub(crate) fn request(headers: &[(&str, &str)]) -> Request {
         Request {
             method: "GET".into(),
             path: "/radio.ogg".into(),

@@ -43,14 +43,7 @@ mod tests {
     use super::*;
     use crate::directory::IceInfo;
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: "/radio.ogg".into(),
-            query: None,
-            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
-        }
-    }
+    use crate::http::tests::request;
 
     #[test]
     fn mounts_map_to_stream_names() {
