@@ -45,6 +45,9 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 /// How long a listener may hold new frames to send them in one write: 0 sends each frame as
 /// soon as it arrives (lowest latency, one write per frame per listener).
 pub const DEFAULT_SEND_WINDOW_MS: u64 = 0;
+/// How long an HTTP listener may hold new frames to send them in one write. Players of HTTP
+/// streams buffer seconds of audio, so this costs them nothing audible and saves most writes.
+pub const DEFAULT_HTTP_SEND_WINDOW_MS: u64 = 200;
 /// Largest `send_window_ms`: beyond a second a window is a delay, not a batching aid.
 pub const MAX_SEND_WINDOW_MS: u64 = 1_000;
 /// Most listener driver threads (`listener_threads`).
@@ -98,6 +101,8 @@ pub struct Config {
     pub listener_kernel_bytes: usize,
     /// Longest a frame waits so that it goes out in one write with the next ones (0: never).
     pub send_window: Duration,
+    /// The same for HTTP listeners (`http_send_window_ms`).
+    pub http_send_window: Duration,
     /// Threads that write to WebSocket listeners (each an epoll loop holding thousands).
     pub listener_threads: usize,
     /// Most simultaneous connections from one IP address.
@@ -169,6 +174,7 @@ struct RawConfig {
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
     send_window_ms: Option<Spanned<u64>>,
+    http_send_window_ms: Option<Spanned<u64>>,
     listener_threads: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
@@ -220,6 +226,7 @@ impl Default for Config {
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
             send_window: Duration::from_millis(DEFAULT_SEND_WINDOW_MS),
+            http_send_window: Duration::from_millis(DEFAULT_HTTP_SEND_WINDOW_MS),
             listener_threads: default_listener_threads(),
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             ip_limit_exempt: vec![
@@ -369,14 +376,18 @@ impl Config {
             "slow_listener_timeout_ms",
             DEFAULT_SLOW_LISTENER_TIMEOUT_MS,
         )?;
-        if let Some(window) = raw.send_window_ms {
+        for (window, key, value) in [
+            (raw.send_window_ms, "send_window_ms", &mut config.send_window),
+            (raw.http_send_window_ms, "http_send_window_ms", &mut config.http_send_window),
+        ] {
+            let Some(window) = window else { continue };
             if *window.get_ref() > MAX_SEND_WINDOW_MS {
                 return Err(fail(
                     Some(window.span()),
-                    format!("send_window_ms must be at most {MAX_SEND_WINDOW_MS}"),
+                    format!("{key} must be at most {MAX_SEND_WINDOW_MS}"),
                 ));
             }
-            config.send_window = Duration::from_millis(window.into_inner());
+            *value = Duration::from_millis(window.into_inner());
         }
         if let Some(origins) = raw.cors_origins {
             config.cors_origins = origins;

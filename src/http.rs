@@ -7,8 +7,7 @@
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use crate::config::Config;
@@ -76,8 +75,8 @@ pub enum HttpError {
 ///
 /// # Errors
 /// `HttpError` for socket errors, malformed or oversized heads, or a close mid-head.
-pub async fn read_request(
-    socket: &mut TcpStream,
+pub async fn read_request<S: AsyncRead + Unpin>(
+    socket: &mut S,
     buf: &mut BytesMut,
 ) -> Result<Option<Request>, HttpError> {
     loop {
@@ -233,7 +232,11 @@ impl Response {
     ///
     /// # Errors
     /// Socket errors.
-    pub async fn send(&self, socket: &mut TcpStream, head_only: bool) -> std::io::Result<()> {
+    pub async fn send<S: AsyncWrite + Unpin>(
+        &self,
+        socket: &mut S,
+        head_only: bool,
+    ) -> std::io::Result<()> {
         socket.write_all(&self.to_bytes(head_only)).await?;
         socket.shutdown().await
     }
@@ -245,8 +248,8 @@ impl Response {
 ///
 /// # Errors
 /// Socket errors.
-pub async fn refuse(
-    socket: &mut TcpStream,
+pub async fn refuse<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     metrics: &Metrics,
     peer: SocketAddr,
     request: &Request,

@@ -196,26 +196,16 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             None => None,
         };
         let server = onair::server::Server::new(config);
-        let mut tls_task = None;
-        if let Some((terminator, tls_listener)) = tls {
+        let tls = tls.map(|(terminator, tls_listener)| {
             tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
-            tls_task = Some(tokio::spawn(onair::server::tls::run(
-                tls_listener,
-                addr,
-                terminator,
-                std::sync::Arc::clone(&server),
-                shutdown.clone().cancelled_owned(),
-            )));
-        }
+            (tls_listener, terminator)
+        });
         let stop = shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             stop.cancel();
         });
-        server.run(listener, shutdown.cancelled_owned()).await?;
-        if let Some(task) = tls_task {
-            let _ = task.await;
-        }
+        server.serve(listener, tls, shutdown.cancelled_owned()).await?;
         info!("stopped");
         Ok(())
     })

@@ -86,14 +86,8 @@ async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
     let relay = onair::server::Server::new(config);
     let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tls_task = tokio::spawn(onair::server::tls::run(
-        tls_listener,
-        plain_addr,
-        Arc::clone(&terminator),
-        Arc::clone(&relay),
-        stop.clone().cancelled_owned(),
-    ));
-    let server = tokio::spawn(relay.run(plain, stop.clone().cancelled_owned()));
+    let tls = Some((tls_listener, Arc::clone(&terminator)));
+    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
     let test_relay_addr = plain_addr;
 
     // https: GET /healthz through TLS.
@@ -149,7 +143,6 @@ async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
 
     stop.cancel();
     within(server).await.unwrap().unwrap();
-    within(tls_task).await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -167,14 +160,8 @@ async fn onair_push_broadcasts_over_wss() {
     let relay = onair::server::Server::new(config(&[("radio", "SECRET")]));
     let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tls_task = tokio::spawn(onair::server::tls::run(
-        tls_listener,
-        plain_addr,
-        terminator,
-        Arc::clone(&relay),
-        stop.clone().cancelled_owned(),
-    ));
-    let server = tokio::spawn(relay.run(plain, stop.clone().cancelled_owned()));
+    let tls = Some((tls_listener, terminator));
+    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{plain_addr}/listen/radio")).await.unwrap();
 
@@ -198,6 +185,5 @@ async fn onair_push_broadcasts_over_wss() {
     }
     stop.cancel();
     within(server).await.unwrap().unwrap();
-    within(tls_task).await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }

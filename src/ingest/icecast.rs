@@ -12,13 +12,13 @@ use std::time::SystemTime;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::RateLimit;
 use crate::auth;
+use crate::conn::Conn;
 use crate::directory::{IceInfo, Registration, SourceInfo};
 use crate::error::Refusal;
 use crate::format::demux::{Demuxer, Event, TRACK};
@@ -44,7 +44,7 @@ const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// # Errors
 /// Socket errors while answering; everything after the answer is logged here.
 pub async fn serve(
-    mut socket: TcpStream,
+    mut socket: Conn,
     peer: SocketAddr,
     node: &Node,
     request: &Request,
@@ -70,7 +70,7 @@ pub async fn serve(
     }
     answer.push_str(&format!("HTTP/1.0 200 OK\r\nServer: {SERVER_ID}\r\n\r\n"));
     socket.write_all(answer.as_bytes()).await?;
-    let _ = socket.set_nodelay(true);
+    let _ = socket.tcp().set_nodelay(true);
 
     let ice = IceInfo::from_request(request);
     let user_agent = request.header("user-agent").map(str::to_owned);
@@ -224,7 +224,7 @@ fn admit(node: &Node, request: &Request) -> Result<(SourceHandle, Framing), Refu
 }
 
 /// Answers 401 with a Basic challenge, without counting it as a refusal.
-async fn challenge(socket: &mut TcpStream) -> crate::Result<()> {
+async fn challenge(socket: &mut Conn) -> crate::Result<()> {
     let response = Response::refusal(&Refusal::WrongPassword)
         .with_header("Server", SERVER_ID)
         .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
@@ -235,7 +235,7 @@ async fn challenge(socket: &mut TcpStream) -> crate::Result<()> {
 
 /// Refuses a source request (with Icecast's headers), then drains what it still sends.
 async fn refuse(
-    socket: &mut TcpStream,
+    socket: &mut Conn,
     node: &Node,
     peer: SocketAddr,
     request: &Request,
@@ -252,7 +252,7 @@ async fn refuse(
 
 /// Reads and drops what a refused source is still sending, briefly: closing a socket with
 /// unread data resets the connection, and the peer may lose our answer with it.
-async fn linger(socket: &mut TcpStream) {
+async fn linger(socket: &mut Conn) {
     let mut sink = [0u8; 4096];
     let _ = timeout(LINGER, async {
         let mut total = 0;

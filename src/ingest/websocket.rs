@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::RateLimit;
 use crate::auth;
 use crate::config::Config;
+use crate::conn::Conn;
 use crate::error::{Closing, Refusal};
 use crate::http::{self, Request};
 use crate::node::Node;
@@ -33,7 +33,7 @@ use crate::relay::{SourceHandle, SourceKind};
 /// # Errors
 /// Socket and WebSocket errors; refusals and protocol violations are answered here.
 pub async fn accept(
-    mut socket: TcpStream,
+    mut socket: Conn,
     peer: SocketAddr,
     node: &Node,
     request: &Request,
@@ -51,8 +51,8 @@ pub async fn accept(
         }
     };
     socket.write_all(&http::switching_protocols(&accept)).await?;
-    socket.set_nodelay(true)?;
-    info!(stream = %name, %peer, "source connected");
+    socket.tcp().set_nodelay(true)?;
+    info!(stream = %name, %peer, tls = socket.is_tls(), "source connected");
     let result = serve(socket, source, &node.config, peer, cancel).await;
     info!(stream = %name, %peer, "source disconnected");
     result
@@ -98,7 +98,7 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
 /// # Errors
 /// Socket and WebSocket errors; protocol violations are handled here with a close code.
 pub async fn serve(
-    socket: TcpStream,
+    socket: Conn,
     mut source: SourceHandle,
     config: &Config,
     peer: SocketAddr,

@@ -68,8 +68,23 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> crate::Result<()> {
+        self.serve(listener, None, shutdown).await
+    }
+
+    /// Serves plain connections on `plain` and, with `tls`, TLS connections on its listener
+    /// with its certificate, until `shutdown` completes; then drains both.
+    ///
+    /// # Errors
+    /// Never fails today; the `Result` leaves room for fatal listener errors.
+    pub async fn serve(
+        self: Arc<Self>,
+        plain: TcpListener,
+        tls: Option<(TcpListener, Arc<tls::Terminator>)>,
+        shutdown: impl Future<Output = ()>,
+    ) -> crate::Result<()> {
         let (cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
-        if let Ok(addr) = listener.local_addr() {
+        let stop = CancellationToken::new();
+        if let Ok(addr) = plain.local_addr() {
             info!(%addr, "listening");
         }
         for stream in self.node.streams.iter() {
@@ -77,22 +92,36 @@ impl Server {
                 spawn_autodj(&sessions, stream, playlist, cancel.child_token());
             }
         }
-        accept::accept_loop(&listener, shutdown, |socket, peer| {
+        let plain_loop = accept::accept_loop(&plain, stop.cancelled(), |socket, peer| {
             let server = Arc::clone(&self);
             let cancel = cancel.child_token();
             sessions.spawn(async move {
-                if let Err(err) = router::connection(socket, peer, &server, cancel).await {
-                    if err.is_expected() {
-                        debug!(%peer, %err, "connection ended");
-                    } else {
-                        warn!(%peer, %err, "connection failed");
-                    }
-                }
+                let result = router::connection(socket, peer, &server, cancel).await;
+                log_ending(peer, result);
             });
-        })
-        .await;
+        });
+        let tls_loop = async {
+            let Some((listener, terminator)) = &tls else { return };
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "listening for tls");
+            }
+            accept::accept_loop(listener, stop.cancelled(), |socket, peer| {
+                let (server, acceptor) = (Arc::clone(&self), terminator.acceptor());
+                let cancel = cancel.child_token();
+                sessions.spawn(async move {
+                    let result = tls::connection(socket, peer, &server, acceptor, cancel).await;
+                    log_ending(peer, result);
+                });
+            })
+            .await;
+        };
+        let watch = async {
+            shutdown.await;
+            stop.cancel();
+        };
+        tokio::join!(watch, plain_loop, tls_loop);
         info!(open = sessions.len(), "shutting down");
-        drop(listener);
+        drop((plain, tls));
         cancel.cancel();
         sessions.close();
         // The connection tasks end first: one may be handing a listener to a driver, and that
@@ -105,6 +134,17 @@ impl Server {
             warn!(open = sessions.len(), "drain timed out");
         }
         Ok(())
+    }
+}
+
+/// One log line for a connection that failed: debug when the peer simply went away.
+fn log_ending(peer: SocketAddr, result: crate::Result<()>) {
+    if let Err(err) = result {
+        if err.is_expected() {
+            debug!(%peer, %err, "connection ended");
+        } else {
+            warn!(%peer, %err, "connection failed");
+        }
     }
 }
 

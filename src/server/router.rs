@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{api, Admission, Server};
+use crate::conn::Conn;
 use crate::error::{Error, Refusal};
 use crate::http::{self, HttpError, Request, Response};
 use crate::icecast::{self, parse_mount, SERVER_ID};
@@ -30,24 +31,45 @@ use crate::{ingest, listener};
 /// Time allowed to answer a connection that is refused before its request is read.
 const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Lets a connection in, reads its request head and routes it.
+/// Lets a plain connection in, reads its request head and routes it.
 pub(super) async fn connection(
     mut socket: TcpStream,
     peer: SocketAddr,
     server: &Server,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
-    let node = &server.node;
-    let admission = match server.limits.admit(peer.ip()) {
-        Ok(admission) => admission,
+    let Some(admission) = admit(&mut socket, peer, server).await else { return Ok(()) };
+    serve(Conn::Plain(socket), peer, server, admission, cancel).await
+}
+
+/// Lets a connection in (`max_connections`, `max_connections_per_ip`), or refuses it with a
+/// short plain-text answer.
+pub(super) async fn admit(
+    socket: &mut TcpStream,
+    peer: SocketAddr,
+    server: &Server,
+) -> Option<Admission> {
+    match server.limits.admit(peer.ip()) {
+        Ok(admission) => Some(admission),
         Err(refusal) => {
-            node.metrics.refused(&refusal.label());
+            server.node.metrics.refused(&refusal.label());
             warn!(%peer, reason = %refusal, "refused before reading the request");
             let answer = Response::refusal(&refusal);
-            let _ = timeout(REFUSAL_TIMEOUT, answer.send(&mut socket, false)).await;
-            return Ok(());
+            let _ = timeout(REFUSAL_TIMEOUT, answer.send(socket, false)).await;
+            None
         }
-    };
+    }
+}
+
+/// Reads a connection's request head and routes it.
+pub(super) async fn serve(
+    mut socket: Conn,
+    peer: SocketAddr,
+    server: &Server,
+    admission: Admission,
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    let node = &server.node;
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::select! {
         () = cancel.cancelled() => return Ok(()),
@@ -79,7 +101,7 @@ pub(super) async fn connection(
 }
 
 async fn route(
-    mut socket: TcpStream,
+    mut socket: Conn,
     peer: SocketAddr,
     server: &Server,
     request: Request,
@@ -132,7 +154,7 @@ async fn route(
         )
         .await;
     }
-    if request.path == "/echo" && node.config.echo_endpoint {
+    if request.path == "/echo" && node.config.echo_endpoint && !socket.is_tls() {
         let accept = match http::websocket_accept(&request) {
             Ok(accept) => accept,
             Err(refusal) => {
@@ -141,6 +163,7 @@ async fn route(
             }
         };
         socket.write_all(&http::switching_protocols(&accept)).await?;
+        let Some(socket) = socket.into_plain() else { return Ok(()) };
         socket.set_nodelay(true)?;
         return Ok(listener::echo::serve(socket, &leftover, cancel).await?);
     }
@@ -156,7 +179,9 @@ async fn route(
         return Ok(());
     }
     if parse_mount(&request.path).is_some_and(|(name, _)| node.streams.get(name).is_some()) {
-        return listener::http::serve(socket, peer, node, &request, cancel).await;
+        let lease = Box::new(admission);
+        return listener::http::accept(socket, peer, node, &server.listeners, &request, lease)
+            .await;
     }
     let response = api::answer(server, &request).await;
     response.send(&mut socket, head_only).await?;
