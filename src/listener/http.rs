@@ -353,4 +353,149 @@ mod tests {
         );
         assert!(choose("r", None, &[]).is_err());
     }
+
+    use std::sync::Arc;
+
+    use crate::config::StreamConfig;
+    use crate::format::icy::metadata_block;
+    use crate::format::ogg::{parse_page, Packetizer, FLAG_BOS, FLAG_EOS};
+    use crate::format::opus::OpusHead;
+    use crate::metrics::StreamMetrics;
+    use crate::protocol::{encode_frame, FrameHeader, Metadata, FLAG_HEADER, FLAG_KEYFRAME};
+    use crate::relay::{SourceHandle, SourceKind};
+
+    fn stream() -> Arc<Stream> {
+        let mut config = StreamConfig::new("test", Some("k"));
+        config.burst = std::time::Duration::ZERO;
+        Stream::new(config, StreamMetrics::default())
+    }
+
+    fn push(source: &mut SourceHandle, flags: u8, pts: u64, body: &[u8]) {
+        let header = FrameHeader { flags, track: 0, pts };
+        source.frame(header, encode_frame(header, body)).unwrap();
+    }
+
+    /// What a listener has been written so far: everything its consumer has, through `writer`.
+    fn written(
+        consumer: &mut Consumer,
+        first: &[Item],
+        writer: &mut HttpWriter,
+    ) -> Result<(Vec<u8>, u64), CodecChanged> {
+        let mut out = VecDeque::new();
+        for item in first {
+            writer.push(item, &mut out)?;
+        }
+        let mut failed = None;
+        consumer.fill_with(usize::MAX, usize::MAX, |item| {
+            if failed.is_none() {
+                failed = writer.push(item, &mut out).err();
+            }
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let (mut bytes, mut frames) = (Vec::new(), 0);
+        for piece in out {
+            let Piece::Bytes(piece, n) = piece else { panic!("an HTTP listener writes bytes") };
+            bytes.extend_from_slice(&piece);
+            frames += u64::from(n);
+        }
+        Ok((bytes, frames))
+    }
+
+    /// (serial, sequence, flags, packets) of each page.
+    fn pages(bytes: &[u8]) -> Vec<(u32, u32, u8, Vec<Bytes>)> {
+        let mut buf = bytes::BytesMut::from(bytes);
+        let mut packetizer = Packetizer::new(1 << 20);
+        let mut out = Vec::new();
+        while let Some(page) = parse_page(&mut buf).unwrap() {
+            let mut packets = Vec::new();
+            packetizer.push(&page, &mut packets).unwrap();
+            out.push((page.serial, page.sequence, page.flags, packets));
+        }
+        assert!(buf.is_empty(), "whole pages only");
+        out
+    }
+
+    #[test]
+    fn an_ogg_listener_joins_at_a_link_head_and_hears_a_switch_as_a_new_link() {
+        let stream = stream();
+        let mut dj = stream.attach(SourceKind::AutoDj).unwrap();
+        dj.start(vec![opus_track()]).unwrap();
+        push(&mut dj, FLAG_HEADER, 0, &OpusHead::synthesize(2, 48_000));
+        for i in 0..5 {
+            push(&mut dj, FLAG_KEYFRAME, i * 20_000, &[0xFC, i as u8]);
+        }
+        let (mut consumer, first) = stream.subscribe().unwrap();
+        let mut writer = HttpWriter::new(Container::Ogg, None);
+        // Burst 0: it joins at the newest frame, after the link's head.
+        let (bytes, frames) = written(&mut consumer, &first, &mut writer).unwrap();
+        let joined = pages(&bytes);
+        assert_eq!(frames, 1);
+        assert_eq!(joined.len(), 3, "BOS, tags, one audio page: {joined:?}");
+        assert_eq!((joined[0].2, joined[0].1), (FLAG_BOS, 0));
+        assert_eq!(joined[2].1, 6, "the stream's own page number: a jump players accept");
+        let serial = joined[0].0;
+
+        let mut live = stream.attach(SourceKind::Live).unwrap();
+        live.start(vec![opus_track()]).unwrap();
+        push(&mut live, FLAG_HEADER, 0, &OpusHead::synthesize(1, 44_100));
+        push(&mut live, FLAG_KEYFRAME, 0, &[0xFC, 9]);
+        let (bytes, frames) = written(&mut consumer, &[], &mut writer).unwrap();
+        let switched = pages(&bytes);
+        assert_eq!(frames, 1);
+        assert_eq!(
+            (switched[0].0, switched[0].2 & FLAG_EOS),
+            (serial, FLAG_EOS),
+            "the old link ends"
+        );
+        assert_ne!(switched[1].0, serial, "a new link");
+        assert_eq!(switched[1].2, FLAG_BOS);
+        assert_eq!(
+            OpusHead::parse(&switched[1].3[0]).unwrap().channels,
+            1,
+            "the live source's head"
+        );
+        assert_eq!(switched[3].3[0], Bytes::from_static(&[0xFC, 9]));
+    }
+
+    #[test]
+    fn icy_blocks_come_every_metaint_bytes_with_the_title_once() {
+        let stream = stream();
+        let mut source = stream.attach(SourceKind::Live).unwrap();
+        let mut mp3 = opus_track();
+        mp3.codec = Codec::Mp3;
+        source.start(vec![mp3]).unwrap();
+        let (mut consumer, first) = stream.subscribe().unwrap();
+        let mut writer = HttpWriter::new(Container::Mp3, Some(10));
+        push(&mut source, FLAG_KEYFRAME, 0, b"0123456");
+        source.metadata(Metadata { title: Some("T".into()), ..Metadata::default() }).unwrap();
+        push(&mut source, FLAG_KEYFRAME, 1, b"789abcdef");
+        push(&mut source, FLAG_KEYFRAME, 2, b"ghijklmnopq");
+        let (bytes, frames) = written(&mut consumer, &first, &mut writer).unwrap();
+        assert_eq!(frames, 3);
+        let mut expected = b"0123456789".to_vec();
+        expected.extend_from_slice(&metadata_block("T", None));
+        expected.extend_from_slice(b"abcdefghij");
+        expected.push(0); // unchanged title: an empty block
+        expected.extend_from_slice(b"klmnopq");
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_source_in_another_codec_ends_the_listener() {
+        let stream = stream();
+        let mut source = stream.attach(SourceKind::Live).unwrap();
+        source.start(vec![opus_track()]).unwrap();
+        let (mut consumer, first) = stream.subscribe().unwrap();
+        let mut writer = HttpWriter::new(Container::Ogg, None);
+        assert!(written(&mut consumer, &first, &mut writer).is_ok());
+        drop(source);
+        let mut mp3 = opus_track();
+        mp3.codec = Codec::Mp3;
+        let mut other = stream.attach(SourceKind::Live).unwrap();
+        other.start(vec![mp3]).unwrap();
+        let err = written(&mut consumer, &[], &mut writer).unwrap_err();
+        assert_eq!(err.codec, Some(Codec::Mp3));
+    }
 }
