@@ -100,12 +100,15 @@ pub(super) async fn connection(
     acceptor: TlsAcceptor,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
-    let Ok(admission) = server.limits.admit(peer.ip()) else {
-        // No answer: the peer expects a TLS handshake, a plain-text refusal would be noise.
-        server.node.metrics.refused(&crate::error::Refusal::ConnectionLimit.label());
-        debug!(%peer, "tls connection refused: connection limit");
-        let _ = socket.shutdown().await;
-        return Ok(());
+    let admission = match server.limits.admit(peer.ip()) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            // No answer: the peer expects a handshake, a plain-text refusal would be noise.
+            server.node.metrics.refused(&refusal.label());
+            info!(%peer, reason = %refusal, "tls connection refused");
+            let _ = socket.shutdown().await;
+            return Ok(());
+        }
     };
     let handshake = tokio::select! {
         () = cancel.cancelled() => return Ok(()),
