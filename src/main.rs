@@ -173,8 +173,13 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
-            info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
-            info!("go live over it with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` (the auto-DJ returns when you stop)");
+            if cfg!(feature = "source") {
+                info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
+                info!("go live over it with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` (the auto-DJ returns when you stop)");
+            } else {
+                info!("no --config: stream `demo` waits for a source (this relay-only build has no auto-DJ); open the player at http://{addr}/");
+                info!("go live with the broadcaster page http://{addr}/broadcast?stream=demo (key {key}), or with ffmpeg: ffmpeg -re -i FILE -c:a libopus -f ogg icecast://source:{key}@{addr}/demo.ogg");
+            }
         } else {
             for stream in &config.streams {
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);

@@ -133,6 +133,11 @@ async fn ffmpeg_mp3_source_plays_over_http_and_icy_listeners_see_admin_titles() 
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("Metadata update successful"));
     icy.wait_title("Band - Café", Duration::from_secs(10)).await;
+    // The client list names the mount it was asked about.
+    let (status, _, body) = get(&relay, "/admin/listclients?mount=/radio.mp3", &[&auth]).await;
+    let xml = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200);
+    assert!(xml.contains(r#"<source mount="/radio.mp3">"#), "{xml}");
     decode_cleanly(&format!("http://{}/radio", relay.addr), "2").await;
     drop(source);
     relay.shutdown().await;
@@ -486,6 +491,11 @@ async fn status_json_has_icecasts_shape_and_counts_listeners() {
     let xml = String::from_utf8_lossy(&body);
     assert_eq!(status, 200);
     assert!(xml.contains("<Listeners>2</Listeners>") && xml.contains("test-listener"), "{xml}");
+    // Any mount form of the stream: the answer names the one asked about.
+    let (_, _, body) =
+        get(&relay, "/admin/listclients?mount=/radio.opus", &[&basic("source", "SECRET")]).await;
+    let xml = String::from_utf8_lossy(&body);
+    assert!(xml.contains(r#"<source mount="/radio.opus">"#), "{xml}");
 
     let _other = source(&relay, "other", "KEY2").await;
     wait_live(&relay, "other", 0, None).await;

@@ -92,7 +92,7 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
             info!(stream = %name, %peer, %title, "now playing set by admin request");
             xml_response(200, "Metadata update successful", 1)
         }
-        "listclients" => listclients(node, stream),
+        "listclients" => listclients(node, stream, param("mount").unwrap_or_default()),
         _ => {
             if stream.kick_live() {
                 info!(stream = %name, %peer, "source removal requested by admin");
@@ -130,10 +130,14 @@ fn xml_escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn listclients(node: &Node, stream: &Stream) -> Response {
+/// The listeners of a stream, under the mount the request named (as Icecast answers).
+fn listclients(node: &Node, stream: &Stream, asked: &str) -> Response {
     let name = &stream.config().name;
     let clients = node.directory.clients(name);
-    let mount = format!("/{name}.{}", extension(stream));
+    let mount = match parse_mount(asked) {
+        Some((_, Some(_))) => asked.to_owned(),
+        _ => format!("/{name}.{}", extension(stream)),
+    };
     let mut body = format!(
         "<?xml version=\"1.0\"?>\n<icestats><source mount=\"{}\"><Listeners>{}</Listeners>",
         xml_escape(&mount),

@@ -17,7 +17,8 @@ pub(super) async fn answer(server: &Server, request: &Request) -> Response {
             for stream in node.streams.iter() {
                 stream.update_gauges();
             }
-            Response::new(200, "text/plain; version=0.0.4; charset=utf-8", node.metrics.render())
+            // The body is OpenMetrics text (`# EOF`, `_total` samples): say so.
+            Response::new(200, crate::metrics::CONTENT_TYPE, node.metrics.render())
         }
         path => static_file(&server.web_root, path).await,
     }
