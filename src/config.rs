@@ -60,6 +60,15 @@ fn default_listener_threads() -> usize {
 
 /// Audio bytes between two ICY metadata blocks for HTTP listeners that ask for them.
 pub const DEFAULT_ICY_METAINT: usize = 16_000;
+/// Longest HLS part (LL-HLS `PART-TARGET`): hls.js plays about 1-2 s behind live with these.
+pub const DEFAULT_HLS_PART_MS: u64 = 200;
+/// Longest HLS segment (`EXT-X-TARGETDURATION`).
+pub const DEFAULT_HLS_SEGMENT_MS: u64 = 2_000;
+/// HLS segments kept in memory and listed in the playlist.
+pub const DEFAULT_HLS_WINDOW_SEGMENTS: usize = 10;
+/// Bounds of `hls_window_segments`: players need three segments behind live; more than a
+/// few minutes in memory per stream is a recording's job.
+pub const HLS_WINDOW_SEGMENTS: std::ops::RangeInclusive<usize> = 3..=300;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +129,16 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Audio bytes between ICY metadata blocks (`icy-metaint`).
     pub icy_metaint: usize,
+    /// Serve every Opus and MP3 stream over HLS (`/{stream}.m3u8`).
+    pub hls: bool,
+    /// Longest HLS part.
+    pub hls_part: Duration,
+    /// Longest HLS segment.
+    pub hls_segment: Duration,
+    /// HLS segments kept in memory.
+    pub hls_window_segments: usize,
+    /// Where playlists point for segments (a CDN), e.g. `https://cdn.example`; `None`: here.
+    pub hls_base_url: Option<String>,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
 }
@@ -184,6 +203,11 @@ struct RawConfig {
     cors_origins: Option<Vec<String>>,
     admin_password: Option<Spanned<String>>,
     icy_metaint: Option<Spanned<usize>>,
+    hls: Option<bool>,
+    hls_part_ms: Option<Spanned<u64>>,
+    hls_segment_ms: Option<Spanned<u64>>,
+    hls_window_segments: Option<Spanned<usize>>,
+    hls_base_url: Option<Spanned<String>>,
     #[serde(default)]
     streams: Vec<RawStream>,
 }
@@ -238,6 +262,11 @@ impl Default for Config {
             cors_origins: vec!["*".to_owned()],
             admin_password: None,
             icy_metaint: DEFAULT_ICY_METAINT,
+            hls: true,
+            hls_part: Duration::from_millis(DEFAULT_HLS_PART_MS),
+            hls_segment: Duration::from_millis(DEFAULT_HLS_SEGMENT_MS),
+            hls_window_segments: DEFAULT_HLS_WINDOW_SEGMENTS,
+            hls_base_url: None,
             streams: Vec::new(),
         }
     }
@@ -399,6 +428,41 @@ impl Config {
             p => p.map(Spanned::into_inner),
         };
         config.icy_metaint = positive(raw.icy_metaint, "icy_metaint", DEFAULT_ICY_METAINT)?;
+        config.hls = raw.hls.unwrap_or(true);
+        config.hls_part = millis(raw.hls_part_ms, "hls_part_ms", DEFAULT_HLS_PART_MS)?;
+        let segment_span = raw.hls_segment_ms.as_ref().map(Spanned::span);
+        config.hls_segment = millis(raw.hls_segment_ms, "hls_segment_ms", DEFAULT_HLS_SEGMENT_MS)?;
+        if config.hls_segment < config.hls_part * 3 {
+            return Err(fail(
+                segment_span,
+                "hls_segment_ms must be at least three times hls_part_ms".to_owned(),
+            ));
+        }
+        if let Some(count) = raw.hls_window_segments {
+            if !HLS_WINDOW_SEGMENTS.contains(count.get_ref()) {
+                return Err(fail(
+                    Some(count.span()),
+                    format!(
+                        "hls_window_segments must be between {} and {}",
+                        HLS_WINDOW_SEGMENTS.start(),
+                        HLS_WINDOW_SEGMENTS.end()
+                    ),
+                ));
+            }
+            config.hls_window_segments = count.into_inner();
+        }
+        if let Some(base) = raw.hls_base_url {
+            let url = base.get_ref().trim_end_matches('/');
+            let valid = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.contains(['"', '\'', ' ', '\n', '?', '#']);
+            if !valid {
+                return Err(fail(
+                    Some(base.span()),
+                    "hls_base_url must be an http:// or https:// URL without a query".to_owned(),
+                ));
+            }
+            config.hls_base_url = Some(url.to_owned());
+        }
         if config.dead_peer_timeout <= config.ping_interval {
             return Err(fail(
                 None,

@@ -47,6 +47,8 @@ pub struct Consumer {
     stream: Arc<Stream>,
     pos: Position,
     head: watch::Receiver<u64>,
+    /// Counted among the stream's listeners (false for the relay's own readers).
+    counted: bool,
 }
 
 /// Where a consumer is, and which versions of the stream's state it has seen.
@@ -74,6 +76,16 @@ impl Stream {
             return Err(StreamFull(max));
         }
         self.metrics.listeners.inc();
+        Ok(self.cursor(true))
+    }
+
+    /// A reader of everything the stream carries that is not a listener: it is not counted
+    /// and `max_listeners` does not apply (the relay's own readers: the HLS segmenter).
+    pub fn tap(self: &Arc<Self>) -> (Consumer, Vec<Item>) {
+        self.cursor(false)
+    }
+
+    fn cursor(self: &Arc<Self>, counted: bool) -> (Consumer, Vec<Item>) {
         let state = self.lock();
         let on_air = &state.on_air;
         let hello = ListenerEvent::Hello {
@@ -96,7 +108,7 @@ impl Stream {
             session_seq: on_air.session_seq,
         };
         drop(state);
-        Ok((Consumer { stream: Arc::clone(self), pos, head: self.head.subscribe() }, first))
+        (Consumer { stream: Arc::clone(self), pos, head: self.head.subscribe(), counted }, first)
     }
 }
 
@@ -227,7 +239,9 @@ impl Position {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.stream.listeners.fetch_sub(1, Ordering::AcqRel);
-        self.stream.metrics.listeners.dec();
+        if self.counted {
+            self.stream.listeners.fetch_sub(1, Ordering::AcqRel);
+            self.stream.metrics.listeners.dec();
+        }
     }
 }

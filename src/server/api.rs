@@ -5,17 +5,21 @@ use std::path::{Component, Path, PathBuf};
 
 use super::Server;
 use crate::http::{Request, Response};
-use crate::relay::{StreamInfo, Streams};
+use crate::relay::StreamInfo;
 
 /// Answers a plain GET or HEAD that no one else claimed.
 pub(super) async fn answer(server: &Server, request: &Request) -> Response {
     let node = &server.node;
     match request.path.as_str() {
         "/healthz" => Response::text(200, "ok"),
-        "/api/streams" => streams_json(&node.streams).with_cors(&node.config, request),
+        "/api/streams" => streams_json(server).with_cors(&node.config, request),
         "/metrics" => {
             for stream in node.streams.iter() {
                 stream.update_gauges();
+                let name = &stream.config().name;
+                if let Some(hls) = server.hls.get(name) {
+                    node.metrics.set_hls_listeners(name, hls.listeners());
+                }
             }
             // The body is OpenMetrics text (`# EOF`, `_total` samples): say so.
             Response::new(200, crate::metrics::CONTENT_TYPE, node.metrics.render())
@@ -25,12 +29,24 @@ pub(super) async fn answer(server: &Server, request: &Request) -> Response {
 }
 
 /// `GET /api/streams`.
-fn streams_json(streams: &Streams) -> Response {
+fn streams_json(server: &Server) -> Response {
     #[derive(serde::Serialize)]
     struct Body {
-        streams: Vec<StreamInfo>,
+        streams: Vec<Info>,
     }
-    let body = Body { streams: streams.iter().map(|s| s.info()).collect() };
+    /// A stream's snapshot and what only the server knows of it.
+    #[derive(serde::Serialize)]
+    struct Info {
+        #[serde(flatten)]
+        stream: StreamInfo,
+        /// HLS clients that polled recently (they are not in `listeners`).
+        hls_listeners: usize,
+    }
+    let info = |s: &std::sync::Arc<crate::relay::Stream>| Info {
+        stream: s.info(),
+        hls_listeners: server.hls.get(&s.config().name).map_or(0, |h| h.listeners()),
+    };
+    let body = Body { streams: server.node.streams.iter().map(info).collect() };
     let json = serde_json::to_vec(&body).expect("stream info always serializes");
     Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
 }

@@ -12,6 +12,7 @@ mod api;
 mod router;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::hls::HlsStream;
 use crate::listener::Hub;
 use crate::node::Node;
 use crate::relay::Stream;
@@ -36,10 +38,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pending connections the kernel queues before `accept`.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
-/// A running node's server side: its shared state, its listener drivers and its limits.
+/// A running node's server side: its shared state, its listener drivers, its HLS windows
+/// and its limits.
 pub struct Server {
     node: Arc<Node>,
     listeners: Hub,
+    hls: HashMap<String, Arc<HlsStream>>,
     limits: Arc<Limits>,
     web_root: PathBuf,
 }
@@ -51,7 +55,13 @@ impl Server {
         let listeners = Hub::new(&config);
         let node = Node::new(config);
         let limits = Limits::new(&node.config, node.metrics.connections.clone());
-        Arc::new(Self { node, listeners, limits, web_root })
+        let hls = if node.config.hls {
+            let hls = |s: &Arc<Stream>| (s.config().name.clone(), HlsStream::new(&node.config, s));
+            node.streams.iter().map(hls).collect()
+        } else {
+            HashMap::new()
+        };
+        Arc::new(Self { node, listeners, hls, limits, web_root })
     }
 
     /// The node this server serves.
@@ -90,6 +100,10 @@ impl Server {
         for stream in self.node.streams.iter() {
             if let Some(playlist) = &stream.config().playlist {
                 spawn_autodj(&sessions, stream, playlist, cancel.child_token());
+            }
+            if let Some(hls) = self.hls.get(&stream.config().name) {
+                let (stream, hls) = (Arc::clone(stream), Arc::clone(hls));
+                sessions.spawn(crate::hls::run(stream, hls, cancel.child_token()));
             }
         }
         let plain_loop = accept::accept_loop(&plain, stop.cancelled(), |socket, peer| {

@@ -28,6 +28,34 @@ use crate::http::{self, HttpError, Request, Response};
 use crate::icecast::{self, parse_mount, SERVER_ID};
 use crate::{ingest, listener};
 
+/// `GET /{stream}.m3u8` and `GET /hls/{stream}/{file}`; `None` for other paths.
+async fn hls(server: &Server, request: &Request, peer: SocketAddr) -> Option<Response> {
+    let (name, file) = match request.path.strip_prefix("/hls/") {
+        Some(rest) => {
+            let (name, file) = rest.split_once('/')?;
+            (name, Some(file))
+        }
+        None => (request.path.strip_prefix('/')?.strip_suffix(".m3u8")?, None),
+    };
+    let node = &server.node;
+    let (Some(stream), Some(hls)) = (node.streams.get(name), server.hls.get(name)) else {
+        return Some(Response::refusal(&Refusal::NoSuchStream));
+    };
+    if let Err(denied) = crate::auth::check_listen_access(stream, request) {
+        let refusal = Refusal::from(denied);
+        node.metrics.refused(&refusal.label());
+        debug!(%peer, path = %request.path, reason = %refusal, "hls request refused");
+        return Some(Response::refusal(&refusal));
+    }
+    Some(match file {
+        None => crate::hls::playlist(hls, &node.config, name, request, peer.ip()).await,
+        Some(file) => match crate::hls::file(hls, file).await {
+            Ok((kind, pieces)) => crate::hls::file_response(kind, file, pieces),
+            Err(response) => response,
+        },
+    })
+}
+
 /// Time allowed to answer a connection that is refused before its request is read.
 const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -176,6 +204,10 @@ async fn route(
     if icecast::is_admin(&request) {
         let response = icecast::admin::serve(node, &request, peer);
         response.send(&mut socket, head_only).await?;
+        return Ok(());
+    }
+    if let Some(response) = hls(server, &request, peer).await {
+        response.with_cors(&node.config, &request).send(&mut socket, head_only).await?;
         return Ok(());
     }
     if parse_mount(&request.path).is_some_and(|(name, _)| node.streams.get(name).is_some()) {
