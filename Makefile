@@ -7,7 +7,7 @@ CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
 RUN_PACKAGES := cmake
-TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
+TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
 BENCH_PACKAGES := cmake icecast2
 

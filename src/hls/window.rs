@@ -5,7 +5,8 @@
 //! Opus streams become fragmented MP4 (an init segment per link, a `moof`+`mdat` per part);
 //! MP3 streams become packed audio (MP3 frames after an ID3 tag with the timestamp). A new
 //! source, or a new codec header, starts a new link: the next segment opens with
-//! `EXT-X-DISCONTINUITY` (and, for MP4, a new `EXT-X-MAP`). Time runs on across links.
+//! `EXT-X-DISCONTINUITY` (and, for MP4, a new `EXT-X-MAP`), with media time from 0 and its
+//! `EXT-X-PROGRAM-DATE-TIME` from the wall clock of its first frame.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -288,13 +289,9 @@ impl Window {
             Codec::Mp3 => (Kind::Mp3, None),
             _ => return false,
         };
-        // The clock runs on across links, in the new link's units.
-        if let Some((date, at)) = self.anchor {
-            let elapsed = Duration::from_secs_f64(
-                self.clock.saturating_sub(at) as f64 / f64::from(self.rate.max(1)),
-            );
-            self.anchor = Some((date + elapsed, 0));
-        }
+        // A link has a clock of its own (the discontinuity tells players), set against the
+        // wall clock when its first frame arrives: a source may have been gone for a while.
+        self.anchor = None;
         self.clock = 0;
         self.links += 1;
         if let Some(init) = &init {
