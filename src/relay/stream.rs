@@ -117,9 +117,17 @@ impl Stream {
     }
 
     /// Sets now playing for the source on air (an Icecast `/admin/metadata` request); every
-    /// listener gets it at once. Returns false when no source is on air.
+    /// listener gets it at once. A live source that is connected but has not started yet
+    /// keeps it until it goes on air. Returns false when there is no such source.
     pub fn set_metadata(&self, meta: Metadata) -> bool {
         let mut state = self.lock();
+        // NOTE: libshout (ezstream) and liquidsoap send the first title right after the
+        // source's `200 OK`, before the relay has read its first audio frame (and so before
+        // `start`): that title belongs to the live source about to go on air.
+        if let Some(slot) = state.sources.unstarted_live_mut() {
+            slot.metadata = Some(meta);
+            return true;
+        }
         let Some(slot) = state.sources.on_air_slot_mut() else { return false };
         slot.metadata = Some(meta.clone());
         self.push_metadata(&mut state, meta);
