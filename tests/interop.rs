@@ -1,0 +1,230 @@
+//! Interop with real broadcaster tools and players (Debian's packages, installed by
+//! `make deps-test`): liquidsoap, ezstream and darkice push a tone to a relay on 127.0.0.1:0
+//! and listeners decode that tone and see every title; ffmpeg, mpv, VLC and GStreamer join
+//! `/x.ogg` and `/x.mp3` mid-stream, decode the tone cleanly and report the ICY titles.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod interop_support;
+
+use std::time::Duration;
+
+use common::*;
+use interop_support::*;
+use onair::protocol::SourceState;
+
+const KEY: &str = "SECRET";
+/// Time allowed for titles to reach listeners once a tool is live.
+const TITLES_WITHIN: Duration = Duration::from_secs(20);
+
+/// The numbers in titles `{prefix}N{suffix}`, repeats of the previous one left out; any other
+/// title fails the test.
+fn numbered(titles: &[String], prefix: &str, suffix: &str) -> Vec<u32> {
+    let mut numbers: Vec<u32> = titles
+        .iter()
+        .map(|t| {
+            let n = t.strip_prefix(prefix).and_then(|t| t.strip_suffix(suffix));
+            n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected title {t:?}"))
+        })
+        .collect();
+    numbers.dedup();
+    numbers
+}
+
+/// liquidsoap changes the title every 2 s; for Ogg every change is a new chained stream. The
+/// source stays connected through them all, WebSocket and ICY listeners see every title from
+/// the first, and the stream decodes to the tone.
+async fn liquidsoap_keeps_the_source_through_title_changes(codec: Codec) {
+    let relay = TestRelay::start().await;
+    let dir = WorkDir::new("liquidsoap");
+    let mount = codec.mount("radio");
+    let watch = Watch::websocket(&relay, "radio").await;
+    let mut liquidsoap =
+        liquidsoap(&dir, relay.addr, &mount, KEY, codec, 440, Duration::from_secs(2));
+    wait_live(&relay, "radio", 10, &mut liquidsoap).await;
+    let icy = Watch::icy(&relay, &mount).await;
+    let url = format!("http://{}{mount}", relay.addr);
+    let playback = play(Player::Ffmpeg, &url, 2.0).await;
+    assert_tone(&playback.pcm, 440.0, &format!("liquidsoap {codec:?}, decoded by ffmpeg"));
+
+    let titles: Vec<String> = (1..=4).map(liquidsoap_title).collect();
+    watch.wait_titles(&titles, TITLES_WITHIN).await;
+    // ICY blocks come every 16 000 bytes, which may span several titles: a newer one will do.
+    poll_until(
+        TITLES_WITHIN,
+        || (icy.seen().titles.len() >= 2).then_some(()),
+        || format!("ICY: {:?}", icy.seen()),
+    )
+    .await;
+    let numbers = numbered(&icy.seen().titles, "Liquidsoap - Song ", "");
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "ICY titles {numbers:?}");
+    liquidsoap.assert_running();
+    let log = liquidsoap.output();
+    assert_eq!(watch.seen().sources, [SourceState::Online], "the source dropped:\n{log}");
+    assert_eq!(log.matches("Connection setup was successful").count(), 1, "reconnected:\n{log}");
+    assert!(!log.contains("Error while sending data"), "{log}");
+    drop(liquidsoap);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn liquidsoap_opus_keeps_its_source_through_chained_title_changes() {
+    // Regression: the relay closed the source at every title change ("empty Opus packet").
+    liquidsoap_keeps_the_source_through_title_changes(Codec::Opus).await;
+}
+
+#[tokio::test]
+async fn liquidsoap_vorbis_keeps_its_source_through_chained_title_changes() {
+    liquidsoap_keeps_the_source_through_title_changes(Codec::Vorbis).await;
+}
+
+#[tokio::test]
+async fn liquidsoap_mp3_titles_arrive_from_the_first_one() {
+    // Regression: liquidsoap's first /admin/metadata came before the first MP3 frame and got 400.
+    liquidsoap_keeps_the_source_through_title_changes(Codec::Mp3).await;
+}
+
+/// ezstream streams two tagged files once; listeners see both titles (the first included),
+/// the stream decodes to the tone, and the source stays connected until ezstream is done.
+async fn ezstream_plays_a_tagged_playlist(codec: Codec, plain: bool) {
+    let dir = WorkDir::new("ezstream");
+    let ext = if codec == Codec::Mp3 { "mp3" } else { "ogg" };
+    let files = [
+        tone_file(&dir, &format!("one.{ext}"), codec, 440, 4, "First Song", "Band A").await,
+        tone_file(&dir, &format!("two.{ext}"), codec, 440, 4, "Second Song", "Band B").await,
+    ];
+    let relay = TestRelay::start().await;
+    let mount = codec.mount("radio");
+    let watch = Watch::websocket(&relay, "radio").await;
+    let mut ezstream = ezstream(&dir, relay.addr, &mount, KEY, codec, &files, plain);
+    wait_live(&relay, "radio", 10, &mut ezstream).await;
+    let icy = Watch::icy(&relay, &mount).await;
+    let titles = ["Band A - First Song".to_owned(), "Band B - Second Song".to_owned()];
+    let url = format!("http://{}{mount}", relay.addr);
+    let (playback, ()) =
+        tokio::join!(play(Player::Ffmpeg, &url, 2.0), watch.wait_titles(&titles, TITLES_WITHIN));
+    assert_tone(&playback.pcm, 440.0, &format!("ezstream {codec:?}, decoded by ffmpeg"));
+    icy.wait_titles(&titles[1..], TITLES_WITHIN).await;
+    let status = ezstream.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "ezstream: {status}\n{}", ezstream.output());
+    poll_until(
+        Duration::from_secs(5),
+        || (watch.seen().sources.len() == 2).then_some(()),
+        || format!("{:?}", watch.seen()),
+    )
+    .await;
+    assert_eq!(watch.seen().sources, [SourceState::Online, SourceState::Offline]);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn ezstream_mp3_playlist_titles_arrive_including_the_first() {
+    // Regression: the first title (/admin/metadata right after connecting) was refused.
+    // libshout's default TLS mode: it probes with `OPTIONS *` before each request.
+    ezstream_plays_a_tagged_playlist(Codec::Mp3, false).await;
+}
+
+#[tokio::test]
+async fn ezstream_ogg_vorbis_playlist_titles_arrive_from_the_files_tags() {
+    ezstream_plays_a_tagged_playlist(Codec::Vorbis, true).await;
+}
+
+/// darkice captures from an ALSA device (a FIFO fed with a tone), encodes and pushes; the
+/// stream decodes to that tone and carries darkice's station name.
+async fn darkice_streams_a_capture_device(codec: Codec) {
+    let relay = TestRelay::start().await;
+    let dir = WorkDir::new("darkice");
+    let mount = codec.mount("radio");
+    let mut darkice = Darkice::start(&dir, relay.addr, &mount, KEY, codec, 440, 6);
+    wait_live(&relay, "radio", 10, &mut darkice.darkice).await;
+    let url = format!("http://{}{mount}", relay.addr);
+    let playback = play(Player::Ffmpeg, &url, 2.0).await;
+    assert_tone(&playback.pcm, 440.0, &format!("darkice {codec:?}, decoded by ffmpeg"));
+    let (_, body) = http_get(&relay, "/status-json.xsl").await;
+    assert!(body.contains("\"server_name\":\"darkice test\""), "{body}");
+    let status = darkice.darkice.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "darkice: {status}\n{}", darkice.darkice.output());
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn darkice_opus_from_an_alsa_capture_device() {
+    darkice_streams_a_capture_device(Codec::Opus).await;
+}
+
+#[tokio::test]
+async fn darkice_vorbis_from_an_alsa_capture_device() {
+    darkice_streams_a_capture_device(Codec::Vorbis).await;
+}
+
+#[tokio::test]
+async fn darkice_mp3_from_an_alsa_capture_device() {
+    darkice_streams_a_capture_device(Codec::Mp3).await;
+}
+
+/// `player` joins `/radio.ogg` (Opus, 440 Hz) and `/hits.mp3` (MP3, 1 kHz) two seconds into
+/// the stream, decodes 4 s of each without an error and hears the right tone. The title changes
+/// every 700 ms meanwhile, faster than ICY blocks come (16 000 bytes, about a second): the
+/// player must report at least two titles, each a newer one, accents intact.
+async fn player_decodes_ogg_and_mp3_joined_mid_stream(player: Player) {
+    let relay = TestRelay::start_with(config(&[("radio", KEY), ("hits", KEY)])).await;
+    let dir = WorkDir::new("player-sources");
+    let mut opus = ffmpeg_source(&dir, relay.addr, "/radio.ogg", KEY, Codec::Opus, 440);
+    let mut mp3 = ffmpeg_source(&dir, relay.addr, "/hits.mp3", KEY, Codec::Mp3, 1000);
+    wait_live(&relay, "radio", 100, &mut opus).await;
+    wait_live(&relay, "hits", 77, &mut mp3).await;
+    let listen = |stream: &'static str, mount: &'static str, freq: f64| {
+        let relay = &relay;
+        async move {
+            let url = format!("http://{}{mount}", relay.addr);
+            let playing = play(player, &url, 4.0);
+            tokio::pin!(playing);
+            let mut n = 0;
+            let playback = loop {
+                n += 1;
+                set_title(relay, mount, KEY, &format!("{stream} {n} – ça marche")).await;
+                // The pace of the title changes, not a wait for something to happen.
+                tokio::select! {
+                    playback = &mut playing => break playback,
+                    () = tokio::time::sleep(Duration::from_millis(700)) => {}
+                }
+            };
+            assert_tone(&playback.pcm, freq, &format!("{player:?} on {mount}"));
+            let numbers = numbered(&playback.titles, &format!("{stream} "), " – ça marche");
+            assert!(
+                numbers.len() >= 2 && numbers.windows(2).all(|w| w[0] < w[1]),
+                "{player:?} on {mount}: titles {:?}",
+                playback.titles
+            );
+        }
+    };
+    tokio::join!(listen("radio", "/radio.ogg", 440.0), listen("hits", "/hits.mp3", 1000.0));
+    opus.assert_running();
+    mp3.assert_running();
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn ffmpeg_decodes_ogg_and_mp3_joined_mid_stream_with_icy_titles() {
+    player_decodes_ogg_and_mp3_joined_mid_stream(Player::Ffmpeg).await;
+}
+
+#[tokio::test]
+async fn mpv_decodes_ogg_and_mp3_joined_mid_stream_with_icy_titles() {
+    player_decodes_ogg_and_mp3_joined_mid_stream(Player::Mpv).await;
+}
+
+#[tokio::test]
+async fn vlc_decodes_ogg_and_mp3_joined_mid_stream_with_icy_titles() {
+    player_decodes_ogg_and_mp3_joined_mid_stream(Player::Vlc).await;
+}
+
+#[tokio::test]
+async fn gstreamer_playbin_decodes_ogg_and_mp3_joined_mid_stream_with_icy_titles() {
+    player_decodes_ogg_and_mp3_joined_mid_stream(Player::GstPlaybin).await;
+}
+
+#[tokio::test]
+async fn gstreamer_uridecodebin_decodes_ogg_and_mp3_joined_mid_stream_with_icy_titles() {
+    player_decodes_ogg_and_mp3_joined_mid_stream(Player::GstUridecodebin).await;
+}
