@@ -1,5 +1,5 @@
 //! Interop with real broadcaster tools and players (Debian's packages, installed by
-//! `make deps-test`): liquidsoap, ezstream and darkice push a tone to a relay on 127.0.0.1:0
+//! `make deps-test`): liquidsoap, ezstream, ices2 and darkice push a tone to a relay on 127.0.0.1:0
 //! and listeners decode that tone and see every title; ffmpeg, mpv, VLC and GStreamer join
 //! `/x.ogg` and `/x.mp3` mid-stream, decode the tone cleanly and report the ICY titles.
 #![allow(clippy::unwrap_used)]
@@ -127,6 +127,29 @@ async fn ezstream_mp3_playlist_titles_arrive_including_the_first() {
 #[tokio::test]
 async fn ezstream_ogg_vorbis_playlist_titles_arrive_from_the_files_tags() {
     ezstream_plays_a_tagged_playlist(Codec::Vorbis, true).await;
+}
+
+#[tokio::test]
+async fn ices2_vorbis_titles_arrive_as_chained_streams_and_the_source_stays() {
+    let relay = TestRelay::start().await;
+    let dir = WorkDir::new("ices2");
+    let watch = Watch::websocket(&relay, "radio").await;
+    let mut ices = Ices::start(&dir, relay.addr, "/radio.ogg", KEY, 440);
+    wait_live(&relay, "radio", 10, &mut ices.ices).await;
+    let icy = Watch::icy(&relay, "/radio.ogg").await;
+    for n in 1..=3 {
+        ices.set_title("Ices", &format!("Take {n}"));
+        let title = format!("Ices - Take {n}");
+        watch.wait_titles(std::slice::from_ref(&title), TITLES_WITHIN).await;
+    }
+    icy.wait_titles(&["Ices - Take 3".to_owned()], TITLES_WITHIN).await;
+    let url = format!("http://{}/radio.ogg", relay.addr);
+    let playback = play(Player::Ffmpeg, &url, 2.0).await;
+    assert_tone(&playback.pcm, 440.0, "ices2 Vorbis, decoded by ffmpeg");
+    ices.ices.assert_running();
+    assert_eq!(watch.seen().sources, [SourceState::Online], "{}", ices.ices.output());
+    drop(ices);
+    relay.shutdown().await;
 }
 
 /// darkice captures from an ALSA device (a FIFO fed with a tone), encodes and pushes; the

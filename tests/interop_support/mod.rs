@@ -164,6 +164,11 @@ impl Tool {
         }
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills it now (dropping does the same).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -751,10 +756,8 @@ impl Darkice {
         freq: u32,
         seconds: u32,
     ) -> Darkice {
-        let fifo = dir.file("capture.fifo");
-        let status = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
-        assert!(status.success(), "mkfifo failed");
         let rate = codec.rate();
+        let (fifo, feeder) = tone_fifo(dir, "capture.fifo", freq, rate);
         let asoundrc = format!(
             "pcm.tone {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n",
             fifo.display()
@@ -775,16 +778,85 @@ impl Darkice {
             mount = mount.trim_start_matches('/'),
         );
         let config = dir.write("darkice.cfg", &config, 0o600);
-        let input = format!("sine=frequency={freq}:sample_rate={rate}");
-        let mut feeder = Tool::command("ffmpeg");
-        feeder.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"]);
-        feeder.args(["-i", &input, "-ac", "2", "-f", "s16le", "-y"]).arg(&fifo);
-        let feeder = Tool::spawn(dir, "feeder", feeder);
         let mut command = Tool::command("darkice");
         // ALSA reads ~/.asoundrc: the test's device definition, nothing of the machine's.
         command.arg("-c").arg(config).env("HOME", dir.path());
         let darkice = Tool::spawn(dir, "darkice", command);
         Darkice { darkice, feeder }
+    }
+}
+
+/// ffmpeg writing a `freq` Hz sine (s16le, stereo, `rate`) into a new FIFO `name` in real
+/// time: a capture device or stdin for tools that read raw PCM unpaced.
+fn tone_fifo(dir: &WorkDir, name: &str, freq: u32, rate: u32) -> (PathBuf, Tool) {
+    let fifo = dir.file(name);
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(status.success(), "mkfifo failed");
+    let input = format!("sine=frequency={freq}:sample_rate={rate}");
+    let mut feeder = Tool::command("ffmpeg");
+    feeder.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"]);
+    feeder.args(["-i", &input, "-ac", "2", "-f", "s16le", "-y"]).arg(&fifo);
+    let feeder = Tool::spawn(dir, &format!("feeder-{name}"), feeder);
+    (fifo, feeder)
+}
+
+/// ices2 (libshout) encoding Ogg Vorbis from raw PCM on its stdin (`stdinpcm`), a `freq` Hz
+/// sine written in real time into a FIFO. Titles come from a file it reads on SIGUSR1; each
+/// one starts a new chained Ogg stream.
+pub struct Ices {
+    /// ices2 itself.
+    pub ices: Tool,
+    /// ffmpeg writing the tone into the FIFO.
+    pub feeder: Tool,
+    metadata: PathBuf,
+}
+
+impl Ices {
+    /// Starts both; ices2 connects at once.
+    pub fn start(dir: &WorkDir, addr: SocketAddr, mount: &str, key: &str, freq: u32) -> Ices {
+        let (fifo, feeder) = tone_fifo(dir, "ices.fifo", freq, 44_100);
+        let metadata = dir.write("metadata.txt", "", 0o600);
+        let config = format!(
+            r#"<?xml version="1.0"?>
+<ices>
+  <background>0</background><consolelog>1</consolelog><loglevel>3</loglevel>
+  <logpath>{logs}</logpath><logfile>ices.log</logfile>
+  <stream>
+    <metadata><name>ices test</name><genre>Testing</genre><description>a tone</description></metadata>
+    <input>
+      <module>stdinpcm</module>
+      <param name="rate">44100</param><param name="channels">2</param>
+      <param name="metadata">1</param><param name="metadatafilename">{metadata}</param>
+    </input>
+    <instance>
+      <hostname>{host}</hostname><port>{port}</port><password>{key}</password><mount>{mount}</mount>
+      <reconnectattempts>0</reconnectattempts>
+      <encode><nominal-bitrate>96000</nominal-bitrate><samplerate>44100</samplerate><channels>2</channels></encode>
+    </instance>
+  </stream>
+</ices>
+"#,
+            logs = dir.path().display(),
+            metadata = metadata.display(),
+            host = addr.ip(),
+            port = addr.port(),
+        );
+        let config = dir.write("ices.xml", &config, 0o600);
+        // Read and write: opening a FIFO that way does not wait for the other end.
+        let stdin = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).expect("fifo");
+        let mut command = Tool::command("ices2");
+        command.arg(config).stdin(stdin);
+        let ices = Tool::spawn(dir, "ices2", command);
+        Ices { ices, feeder, metadata }
+    }
+
+    /// Sets the title: writes the metadata file and sends SIGUSR1. Only once ices2 streams
+    /// (before, the signal's default action would end it).
+    pub fn set_title(&mut self, artist: &str, title: &str) {
+        std::fs::write(&self.metadata, format!("artist={artist}\ntitle={title}\n")).expect("write");
+        let pid = self.ices.id().to_string();
+        let status = Command::new("kill").args(["-USR1", &pid]).status().expect("run kill");
+        assert!(status.success(), "kill -USR1 {pid}");
     }
 }
 
