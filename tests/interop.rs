@@ -32,8 +32,8 @@ fn numbered(titles: &[String], prefix: &str, suffix: &str) -> Vec<u32> {
 }
 
 /// liquidsoap changes the title every 2 s; for Ogg every change is a new chained stream. The
-/// source stays connected through them all, WebSocket and ICY listeners see every title from
-/// the first, and the stream decodes to the tone.
+/// source stays connected through them all, a WebSocket listener sees every title from the
+/// first, an ICY listener sees newer ones, and the stream decodes to the tone.
 async fn liquidsoap_keeps_the_source_through_title_changes(codec: Codec) {
     let relay = TestRelay::start().await;
     let dir = WorkDir::new("liquidsoap");
