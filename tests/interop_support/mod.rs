@@ -433,7 +433,8 @@ pub enum Player {
     Ffmpeg,
     /// `mpv --ao=pcm` (ffmpeg's HTTP client inside: asks for ICY).
     Mpv,
-    /// `cvlc` with `--sout` transcoding to a WAV file, as an ordinary user (asks for ICY).
+    /// `cvlc` with `--sout` transcoding to a WAV file, as an ordinary user (asks for ICY);
+    /// stopped once it has written enough.
     Vlc,
     /// `gst-launch-1.0 playbin` with a sink writing raw PCM (souphttpsrc asks for ICY).
     GstPlaybin,
@@ -509,8 +510,7 @@ pub async fn play(player: Player, url: &str, seconds: f64) -> Playback {
             let home = dir.owned_by("vlc", user);
             let out = home.join("out.wav");
             let mut command = Tool::command("cvlc");
-            command.args(["-I", "dummy", "--no-video", "--aout=dummy", "--play-and-exit", "-vv"]);
-            command.args(["--run-time", &secs, url, "--sout"]);
+            command.args(["-I", "dummy", "--no-video", "--aout=dummy", "-vv", url, "--sout"]);
             command.arg(format!(
                 "#transcode{{acodec=s16l,channels=2,samplerate=48000}}:std{{access=file,mux=wav,dst={}}}",
                 out.display()
@@ -520,7 +520,22 @@ pub async fn play(player: Player, url: &str, seconds: f64) -> Playback {
                 command.uid(uid).gid(gid);
             }
             let mut tool = Tool::spawn(&dir, "vlc", command);
-            let status = tool.wait(limit).await;
+            // NOTE: not `--run-time`: it counts from the first Ogg timestamp VLC sees, and a
+            // listener that joins mid-stream (Icecast 2.4.4's too) gets the headers at 0 and
+            // then pages seconds later, so VLC stops after a fraction of the time. Stop it
+            // once the WAV holds enough instead (the header's sizes stay unwritten).
+            let want = 44 + (seconds * f64::from(RATE)) as u64 * 4;
+            poll_until(
+                limit,
+                || {
+                    let size = std::fs::metadata(&out).map_or(0, |m| m.len());
+                    (size >= want || !tool.running()).then_some(())
+                },
+                || format!("VLC on {url} wrote too little"),
+            )
+            .await;
+            let exited = !tool.running();
+            tool.stop();
             let log = tool.output();
             // The dummy set-up has no D-Bus, no hotkeys and no sound card: those modules fail
             // to load, which says nothing about the stream.
@@ -529,13 +544,15 @@ pub async fn play(player: Player, url: &str, seconds: f64) -> Playback {
                 .filter(|l| l.contains(" error: ") || l.contains(" error:\t"))
                 .filter(|l| !l.contains("interface") && !l.contains("audio output"))
                 .collect();
-            assert!(status.success() && errors.is_empty(), "VLC on {url}: {status}\n{errors:#?}");
+            assert!(!exited && errors.is_empty(), "VLC on {url} (exited: {exited}):\n{errors:#?}");
             let titles = log
                 .lines()
                 .filter_map(|l| l.split_once("New Icy-Title=").map(|(_, t)| t.trim().to_owned()))
                 .collect();
             let wav = std::fs::read(&out).expect("VLC output");
-            Playback { pcm: Pcm::from_wav(&wav).expect("VLC WAV"), titles, log }
+            let mut pcm = Pcm::from_wav(&wav).expect("VLC WAV");
+            pcm = pcm.slice(0.0, seconds);
+            Playback { pcm, titles, log }
         }
         Player::GstPlaybin | Player::GstUridecodebin => {
             let out = dir.file("out.raw");
