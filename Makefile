@@ -8,8 +8,8 @@ ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
 RUN_PACKAGES := cmake
 # The interop suite (tests/interop.rs) drives real broadcaster tools and players: liquidsoap,
-# ezstream, ices2, darkice; VLC (cvlc, its stream output to a WAV file), mpv, GStreamer
-# (souphttpsrc and the decoders come with plugins-base and -good; -bad has hlsdemux).
+# ezstream, ices2, darkice; VLC (cvlc, its stream output to a WAV file), mpv, and GStreamer
+# from TEST_PACKAGES (souphttpsrc and the decoders it uses are in plugins-base and -good).
 INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mpv
 TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES)

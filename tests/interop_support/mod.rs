@@ -315,8 +315,8 @@ impl Pcm {
     }
 
     /// Share of channel 0's power at `freq` (about 1 for a pure tone, 0 for none of it).
-    pub fn tone_share(&self, freq: f64) -> f64 {
-        tone_share(&self.channel(0), self.rate, freq)
+    pub fn tone_purity(&self, freq: f64) -> f64 {
+        tone_purity(&self.channel(0), self.rate, freq)
     }
 
     /// Dropouts in channel 0: runs of 10 ms windows under half the overall level, as
@@ -365,8 +365,10 @@ pub fn rms(x: &[f32]) -> f64 {
     (x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 
-/// Share of `x`'s power at `freq`: Goertzel power over half the mean power (a pure sine → ~1).
-pub fn tone_share(x: &[f32], rate: u32, freq: f64) -> f64 {
+/// Share of `x`'s whole power at `freq`: Goertzel power over half the mean power (a pure sine
+/// → ~1; noise, clicks or any other sound lower it). `common::tone_share` compares `freq` with
+/// the other test tones only.
+pub fn tone_purity(x: &[f32], rate: u32, freq: f64) -> f64 {
     let power = rms(x).powi(2) / 2.0;
     if power == 0.0 {
         return 0.0;
@@ -418,7 +420,7 @@ pub fn assert_tone_with_seams(pcm: &Pcm, freq: f64, seams: usize, longest: Durat
         if dropouts.iter().any(|d| d.0 < to + 0.05 && d.0 + d.1 > from - 0.05) {
             continue;
         }
-        let share = tone_share(w, steady.rate, freq);
+        let share = tone_purity(w, steady.rate, freq);
         assert!(share > 0.8, "{what}: {:.1} s in: {freq} Hz share {share:.2}", at(from));
     }
 }
