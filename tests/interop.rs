@@ -285,3 +285,70 @@ async fn gstreamer_playbin_decodes_ogg_and_mp3_joined_mid_stream_with_icy_titles
 async fn gstreamer_uridecodebin_decodes_ogg_and_mp3_joined_mid_stream_with_icy_titles() {
     player_decodes_ogg_and_mp3_joined_mid_stream(Player::GstUridecodebin).await;
 }
+
+/// A live source taking over from the auto-DJ is a new chained Ogg stream (a new link, after
+/// an EOS page): each player plays on from the auto-DJ's 440 Hz into the live source's 1 kHz,
+/// without a decode error and without stopping.
+#[cfg(feature = "source")]
+async fn player_hears_a_source_switch_as_a_new_chained_stream(player: Player) {
+    let mut config = config(&[]);
+    let mut stream = onair::StreamConfig::new("radio", Some(KEY));
+    stream.playlist = Some(sample("tone-440.flac"));
+    config.streams.push(stream);
+    let relay = TestRelay::start_with(config).await;
+    within_secs(15, async {
+        while stream_info(&relay, "radio").await["source"] != "autodj" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let url = format!("http://{}/radio.ogg", relay.addr);
+    let playing = play(player, &url, 7.0);
+    tokio::pin!(playing);
+    let dir = WorkDir::new("switch-source");
+    // The pace of the switch (2 s into the playback), not a wait for something to happen.
+    let mut live = tokio::select! {
+        playback = &mut playing => panic!("{player:?} ended early: {}", playback.log),
+        () = tokio::time::sleep(Duration::from_secs(2)) => {
+            ffmpeg_source(&dir, relay.addr, "/radio.ogg", KEY, Codec::Opus, 1000)
+        }
+    };
+    let playback = playing.await;
+    live.assert_running();
+    let heard = playback.pcm.frequencies(0.25);
+    let near = |f: f64, want: f64| (f - want).abs() < 20.0;
+    let first_live = heard.iter().position(|&f| near(f, 1000.0));
+    let first_live =
+        first_live.unwrap_or_else(|| panic!("{player:?} never heard 1 kHz: {heard:?}"));
+    assert!(first_live >= 2, "{player:?} heard the auto-DJ first: {heard:?}");
+    assert!(heard[..first_live - 1].iter().all(|&f| near(f, 440.0)), "{player:?}: {heard:?}");
+    assert!(
+        heard[first_live + 1..].iter().all(|&f| near(f, 1000.0)),
+        "{player:?} plays on after the switch: {heard:?}"
+    );
+    relay.shutdown().await;
+}
+
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn ffmpeg_hears_a_source_switch_as_a_new_chained_stream() {
+    player_hears_a_source_switch_as_a_new_chained_stream(Player::Ffmpeg).await;
+}
+
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn mpv_hears_a_source_switch_as_a_new_chained_stream() {
+    player_hears_a_source_switch_as_a_new_chained_stream(Player::Mpv).await;
+}
+
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn vlc_hears_a_source_switch_as_a_new_chained_stream() {
+    player_hears_a_source_switch_as_a_new_chained_stream(Player::Vlc).await;
+}
+
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn gstreamer_hears_a_source_switch_as_a_new_chained_stream() {
+    player_hears_a_source_switch_as_a_new_chained_stream(Player::GstPlaybin).await;
+}
