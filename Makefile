@@ -9,7 +9,7 @@ ONAIR := target/debug/onair
 RUN_PACKAGES := cmake
 TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
-BENCH_PACKAGES := cmake icecast2
+BENCH_PACKAGES := cmake icecast2 openssl
 
 .PHONY: run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 

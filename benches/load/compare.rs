@@ -21,7 +21,7 @@ use crate::wire;
 
 /// Listeners per load-client process (the open-file limit here is 20 000 per process).
 const PER_CLIENT: usize = 10_000;
-/// Time after the last listener connected before counting starts.
+/// Time after the last listener connected before counting starts (`--quick`: 1 s).
 const SETTLE: Duration = Duration::from_secs(3);
 const KEY: &str = "bench-key-0123456789";
 const ICECAST_PASSWORD: &str = "bench-source-pw";
@@ -41,6 +41,8 @@ pub struct Options {
     pub onair: PathBuf,
     /// Seconds each step holds its listeners.
     pub hold_s: u64,
+    /// Seconds each step of the http, icy and tls scenarios holds.
+    pub suite_hold_s: u64,
     /// Listener counts for the 128 kbit/s stream.
     pub steps: Vec<usize>,
     /// Further counts tried while a server holds (no loss, p99 under a second).
@@ -109,6 +111,15 @@ struct Server {
 impl Server {
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The listeners of the audio, stalled, window and video scenarios.
+    fn legacy_kind(&self) -> &'static str {
+        if self.kind == Kind::Onair {
+            "ws"
+        } else {
+            "http ogg"
+        }
     }
 
     fn listen_path(&self, video: bool) -> &'static str {
@@ -687,6 +698,14 @@ fn measure(
     }))
 }
 
+fn settle(opts: &Options) -> Duration {
+    if opts.quick {
+        Duration::from_secs(1)
+    } else {
+        SETTLE
+    }
+}
+
 fn healthy(step: &Step) -> bool {
     step.listeners_lost == 0
         && step.listeners_behind == 0
@@ -698,6 +717,7 @@ fn healthy(step: &Step) -> bool {
 /// there, settles, holds and measures; then the `further` counts while the server holds.
 struct Ladder<'a> {
     scenario: &'a str,
+    hold: Duration,
     /// The listeners' kind (`Step::listener_kind`).
     kind: String,
     steps: &'a [usize],
@@ -721,7 +741,7 @@ fn ladder(
     let mut steps: Vec<Step> = Vec::new();
     std::thread::sleep(Duration::from_secs(1));
     let rss_base = server.rss();
-    let hold = Duration::from_secs(opts.hold_s);
+    let hold = l.hold;
     let mut counts = l.steps.to_vec();
     let mut extra = l.further.iter().copied();
     let mut i = 0;
@@ -747,7 +767,7 @@ fn ladder(
             "[{name}] {n} listeners: {connected} streaming after {connect_s:.1} s; holding {} s",
             hold.as_secs()
         );
-        std::thread::sleep(SETTLE);
+        std::thread::sleep(settle(opts));
         let titles = l.titles.map(|(mount, password, changes)| {
             set_titles(server.addr(), mount, password, hold, changes, n)
         });
@@ -825,10 +845,10 @@ fn audio_scenario(
     pin: &Pinning,
 ) -> anyhow::Result<Vec<Step>> {
     let mut clients = Clients::new(server, false, pin.clients.clone());
-    let kind = if server.kind == Kind::Onair { "ws" } else { "http ogg" };
     let l = Ladder {
         scenario: "audio",
-        kind: kind.into(),
+        hold: Duration::from_secs(opts.hold_s),
+        kind: server.legacy_kind().into(),
         steps: &opts.steps,
         further: &opts.further,
         feed: Feed::AUDIO,
@@ -856,7 +876,7 @@ fn stall_scenario(
     let connected = clients.grow_to(n, 10, Duration::from_secs(120))?;
     let connect_s = t.elapsed().as_secs_f64();
     eprintln!("[{}] {connected} streaming after {connect_s:.1} s", server.kind.name());
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle(opts));
     let tail = Duration::from_millis(500 + opts.send_window_ms.unwrap_or(0) * 2);
     let hold = Duration::from_secs(opts.hold_s);
     let h = Hold {
@@ -870,7 +890,8 @@ fn stall_scenario(
         tail,
         counted: ("bench", "/bench.ogg"),
     };
-    let step = measure(server, &mut clients, source, &h)?;
+    let mut step = measure(server, &mut clients, source, &h)?;
+    step.listener_kind = server.legacy_kind().into();
     eprintln!("{}", report::one_line(&step));
     clients.quit();
     Ok(step)
@@ -902,7 +923,8 @@ fn video_scenario(opts: &Options, server: &Server, pin: &Pinning) -> anyhow::Res
             tail,
             counted: ("video", "/video.ogg"),
         };
-        let step = measure(server, &mut clients, &source, &h)?;
+        let mut step = measure(server, &mut clients, &source, &h)?;
+        step.listener_kind = server.legacy_kind().into();
         eprintln!("{}", report::one_line(&step));
         let ok = healthy(&step) && step.p99_ms < 500.0;
         steps.push(step);
@@ -931,7 +953,7 @@ fn window_scenario(opts: &Options, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
             let t = Instant::now();
             clients.grow_to(n, 0, Duration::from_secs(60))?;
             let connect_s = t.elapsed().as_secs_f64();
-            std::thread::sleep(SETTLE);
+            std::thread::sleep(settle(opts));
             let tail = Duration::from_millis(500 + window * 2);
             let h = Hold {
                 scenario: "window",
@@ -946,6 +968,7 @@ fn window_scenario(opts: &Options, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
             };
             let mut step = measure(&server, &mut clients, &source, &h)?;
             step.send_window_ms = Some(window);
+            step.listener_kind = server.legacy_kind().into();
             clients.quit();
             source.stop();
             Ok(step)
@@ -1125,6 +1148,7 @@ fn group_run(
         let mut clients = Clients::of(&server, group, tls, pin.clients.clone());
         let l = Ladder {
             scenario,
+            hold: Duration::from_secs(opts.suite_hold_s),
             kind: group.label(),
             steps,
             further,

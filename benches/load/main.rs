@@ -44,7 +44,8 @@ enum Command {
         /// The onair release binary (default: the target folder's release/onair).
         #[arg(long)]
         onair: Option<PathBuf>,
-        /// Seconds to hold each step (default 20, quick 5).
+        /// Seconds to hold each step (default 20; quick 5, and 3 in the http, icy and tls
+        /// scenarios).
         #[arg(long)]
         hold: Option<u64>,
         /// Listener counts of the audio scenario, comma-separated (default 100,1000,5000,10000;
@@ -202,6 +203,7 @@ fn main() -> anyhow::Result<()> {
                 out,
                 onair: onair.unwrap_or_else(|| release.join("onair")),
                 hold_s: hold.unwrap_or(if quick { 5 } else { 20 }),
+                suite_hold_s: hold.unwrap_or(if quick { 3 } else { 20 }),
                 steps: steps.unwrap_or_else(|| {
                     if quick {
                         vec![100, 1000]

@@ -715,7 +715,7 @@ pub fn write_charts(dir: &std::path::Path, r: &Results) -> anyhow::Result<()> {
 /// Three panels against listeners (log scale): CPU per delivered listener-second, memory per
 /// listener, p99 latency (log scale); onair vs Icecast, over `steps` (one scenario).
 pub fn svg(r: &Results, steps: &[Step], title: &str) -> String {
-    let (w, h) = (1020.0, 380.0);
+    let (w, h) = (1060.0, 380.0);
     let onair =
         steps.iter().find(|s| s.server == "onair").map_or_else(|| "onair".into(), server_label);
     let placement = match r.options.get("server_cores").and_then(|v| v.as_str()).unwrap_or("0") {

@@ -246,7 +246,6 @@ fn connect(target: &Target, feed: Feed) -> anyhow::Result<Conn> {
             Ok(Conn::Onair(s))
         }
         Target::Icecast { addr, mount, password } => {
-            anyhow::ensure!(!feed.video, "the Icecast protocol carries audio only here");
             let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(5))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             s.set_nodelay(true)?;
