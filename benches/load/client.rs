@@ -673,7 +673,7 @@ impl Client {
             let mut ctx = Ctx { hold_from: *hold_from, drain: *drain, rcvlowat: *rcvlowat, stats };
             let c = &mut conns[i];
             let ok = match c.tls.take() {
-                None => consume(c, &buf[..n], now, &mut ctx),
+                None => consume(c, None, &buf[..n], now, &mut ctx),
                 Some(mut tls) => {
                     let ok = decrypt(c, &mut tls, &buf[..n], plain, now, &mut ctx);
                     c.tls = Some(tls);
@@ -793,7 +793,7 @@ fn decrypt(
             match tls.reader().read(plain) {
                 Ok(0) => return false,
                 Ok(k) => {
-                    if !consume(c, &plain[..k], now, ctx) {
+                    if !consume(c, Some(&mut *tls), &plain[..k], now, ctx) {
                         return false;
                     }
                 }
@@ -810,8 +810,15 @@ fn decrypt(
 }
 
 /// Parses bytes a listener received (after TLS): the response head, ICY blocks, frames;
-/// false when the stream is broken or refused.
-fn consume(c: &mut Conn, data: &[u8], now: u64, ctx: &mut Ctx<'_>) -> bool {
+/// false when the stream is broken or refused. A pong goes into `tls` when the listener is
+/// on TLS (its session is out of `c` meanwhile), else straight to the socket.
+fn consume(
+    c: &mut Conn,
+    tls: Option<&mut ClientConnection>,
+    data: &[u8],
+    now: u64,
+    ctx: &mut Ctx<'_>,
+) -> bool {
     let mut start = 0;
     if c.state == State::AwaitingHead {
         let before = c.head.len();
@@ -897,20 +904,22 @@ fn consume(c: &mut Conn, data: &[u8], now: u64, ctx: &mut Ctx<'_>) -> bool {
         stats.bulk.record(now.saturating_sub(sent_ns) / 1_000);
     }
     if ping {
-        let pong: [u8; 6] = [0x8A, 0x80, 0, 0, 0, 0];
-        match &mut c.tls {
-            // Written by `decrypt` once the read is parsed.
+        match tls {
+            // Sent by `decrypt` once the read is parsed.
             Some(tls) => {
-                let _ = tls.writer().write_all(&pong);
+                let _ = tls.writer().write_all(&PONG);
             }
-            // SAFETY: a 6-byte write from a local array.
+            // SAFETY: a 6-byte write from a static array.
             None => unsafe {
-                libc::write(c.fd, pong.as_ptr().cast(), pong.len());
+                libc::write(c.fd, PONG.as_ptr().cast(), PONG.len());
             },
         }
     }
     result.is_ok()
 }
+
+/// A masked, empty pong (the answer to the relay's pings).
+const PONG: [u8; 6] = [0x8A, 0x80, 0, 0, 0, 0];
 
 fn reply<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
