@@ -670,7 +670,14 @@ impl Client {
             let now = wire::mono_ns();
             let n = n as usize;
             let Client { conns, buf, plain, stats, hold_from, drain, rcvlowat, .. } = self;
-            let mut ctx = Ctx { hold_from: *hold_from, drain: *drain, rcvlowat: *rcvlowat, stats };
+            let mut ctx = Ctx {
+                hold_from: *hold_from,
+                drain: *drain,
+                rcvlowat: *rcvlowat,
+                stats,
+                frames: 0,
+                newest: None,
+            };
             let c = &mut conns[i];
             let ok = match c.tls.take() {
                 None => consume(c, None, &buf[..n], now, &mut ctx),
@@ -680,6 +687,15 @@ impl Client {
                     ok
                 }
             };
+            // One sample per socket read (a TLS read is decrypted in several pieces).
+            if !ctx.drain {
+                if c.precise && ctx.frames > 0 {
+                    ctx.stats.precise_reads += 1;
+                }
+                if let (Some(sent_ns), false) = (ctx.newest, c.precise) {
+                    ctx.stats.bulk.record(now.saturating_sub(sent_ns) / 1_000);
+                }
+            }
             if !ok {
                 self.close_conn(i);
                 self.conns[i].state = State::Closed;
@@ -773,6 +789,10 @@ struct Ctx<'a> {
     drain: bool,
     rcvlowat: i32,
     stats: &'a mut Stats,
+    /// Counted frames in this socket read (over TLS: in all the records it held).
+    frames: u32,
+    /// The newest of them, as its send time.
+    newest: Option<u64>,
 }
 
 /// Feeds bytes read from a TLS socket to the session and what it decrypts to `consume`;
@@ -897,12 +917,8 @@ fn consume(
     if close_code != 0 {
         c.close_code = close_code;
     }
-    if precise && frames > 0 && !ctx.drain {
-        stats.precise_reads += 1;
-    }
-    if let (Some(sent_ns), false, false) = (newest, precise, ctx.drain) {
-        stats.bulk.record(now.saturating_sub(sent_ns) / 1_000);
-    }
+    ctx.frames += frames;
+    ctx.newest = ctx.newest.max(newest);
     if ping {
         match tls {
             // Sent by `decrypt` once the read is parsed.

@@ -38,7 +38,8 @@ enum Command {
         /// A short smoke check instead of the full run.
         #[arg(long)]
         quick: bool,
-        /// Output folder (results.json, results.md, chart.svg).
+        /// Output folder (results.json, results.md, chart.svg, chart-http.svg, the TLS certificate,
+        /// onair's configs and logs).
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"))]
         out: PathBuf,
         /// The onair release binary (default: the target folder's release/onair).
