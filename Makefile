@@ -14,7 +14,7 @@ INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mp
 TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES)
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
-BENCH_PACKAGES := cmake icecast2
+BENCH_PACKAGES := cmake icecast2 openssl
 
 .PHONY: run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
