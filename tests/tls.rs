@@ -280,3 +280,117 @@ async fn https_listeners_hear_the_stream_and_take_one_place_each() {
     push.kill().await.ok();
     relay.shutdown().await;
 }
+
+/// A client that trusts `cert` and offers only `suite` (with its protocol version).
+fn connector_for(
+    cert: &CertificateDer<'static>,
+    suite: rustls::SupportedCipherSuite,
+) -> TlsConnector {
+    let version = match suite {
+        rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        rustls::SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+    };
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![suite];
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// The relay seals and opens a TLS listener's records itself once rustls has shaken hands:
+/// every version and cipher suite it offers carries frames larger than one record to a `wss://`
+/// listener and its ping back; a forged record drops that listener and no one else.
+#[tokio::test]
+async fn every_tls_suite_carries_a_listener_and_a_forged_record_drops_only_its_sender() {
+    let relay = TlsRelay::start("tls-suites", config(&[("radio", "SECRET")])).await;
+    let (dir, tls_addr, plain_addr) = (relay.dir.clone(), relay.tls, relay.plain);
+    let stream = Arc::clone(relay.node.streams.get("radio").unwrap());
+    let cert = cert_der(&dir);
+    let name = ServerName::try_from("localhost").unwrap();
+    let (mut src, _) =
+        tokio_tungstenite::connect_async(format!("ws://{plain_addr}/ingest/radio?key=SECRET"))
+            .await
+            .unwrap();
+    src.send(Message::text(OPUS_START)).await.unwrap();
+
+    // The certificate is ECDSA: the suites that name RSA cannot be chosen with it.
+    let suites = rustls::crypto::ring::default_provider().cipher_suites;
+    let suites: Vec<_> =
+        suites.into_iter().filter(|s| !format!("{:?}", s.suite()).contains("_RSA_")).collect();
+    assert_eq!(suites.len(), 6, "three TLS 1.3 and three TLS 1.2 suites");
+    let mut listeners = Vec::new();
+    for (n, &suite) in suites.iter().enumerate() {
+        let socket = TcpStream::connect(tls_addr).await.unwrap();
+        let tls = within(connector_for(&cert, suite).connect(name.clone(), socket)).await.unwrap();
+        assert_eq!(tls.get_ref().1.negotiated_cipher_suite(), Some(suite));
+        let (mut wss, _) =
+            within(tokio_tungstenite::client_async("wss://localhost/listen/radio", tls))
+                .await
+                .unwrap();
+        let hello = within(wss.next()).await.unwrap().unwrap();
+        assert!(hello.to_text().unwrap().contains("\"type\":\"hello\""), "{suite:?}");
+        wss.send(Message::Ping(vec![n as u8; 3].into())).await.unwrap();
+        listeners.push((suite, wss));
+    }
+    // Larger than one 16 KiB record, and a small one after it.
+    let big = vec![0x5Au8; 40_000];
+    src.send(Message::binary(frame(0, &big))).await.unwrap();
+    src.send(Message::binary(frame(1, b"after the big one"))).await.unwrap();
+    for (n, (suite, wss)) in listeners.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        let mut pong = None;
+        while got.len() < 2 {
+            match within(wss.next()).await.unwrap().unwrap() {
+                Message::Binary(data) => got.push(data.to_vec()),
+                Message::Pong(data) => pong = Some(data.to_vec()),
+                _ => {}
+            }
+        }
+        assert_eq!(got, [frame(0, &big), frame(1, b"after the big one")], "{suite:?}");
+        // The pong may come before the frames or after them.
+        while pong.is_none() {
+            if let Message::Pong(data) = within(wss.next()).await.unwrap().unwrap() {
+                pong = Some(data.to_vec());
+            }
+        }
+        assert_eq!(pong, Some(vec![n as u8; 3]), "{suite:?}");
+    }
+
+    // An https listener whose client then writes a record with a broken tag.
+    let socket = TcpStream::connect(tls_addr).await.unwrap();
+    let mut forger =
+        within(connector(std::slice::from_ref(&cert)).connect(name, socket)).await.unwrap();
+    forger.write_all(b"GET /radio.ogg HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    within(forger.read_exact(&mut head)).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.") && head.ends_with(b" 200"), "{head:?}");
+    let before = stream.listener_count();
+    let mut forged = vec![23u8, 3, 3, 0, 40];
+    forged.extend_from_slice(&[0xAB; 40]);
+    forger.get_mut().0.write_all(&forged).await.unwrap();
+    within_secs(10, async {
+        while stream.listener_count() >= before {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Its connection ends (`within` fails the test if it does not); everyone else still
+    // hears the stream.
+    let mut rest = Vec::new();
+    let _ = within(forger.get_mut().0.read_to_end(&mut rest)).await;
+    src.send(Message::binary(frame(2, b"still here"))).await.unwrap();
+    for (suite, wss) in &mut listeners {
+        loop {
+            if let Message::Binary(data) = within(wss.next()).await.unwrap().unwrap() {
+                assert_eq!(data.to_vec(), frame(2, b"still here"), "{suite:?}");
+                break;
+            }
+        }
+    }
+    relay.shutdown().await;
+}
