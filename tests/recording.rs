@@ -63,6 +63,7 @@ fn push(
     );
     let encode = match codec {
         "mp3" => "-ac 2 -c:a libmp3lame -b:a 128k -f mp3 -content_type audio/mpeg",
+        "vorbis" => "-ar 44100 -ac 2 -c:a libvorbis -b:a 96k -f ogg -content_type audio/ogg",
         _ => "-ac 2 -c:a libopus -b:a 96k -f ogg -content_type application/ogg",
     };
     let seconds = seconds.unwrap_or(3600);
@@ -213,8 +214,13 @@ async fn a_live_show_is_recorded_listed_and_served_with_ranges_and_the_auto_dj_i
     config.streams[0].playlist = Some(sample("tone-440.flac"));
     let relay = TestRelay::start_with(config).await;
     icecast_support::wait_live(&relay, "radio", 50, None).await;
-    // The auto-DJ plays 440 Hz; ffmpeg goes live over it with 6 s of 1 kHz.
-    let source = push(relay.addr, "opus", 1000, Some(6), 4);
+    // The auto-DJ plays 440 Hz; ffmpeg goes live over it with 6 s of 1 kHz (in 3 s), and an
+    // operator sets a title while it is on.
+    let source = push(relay.addr, "opus", 1000, Some(6), 2);
+    wait_list(relay.addr, 10, |r| r.first().is_some_and(|r| r["state"] == "recording")).await;
+    let auth = format!("Basic {}", base64("source:SECRET"));
+    let path = "/admin/metadata?mount=/radio.ogg&mode=updinfo&song=Live+Title";
+    assert_eq!(request(relay.addr, "GET", path, &[("Authorization", &auth)]).await.status, 200);
     let (status, _, stderr) = source.wait(Duration::from_secs(30)).await;
     assert!(status.success(), "ffmpeg: {stderr}");
     let recordings =
@@ -234,6 +240,9 @@ async fn a_live_show_is_recorded_listed_and_served_with_ranges_and_the_auto_dj_i
     assert!((5.5..=6.5).contains(&duration), "duration {duration}");
     assert_eq!(rec["titles"][0]["title"], "Tone1000");
     assert_eq!(rec["titles"][0]["offset_s"], 0.0);
+    assert_eq!(rec["titles"][1]["title"], "Live Title");
+    let offset = rec["titles"][1]["offset_s"].as_f64().unwrap();
+    assert!(offset > 0.0 && offset < duration, "the title's place in the file: {offset}");
     let url = rec["url"].as_str().unwrap();
     assert_eq!(url, format!("/recordings/radio/{id}.ogg"));
     let bytes = rec["bytes"].as_u64().unwrap();
@@ -324,6 +333,73 @@ async fn a_long_show_is_split_at_the_configured_length() {
     }
     assert!((7.8..=8.2).contains(&total), "{total} s in all");
     relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_ogg_vorbis_show_is_recorded_as_ogg_vorbis() {
+    let dir = TempDir::new("vorbis");
+    let relay = TestRelay::start_with(recorded(&dir.0)).await;
+    let source = push(relay.addr, "vorbis", 440, Some(4), 4);
+    let (status, _, stderr) = source.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "ffmpeg: {stderr}");
+    let recordings =
+        wait_list(relay.addr, 10, |r| r.first().is_some_and(|r| r["state"] == "complete")).await;
+    let duration = recordings[0]["duration_s"].as_f64().unwrap();
+    assert!((3.8..=4.2).contains(&duration), "duration {duration} (44.1 kHz granules)");
+    let answer = get(relay.addr, recordings[0]["url"].as_str().unwrap()).await;
+    let file = write(&dir.0, "show.ogg", &answer.body);
+    let pcm = decode(&file, true).await;
+    assert!((pcm.len() as f64 / 48_000.0 - duration).abs() < 0.1, "{} samples", pcm.len());
+    assert!(tone_share(&pcm, 440.0) > 0.95);
+    relay.shutdown().await;
+}
+
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn the_auto_dj_is_recorded_with_record_autodj() {
+    let dir = TempDir::new("autodj");
+    let mut config = recorded(&dir.0);
+    config.streams[0].playlist = Some(sample("tone-440.flac"));
+    config.streams[0].record_autodj = true;
+    let relay = TestRelay::start_with(config).await;
+    let recordings = wait_list(relay.addr, 10, |r| {
+        r.first().is_some_and(|r| r["duration_s"].as_f64() > Some(0.5))
+    })
+    .await;
+    assert_eq!(
+        (&recordings[0]["source"], &recordings[0]["state"]),
+        (&Value::from("autodj"), &Value::from("recording"))
+    );
+    assert_eq!(recordings[0]["titles"][0]["title"], "onair samples - Tone 440 Hz");
+    relay.shutdown().await;
+    let recordings = list_dir(&dir.0.join("radio"));
+    assert_eq!(recordings.len(), 2, "a file and its sidecar: {recordings:?}");
+}
+
+fn list_dir(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Standard base64 (for a Basic auth header).
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[tokio::test]

@@ -109,7 +109,8 @@ impl Recordings {
             let (stream, entry) = &entries[i];
             let dir = catalog::stream_dir(&self.dir, stream);
             let mut removed = true;
-            for name in entry.media_name().into_iter().chain([format!("{}.json", entry.id)]) {
+            let sidecars = [format!("{}.json", entry.id), format!("{}.json.tmp", entry.id)];
+            for name in entry.media_name().into_iter().chain(sidecars) {
                 match std::fs::remove_file(dir.join(&name)) {
                     Ok(()) => {}
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
