@@ -557,3 +557,192 @@ fn codec_name(codec: Codec) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, StreamConfig};
+    use crate::format::ogg::{parse_page, FLAG_BOS, FLAG_EOS};
+    use crate::format::opus::OpusHead;
+    use crate::metrics::Metrics;
+    use crate::protocol::{encode_frame, FrameHeader, FLAG_HEADER, FLAG_KEYFRAME};
+    use crate::relay::{Consumer, SourceHandle};
+
+    struct Bench {
+        dir: PathBuf,
+        stream: Arc<Stream>,
+        consumer: Consumer,
+        recorder: Recorder,
+        metrics: Metrics,
+    }
+
+    impl Bench {
+        fn new(name: &str, split: Duration) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("onair-recorder-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let config = Config {
+                recordings_dir: Some(dir.clone()),
+                recordings_split: split,
+                ..Config::default()
+            };
+            let mut stream_config = StreamConfig::new("radio", Some("k"));
+            stream_config.record = true;
+            let metrics = Metrics::new();
+            let stream = Stream::new(stream_config, metrics.stream("radio"));
+            let shared = Recordings::new(&config).unwrap();
+            let (consumer, first) = stream.tap();
+            let mut recorder =
+                Recorder::new(Arc::clone(&stream), shared, metrics.recording("radio"));
+            for item in &first {
+                recorder.item(item);
+            }
+            Self { dir, stream, consumer, recorder, metrics }
+        }
+
+        /// What the recorder thread does once per poll.
+        fn poll(&mut self) {
+            let mut batch = Vec::new();
+            loop {
+                let fill = self.consumer.fill_with(usize::MAX, 64, |i| batch.push(i.clone()));
+                for item in batch.drain(..) {
+                    self.recorder.item(&item);
+                }
+                if fill.at_head {
+                    break;
+                }
+            }
+            self.recorder.tick();
+        }
+
+        /// The stream's recordings, oldest first: (sidecar, file bytes).
+        fn files(&self) -> Vec<(Sidecar, Vec<u8>)> {
+            let dir = self.dir.join("radio");
+            let mut entries = catalog::scan(&dir, true).unwrap();
+            entries.reverse();
+            entries
+                .into_iter()
+                .map(|e| {
+                    let bytes = std::fs::read(dir.join(e.media_name().unwrap())).unwrap();
+                    (e.sidecar.unwrap(), bytes)
+                })
+                .collect()
+        }
+    }
+
+    impl Drop for Bench {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn push(source: &mut SourceHandle, flags: u8, pts: u64, body: &[u8]) {
+        let header = FrameHeader { flags, track: 0, pts };
+        source.frame(header, encode_frame(header, body)).unwrap();
+    }
+
+    /// (serial, flags, granule) per page.
+    fn pages(bytes: &[u8]) -> Vec<(u32, u8, u64)> {
+        let mut buf = bytes::BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(page) = parse_page(&mut buf).unwrap() {
+            out.push((page.serial, page.flags, page.granule));
+        }
+        assert!(buf.is_empty());
+        out
+    }
+
+    #[test]
+    fn a_new_codec_header_mid_show_ends_the_link_and_starts_another_in_the_same_file() {
+        let mut bench = Bench::new("links", Duration::from_secs(3600));
+        let mut live = bench.stream.attach(SourceKind::Live).unwrap();
+        live.start(vec![Track::audio(0, Codec::Opus, 48_000, 2, None)]).unwrap();
+        push(&mut live, FLAG_HEADER, 0, &OpusHead::synthesize(2, 48_000));
+        for i in 0..50 {
+            push(&mut live, FLAG_KEYFRAME, i * 20_000, &[0xFC, i as u8]);
+        }
+        bench.poll();
+        push(&mut live, FLAG_HEADER, 0, &OpusHead::synthesize(1, 48_000));
+        for i in 50..75 {
+            push(&mut live, FLAG_KEYFRAME, i * 20_000, &[0xFC, i as u8]);
+        }
+        bench.poll();
+        drop(live);
+        bench.poll();
+        let files = bench.files();
+        assert_eq!(files.len(), 1, "one show, one file");
+        let (sidecar, bytes) = &files[0];
+        assert_eq!((sidecar.duration_s, sidecar.part), (1.5, 1));
+        assert!(sidecar.ended.is_some());
+        let pages = pages(bytes);
+        let links: Vec<_> = pages.iter().filter(|p| p.1 & (FLAG_BOS | FLAG_EOS) != 0).collect();
+        assert_eq!(links.len(), 4, "BOS, EOS, BOS, EOS: {links:?}");
+        assert_eq!(
+            (links[0].1, links[1].1, links[2].1, links[3].1),
+            (FLAG_BOS, FLAG_EOS, FLAG_BOS, FLAG_EOS)
+        );
+        assert_eq!(links[0].0, links[1].0);
+        assert_ne!(links[1].0, links[2].0, "a new serial");
+        assert_eq!((links[1].2, links[3].2), (50 * 960, 25 * 960), "granules restart per link");
+        assert_eq!(bench.metrics.recording("radio").bytes.get(), bytes.len() as u64);
+    }
+
+    #[test]
+    fn mp3_shows_are_split_by_media_time_and_titles_keep_their_offsets() {
+        let mut bench = Bench::new("mp3", Duration::from_secs(1));
+        let mut live = bench.stream.attach(SourceKind::Live).unwrap();
+        live.start(vec![Track::audio(0, Codec::Mp3, 44_100, 2, None)]).unwrap();
+        // MPEG-1 Layer III, 128 kbit/s, 44.1 kHz: 1152 samples (26.1 ms), 417 bytes.
+        let mut frame = vec![0u8; 417];
+        frame[..4].copy_from_slice(&[0xFF, 0xFB, 0x90, 0x44]);
+        let meta = |title: &str| Metadata { title: Some(title.into()), ..Metadata::default() };
+        live.metadata(meta("First")).unwrap();
+        for i in 0..60 {
+            if i == 20 {
+                live.metadata(meta("Second")).unwrap();
+            }
+            push(&mut live, FLAG_KEYFRAME, i * 26_122, &frame);
+            bench.poll();
+        }
+        drop(live);
+        bench.poll();
+        let files = bench.files();
+        // 39 frames make 1.0187 s: the first file ends there, the rest (21 frames) follow.
+        assert_eq!(files.len(), 2);
+        let (first, second) = (&files[0].0, &files[1].0);
+        assert_eq!((files[0].1.len(), files[1].1.len()), (39 * 417, 21 * 417));
+        assert_eq!((first.duration_s, second.duration_s), (1.018, 0.548));
+        assert_eq!((first.part, second.part, &second.show), (1, 2, &first.id));
+        let titles: Vec<_> = first.titles.iter().map(|t| (t.title.as_str(), t.offset_s)).collect();
+        assert_eq!(titles, [("First", 0.0), ("Second", 0.522)]);
+        assert_eq!(second.titles[0].title, "Second", "a part starts with the title of now");
+        assert_eq!(second.titles[0].offset_s, 0.0);
+    }
+
+    #[test]
+    fn the_auto_dj_is_not_recorded_unless_asked_and_a_skip_is_counted() {
+        let mut bench = Bench::new("autodj", Duration::from_secs(3600));
+        let mut autodj = bench.stream.attach(SourceKind::AutoDj).unwrap();
+        autodj.start(vec![Track::audio(0, Codec::Opus, 48_000, 2, None)]).unwrap();
+        push(&mut autodj, FLAG_KEYFRAME, 0, &[0xFC, 1]);
+        bench.poll();
+        assert!(bench.files().is_empty());
+        let mut live = bench.stream.attach(SourceKind::Live).unwrap();
+        live.start(vec![Track::audio(0, Codec::Opus, 48_000, 2, None)]).unwrap();
+        push(&mut live, FLAG_KEYFRAME, 0, &[0xFC, 2]);
+        bench.poll();
+        // More than the ring holds arrives between two polls: the recorder skips and counts.
+        for i in 1..=3000 {
+            push(&mut live, FLAG_KEYFRAME, i * 20_000, &[0xFC, 3]);
+        }
+        bench.poll();
+        drop(live);
+        bench.poll();
+        let files = bench.files();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0.source, "live");
+        let lost = files[0].0.frames_lost;
+        assert!(lost > 1500, "{lost} frames lost");
+        assert_eq!(bench.metrics.recording("radio").frames_lost.get(), lost);
+    }
+}
