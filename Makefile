@@ -118,3 +118,4 @@ bench: deps-bench
 	$(CARGO) build --release --bin onair
 	$(CARGO) bench --bench ring --bench protocol $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.3,)
 	$(CARGO) bench --bench load -- compare $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(CARGO) bench --bench record -- $(if $(QUICK),--quick,)

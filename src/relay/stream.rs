@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::ring::{Event, Frame, Ring};
-use super::source::Sources;
+use super::source::{SourceKind, Sources};
 use super::stats::Bitrate;
 use crate::config::StreamConfig;
 use crate::format::mux::StreamMux;
@@ -111,6 +111,11 @@ impl Stream {
         self.lock().sources.on_air.is_some()
     }
 
+    /// The kind of source on air, if any.
+    pub fn on_air_kind(&self) -> Option<SourceKind> {
+        self.lock().sources.on_air.map(|(kind, _)| kind)
+    }
+
     /// The latest now-playing information.
     pub fn metadata(&self) -> Option<Metadata> {
         self.lock().on_air.metadata.clone()
@@ -180,8 +185,8 @@ impl Stream {
     }
 
     /// Appends a source online/offline event: a new session for listeners.
-    fn push_source_event(&self, state: &mut State, event: ListenerEvent) {
-        let seq = state.ring.push_event(Event::new(event));
+    fn push_source_event(&self, state: &mut State, event: ListenerEvent, kind: Option<SourceKind>) {
+        let seq = state.ring.push_event(Event::with_source(event, kind));
         state.on_air.session_seq = seq;
         state.on_air.header_version = seq;
     }
@@ -220,12 +225,13 @@ impl Stream {
     pub(super) fn switch_if_needed(&self, mut state: MutexGuard<'_, State>) {
         // Nothing changed: nothing to tell (the lock is released on return).
         let Some(on_air) = state.sources.elect() else { return };
-        let Some(slot) = on_air.and_then(|kind| state.sources.slot(kind)) else {
+        let Some((kind, slot)) = on_air.and_then(|kind| Some((kind, state.sources.slot(kind)?)))
+        else {
             state.on_air.headers.clear();
             state.mux.source(&[]);
             self.metrics.live.set(0);
             let offline = ListenerEvent::Source { state: SourceState::Offline, tracks: None };
-            self.push_source_event(&mut state, offline);
+            self.push_source_event(&mut state, offline, None);
             return self.commit(state);
         };
         let tracks = slot.tracks.clone().unwrap_or_default();
@@ -238,7 +244,7 @@ impl Stream {
         state.mux.source(&tracks);
         state.mux.metadata(metadata.clone());
         let online = ListenerEvent::Source { state: SourceState::Online, tracks: Some(tracks) };
-        self.push_source_event(&mut state, online);
+        self.push_source_event(&mut state, online, Some(kind));
         for (header, message) in headers {
             self.push_frame(&mut state, header, message);
         }
