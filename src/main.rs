@@ -1,6 +1,8 @@
-//! The `onair` command: `serve` runs the relay, `push` broadcasts files to it.
+//! The `onair` command: `serve` runs the relay, `push` broadcasts files to it, `check`
+//! validates a config without starting.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -37,6 +39,18 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
         /// Address to listen on, overriding the config (e.g. 0.0.0.0:8000; port 0 picks a free port).
         #[arg(short, long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Check a config without starting: its values, then the files it names.
+    #[command(
+        after_help = "Reads the config as `serve` would (errors name file:line:column), then what `serve` \
+reads at start: the [tls] certificate and key, each stream's playlist, web_root. Binds no port.\n\
+Exit 0 with a one-line summary on stdout, 1 with the error on stderr. The systemd unit runs it \
+as ExecStartPre=.\n\nExample:\n  onair check --config /etc/onair/onair.toml"
+    )]
+    Check {
+        /// TOML config file (see docs/onair.example.toml).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
     },
     #[cfg(feature = "source")]
     Push(onair::source::PushArgs),
@@ -96,6 +110,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve { config, listen } => serve(config, listen),
+        Command::Check { config } => check(&config).map(|summary| println!("{summary}")),
         #[cfg(feature = "source")]
         Command::Push(args) => return push(args),
         Command::Keygen => keygen().map(|key| println!("{key}")),
@@ -153,7 +168,7 @@ fn push(args: onair::source::PushArgs) -> ExitCode {
     }
 }
 
-fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let (mut config, demo_key) = match &config_path {
         Some(path) => (Config::load(path)?, None),
         None => {
@@ -169,8 +184,9 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
     check_open_files(&config);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = onair::server::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let how = "--listen or `listen` in the config";
+        let listener =
+            onair::server::bind(config.listen).map_err(|e| bind_error(e, config.listen, "", how))?;
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
             info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
@@ -189,8 +205,9 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             Some(tls_config) => {
                 let terminator = onair::tls::Terminator::new(tls_config.clone())
                     .context("loading the TLS certificate")?;
-                let tls_listener = onair::server::bind(tls_config.listen)
-                    .with_context(|| format!("cannot listen on {} for tls", tls_config.listen))?;
+                let (tls_addr, how) = (tls_config.listen, "`listen` in [tls]");
+                let tls_listener = onair::server::bind(tls_addr)
+                    .map_err(|e| bind_error(e, tls_addr, " for tls", how))?;
                 Some((terminator, tls_listener))
             }
             None => None,
@@ -219,6 +236,97 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
         info!("stopped");
         Ok(())
     })
+}
+
+/// Why `addr` cannot be bound, and what to do about it; `how` names the setting that picks
+/// another address.
+fn bind_error(err: std::io::Error, addr: SocketAddr, what: &str, how: &str) -> anyhow::Error {
+    let hint = match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            let mut other = addr;
+            other.set_port(addr.port().wrapping_add(1).max(1));
+            format!(
+                "another program (or another onair) listens there; pick another address with {how} \
+(e.g. {other})"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE (the systemd unit grants it)"
+                .to_owned()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!(
+                "no network interface of this machine has that address; pick another with {how}"
+            )
+        }
+        _ => return anyhow::anyhow!("cannot listen on {addr}{what}: {err}"),
+    };
+    anyhow::anyhow!("cannot listen on {addr}{what}: {err}: {hint}")
+}
+
+/// `onair check`: everything `serve` validates or reads before it binds, without binding;
+/// returns the one-line summary.
+fn check(path: &Path) -> anyhow::Result<String> {
+    let config = Config::load(path)?;
+    let file = path.display();
+    if let Some(root) = &config.web_root {
+        anyhow::ensure!(
+            root.join("index.html").is_file(),
+            "{file}: web_root {}: no index.html there (the web player's folder)",
+            root.display()
+        );
+    }
+    if let Some(tls) = &config.tls {
+        onair::tls::Terminator::new(tls.clone()).with_context(|| format!("{file}: [tls]"))?;
+    }
+    let mut streams = Vec::new();
+    for stream in &config.streams {
+        let mut roles = Vec::new();
+        if let Some(playlist) = &stream.playlist {
+            check_playlist(&stream.name, playlist).with_context(|| file.to_string())?;
+            roles.push("auto-DJ");
+        }
+        if stream.key.is_some() {
+            roles.push("live");
+        }
+        if stream.listen_secret.is_some() {
+            roles.push("private");
+        }
+        streams.push(format!("{} ({})", stream.name, roles.join(", ")));
+    }
+    let mut summary = format!("{file}: ok: listen {}", config.listen);
+    if let Some(tls) = &config.tls {
+        summary.push_str(&format!(", tls {}", tls.listen));
+    }
+    match streams.len() {
+        0 => summary.push_str(", no streams"),
+        1 => summary.push_str(&format!(", 1 stream: {}", streams[0])),
+        n => summary.push_str(&format!(", {n} streams: {}", streams.join(", "))),
+    }
+    Ok(summary)
+}
+
+/// The auto-DJ must find something to play where the playlist points.
+#[cfg(feature = "source")]
+fn check_playlist(stream: &str, playlist: &Path) -> anyhow::Result<()> {
+    let entries = onair::source::expand(std::slice::from_ref(&playlist.to_path_buf()))
+        .map_err(|err| anyhow::anyhow!("stream `{stream}`: playlist: {err}"))?;
+    anyhow::ensure!(
+        !entries.is_empty(),
+        "stream `{stream}`: playlist {}: no audio files in it",
+        playlist.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "source"))]
+fn check_playlist(stream: &str, playlist: &Path) -> anyhow::Result<()> {
+    eprintln!(
+        "onair: warning: stream `{stream}`: this build has no auto-DJ (no `source` feature): {} \
+will not be played",
+        playlist.display()
+    );
+    Ok(())
 }
 
 fn sign(
