@@ -5,47 +5,86 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 CARGO ?= cargo
 ONAIR := target/debug/onair
-# Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
-RUN_PACKAGES := cmake
-TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
-# cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
-BENCH_PACKAGES := cmake icecast2
+# `make run LISTEN=0.0.0.0:8080`: another address or port for the demo relay.
+LISTEN ?= 127.0.0.1:8000
+# Debian packages. gcc links Rust programs and compiles the C inside crates (ring, libopus);
+# cmake builds libopus for the `opus` crate.
+RUN_PACKAGES := gcc libc6-dev cmake
+# Real peers for tests; openssl makes test certificates; systemd-analyze (systemd) and
+# debootstrap check the service and the package. Node.js and python3-venv: see deps-test.
+TEST_PACKAGES := $(RUN_PACKAGES) ffmpeg sox opus-tools chromium libshout-tools icecast2 openssl \
+  systemd debootstrap
+# cargo-deb reads the binary's library needs with dpkg-shlibdeps (dpkg-dev) and strips it (binutils).
+DEB_PACKAGES := $(RUN_PACKAGES) dpkg-dev binutils
+# icecast2 is the relay the benchmark compares with.
+BENCH_PACKAGES := $(RUN_PACKAGES) icecast2
 
-.PHONY: run test build autobahn fuzz soak lint fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
+# `make install`: the binary, the web player, the unit and /etc/onair/onair.toml (kept if present).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share
+DOCDIR ?= $(DATADIR)/doc/onair
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+
+.PHONY: run test build release autobahn fuzz soak lint fmt-check fix doc bench install deb \
+  package-test deps-run deps-test deps-deb deps-bench deps-node browser-test help
 
 help:
-	@echo "make run    build and start the relay on 127.0.0.1:8000 with a demo station"
-	@echo "make test   fmt check, clippy, cargo test, browser and interop tests"
+	@echo "make run      build and start the relay on $(LISTEN) with a demo station (LISTEN=ADDR:PORT)"
+	@echo "make test     fmt check, clippy, cargo test, browser, interop and package tests"
+	@echo "make install  install binary, web player, systemd unit, /etc/onair/onair.toml (PREFIX, DESTDIR)"
+	@echo "make deb      build a Debian package in target/debian/"
 	@echo "make lint | fix | doc | bench | fuzz | soak"
 
+# Runs apt-get with sudo when not root; DEBIAN_FRONTEND goes through sudo's clean environment.
+APT_GET = apt_get() { \
+	  echo "installing Debian packages: $$*"; \
+	  local sudo=""; \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    command -v sudo >/dev/null || { echo "not root and no sudo: install $$* as root" >&2; return 1; }; \
+	    sudo=sudo; \
+	  fi; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$$@" >/dev/null; \
+	}
+
+# $(call apt_install,PACKAGES): installs those that `dpkg -s` does not know.
 define apt_install
-	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	@$(APT_GET); missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt_get $$missing; fi
 endef
 
 deps-run:
 	$(call apt_install,$(RUN_PACKAGES))
 
-deps-test:
+deps-test: deps-node
 	$(call apt_install,$(TEST_PACKAGES))
+	@# The Autobahn suite runs in a venv (tests/autobahn.sh): Debian's python3 needs python3-venv.
+	@$(APT_GET); python3 -c 'import ensurepip, venv' 2>/dev/null || apt_get python3-venv
 	@if [ -x tests/browser/install.sh ]; then tests/browser/install.sh; fi
+
+# Node.js and npm from Debian, unless some npm is on PATH already (e.g. NodeSource's nodejs,
+# which has its own npm and conflicts with Debian's).
+deps-node:
+	@$(APT_GET); command -v npm >/dev/null || apt_get nodejs npm
+
+deps-deb: deps-node
+	$(call apt_install,$(DEB_PACKAGES))
+	@command -v cargo-deb >/dev/null || { echo "installing cargo-deb"; $(CARGO) install --quiet --locked cargo-deb; }
 
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))
 
 build: deps-run
-	$(CARGO) build --quiet
+	$(CARGO) build
 	@# The player's WebAssembly Opus decoder (for browsers without WebCodecs Opus) comes from npm.
 	@if command -v npm >/dev/null; then tests/browser/vendor.sh; else echo "npm not found: the web player will use WebCodecs only"; fi
 
 run: build
-	@echo "starting onair: open http://127.0.0.1:8000/ to listen (Ctrl-C stops it)"
-	$(ONAIR) serve
+	@echo "starting onair on $(LISTEN); Ctrl-C stops it; another address: make run LISTEN=0.0.0.0:8080"
+	$(ONAIR) serve --listen $(LISTEN)
 
 fmt-check:
 	$(CARGO) fmt --check
