@@ -214,8 +214,10 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
         };
         let relay = onair::server::Relay::new(config);
         let mut tls_task = None;
+        // NOTE: watched with or without TLS: SIGHUP's default action would end the relay, and
+        // `systemctl reload` (the unit's ExecReload) sends it.
+        tokio::spawn(reload_on_sighup(tls.as_ref().map(|(t, _)| std::sync::Arc::clone(t))));
         if let Some((terminator, tls_listener)) = tls {
-            tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
             tls_task = Some(tokio::spawn(onair::tls::run(
                 tls_listener,
                 addr,
@@ -369,17 +371,28 @@ fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()>
     runtime.block_on(onair::inspect::run(onair::inspect::InspectOptions { url, frames, duration }))
 }
 
-/// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected.
-async fn reload_on_sighup(terminator: std::sync::Arc<onair::tls::Terminator>) {
+/// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected. Without TLS
+/// a SIGHUP only says so. The signal is watched from the call on, not from the first poll.
+fn reload_on_sighup(
+    terminator: Option<std::sync::Arc<onair::tls::Terminator>>,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return error!("cannot watch SIGHUP: the certificate will not be reloaded");
-        };
-        while hup.recv().await.is_some() {
-            if let Err(err) = terminator.reload() {
-                error!(%err, "tls reload failed; keeping the old certificate");
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) = hup else {
+                return error!("cannot watch SIGHUP: the certificate will not be reloaded");
+            };
+            while hup.recv().await.is_some() {
+                match &terminator {
+                    Some(terminator) => {
+                        if let Err(err) = terminator.reload() {
+                            error!(%err, "tls reload failed; keeping the old certificate");
+                        }
+                    }
+                    None => info!("sighup: no [tls] to reload; other settings take a restart"),
+                }
             }
         }
     }

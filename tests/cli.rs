@@ -233,3 +233,20 @@ fn an_address_in_use_says_how_to_pick_another() {
     assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
     assert!(stderr.contains("pick another address with --listen"), "{stderr}");
 }
+
+#[test]
+fn sighup_without_tls_leaves_the_relay_running() {
+    // `systemctl reload onair` sends SIGHUP; without a [tls] table the relay used to die of it.
+    let child = Command::new(ONAIR)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(child);
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines().map_while(Result::ok);
+    assert!(lines.by_ref().any(|line| line.contains("listening")), "relay did not start");
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    assert!(lines.by_ref().any(|line| line.contains("sighup: no [tls] to reload")));
+    assert!(child.0.try_wait().unwrap().is_none(), "the relay exited on SIGHUP");
+}
