@@ -10,10 +10,10 @@ LISTEN ?= 127.0.0.1:8000
 # Debian packages. gcc links Rust programs and compiles the C inside crates (ring, libopus);
 # cmake builds libopus for the `opus` crate.
 RUN_PACKAGES := gcc libc6-dev cmake
-# Real peers for tests; openssl makes test certificates; systemd-analyze (systemd) and
-# debootstrap check the service and the package. Node.js and python3-venv: see deps-test.
+# Real peers for tests; openssl makes test certificates; systemd-analyze (systemd),
+# systemd-nspawn (systemd-container) and debootstrap check the service and the package. Node.js and python3-venv: see deps-test.
 TEST_PACKAGES := $(RUN_PACKAGES) ffmpeg sox opus-tools chromium libshout-tools icecast2 openssl \
-  systemd debootstrap
+  systemd systemd-container debootstrap
 # cargo-deb reads the binary's library needs with dpkg-shlibdeps (dpkg-dev) and strips it (binutils).
 DEB_PACKAGES := $(RUN_PACKAGES) dpkg-dev binutils
 # icecast2 is the relay the benchmark compares with.
@@ -29,11 +29,12 @@ SYSCONFDIR ?= /etc
 DESTDIR ?=
 
 .PHONY: run test build release autobahn fuzz soak lint fmt-check fix doc bench install deb \
-  package-test deps-run deps-test deps-deb deps-bench deps-node browser-test help
+  package-test uninstall install-config deps-run deps-test deps-deb deps-bench deps-node browser-test help
 
 help:
 	@echo "make run      build and start the relay on $(LISTEN) with a demo station (LISTEN=ADDR:PORT)"
 	@echo "make test     fmt check, clippy, cargo test, browser, interop and package tests"
+	@echo "make release  build target/release/onair"
 	@echo "make install  install binary, web player, systemd unit, /etc/onair/onair.toml (PREFIX, DESTDIR)"
 	@echo "make deb      build a Debian package in target/debian/"
 	@echo "make lint | fix | doc | bench | fuzz | soak"
@@ -79,8 +80,15 @@ deps-bench:
 
 build: deps-run
 	$(CARGO) build
-	@# The player's WebAssembly Opus decoder (for browsers without WebCodecs Opus) comes from npm.
-	@if command -v npm >/dev/null; then tests/browser/vendor.sh; else echo "npm not found: the web player will use WebCodecs only"; fi
+	@$(VENDOR)
+
+release: deps-run
+	$(CARGO) build --release --bin onair
+	@$(VENDOR)
+
+# The player's WebAssembly Opus decoder (for browsers without WebCodecs Opus) comes from npm.
+VENDOR = if command -v npm >/dev/null; then tests/browser/vendor.sh; \
+  else echo "npm not found: the web player will use WebCodecs only"; fi
 
 run: build
 	@echo "starting onair on $(LISTEN); Ctrl-C stops it; another address: make run LISTEN=0.0.0.0:8080"
@@ -109,6 +117,57 @@ test: deps-test fmt-check lint
 	$(CARGO) test --quiet
 	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory browser-test
+	$(MAKE) --no-print-directory package-test
+
+# Installs like a service: `make release` (as yourself), then `sudo make install`, which builds
+# nothing (root's PATH often has no cargo, and root-owned files in target/ would get in the way).
+# The config is written only when absent, with a fresh stream key and mode 0640.
+install:
+	@[ -x target/release/onair ] || { echo "no target/release/onair: run make release first" >&2; exit 1; }
+	@stale=$$(find src Cargo.lock -newer target/release/onair | head -n 1); \
+	[ -z "$$stale" ] || { echo "$$stale is newer than target/release/onair: run make release first" >&2; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/onair $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 -s target/release/onair $(DESTDIR)$(BINDIR)/onair
+	rm -rf $(DESTDIR)$(DATADIR)/onair/web-player
+	cd web-player && find . -type f -exec install -D -m 0644 {} $(DESTDIR)$(DATADIR)/onair/web-player/{} \;
+	sed -e 's|/usr/share/onair/|$(DATADIR)/onair/|g' -e 's|/usr/share/doc/onair/|$(DOCDIR)/|g' \
+	  -e 's|/etc/onair/|$(SYSCONFDIR)/onair/|g' docs/packaging/onair.toml >$(DESTDIR)$(DATADIR)/onair/onair.toml
+	sed -e 's|/usr/bin/onair|$(BINDIR)/onair|g' -e 's|/usr/share/doc/onair/|$(DOCDIR)/|g' \
+	  -e 's|/etc/onair/|$(SYSCONFDIR)/onair/|g' docs/packaging/onair.service >$(DESTDIR)$(UNITDIR)/onair.service
+	chmod 0644 $(DESTDIR)$(DATADIR)/onair/onair.toml $(DESTDIR)$(UNITDIR)/onair.service
+	install -m 0644 README.md docs/onair.example.toml $(DESTDIR)$(DOCDIR)/
+	@# A staged install (DESTDIR, e.g. for a package) must not carry a key: the package's
+	@# postinst writes the config on the target (as docs/packaging/postinst does).
+	@if [ -z "$(DESTDIR)" ]; then $(MAKE) --no-print-directory install-config; else \
+	  echo "DESTDIR set: no $(SYSCONFDIR)/onair/onair.toml written (make install-config DESTDIR=... writes one)"; fi
+	@echo "start it: systemctl daemon-reload && systemctl enable --now onair; logs: journalctl -u onair"
+
+# $(SYSCONFDIR)/onair/onair.toml from the installed template with a fresh stream key, mode 0640;
+# an existing config is kept as it is.
+install-config:
+	@config=$(DESTDIR)$(SYSCONFDIR)/onair/onair.toml; \
+	if [ -e $$config ]; then echo "kept $$config"; else \
+	  key=$$($(DESTDIR)$(BINDIR)/onair keygen); \
+	  install -d $(DESTDIR)$(SYSCONFDIR)/onair; \
+	  (umask 077; sed "s|@STREAM_KEY@|$$key|" $(DESTDIR)$(DATADIR)/onair/onair.toml >$$config.new); \
+	  chmod 0640 $$config.new; mv $$config.new $$config; \
+	  echo "wrote $$config (stream 'radio' on port 8000; its key is in the file)"; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/onair $(DESTDIR)$(UNITDIR)/onair.service
+	rm -rf $(DESTDIR)$(DATADIR)/onair $(DESTDIR)$(DOCDIR)
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/onair/ (your config and keys)"
+
+# A Debian package in target/debian/ (cargo-deb; see [package.metadata.deb] in Cargo.toml).
+deb: deps-deb
+	@$(VENDOR)
+	$(CARGO) deb
+
+# Installs the package and `make install` into scratch Debian roots, boots one with systemd and
+# checks the service (tests/package.sh; root only; about 1 min after the release build).
+package-test: deb deps-test
+	tests/package.sh "$$(ls -t target/debian/onair_*.deb | head -n 1)"
 
 # Every parser that reads peer bytes, FUZZ_SECONDS each. cargo-fuzz needs nightly flags: the
 # stable toolchain accepts them with RUSTC_BOOTSTRAP=1 (this machine has no other toolchain).
