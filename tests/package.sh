@@ -5,7 +5,8 @@
 #     postinst writes (fresh key, mode 0640, no dpkg conffile, kept on reinstall), the unit
 #     enabled; then the root boots with systemd-nspawn (private network) and the service really
 #     runs: started at boot through ExecStartPre's check, as a dynamic user, /healthz and the
-#     installed web player served, `systemctl reload` keeps it up, `systemctl stop` exits 0;
+#     installed web player served, an auto-DJ stream playing files under the sandbox,
+#     `systemctl reload` keeps it up, `systemctl stop` exits 0;
 #     last, `dpkg --purge` removes the config.
 #  2. `make install DESTDIR=root PREFIX=/usr/local` then `make install-config`: the files at
 #     their PREFIX paths, and the unit's own ExecStartPre and ExecStart command lines run in the
@@ -100,6 +101,10 @@ in_root dpkg -i /tmp/onair.deb >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log";
 verify_unit /usr/lib/systemd/system/onair.service
 
 step "boot the root with systemd-nspawn; the service starts as it would on a server"
+# A second stream played by the auto-DJ: decoding and encoding run under the unit's sandbox too.
+install -d -m 0755 "$root/srv/onair/music"
+install -m 0644 samples/music.ogg samples/sweep.mp3 "$root/srv/onair/music/"
+printf '\n[[streams]]\nname = "jukebox"\nplaylist = "/srv/onair/music"\n' >>"$root/etc/onair/onair.toml"
 cat >"$root/usr/local/bin/onair-probe" <<'PROBE'
 #!/bin/bash
 # Runs in the booted root after onair.service: reports what the host asserts, then powers off.
@@ -122,6 +127,14 @@ for _ in $(seq 50); do get /healthz >/dev/null 2>&1 && break; sleep 0.1; done
 echo "healthz=$(get /healthz | tail -n 1)"
 get / | grep -q '<script type="module" src="ui.js">' && echo "player=served"
 get /api/streams | grep -q '"radio"' && echo "streams=radio"
+for _ in $(seq 50); do
+  jukebox=$(get /api/streams | grep -o '"name":"jukebox".*')
+  frames=$(echo "$jukebox" | grep -o '"frames_in":[0-9]*' | head -n 1 | cut -d: -f2)
+  [ "${frames:-0}" -gt 100 ] && break
+  sleep 0.2
+done
+echo "autodj=$(echo "$jukebox" | grep -o '"live":[a-z]*,"source":"[a-z]*"' | head -n 1)"
+echo "autodj_frames=${frames:-0}"
 systemctl reload onair
 sleep 0.5
 echo "after_reload=$(systemctl show -P ActiveState onair) same_pid=$([ "$(systemctl show -P MainPID onair)" = "$pid" ] && echo yes)"
@@ -147,16 +160,19 @@ timeout 120 systemd-nspawn --quiet --directory="$root" --boot --register=no --ke
 probe=$root/root/probe.log
 [ -f "$probe" ] || { tail -n 30 "$work/boot.log"; fail "the booted root ran no probe"; }
 want() { grep -qx "$1" "$probe" || { cat "$probe"; fail "booted service: expected $1"; }; }
-grep -q 'ok: listen 0.0.0.0:8000, 1 stream: radio (live)' "$probe" || { cat "$probe"; fail "no ExecStartPre check in the journal"; }
+grep -q 'ok: listen 0.0.0.0:8000, 2 streams: radio (live), jukebox (auto-DJ)' "$probe" ||
+  { cat "$probe"; fail "no ExecStartPre check in the journal"; }
 grep -Eq '^state=active uid=[1-9][0-9]*$' "$probe" || { cat "$probe"; fail "not running as a dynamic user"; }
 want healthz=ok
 want player=served
 want streams=radio
+want 'autodj="live":true,"source":"autodj"'
+grep -Eq '^autodj_frames=[0-9]{3,}$' "$probe" || { cat "$probe"; fail "the auto-DJ did not play"; }
 want "after_reload=active same_pid=yes"
 want "stopped=success status=0"
 want probe=done
 grep -q 'sighup: no \[tls\] to reload' "$probe" || fail "the reload did not reach the relay"
-step "booted service: $(grep -E '^(state|nofile)=' "$probe" | tr '\n' ' ')healthz ok, player served, reload kept it, stop exit 0"
+step "booted service: $(grep -E '^(state|nofile|autodj_frames)=' "$probe" | tr '\n' ' ')healthz ok, player served, reload kept it, stop exit 0"
 
 step "dpkg --purge onair"
 in_root dpkg --purge onair >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log"; fail "dpkg --purge"; }
