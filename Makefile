@@ -11,7 +11,8 @@ LISTEN ?= 127.0.0.1:8000
 # cmake builds libopus for the `opus` crate.
 RUN_PACKAGES := gcc libc6-dev cmake
 # Real peers for tests; openssl makes test certificates; systemd-analyze (systemd),
-# systemd-nspawn (systemd-container) and debootstrap check the service and the package. Node.js and python3-venv: see deps-test.
+# systemd-nspawn (systemd-container) and debootstrap check the service and the package.
+# Node.js and python3-venv: see deps-node and deps-test.
 TEST_PACKAGES := $(RUN_PACKAGES) ffmpeg sox opus-tools chromium libshout-tools icecast2 openssl \
   systemd systemd-container debootstrap
 # cargo-deb reads the binary's library needs with dpkg-shlibdeps (dpkg-dev) and strips it (binutils).
@@ -28,8 +29,9 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSCONFDIR ?= /etc
 DESTDIR ?=
 
-.PHONY: run test build release autobahn fuzz soak lint fmt-check fix doc bench install deb \
-  package-test uninstall install-config deps-run deps-test deps-deb deps-bench deps-node browser-test help
+.PHONY: run test build release autobahn fuzz soak lint fmt-check fix doc bench install \
+  install-config uninstall deb package-test deps-run deps-test deps-node deps-deb deps-bench \
+  browser-test help
 
 help:
 	@echo "make run      build and start the relay on $(LISTEN) with a demo station (LISTEN=ADDR:PORT)"
@@ -73,7 +75,8 @@ deps-node:
 
 deps-deb: deps-node
 	$(call apt_install,$(DEB_PACKAGES))
-	@command -v cargo-deb >/dev/null || { echo "installing cargo-deb"; $(CARGO) install --quiet --locked cargo-deb; }
+	@command -v cargo-deb >/dev/null || { echo "installing cargo-deb (a few minutes, once)"; \
+	  $(CARGO) install --locked cargo-deb; }
 
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))
