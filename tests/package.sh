@@ -163,6 +163,11 @@ want() { grep -qx "$1" "$probe" || { cat "$probe"; fail "booted service: expecte
 grep -q 'ok: listen 0.0.0.0:8000, 2 streams: radio (live), jukebox (auto-DJ)' "$probe" ||
   { cat "$probe"; fail "no ExecStartPre check in the journal"; }
 grep -Eq '^state=active uid=[1-9][0-9]*$' "$probe" || { cat "$probe"; fail "not running as a dynamic user"; }
+# LimitNOFILE=65536, or as much of it as this machine allows (a container's own hard limit
+# caps its systemd).
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] || [ "$hard" -gt 65536 ] && hard=65536
+want "nofile=$hard"
 want healthz=ok
 want player=served
 want streams=radio
