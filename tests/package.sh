@@ -13,6 +13,7 @@
 #     root as an unprivileged user on a copy of the config, as systemd's LoadCredential= would.
 #  Both units pass `systemd-analyze verify` without a single warning.
 # Usage: tests/package.sh target/debian/onair_VERSION_ARCH.deb   (root: chroot, dpkg, nspawn)
+# DEBIAN_MIRROR=URL picks the mirror debootstrap uses (default: deb.debian.org).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=$(realpath "${1:?usage: tests/package.sh PATH/TO/onair_VERSION_ARCH.deb}")
