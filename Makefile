@@ -5,11 +5,13 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 CARGO ?= cargo
 ONAIR := target/debug/onair
-# Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
-RUN_PACKAGES := cmake
-TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+# Debian packages: cmake builds libopus for the `opus` crate; libasound2-dev and pkg-config let
+# cpal link ALSA (`onair push --input`, the `capture` feature); the rest are real peers for tests.
+# pulseaudio and libasound2-plugins make the headless capture device of tests/capture.rs.
+RUN_PACKAGES := cmake libasound2-dev pkg-config
+TEST_PACKAGES := cmake libasound2-dev pkg-config pulseaudio libasound2-plugins ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
-BENCH_PACKAGES := cmake icecast2
+BENCH_PACKAGES := cmake libasound2-dev pkg-config icecast2
 
 .PHONY: run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
