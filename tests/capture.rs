@@ -497,9 +497,11 @@ async fn a_missing_device_exits_5_with_a_clear_message_before_going_on_air() {
     // Neither went on air.
     let (_, hello) = listener(&relay, "radio").await;
     assert_eq!(hello["live"], false);
-    // Files and a device at once is a usage error.
-    let out = device.onair(&["push", "--to", &url, "--input", "tone", "x.flac"]).output().await;
-    assert_eq!(out.unwrap().status.code(), Some(2));
+    // Files and a device at once, or a device with playlist flags, are usage errors.
+    for extra in ["x.flac", "--loop", "--shuffle", "--fast"] {
+        let out = device.onair(&["push", "--to", &url, "--input", "tone", extra]).output().await;
+        assert_eq!(out.unwrap().status.code(), Some(2), "--input with {extra}");
+    }
     relay.shutdown().await;
 }
 

@@ -278,8 +278,7 @@ impl RingConsumer {
 
 /// An open, running capture stream. Dropping it stops the device.
 pub struct Capture {
-    // NOTE: declared first so it is dropped first: cpal's worker thread stops before the ring
-    // and the stats it writes to go away.
+    /// Dropping it stops and joins cpal's capture thread.
     _stream: cpal::Stream,
     ring: RingConsumer,
     errors: HeapCons<cpal::Error>,

@@ -154,7 +154,13 @@ pub struct PushArgs {
     /// Capture live from an ALSA input device instead of files: a name from --list-inputs
     /// (or a unique part of it); without a name, the system's default input.
     #[cfg(feature = "capture")]
-    #[arg(long, value_name = "DEVICE", num_args = 0..=1, default_missing_value = "")]
+    #[arg(
+        long,
+        value_name = "DEVICE",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with_all = ["looping", "shuffle", "fast"]
+    )]
     pub input: Option<String>,
 
     /// List the input devices (name, default marker, channels, rates, formats) and exit.

@@ -267,8 +267,9 @@ fn style(cfg: &StatusConfig) -> ProgressStyle {
     base
 }
 
-/// `▕██████████▒▒│     ▏ -6.0 pk -9.0 rms dBFS CLIP  drops 0 xruns 0 gaps 0`: RMS as the bar,
-/// the peak as a tick, from -48 dBFS on the left to 0 on the right.
+/// `▕██████████████████  │   ▏  -6.0/-12.0 dBFS CLIP`: RMS as the bar, the peak as a tick,
+/// from -48 dBFS on the left to 0 on the right, then peak/RMS in figures; the loss counters
+/// follow once anything was lost.
 #[cfg(feature = "capture")]
 pub(crate) fn meter_text(s: &InputSnapshot) -> String {
     let cell = |db: f32| -> usize {
@@ -286,11 +287,15 @@ pub(crate) fn meter_text(s: &InputSnapshot) -> String {
             ' '
         });
     }
-    let clip = if s.clipping { "CLIP" } else { "    " };
-    format!(
-        "▕{bar}▏ {:>5.1} pk {:>5.1} rms dBFS {clip}  overruns {} xruns {} underruns {}",
-        s.peak_dbfs, s.rms_dbfs, s.overruns, s.xruns, s.underruns
-    )
+    let clip = if s.clipping { " CLIP" } else { "     " };
+    let mut text = format!("▕{bar}▏ {:>5.1}/{:>5.1} dBFS{clip}", s.peak_dbfs, s.rms_dbfs);
+    if s.overruns + s.xruns + s.underruns > 0 {
+        text.push_str(&format!(
+            "  lost: {} overruns {} xruns {} underruns",
+            s.overruns, s.xruns, s.underruns
+        ));
+    }
+    text
 }
 
 impl Drop for Status {
@@ -366,11 +371,17 @@ mod tests {
     fn the_meter_shows_rms_as_a_bar_and_peak_as_a_tick() {
         let text = meter_text(&snapshot(-6.0, -12.0, false));
         // -12 dBFS RMS fills 18 of 24 cells; the -6 dBFS peak sits in cell 21.
-        assert!(text.starts_with(&format!("▕{}  │   ▏", "█".repeat(18))), "{text}");
-        assert!(text.contains(" -6.0 pk -12.0 rms dBFS     "), "{text}");
-        assert!(text.ends_with("overruns 2 xruns 1 underruns 0"), "{text}");
-        let text = meter_text(&snapshot(0.0, -3.0, true));
-        assert!(text.contains("CLIP"), "{text}");
+        assert_eq!(
+            text,
+            format!(
+                "▕{}  │   ▏  -6.0/-12.0 dBFS       lost: 2 overruns 1 xruns 0 underruns",
+                "█".repeat(18)
+            )
+        );
+        let mut clean = snapshot(0.0, -3.0, true);
+        (clean.overruns, clean.xruns) = (0, 0);
+        let text = meter_text(&clean);
+        assert!(text.ends_with("   0.0/ -3.0 dBFS CLIP"), "{text}");
         let silent = meter_text(&snapshot(METER_FLOOR_DBFS, METER_FLOOR_DBFS, false));
         assert!(silent.starts_with(&format!("▕{}▏", " ".repeat(METER_CELLS))), "{silent}");
     }
