@@ -7,11 +7,18 @@ CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; libasound2-dev and pkg-config let
 # cpal link ALSA (`onair push --input`, the `capture` feature); the rest are real peers for tests.
-# pulseaudio and libasound2-plugins make the headless capture device of tests/capture.rs.
 RUN_PACKAGES := cmake libasound2-dev pkg-config
-TEST_PACKAGES := cmake libasound2-dev pkg-config pulseaudio libasound2-plugins ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+# The interop suite (tests/interop.rs) drives real broadcaster tools and players: liquidsoap,
+# ezstream, ices2, darkice; VLC (cvlc, its stream output to a WAV file), mpv, and GStreamer
+# from TEST_PACKAGES (souphttpsrc and the decoders it uses are in plugins-base and -good).
+INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mpv
+# pulseaudio and libasound2-plugins make the headless capture device of tests/capture.rs.
+CAPTURE_PACKAGES := pulseaudio libasound2-plugins
+TEST_PACKAGES := cmake libasound2-dev pkg-config ffmpeg sox opus-tools chromium libshout-tools icecast2 \
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+  $(INTEROP_PACKAGES) $(CAPTURE_PACKAGES)
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
-BENCH_PACKAGES := cmake libasound2-dev pkg-config icecast2
+BENCH_PACKAGES := cmake libasound2-dev pkg-config icecast2 openssl
 
 .PHONY: run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
@@ -115,3 +122,4 @@ bench: deps-bench
 	$(CARGO) build --release --bin onair
 	$(CARGO) bench --bench ring --bench protocol $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.3,)
 	$(CARGO) bench --bench load -- compare $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(CARGO) bench --bench record -- $(if $(QUICK),--quick,)

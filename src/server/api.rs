@@ -41,10 +41,13 @@ fn streams_json(server: &Server) -> Response {
         stream: StreamInfo,
         /// HLS clients that polled recently (they are not in `listeners`).
         hls_listeners: usize,
+        /// Its shows are recorded (`/api/recordings/{stream}` lists them).
+        recorded: bool,
     }
     let info = |s: &std::sync::Arc<crate::relay::Stream>| Info {
         stream: s.info(),
         hls_listeners: server.hls.get(&s.config().name).map_or(0, |h| h.listeners()),
+        recorded: server.recordings.is_some() && s.config().record,
     };
     let body = Body { streams: server.node.streams.iter().map(info).collect() };
     let json = serde_json::to_vec(&body).expect("stream info always serializes");
