@@ -8,18 +8,21 @@ ONAIR := target/debug/onair
 # `make run LISTEN=0.0.0.0:8080`: another address or port for the demo relay.
 LISTEN ?= 127.0.0.1:8000
 # Debian packages. gcc links Rust programs and compiles the C inside crates (ring, libopus);
-# cmake builds libopus for the `opus` crate.
-RUN_PACKAGES := gcc libc6-dev cmake
+# cmake builds libopus for the `opus` crate; libasound2-dev and pkg-config let cpal link ALSA
+# (`onair push --input`, the `capture` feature).
+RUN_PACKAGES := gcc libc6-dev cmake libasound2-dev pkg-config
 # The interop suite (tests/interop.rs) drives real broadcaster tools and players: liquidsoap,
 # ezstream, ices2, darkice; VLC (cvlc), mpv, and GStreamer from TEST_PACKAGES (souphttpsrc,
 # hlsdemux and the decoders they use are in plugins-base, -good and -bad).
 INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mpv
+# pulseaudio and libasound2-plugins make the headless capture device of tests/capture.rs.
+CAPTURE_PACKAGES := pulseaudio libasound2-plugins
 # Real peers for tests; openssl makes test certificates; systemd-analyze (systemd),
 # systemd-nspawn (systemd-container) and debootstrap check the service and the package.
 # Node.js and python3-venv: see deps-node and deps-test.
 TEST_PACKAGES := $(RUN_PACKAGES) ffmpeg sox opus-tools chromium libshout-tools icecast2 openssl \
   systemd systemd-container debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES)
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES) $(CAPTURE_PACKAGES)
 # cargo-deb reads the binary's library needs with dpkg-shlibdeps (dpkg-dev) and strips it (binutils).
 DEB_PACKAGES := $(RUN_PACKAGES) dpkg-dev binutils
 # icecast2 is the relay the benchmark compares with; openssl makes its TLS certificate.

@@ -26,7 +26,8 @@
 //!   every credential check.
 //! - [`conn`]: a client connection, plain or TLS. [`node`], [`config`], [`metrics`],
 //!   [`error`]: shared state, settings, counters, errors.
-//! - [`push`] (feature `source`): `onair push` and the auto-DJ; [`inspect`]: `onair listen`.
+//! - [`push`] (feature `source`): `onair push` and the auto-DJ, live capture with feature `capture`;
+//!   [`inspect`]: `onair listen`.
 #![deny(missing_docs)]
 
 pub mod auth;

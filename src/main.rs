@@ -149,9 +149,23 @@ fn log_writer() -> std::io::Stderr {
     std::io::stderr()
 }
 
-/// `onair push`: the exit code comes from `PushError::exit_code` (2 usage, 3 for 401, 4 for 404).
+/// `onair push`: the exit code comes from `PushError::exit_code` (2 usage, 3 for 401, 4 for 404,
+/// 5 the input device).
 #[cfg(feature = "source")]
 fn push(args: onair::push::PushArgs) -> ExitCode {
+    #[cfg(feature = "capture")]
+    if args.list_inputs {
+        return match onair::push::capture::list_inputs() {
+            Ok(inputs) => {
+                print!("{}", onair::push::capture::format_inputs(&inputs));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("onair: error: {err}");
+                ExitCode::from(err.exit_code())
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

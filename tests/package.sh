@@ -30,12 +30,16 @@ step() { echo "package test: $*"; }
 . /etc/os-release
 suite=${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-cache=target/package-test/$suite-minbase-systemd.tar
+# The package's own dependencies (libc, libasound2, ...) go in as apt would install them before
+# it; the cache is keyed on that list.
+depends=$(dpkg-deb -f "$deb" Depends | sed -e 's/([^)]*)//g' -e 's/|[^,]*//g' -e 's/ //g')
+include=systemd,procps${depends:+,$depends}
+cache=target/package-test/$suite-minbase-$(printf %s "$include" | md5sum | cut -c1-8).tar
 if [ ! -s "$cache" ]; then
   step "debootstrap $suite (once; cached in $cache)"
   mkdir -p target/package-test
   boot=$(mktemp -d /tmp/onair-debootstrap.XXXXXX)
-  if ! debootstrap --variant=minbase --include=systemd,procps "$suite" "$boot/root" "$mirror" \
+  if ! debootstrap --variant=minbase --include="$include" "$suite" "$boot/root" "$mirror" \
     >"$boot/log" 2>&1; then
     tail -n 20 "$boot/log"
     rm -rf "$boot"
