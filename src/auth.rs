@@ -26,6 +26,9 @@ pub enum Denied {
     /// The link has expired (HTTP 403).
     #[error("the link has expired")]
     Expired,
+    /// The link is valid for longer than the stream's `max_link_lifetime_hours` (HTTP 403).
+    #[error("the link is valid for longer than this stream allows")]
+    TooLong,
 }
 
 impl Denied {
@@ -33,7 +36,7 @@ impl Denied {
     pub fn status(self) -> u16 {
         match self {
             Denied::Unsigned => 401,
-            Denied::BadSignature | Denied::Expired => 403,
+            Denied::BadSignature | Denied::Expired | Denied::TooLong => 403,
         }
     }
 }
@@ -51,18 +54,24 @@ pub fn sign(secret: &str, stream: &str, expires: u64) -> String {
     tag.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks a link's `expires` and `sig` parameters at time `now` (UNIX seconds).
+/// Checks a link's `expires` and `sig` parameters at time `now` (UNIX seconds); a link may
+/// not be valid for more than `max_lifetime_s` from `now`.
 ///
 /// # Errors
-/// `Unsigned`, `BadSignature` or `Expired`.
+/// `Unsigned`, `BadSignature`, `Expired` or `TooLong`.
 pub fn verify(
     secret: &str,
     stream: &str,
     expires: Option<&str>,
     sig: Option<&str>,
     now: u64,
+    max_lifetime_s: u64,
 ) -> Result<(), Denied> {
     let (Some(expires), Some(sig)) = (expires, sig) else { return Err(Denied::Unsigned) };
+    // Digits only: `parse` would also take a leading `+`, a second spelling of one link.
+    if expires.is_empty() || !expires.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Denied::BadSignature);
+    }
     let expires: u64 = expires.parse().map_err(|_| Denied::BadSignature)?;
     let Some(tag) = decode_hex(sig) else { return Err(Denied::BadSignature) };
     // Constant time: the comparison does not tell an attacker how much of the tag was right.
@@ -70,17 +79,27 @@ pub fn verify(
     if now > expires {
         return Err(Denied::Expired);
     }
+    if expires - now > max_lifetime_s {
+        return Err(Denied::TooLong);
+    }
     Ok(())
 }
 
+/// 64 lowercase hex digits (what `sign` writes) into the 32-byte tag; anything else is `None`,
+/// so each tag has exactly one spelling.
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 {
+    fn nibble(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        }
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect()
+    bytes.chunks_exact(2).map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?)).collect()
 }
 
 /// A stream with a `listen_secret` only admits listeners with a valid signed link.
@@ -88,13 +107,15 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 /// # Errors
 /// Why the link is refused.
 pub fn check_listen_access(stream: &Stream, request: &Request) -> Result<(), Denied> {
-    let Some(secret) = &stream.config().listen_secret else { return Ok(()) };
+    let config = stream.config();
+    let Some(secret) = &config.listen_secret else { return Ok(()) };
     verify(
         secret,
-        &stream.config().name,
+        &config.name,
         request.query_param("expires").as_deref(),
         request.query_param("sig").as_deref(),
         unix_now(),
+        config.max_link_lifetime.as_secs(),
     )
 }
 
@@ -202,15 +223,54 @@ mod tests {
         assert_eq!(base64_decode("YWI="), Some(b"ab".to_vec()));
     }
 
+    /// A day, as the tests' maximum link lifetime.
+    const DAY: u64 = 86_400;
+
     #[test]
     fn a_signed_link_works_until_it_expires() {
         let sig = sign("s3cret", "radio", 1_000);
         assert_eq!(sig.len(), 64);
-        assert_eq!(verify("s3cret", "radio", Some("1000"), Some(&sig), 999), Ok(()));
+        assert_eq!(verify("s3cret", "radio", Some("1000"), Some(&sig), 999, DAY), Ok(()));
         assert_eq!(
-            verify("s3cret", "radio", Some("1000"), Some(&sig), 1_001),
+            verify("s3cret", "radio", Some("1000"), Some(&sig), 1_001, DAY),
             Err(Denied::Expired)
         );
+    }
+
+    /// A link signed to expire in ten years was accepted: a leaked link stayed good forever.
+    #[test]
+    fn a_link_valid_for_longer_than_the_maximum_is_refused() {
+        let now = 1_000_000;
+        let far = now + 10 * 365 * DAY;
+        let sig = sign("s3cret", "radio", far);
+        assert_eq!(
+            verify("s3cret", "radio", Some(&far.to_string()), Some(&sig), now, DAY),
+            Err(Denied::TooLong)
+        );
+        let near = now + DAY;
+        let sig = sign("s3cret", "radio", near);
+        assert_eq!(
+            verify("s3cret", "radio", Some(&near.to_string()), Some(&sig), now, DAY),
+            Ok(())
+        );
+    }
+
+    /// `u8::from_str_radix` took "AB" and "+b": several spellings of one signature were valid.
+    #[test]
+    fn only_lowercase_hex_signatures_are_accepted() {
+        let sig = sign("s3cret", "radio", 1_000);
+        let upper = sig.to_ascii_uppercase();
+        let plus = format!("+{}", &sig[1..]);
+        for bad in [upper.as_str(), plus.as_str()] {
+            assert_ne!(bad, sig);
+            assert_eq!(
+                verify("s3cret", "radio", Some("1000"), Some(bad), 10, DAY),
+                Err(Denied::BadSignature),
+                "{bad}"
+            );
+        }
+        // Where "+x" parsed, this pair decoded to the right tag whenever sig started with '0'.
+        assert_eq!(decode_hex(&format!("+f{}", "0".repeat(62))), None);
     }
 
     #[test]
@@ -218,8 +278,8 @@ mod tests {
         let sig = sign("s3cret", "radio", 1_000);
         let now = 10;
         let not_hex = "zz".repeat(32);
-        assert_eq!(verify("s3cret", "radio", None, None, now), Err(Denied::Unsigned));
-        assert_eq!(verify("s3cret", "radio", Some("1000"), None, now), Err(Denied::Unsigned));
+        assert_eq!(verify("s3cret", "radio", None, None, now, DAY), Err(Denied::Unsigned));
+        assert_eq!(verify("s3cret", "radio", Some("1000"), None, now, DAY), Err(Denied::Unsigned));
         for (stream, expires, sig) in [
             ("other", "1000", sig.as_str()),
             ("radio", "2000", sig.as_str()),
@@ -228,12 +288,12 @@ mod tests {
             ("radio", "x", sig.as_str()),
         ] {
             assert_eq!(
-                verify("s3cret", stream, Some(expires), Some(sig), now),
+                verify("s3cret", stream, Some(expires), Some(sig), now, DAY),
                 Err(Denied::BadSignature)
             );
         }
         assert_eq!(
-            verify("other-secret", "radio", Some("1000"), Some(&sig), now),
+            verify("other-secret", "radio", Some("1000"), Some(&sig), now, DAY),
             Err(Denied::BadSignature)
         );
     }

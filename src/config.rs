@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
 /// Most listeners of one stream, of every kind.
 pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
+/// Longest a signed listener link may be valid for, from the moment it is used: a week.
+pub const DEFAULT_MAX_LINK_LIFETIME_HOURS: u64 = 7 * 24;
 /// Bytes the relay writes to one listener socket in one go when the listener is behind.
 pub const DEFAULT_LISTENER_BATCH_BYTES: usize = 64 << 10;
 /// Unsent bytes the kernel may hold for one listener (`TCP_NOTSENT_LOWAT`).
@@ -152,6 +154,9 @@ pub struct StreamConfig {
     pub max_ingest_bitrate: u64,
     /// When set, listeners need a link signed with this secret (`onair sign`).
     pub listen_secret: Option<String>,
+    /// Signed links that expire later than this from now are refused (a leaked link must not
+    /// stay good for years).
+    pub max_link_lifetime: Duration,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +199,7 @@ struct RawStream {
     max_listeners: Option<Spanned<usize>>,
     max_ingest_bitrate: Option<Spanned<usize>>,
     listen_secret: Option<Spanned<String>>,
+    max_link_lifetime_hours: Option<Spanned<usize>>,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -249,6 +255,7 @@ impl StreamConfig {
             max_listeners: DEFAULT_MAX_LISTENERS,
             max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
             listen_secret: None,
+            max_link_lifetime: Duration::from_secs(DEFAULT_MAX_LINK_LIFETIME_HOURS * 3600),
         }
     }
 }
@@ -445,6 +452,12 @@ impl Config {
                 }
                 secret => secret.map(Spanned::into_inner),
             };
+            let hours = positive(
+                raw_stream.max_link_lifetime_hours,
+                "max_link_lifetime_hours",
+                DEFAULT_MAX_LINK_LIFETIME_HOURS as usize,
+            )? as u64;
+            stream.max_link_lifetime = Duration::from_secs(hours.saturating_mul(3600));
             config.streams.push(stream);
         }
         Ok(config)

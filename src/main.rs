@@ -228,6 +228,7 @@ fn sign(
     hours: f64,
     base: &str,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
     let secret = match (secret, config) {
         (Some(secret), _) => secret,
         (None, Some(path)) => {
@@ -235,13 +236,17 @@ fn sign(
             let found = config.streams.into_iter().find(|s| s.name == stream);
             let found =
                 found.with_context(|| format!("no stream `{stream}` in {}", path.display()))?;
+            let max_hours = found.max_link_lifetime.as_secs_f64() / 3600.0;
+            anyhow::ensure!(
+                hours <= max_hours,
+                "stream `{stream}` refuses links valid for more than {max_hours} hours (max_link_lifetime_hours)"
+            );
             found
                 .listen_secret
                 .with_context(|| format!("stream `{stream}` has no listen_secret"))?
         }
         (None, None) => anyhow::bail!("give --config or --secret"),
     };
-    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
     let expires = onair::auth::unix_now() + (hours * 3600.0) as u64;
     let query = format!("expires={expires}&sig={}", onair::auth::sign(&secret, stream, expires));
     let base = base.trim_end_matches('/');
