@@ -174,7 +174,11 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
             info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
-            info!("go live over it with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` (the auto-DJ returns when you stop)");
+            info!("its generated key is on standard output, once: keys are never logged");
+            // NOTE: printed for the user, not logged: log lines end up in journals and
+            // collectors, and no key may ever be in them.
+            println!("Go live over the demo's auto-DJ (it returns when you stop):");
+            println!("  onair push --to ws://{addr}/ingest/demo --key {key} FILES");
         } else {
             for stream in &config.streams {
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);

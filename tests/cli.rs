@@ -53,35 +53,51 @@ fn keygen_prints_a_url_safe_key() {
     assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{key}");
 }
 
+/// Every line `read` gives, on a channel (the log on stderr, what the user reads on stdout).
+fn lines_of(read: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(read).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    lines
+}
+
+/// The demo's generated key used to be written into the log: it is printed once on stdout for
+/// the user, and the log never holds it.
 #[test]
-fn serve_logs_how_to_broadcast_and_exits_zero_on_sigterm() {
+fn serve_prints_how_to_broadcast_and_exits_zero_on_sigterm() {
     let child = Command::new(ONAIR)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut child = Guard(child);
-    let stderr = child.0.stderr.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let log = lines_of(child.0.stderr.take().unwrap());
+    let out = lines_of(child.0.stdout.take().unwrap());
     let mut addr = None;
-    let mut how_to = None;
-    while addr.is_none() || how_to.is_none() {
-        let line = lines.recv_timeout(Duration::from_secs(10)).expect("relay logs its address");
+    let mut log_lines = Vec::new();
+    while addr.is_none() {
+        let line = log.recv_timeout(Duration::from_secs(10)).expect("relay logs its address");
         if line.contains("listening") {
             addr = line.split("addr=").nth(1).map(|a| a.trim().to_owned());
         }
-        if line.contains("onair push --to ws://") {
-            how_to = Some(line);
-        }
+        log_lines.push(line);
     }
     let addr = addr.unwrap();
-    assert!(how_to.unwrap().contains(&format!("ws://{addr}/ingest/demo --key ")));
+    let how_to = loop {
+        let line = out.recv_timeout(Duration::from_secs(10)).expect("the key is printed");
+        if line.contains("onair push --to ws://") {
+            break line;
+        }
+    };
+    let prefix = format!("ws://{addr}/ingest/demo --key ");
+    assert!(how_to.contains(&prefix), "{how_to}");
+    let key = how_to.split(&prefix).nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert_eq!(key.len(), 32, "{how_to}");
 
     // A listener is connected when the signal comes: it is closed with 1001, the relay exits 0.
     let mut ws = tungstenite_connect(&addr);
@@ -105,6 +121,11 @@ fn serve_logs_how_to_broadcast_and_exits_zero_on_sigterm() {
         assert!(started.elapsed() < Duration::from_secs(10), "relay did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+    log_lines.extend(log.iter());
+    assert!(log_lines.iter().any(|l| l.contains("stopped")), "the whole log was read");
+    assert!(log_lines.iter().all(|l| !l.contains(&key)), "the key is in the log");
+    let printed: Vec<String> = out.iter().collect();
+    assert!(printed.iter().all(|l| !l.contains(&key)), "the key is printed once: {printed:?}");
 }
 
 fn tungstenite_connect(
