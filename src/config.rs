@@ -34,6 +34,8 @@ pub const DEFAULT_RING_FRAMES: usize = 1_024;
 pub const DEFAULT_RING_BYTES: usize = 8 << 20;
 /// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// IPv6 peers are counted per network of this prefix length: a host usually holds a /64.
+pub const DEFAULT_IP_LIMIT_IPV6_PREFIX: u8 = 64;
 /// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
 pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
 /// Most listeners of one stream, of every kind.
@@ -106,6 +108,8 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
     pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// IPv6 peers count against the per-IP limit per network of this prefix length (1-128).
+    pub ip_limit_ipv6_prefix: u8,
     /// Serve TLS on a second port.
     pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
@@ -177,6 +181,7 @@ struct RawConfig {
     listener_threads: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    ip_limit_ipv6_prefix: Option<Spanned<u8>>,
     tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
@@ -232,6 +237,7 @@ impl Default for Config {
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
+            ip_limit_ipv6_prefix: DEFAULT_IP_LIMIT_IPV6_PREFIX,
             tls: None,
             echo_endpoint: false,
             cors_origins: vec!["*".to_owned()],
@@ -364,6 +370,15 @@ impl Config {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(prefix) = raw.ip_limit_ipv6_prefix {
+            if !(1..=128).contains(prefix.get_ref()) {
+                return Err(fail(
+                    Some(prefix.span()),
+                    "ip_limit_ipv6_prefix must be 1-128".to_owned(),
+                ));
+            }
+            config.ip_limit_ipv6_prefix = prefix.into_inner();
         }
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
@@ -535,6 +550,7 @@ key = "SECRET"
             ("listen = \"127.0.0.1:1\"\nsend_window_ms = 5000\n", 2, "send_window_ms"),
             ("listen = \"127.0.0.1:1\"\nlistener_threads = 0\n", 2, "listener_threads must be > 0"),
             ("\nlistener_threads = 65\n", 2, "listener_threads must be at most 64"),
+            ("\nip_limit_ipv6_prefix = 0\n", 2, "ip_limit_ipv6_prefix must be 1-128"),
             ("listen = [\n", 1, ""),
         ];
         for (text, line, what) in cases {

@@ -134,3 +134,49 @@ async fn a_listener_flooding_pings_without_reading_gets_a_bounded_number_of_pong
     );
     relay.shutdown().await;
 }
+
+/// A relay listening on `[::]` (dual stack) sees IPv4 peers as `::ffff:a.b.c.d`: the
+/// exemption of 127.0.0.1 did not apply to them, so a proxy on loopback got 503s.
+#[tokio::test]
+async fn ipv4_peers_of_a_dual_stack_relay_count_as_their_ipv4_address() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.max_connections_per_ip = 1;
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let relay = TestRelay::start_on(listener, config);
+    let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // 127.0.0.1 is exempt (the default), however the socket spells it.
+    let _held = [listen_from("127.0.0.1", to).await, listen_from("127.0.0.1", to).await];
+    assert_eq!(get_from("127.0.0.1", to).await, 200);
+    // Two other IPv4 peers are two peers, not one IPv6 /64 (::ffff:0:0/96 is inside one).
+    let _first = listen_from("127.0.0.2", to).await;
+    assert_eq!(get_from("127.0.0.3", to).await, 200, "another address");
+    assert_eq!(get_from("127.0.0.2", to).await, 503, "the same address");
+    relay.shutdown().await;
+}
+
+/// A TCP connection from `source` (every 127.0.0.0/8 address is local).
+async fn connect_from(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    within(socket.connect(to)).await.unwrap()
+}
+
+/// A WebSocket listener from `source`, once it has its hello (so the relay has counted it).
+async fn listen_from(source: &str, to: std::net::SocketAddr) -> Ws {
+    let tcp = connect_from(source, to).await;
+    let url = format!("ws://{to}/listen/radio");
+    let plain = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    let (mut ws, _) = within(tokio_tungstenite::client_async(url, plain)).await.unwrap();
+    assert_eq!(next_event(&mut ws).await["type"], "hello");
+    ws
+}
+
+/// The status of `GET /healthz` sent from `source`.
+async fn get_from(source: &str, to: std::net::SocketAddr) -> u16 {
+    let mut tcp = connect_from(source, to).await;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    within(tcp.read_to_string(&mut answer)).await.unwrap();
+    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line")
+}
