@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Time allowed to send a complete HTTP request head.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// A write to a peer that makes no progress for this long ends the connection.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 20_000;
 /// How often the relay pings an idle peer.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 15_000;
 /// A peer that sends nothing (not even a pong) for this long is closed.
@@ -90,6 +92,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Time allowed to send a complete request head.
     pub handshake_timeout: Duration,
+    /// A write that makes no progress for this long ends the connection (and the kernel drops
+    /// a connection whose sent data stays unacknowledged this long: `TCP_USER_TIMEOUT`).
+    pub write_timeout: Duration,
     /// How often the relay pings an idle peer.
     pub ping_interval: Duration,
     /// A peer silent for this long is closed.
@@ -172,6 +177,7 @@ struct RawConfig {
     max_connections: Option<Spanned<usize>>,
     max_message_bytes: Option<Spanned<usize>>,
     handshake_timeout_ms: Option<Spanned<u64>>,
+    write_timeout_ms: Option<Spanned<u64>>,
     ping_interval_ms: Option<Spanned<u64>>,
     dead_peer_timeout_ms: Option<Spanned<u64>>,
     slow_listener_timeout_ms: Option<Spanned<u64>>,
@@ -225,6 +231,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
             ping_interval: Duration::from_millis(DEFAULT_PING_INTERVAL_MS),
             dead_peer_timeout: Duration::from_millis(DEFAULT_DEAD_PEER_TIMEOUT_MS),
             slow_listener_timeout: Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS),
@@ -382,6 +389,8 @@ impl Config {
         }
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
+        config.write_timeout =
+            millis(raw.write_timeout_ms, "write_timeout_ms", DEFAULT_WRITE_TIMEOUT_MS)?;
         config.ping_interval =
             millis(raw.ping_interval_ms, "ping_interval_ms", DEFAULT_PING_INTERVAL_MS)?;
         config.dead_peer_timeout =

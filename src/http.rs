@@ -6,9 +6,8 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use crate::config::Config;
@@ -77,7 +76,7 @@ pub enum HttpError {
 /// # Errors
 /// `HttpError` for socket errors, malformed or oversized heads, or a close mid-head.
 pub async fn read_request(
-    socket: &mut TcpStream,
+    socket: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> Result<Option<Request>, HttpError> {
     loop {
@@ -217,24 +216,37 @@ impl Response {
 
     /// The whole response as bytes; `head_only` leaves out the body (HEAD requests).
     pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
-        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
-        for (name, value) in &self.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
-        let mut bytes = out.into_bytes();
+        let mut bytes = self.head(self.body.len() as u64);
         if !head_only {
             bytes.extend_from_slice(&self.body);
         }
         bytes
     }
 
-    /// Writes the response and shuts the write side down.
+    /// The status line and headers, announcing a body of `content_length` bytes (which need
+    /// not be `body`: a file is streamed after its head).
+    pub fn head(&self, content_length: u64) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {content_length}\r\nConnection: close\r\n\r\n"));
+        out.into_bytes()
+    }
+
+    /// Writes the response (head and body in vectored writes, the body not copied) and shuts
+    /// the write side down.
     ///
     /// # Errors
-    /// Socket errors.
-    pub async fn send(&self, socket: &mut TcpStream, head_only: bool) -> std::io::Result<()> {
-        socket.write_all(&self.to_bytes(head_only)).await?;
+    /// Socket errors, and `TimedOut` from a socket with a write deadline.
+    pub async fn send(
+        &self,
+        socket: &mut (impl AsyncWrite + Unpin),
+        head_only: bool,
+    ) -> std::io::Result<()> {
+        let head = Bytes::from(self.head(self.body.len() as u64));
+        let body = if head_only { Bytes::new() } else { self.body.clone() };
+        socket.write_all_buf(&mut head.chain(body)).await?;
         socket.shutdown().await
     }
 }
@@ -246,7 +258,7 @@ impl Response {
 /// # Errors
 /// Socket errors.
 pub async fn refuse(
-    socket: &mut TcpStream,
+    socket: &mut (impl AsyncWrite + Unpin),
     metrics: &Metrics,
     peer: SocketAddr,
     request: &Request,

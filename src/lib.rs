@@ -20,12 +20,14 @@
 //! - [`format`]: containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
 //! - [`icecast`]: the Icecast vocabulary and admin/status API; [`directory`]: who is connected.
 //! - [`protocol`], [`websocket`], [`http`]: the wire formats. [`auth`]: every credential check.
-//! - [`node`], [`config`], [`metrics`], [`error`]: shared state, settings, counters, errors.
+//! - [`node`], [`config`], [`metrics`], [`error`]: shared state, settings, counters, errors;
+//!   [`deadline`]: the write deadline of every socket served on tokio.
 //! - [`push`] (feature `source`): `onair push` and the auto-DJ; [`inspect`]: `onair listen`.
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod config;
+pub mod deadline;
 pub mod directory;
 pub mod error;
 pub mod format;

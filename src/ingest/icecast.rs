@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -44,7 +43,7 @@ const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// # Errors
 /// Socket errors while answering; everything after the answer is logged here.
 pub async fn serve(
-    mut socket: TcpStream,
+    mut socket: impl AsyncRead + AsyncWrite + Unpin,
     peer: SocketAddr,
     node: &Node,
     request: &Request,
@@ -70,7 +69,6 @@ pub async fn serve(
     }
     answer.push_str(&format!("HTTP/1.0 200 OK\r\nServer: {SERVER_ID}\r\n\r\n"));
     socket.write_all(answer.as_bytes()).await?;
-    let _ = socket.set_nodelay(true);
 
     let ice = IceInfo::from_request(request);
     let user_agent = request.header("user-agent").map(str::to_owned);
@@ -224,7 +222,7 @@ fn admit(node: &Node, request: &Request) -> Result<(SourceHandle, Framing), Refu
 }
 
 /// Answers 401 with a Basic challenge, without counting it as a refusal.
-async fn challenge(socket: &mut TcpStream) -> crate::Result<()> {
+async fn challenge(socket: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> crate::Result<()> {
     let response = Response::refusal(&Refusal::WrongPassword)
         .with_header("Server", SERVER_ID)
         .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
@@ -235,7 +233,7 @@ async fn challenge(socket: &mut TcpStream) -> crate::Result<()> {
 
 /// Refuses a source request (with Icecast's headers), then drains what it still sends.
 async fn refuse(
-    socket: &mut TcpStream,
+    socket: &mut (impl AsyncRead + AsyncWrite + Unpin),
     node: &Node,
     peer: SocketAddr,
     request: &Request,
@@ -252,7 +250,7 @@ async fn refuse(
 
 /// Reads and drops what a refused source is still sending, briefly: closing a socket with
 /// unread data resets the connection, and the peer may lose our answer with it.
-async fn linger(socket: &mut TcpStream) {
+async fn linger(socket: &mut (impl AsyncRead + Unpin)) {
     let mut sink = [0u8; 4096];
     let _ = timeout(LINGER, async {
         let mut total = 0;

@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -33,7 +32,7 @@ use crate::relay::{SourceHandle, SourceKind};
 /// # Errors
 /// Socket and WebSocket errors; refusals and protocol violations are answered here.
 pub async fn accept(
-    mut socket: TcpStream,
+    mut socket: impl AsyncRead + AsyncWrite + Unpin,
     peer: SocketAddr,
     node: &Node,
     request: &Request,
@@ -51,7 +50,6 @@ pub async fn accept(
         }
     };
     socket.write_all(&http::switching_protocols(&accept)).await?;
-    socket.set_nodelay(true)?;
     info!(stream = %name, %peer, "source connected");
     let result = serve(socket, source, &node.config, peer, cancel).await;
     info!(stream = %name, %peer, "source disconnected");
@@ -98,7 +96,7 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
 /// # Errors
 /// Socket and WebSocket errors; protocol violations are handled here with a close code.
 pub async fn serve(
-    socket: TcpStream,
+    socket: impl AsyncRead + AsyncWrite + Unpin,
     mut source: SourceHandle,
     config: &Config,
     peer: SocketAddr,

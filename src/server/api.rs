@@ -1,16 +1,33 @@
 //! The node's plain HTTP endpoints: `/healthz`, `/api/streams` (JSON), `/metrics`
 //! (Prometheus) and the web player's files.
+//!
+//! Files are streamed from disk in `STATIC_CHUNK_BYTES` pieces, never held whole, through the
+//! connection's write deadline: a peer that stops reading costs one piece and is dropped after
+//! `write_timeout`.
 
 use std::path::{Component, Path, PathBuf};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::Server;
 use crate::http::{Request, Response};
 use crate::relay::{StreamInfo, Streams};
 
+/// Bytes of a static file read and written at a time.
+const STATIC_CHUNK_BYTES: usize = 64 << 10;
+
 /// Answers a plain GET or HEAD that no one else claimed.
-pub(super) async fn answer(server: &Server, request: &Request) -> Response {
+///
+/// # Errors
+/// Socket errors (`TimedOut` when the peer stops reading).
+pub(super) async fn serve(
+    server: &Server,
+    request: &Request,
+    socket: &mut (impl AsyncWrite + Unpin),
+    head_only: bool,
+) -> std::io::Result<()> {
     let node = &server.node;
-    match request.path.as_str() {
+    let response = match request.path.as_str() {
         "/healthz" => Response::text(200, "ok"),
         "/api/streams" => streams_json(&node.streams).with_cors(&node.config, request),
         "/metrics" => {
@@ -19,8 +36,9 @@ pub(super) async fn answer(server: &Server, request: &Request) -> Response {
             }
             Response::new(200, "text/plain; version=0.0.4; charset=utf-8", node.metrics.render())
         }
-        path => static_file(&server.web_root, path).await,
-    }
+        path => return static_file(&server.web_root, path, socket, head_only).await,
+    };
+    response.send(socket, head_only).await
 }
 
 /// `GET /api/streams`.
@@ -34,22 +52,48 @@ fn streams_json(streams: &Streams) -> Response {
     Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
 }
 
-/// A file of the web player: `/` is `index.html`, `/broadcast` is `broadcast.html`.
-async fn static_file(web_root: &Path, url_path: &str) -> Response {
+/// Sends a file of the web player (`/` is `index.html`, `/broadcast` is `broadcast.html`):
+/// its head, then its bytes as they are read.
+async fn static_file(
+    web_root: &Path,
+    url_path: &str,
+    socket: &mut (impl AsyncWrite + Unpin),
+    head_only: bool,
+) -> std::io::Result<()> {
     let relative = match url_path {
         "/" => "index.html",
         "/broadcast" | "/broadcast/" => "broadcast.html",
         other => other.trim_start_matches('/'),
     };
+    let not_found = Response::text(404, "not found");
     let Some(path) = safe_join(web_root, relative) else {
-        return Response::text(404, "not found");
+        return not_found.send(socket, head_only).await;
     };
-    match tokio::fs::read(&path).await {
-        Ok(body) => Response::new(200, content_type(&path), body)
-            .with_header("Cache-Control", "no-cache")
-            .with_header("X-Content-Type-Options", "nosniff"),
-        Err(_) => Response::text(404, "not found"),
+    let Ok(file) = tokio::fs::File::open(&path).await else {
+        return not_found.send(socket, head_only).await;
+    };
+    let len = match file.metadata().await {
+        Ok(meta) if meta.is_file() => meta.len(),
+        _ => return not_found.send(socket, head_only).await,
+    };
+    let response = Response::new(200, content_type(&path), "")
+        .with_header("Cache-Control", "no-cache")
+        .with_header("X-Content-Type-Options", "nosniff");
+    socket.write_all(&response.head(len)).await?;
+    if !head_only {
+        // At most the announced length, even if the file grows meanwhile.
+        let mut file = BufReader::with_capacity(STATIC_CHUNK_BYTES, file.take(len));
+        loop {
+            let chunk = file.fill_buf().await?;
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
+            socket.write_all(chunk).await?;
+            file.consume(n);
+        }
     }
+    socket.shutdown().await
 }
 
 /// Joins a URL path under `root`, refusing anything that could leave it.

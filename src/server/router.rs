@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{api, Admission, Server};
+use crate::deadline::{self, Deadline};
 use crate::error::{Error, Refusal};
 use crate::http::{self, HttpError, Request, Response};
 use crate::icecast::{self, parse_mount, SERVER_ID};
@@ -30,14 +31,21 @@ use crate::{ingest, listener};
 /// Time allowed to answer a connection that is refused before its request is read.
 const REFUSAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A connection's socket while it is served on tokio: every write has the write deadline.
+type Socket = Deadline<TcpStream>;
+
 /// Lets a connection in, reads its request head and routes it.
 pub(super) async fn connection(
-    mut socket: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
     server: &Server,
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let node = &server.node;
+    // Answers go out in one write each, files in large pieces: no Nagle delay for anyone.
+    let _ = socket.set_nodelay(true);
+    deadline::set_user_timeout(&socket, node.config.write_timeout);
+    let mut socket = Deadline::new(socket, node.config.write_timeout);
     let admission = match server.limits.admit(peer.ip()) {
         Ok(admission) => admission,
         Err(refusal) => {
@@ -79,7 +87,7 @@ pub(super) async fn connection(
 }
 
 async fn route(
-    mut socket: TcpStream,
+    mut socket: Socket,
     peer: SocketAddr,
     server: &Server,
     request: Request,
@@ -141,8 +149,10 @@ async fn route(
             }
         };
         socket.write_all(&http::switching_protocols(&accept)).await?;
-        socket.set_nodelay(true)?;
-        return Ok(listener::echo::serve(socket, &leftover, cancel).await?);
+        let write_timeout = node.config.write_timeout;
+        return Ok(
+            listener::echo::serve(socket.into_inner(), &leftover, write_timeout, cancel).await?
+        );
     }
     let head_only = request.method == "HEAD";
     if request.method != "GET" && !head_only {
@@ -156,9 +166,10 @@ async fn route(
         return Ok(());
     }
     if parse_mount(&request.path).is_some_and(|(name, _)| node.streams.get(name).is_some()) {
-        return listener::http::serve(socket, peer, node, &request, cancel).await;
+        // TODO(#12): the HTTP listener's own writes are bounded by its head timeout and
+        // slow_listener_timeout; its refusals should get this socket's deadline too.
+        return listener::http::serve(socket.into_inner(), peer, node, &request, cancel).await;
     }
-    let response = api::answer(server, &request).await;
-    response.send(&mut socket, head_only).await?;
+    api::serve(server, &request, &mut socket, head_only).await?;
     Ok(())
 }
