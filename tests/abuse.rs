@@ -258,3 +258,28 @@ async fn a_peer_that_stops_reading_a_file_is_dropped_after_the_write_timeout() {
     drop(stalled);
     relay.shutdown().await;
 }
+
+/// `/echo` read and queued everything a peer sent, however much of it the peer never read
+/// back: memory grew without bound, and the connection lived forever.
+#[tokio::test]
+async fn an_echo_peer_that_does_not_read_is_throttled_then_dropped() {
+    let mut config = config(&[("radio", "SECRET")]);
+    config.echo_endpoint = true;
+    config.write_timeout = Duration::from_millis(300);
+    let relay = TestRelay::start_with(config).await;
+    let mut tcp = raw_websocket(&relay, "/echo").await;
+    // Masked binary frames of 64 KiB (a zero mask leaves the payload as it is).
+    let mut frame = vec![0x82u8, 0x80 | 127];
+    frame.extend_from_slice(&(64u64 << 10).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.resize(frame.len() + (64 << 10), 0x55);
+    let mut sent = 0usize;
+    within(async {
+        while tcp.write_all(&frame).await.is_ok() {
+            sent += frame.len();
+            assert!(sent < 512 << 20, "the relay took {sent} bytes from a peer that reads nothing");
+        }
+    })
+    .await;
+    relay.shutdown().await;
+}
