@@ -181,26 +181,6 @@ async fn get_from(source: &str, to: std::net::SocketAddr) -> u16 {
     answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line")
 }
 
-/// A directory for a test's web root, removed when dropped.
-struct WebRoot(std::path::PathBuf);
-
-impl WebRoot {
-    /// `index.html` and a sparse file of `len` bytes at `/big.bin` (no disk space used).
-    fn with_big_file(name: &str, len: u64) -> Self {
-        let dir = std::env::temp_dir().join(format!("onair-web-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("index.html"), "<!doctype html><title>x</title>").unwrap();
-        std::fs::File::create(dir.join("big.bin")).unwrap().set_len(len).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for WebRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Open connections as `/metrics` counts them, less the one asking.
 async fn open_connections(relay: &TestRelay) -> u64 {
     let (_, metrics) = http_get(relay, "/metrics").await;
@@ -218,7 +198,7 @@ async fn static_files_are_streamed_not_read_whole() {
     config.web_root = Some(web.0.clone());
     let relay = TestRelay::start_with(config).await;
     let mut tcp = within(tokio::net::TcpStream::connect(relay.addr)).await.unwrap();
-    tcp.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET /big.wasm HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut got = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     while got.len() < (1 << 20) {
@@ -244,7 +224,7 @@ async fn a_peer_that_stops_reading_a_file_is_dropped_after_the_write_timeout() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = within(socket.connect(relay.addr)).await.unwrap();
-    stalled.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    stalled.write_all(b"GET /big.wasm HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut head = [0u8; 512];
     within(stalled.read_exact(&mut head)).await.unwrap();
     assert!(head.starts_with(b"HTTP/1.1 200"), "the download is under way");

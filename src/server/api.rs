@@ -1,9 +1,11 @@
 //! The node's plain HTTP endpoints: `/healthz`, `/api/streams` (JSON), `/metrics`
 //! (Prometheus) and the web player's files.
 //!
-//! Files are streamed from disk in `STATIC_CHUNK_BYTES` pieces, never held whole, through the
-//! connection's write deadline: a peer that stops reading costs one piece and is dropped after
-//! `write_timeout`.
+//! Only the player's own assets are served from `web_root`: files with an asset's extension
+//! (no READMEs, `package.json` or source maps), no dot-files, nothing a symlink leads out of the
+//! root. They are streamed in `STATIC_CHUNK_BYTES` pieces, never held whole, through the
+//! connection's write deadline. Pages get a Content-Security-Policy and no Referer leaves
+//! them (the player's URL may carry a signed link).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -36,9 +38,30 @@ pub(super) async fn serve(
             }
             Response::new(200, "text/plain; version=0.0.4; charset=utf-8", node.metrics.render())
         }
-        path => return static_file(&server.web_root, path, socket, head_only).await,
+        path => return static_file(&server.web_root, request, path, socket, head_only).await,
     };
     response.send(socket, head_only).await
+}
+
+/// The Content-Security-Policy of the player and broadcaster pages: their own scripts,
+/// styles and icon; WebAssembly compiled from the vendored decoder (`wasm-unsafe-eval`);
+/// WebSockets and fetches to the relay itself; no plugins, no framing by other sites.
+fn content_security_policy(request: &Request) -> String {
+    // `'self'` covers ws:/wss: to the page's own host in CSP 3; the explicit sources help
+    // browsers that predate it. A Host header is only used when it is a plain host[:port].
+    let own = request
+        .header("host")
+        .map(str::trim)
+        .filter(|h| {
+            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        })
+        .map(|h| format!(" ws://{h} wss://{h}"))
+        .unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self'; connect-src 'self'{own}; media-src 'self' blob:; object-src 'none'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 }
 
 /// `GET /api/streams`.
@@ -56,6 +79,7 @@ fn streams_json(streams: &Streams) -> Response {
 /// its head, then its bytes as they are read.
 async fn static_file(
     web_root: &Path,
+    request: &Request,
     url_path: &str,
     socket: &mut (impl AsyncWrite + Unpin),
     head_only: bool,
@@ -69,16 +93,31 @@ async fn static_file(
     let Some(path) = safe_join(web_root, relative) else {
         return not_found.send(socket, head_only).await;
     };
-    let Ok(file) = tokio::fs::File::open(&path).await else {
+    let Some(content_type) = content_type(&path) else {
         return not_found.send(socket, head_only).await;
+    };
+    // Symlinks are followed only where they stay inside the root.
+    let inside =
+        match (tokio::fs::canonicalize(web_root).await, tokio::fs::canonicalize(&path).await) {
+            (Ok(root), Ok(real)) => real.starts_with(root),
+            _ => false,
+        };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) if inside => file,
+        _ => return not_found.send(socket, head_only).await,
     };
     let len = match file.metadata().await {
         Ok(meta) if meta.is_file() => meta.len(),
         _ => return not_found.send(socket, head_only).await,
     };
-    let response = Response::new(200, content_type(&path), "")
+    let mut response = Response::new(200, content_type, "")
         .with_header("Cache-Control", "no-cache")
-        .with_header("X-Content-Type-Options", "nosniff");
+        .with_header("X-Content-Type-Options", "nosniff")
+        .with_header("Referrer-Policy", "no-referrer");
+    if content_type.starts_with("text/html") {
+        response =
+            response.with_header("Content-Security-Policy", content_security_policy(request));
+    }
     socket.write_all(&response.head(len)).await?;
     if !head_only {
         // At most the announced length, even if the file grows meanwhile.
@@ -96,31 +135,34 @@ async fn static_file(
     socket.shutdown().await
 }
 
-/// Joins a URL path under `root`, refusing anything that could leave it.
+/// Joins a URL path under `root`, refusing anything that could leave it and dot-files
+/// (`.git/`, `.env`: nothing of the player's).
 fn safe_join(root: &Path, relative: &str) -> Option<PathBuf> {
     let relative = Path::new(relative);
-    let safe = relative.components().all(|c| matches!(c, Component::Normal(_)))
-        && relative.to_str().is_some_and(|s| {
-            !s.is_empty()
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
-                && !s.contains("..")
-        });
+    let safe = relative.components().all(|c| match c {
+        Component::Normal(name) => !name.to_string_lossy().starts_with('.'),
+        _ => false,
+    }) && relative.to_str().is_some_and(|s| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+            && !s.contains("..")
+    });
     safe.then(|| root.join(relative))
 }
 
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+/// The content type of a player asset; `None` for anything else (READMEs, `package.json`,
+/// source maps, files without an extension), which is not served.
+fn content_type(path: &Path) -> Option<&'static str> {
+    Some(match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "html" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
         "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
         "wasm" => "application/wasm",
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "ico" => "image/x-icon",
-        "txt" | "md" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -132,7 +174,16 @@ mod tests {
         let root = Path::new("/srv/web");
         assert_eq!(safe_join(root, "player.js"), Some(root.join("player.js")));
         assert_eq!(safe_join(root, "vendor/opus.wasm"), Some(root.join("vendor/opus.wasm")));
-        for bad in ["../etc/passwd", "a/../../b", "/etc/passwd", "a\\b", "%2e%2e/x", ""] {
+        for bad in [
+            "../etc/passwd",
+            "a/../../b",
+            "/etc/passwd",
+            "a\\b",
+            "%2e%2e/x",
+            "",
+            ".git/config",
+            "a/.env",
+        ] {
             assert_eq!(safe_join(root, bad), None, "{bad}");
         }
     }
