@@ -6,13 +6,131 @@
 //! unless the URL carries `expires=UNIX_SECONDS&sig=HEX`, where `sig` is
 //! HMAC-SHA256(secret, "{stream}\n{expires}"); `onair sign` mints such links.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::Config;
+use crate::config::{address_key, Config};
 use crate::http::Request;
 use crate::relay::Stream;
+
+/// Failed logins are counted per address over windows of this length.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// How long an address that failed `max_login_failures` times in a window is refused.
+pub const LOGIN_BLOCK: Duration = Duration::from_secs(60);
+/// Most addresses whose failures are remembered at once (about 64 bytes each); past it,
+/// addresses not yet tracked are not throttled until old entries expire.
+const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// An address is refused for a while after too many failed logins (HTTP 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed logins from your address: try again in {} s", retry_after.as_secs().max(1))]
+pub struct Throttled {
+    /// How long until the address may try again.
+    pub retry_after: Duration,
+}
+
+/// Failed logins per address, for every credential check: stream keys (Bearer, `?key=`,
+/// Basic), the admin password. After `max_login_failures` failures within `LOGIN_WINDOW` the
+/// address is refused for `LOGIN_BLOCK`, right credentials or not; other addresses are not
+/// slowed down at all (no delays, only a count). Addresses in `ip_limit_exempt` (a reverse
+/// proxy) are not counted: the proxy must throttle. IPv6 peers count per network, as for
+/// the connection limits.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    max_failures: u32,
+    ipv6_prefix: u8,
+    exempt: Vec<IpAddr>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    window_start: Instant,
+    count: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl LoginThrottle {
+    /// The throttle `config` asks for.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            max_failures: config.max_login_failures,
+            ipv6_prefix: config.ip_limit_ipv6_prefix,
+            exempt: config.ip_limit_exempt.iter().map(IpAddr::to_canonical).collect(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// A credential check for a request from `ip`: `Ok(check())`, counting a failure, or
+    /// `Throttled` while the address is refused. A request that `presented` no credentials
+    /// is no guess: it is answered `Ok(false)` and not counted.
+    ///
+    /// # Errors
+    /// `Throttled` while `ip` is refused.
+    pub fn verify(
+        &self,
+        ip: IpAddr,
+        presented: bool,
+        check: impl FnOnce() -> bool,
+    ) -> Result<bool, Throttled> {
+        if !presented {
+            return Ok(false);
+        }
+        self.verify_at(ip, Instant::now(), check)
+    }
+
+    fn verify_at(
+        &self,
+        ip: IpAddr,
+        now: Instant,
+        check: impl FnOnce() -> bool,
+    ) -> Result<bool, Throttled> {
+        let ip = ip.to_canonical();
+        if self.exempt.contains(&ip) {
+            return Ok(check());
+        }
+        let key = address_key(ip, self.ipv6_prefix);
+        let mut failures = self.failures.lock().expect("login throttle lock poisoned");
+        if let Some(until) = failures.get(&key).and_then(|f| f.blocked_until) {
+            if now < until {
+                return Err(Throttled { retry_after: until - now });
+            }
+            failures.remove(&key);
+        }
+        // NOTE: the check runs under the lock so that concurrent guesses from one address
+        // cannot all pass the count; it is a constant-time comparison, short.
+        if check() {
+            return Ok(true);
+        }
+        if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&key) {
+            failures.retain(|_, f| {
+                f.blocked_until.map_or(now < f.window_start + LOGIN_WINDOW, |until| now < until)
+            });
+            if failures.len() >= MAX_TRACKED_ADDRESSES {
+                return Ok(false);
+            }
+        }
+        let entry = failures.entry(key).or_insert(Failures {
+            window_start: now,
+            count: 0,
+            blocked_until: None,
+        });
+        if now >= entry.window_start + LOGIN_WINDOW {
+            *entry = Failures { window_start: now, count: 0, blocked_until: None };
+        }
+        entry.count += 1;
+        if entry.count >= self.max_failures {
+            entry.blocked_until = Some(now + LOGIN_BLOCK);
+        }
+        Ok(false)
+    }
+}
 
 /// Why a listener was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -124,14 +242,24 @@ pub fn key_matches(expected: &str, presented: &str) -> bool {
     expected.as_bytes().ct_eq(presented.as_bytes()).into()
 }
 
-/// Whether a WebSocket source presents the stream's key: `Authorization: Bearer KEY`, else
-/// `?key=KEY` (browsers cannot set headers on a WebSocket).
-pub fn source_key_matches(stream: &Stream, request: &Request) -> bool {
+/// The key a WebSocket source presents: `Authorization: Bearer KEY`, else `?key=KEY`
+/// (browsers cannot set headers on a WebSocket).
+fn source_key(request: &Request) -> Option<String> {
     let bearer = request.header("authorization").and_then(|value| {
         let (scheme, key) = value.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_owned())
     });
-    match (&stream.config().key, bearer.or_else(|| request.query_param("key"))) {
+    bearer.or_else(|| request.query_param("key"))
+}
+
+/// Whether a WebSocket source presents a key at all (a request without one is no guess).
+pub fn presents_source_key(request: &Request) -> bool {
+    source_key(request).is_some()
+}
+
+/// Whether a WebSocket source presents the stream's key.
+pub fn source_key_matches(stream: &Stream, request: &Request) -> bool {
+    match (&stream.config().key, source_key(request)) {
         (Some(expected), Some(presented)) => key_matches(expected, &presented),
         _ => false,
     }
@@ -152,6 +280,23 @@ pub fn admin_matches(config: &Config, stream: &Stream, request: &Request) -> boo
     let key = stream.config().key.as_deref().is_some_and(|k| key_matches(k, &password));
     let admin = config.admin_password.as_deref().is_some_and(|p| key_matches(p, &password));
     key | admin
+}
+
+/// Whether a browser sent this request for a page of another site: `Sec-Fetch-Site` says so
+/// (anything but `same-origin` or `none`, i.e. typed or bookmarked), or an `Origin` that is
+/// not this relay's own (`http(s)://` + `Host`). Tools (curl, liquidsoap, butt) send neither.
+/// An `<img>` on another site sends no `Origin` but does send `Sec-Fetch-Site: cross-site`.
+pub fn is_cross_site(request: &Request) -> bool {
+    if let Some(site) = request.header("sec-fetch-site") {
+        let site = site.trim();
+        if !site.eq_ignore_ascii_case("same-origin") && !site.eq_ignore_ascii_case("none") {
+            return true;
+        }
+    }
+    let Some(origin) = request.header("origin").map(str::trim) else { return false };
+    let own = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+    let host = request.header("host").map(str::trim);
+    !matches!((own, host), (Some(own), Some(host)) if own.eq_ignore_ascii_case(host))
 }
 
 /// Whether a page's `Origin` may open an ingest WebSocket (`allowed_origins`; requests
@@ -211,6 +356,83 @@ mod tests {
     use super::*;
 
     use crate::http::tests::request;
+
+    fn throttle(max_failures: u32) -> LoginThrottle {
+        let config = Config {
+            max_login_failures: max_failures,
+            ip_limit_exempt: vec!["127.0.0.1".parse().unwrap()],
+            ..Config::default()
+        };
+        LoginThrottle::new(&config)
+    }
+
+    /// Keys could be guessed as fast as the network allowed.
+    #[test]
+    fn an_address_that_keeps_failing_is_refused_for_a_while_and_only_it() {
+        let throttle = throttle(10);
+        let (guesser, other): (IpAddr, IpAddr) =
+            ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        let start = Instant::now();
+        for i in 0..10 {
+            let at = start + Duration::from_secs(i);
+            assert_eq!(throttle.verify_at(guesser, at, || false), Ok(false), "failure {i}");
+        }
+        let later = start + Duration::from_secs(20);
+        let refused = throttle.verify_at(guesser, later, || true).unwrap_err();
+        assert_eq!(refused.retry_after, Duration::from_secs(49), "the right key too, for now");
+        assert_eq!(throttle.verify_at(other, later, || true), Ok(true), "another address");
+        let after = start + Duration::from_secs(9) + LOGIN_BLOCK;
+        assert_eq!(throttle.verify_at(guesser, after, || true), Ok(true), "the block ends");
+        // Failures spread over more than a window never add up to a block.
+        for i in 0..30 {
+            let at = after + Duration::from_secs(7 * i);
+            assert_eq!(throttle.verify_at(other, at, || false), Ok(false));
+        }
+        assert!(throttle.verify(other, false, || unreachable!()).is_ok(), "no credentials");
+    }
+
+    #[test]
+    fn ipv6_guessers_are_counted_per_network_and_exempt_addresses_not_at_all() {
+        let throttle = throttle(3);
+        let now = Instant::now();
+        for host in 1..=3 {
+            let ip: IpAddr = format!("2001:db8:0:1::{host}").parse().unwrap();
+            let _ = throttle.verify_at(ip, now, || false);
+        }
+        let same_64: IpAddr = "2001:db8:0:1:ffff::1".parse().unwrap();
+        assert!(throttle.verify_at(same_64, now, || true).is_err());
+        let proxy: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(throttle.verify_at(proxy, now, || false), Ok(false));
+        }
+        assert_eq!(throttle.verify_at(proxy, now, || true), Ok(true));
+    }
+
+    #[test]
+    fn cross_site_requests_are_told_from_tools_and_the_relays_own_pages() {
+        let host = ("Host", "radio.example:8000");
+        for same in [
+            request(&[host]),
+            request(&[host, ("Sec-Fetch-Site", "none")]),
+            request(&[
+                host,
+                ("Sec-Fetch-Site", "same-origin"),
+                ("Origin", "http://radio.example:8000"),
+            ]),
+            request(&[host, ("Origin", "https://RADIO.example:8000")]),
+        ] {
+            assert!(!is_cross_site(&same), "{same:?}");
+        }
+        for cross in [
+            request(&[host, ("Sec-Fetch-Site", "cross-site")]),
+            request(&[host, ("Sec-Fetch-Site", "same-site")]),
+            request(&[host, ("Origin", "http://evil.example")]),
+            request(&[host, ("Origin", "null")]),
+            request(&[("Origin", "http://radio.example:8000")]),
+        ] {
+            assert!(is_cross_site(&cross), "{cross:?}");
+        }
+    }
 
     #[test]
     fn basic_credentials_decode() {

@@ -36,6 +36,10 @@ pub const DEFAULT_RING_FRAMES: usize = 1_024;
 pub const DEFAULT_RING_BYTES: usize = 8 << 20;
 /// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Failed logins (wrong key or password) from one address in a minute before it gets 429.
+pub const DEFAULT_MAX_LOGIN_FAILURES: u32 = 10;
+/// Shortest stream key or admin password accepted (`onair keygen` makes 32 characters).
+pub const MIN_KEY_CHARS: usize = 16;
 /// IPv6 peers are counted per network of this prefix length: a host usually holds a /64.
 pub const DEFAULT_IP_LIMIT_IPV6_PREFIX: u8 = 64;
 /// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
@@ -115,6 +119,8 @@ pub struct Config {
     pub ip_limit_exempt: Vec<std::net::IpAddr>,
     /// IPv6 peers count against the per-IP limit per network of this prefix length (1-128).
     pub ip_limit_ipv6_prefix: u8,
+    /// Failed logins from one address within a minute before it is refused (429) for a minute.
+    pub max_login_failures: u32,
     /// Serve TLS on a second port.
     pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
@@ -188,6 +194,7 @@ struct RawConfig {
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
     ip_limit_ipv6_prefix: Option<Spanned<u8>>,
+    max_login_failures: Option<Spanned<usize>>,
     tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
@@ -245,6 +252,7 @@ impl Default for Config {
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
             ip_limit_ipv6_prefix: DEFAULT_IP_LIMIT_IPV6_PREFIX,
+            max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
             tls: None,
             echo_endpoint: false,
             cors_origins: vec!["*".to_owned()],
@@ -387,6 +395,13 @@ impl Config {
             }
             config.ip_limit_ipv6_prefix = prefix.into_inner();
         }
+        config.max_login_failures = positive(
+            raw.max_login_failures,
+            "max_login_failures",
+            DEFAULT_MAX_LOGIN_FAILURES as usize,
+        )?
+        .try_into()
+        .unwrap_or(u32::MAX);
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
         config.write_timeout =
@@ -416,6 +431,12 @@ impl Config {
             Some(p) if p.get_ref().trim().is_empty() => {
                 return Err(fail(Some(p.span()), "admin_password is empty".to_owned()));
             }
+            Some(p) if p.get_ref().chars().count() < MIN_KEY_CHARS => {
+                return Err(fail(
+                    Some(p.span()),
+                    format!("admin_password must be at least {MIN_KEY_CHARS} characters (make one with `onair keygen`)"),
+                ));
+            }
             p => p.map(Spanned::into_inner),
         };
         config.icy_metaint = positive(raw.icy_metaint, "icy_metaint", DEFAULT_ICY_METAINT)?;
@@ -441,6 +462,12 @@ impl Config {
             let key = match raw_stream.key {
                 Some(key) if key.get_ref().trim().is_empty() => {
                     return Err(fail(Some(key.span()), format!("stream `{name}`: key is empty")));
+                }
+                Some(key) if key.get_ref().chars().count() < MIN_KEY_CHARS => {
+                    return Err(fail(
+                        Some(key.span()),
+                        format!("stream `{name}`: key must be at least {MIN_KEY_CHARS} characters (make one with `onair keygen`)"),
+                    ));
                 }
                 Some(key) => Some(key.into_inner()),
                 None => None,
@@ -488,6 +515,20 @@ impl Config {
     }
 }
 
+/// What a per-address limit counts a peer as: an IPv4 address as is, an IPv6 address cut to
+/// its first `ipv6_prefix` bits. `ip` must be canonical (a mapped IPv4 address already turned
+/// into one), or every IPv4 peer of a dual-stack socket would fall into `::ffff:0:0/96`.
+pub fn address_key(ip: std::net::IpAddr, ipv6_prefix: u8) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            std::net::Ipv6Addr::from(u128::from(v6) & mask).into()
+        }
+    }
+}
+
 /// Stream names appear in URLs and logs: keep them to a safe alphabet.
 pub fn valid_stream_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -512,7 +553,7 @@ listen = "127.0.0.1:8000"
 allowed_origins = ["https://radio.example"]   # absent: any Origin is accepted
 [[streams]]
 name = "radio"
-key = "SECRET"
+key = "SECRET-0123456789"
 "#;
         let config = Config::parse(text, "onair.toml").unwrap();
         assert_eq!(config.listen.port(), 8000);
@@ -520,7 +561,7 @@ key = "SECRET"
             config.allowed_origins.as_deref(),
             Some(&["https://radio.example".to_owned()][..])
         );
-        assert_eq!(config.streams, vec![StreamConfig::new("radio", Some("SECRET"))]);
+        assert_eq!(config.streams, vec![StreamConfig::new("radio", Some("SECRET-0123456789"))]);
     }
 
     #[test]
@@ -543,16 +584,18 @@ key = "SECRET"
         let cases = [
             ("listen = \"nowhere\"\n", 1, "not an IP address"),
             (
-                "[[streams]]\nname = \"a\"\nkey = \"k\"\n[[streams]]\nname = \"a\"\nkey = \"k\"\n",
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\n[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\n",
                 5,
                 "declared twice",
             ),
             ("[[streams]]\nname = \"has space\"\nkey = \"k\"\n", 2, "stream name"),
+            ("[[streams]]\nname = \"a\"\nkey = \"SECRET\"\n", 3, "key must be at least 16 characters"),
+            ("admin_password = \"hackme\"\n", 1, "admin_password must be at least 16"),
             ("\n[[streams]]\nname = \"a\"\nkey = \"\"\n", 4, "key is empty"),
             ("[[streams]]\nname = \"a\"\n", 2, "needs a `key`"),
             ("listen = \"127.0.0.1:1\"\nlisen = 3\n", 2, "unknown field"),
             (
-                "[[streams]]\nname = \"a\"\nkey = \"k\"\nring_frames = 0\n",
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nring_frames = 0\n",
                 4,
                 "ring_frames must be > 0",
             ),

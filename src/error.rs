@@ -11,7 +11,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::auth::Denied;
+use crate::auth::{Denied, Throttled};
 use crate::http::MAX_REQUEST_HEAD_BYTES;
 use crate::protocol::{close, FrameError, MessageError};
 use crate::relay::{AttachError, SourceError, StreamFull};
@@ -113,6 +113,12 @@ pub enum Refusal {
     /// An admin request without valid credentials.
     #[error("authentication required")]
     AdminCredentials,
+    /// Too many failed logins from the peer's address lately.
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    /// An `/admin` request sent by a page of another site (`Sec-Fetch-Site`, `Origin`).
+    #[error("cross-site admin requests are refused")]
+    CrossSite,
     /// The page's `Origin` is not in `allowed_origins`.
     #[error("origin not allowed")]
     OriginNotAllowed,
@@ -151,13 +157,14 @@ impl Refusal {
             | Refusal::BodyFraming => 400,
             Refusal::WrongKey | Refusal::WrongPassword | Refusal::AdminCredentials => 401,
             Refusal::Link(denied) => denied.status(),
-            Refusal::OriginNotAllowed | Refusal::MountInUse => 403,
+            Refusal::OriginNotAllowed | Refusal::MountInUse | Refusal::CrossSite => 403,
             Refusal::NoSuchStream | Refusal::NoSuchMount | Refusal::Listen(_) => 404,
             Refusal::Method | Refusal::UpgradeMethod => 405,
             Refusal::HeadTimeout => 408,
             Refusal::Busy => 409,
             Refusal::SourceContainer => 415,
             Refusal::NotWebSocket | Refusal::WebSocketVersion => 426,
+            Refusal::Throttled(_) => 429,
             Refusal::HeadTooLarge => 431,
             Refusal::ConnectionLimit | Refusal::AddressLimit | Refusal::StreamFull(_) => 503,
         }
@@ -170,6 +177,8 @@ impl Refusal {
             Refusal::ConnectionLimit => "max_connections".into(),
             Refusal::AddressLimit => "max_connections_per_ip".into(),
             Refusal::HeadTimeout => "handshake_timeout".into(),
+            Refusal::Throttled(_) => "login_throttle".into(),
+            Refusal::CrossSite => "cross_site".into(),
             other => other.status().to_string(),
         }
     }

@@ -159,11 +159,17 @@ pub fn preflight(config: &Config, request: &Request) -> Response {
     if response.headers.iter().any(|(n, _)| *n == "Access-Control-Allow-Origin") {
         let asked = request.header("access-control-request-headers").unwrap_or("");
         // Echo what the page asks for (bounded, token characters only): Icy-MetaData, Range...
+        // but never Authorization: no page of another site may send credentials here.
         let allow: String = asked
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ',' | ' ' | '_'))
             .take(512)
-            .collect();
+            .collect::<String>()
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && !h.eq_ignore_ascii_case("authorization"))
+            .collect::<Vec<_>>()
+            .join(", ");
         response = response
             .with_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
             .with_header(
@@ -197,9 +203,14 @@ impl Response {
         Self::new(status, "text/plain; charset=utf-8", format!("{reason}\n"))
     }
 
-    /// A refusal: its status and its reason as plain text (with the challenge a 401 needs).
+    /// A refusal: its status and its reason as plain text (and when to come back, for 429).
     pub fn refusal(refusal: &Refusal) -> Self {
-        Self::text(refusal.status(), &refusal.to_string())
+        let response = Self::text(refusal.status(), &refusal.to_string());
+        match refusal {
+            Refusal::Throttled(throttled) => response
+                .with_header("Retry-After", throttled.retry_after.as_secs().max(1).to_string()),
+            _ => response,
+        }
     }
 
     /// Adds a header.
@@ -322,6 +333,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use tracing::info;
 
 use super::{parse_mount, REALM, SERVER_ID};
-use crate::auth::admin_matches;
+use crate::auth::{self, admin_matches};
 use crate::error::Refusal;
 use crate::format::Container;
 use crate::http::{Request, Response};
@@ -23,19 +23,28 @@ use crate::node::Node;
 use crate::protocol::{truncate, Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
 use crate::relay::Stream;
 
-/// Answers an admin or status request.
+/// Answers an admin or status request. Only `/status-json.xsl` carries CORS headers: no page
+/// of another site may read an `/admin` answer, and a cross-site `/admin` request is refused
+/// before anything runs (a logged-in admin's browser would otherwise run it for the page).
 pub fn serve(node: &Node, request: &Request, peer: SocketAddr) -> Response {
-    let response = answer(node, request, peer).with_header("Server", SERVER_ID);
-    // TODO(#14): no CORS on /admin (cross-site requests are refused there).
-    response.with_cors(&node.config, request)
+    if request.path == "/status-json.xsl" {
+        let params = query_pairs(request.query.as_deref().unwrap_or(""));
+        let mount = params.iter().find(|(k, _)| k == "mount").map(|(_, v)| v.as_str());
+        let response = status_json(node, request, mount).with_header("Server", SERVER_ID);
+        return response.with_cors(&node.config, request);
+    }
+    if auth::is_cross_site(request) {
+        let refusal = Refusal::CrossSite;
+        info!(%peer, path = %request.path, "admin request refused: sent by a page of another site");
+        node.metrics.refused(&refusal.label());
+        return Response::refusal(&refusal).with_header("Server", SERVER_ID);
+    }
+    answer(node, request, peer).with_header("Server", SERVER_ID)
 }
 
 fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     let params = query_pairs(request.query.as_deref().unwrap_or(""));
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if request.path == "/status-json.xsl" {
-        return status_json(node, request, param("mount"));
-    }
     let command = request.path.trim_start_matches("/admin/");
     if !matches!(
         command,
@@ -53,7 +62,18 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     else {
         return xml_response(400, "Source does not exist", 0);
     };
-    if !admin_matches(&node.config, stream, request) {
+    let presented = request.header("authorization").is_some();
+    let matches = || admin_matches(&node.config, stream, request);
+    let verified = match node.logins.verify(peer.ip(), presented, matches) {
+        Ok(verified) => verified,
+        Err(throttled) => {
+            let refusal = Refusal::from(throttled);
+            info!(%peer, path = %request.path, "admin request refused: too many failed logins");
+            node.metrics.refused(&refusal.label());
+            return Response::refusal(&refusal);
+        }
+    };
+    if !verified {
         let refusal = Refusal::AdminCredentials;
         info!(%peer, path = %request.path, "admin request refused: wrong credentials");
         node.metrics.refused(&refusal.label());

@@ -51,7 +51,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let path = request.path.as_str();
-    let (mut source, mut framing) = match admit(node, request) {
+    let (mut source, mut framing) = match admit(node, peer, request) {
         Ok(admitted) => admitted,
         Err(Refusal::WrongPassword) if request.header("authorization").is_none() => {
             // libshout always asks without credentials first and retries on this challenge.
@@ -205,11 +205,17 @@ impl Session<'_> {
 
 /// The checks before the answer: a stream, its key as the password, a container the relay
 /// reads, a body it can delimit, no other live source.
-fn admit(node: &Node, request: &Request) -> Result<(SourceHandle, Framing), Refusal> {
+fn admit(
+    node: &Node,
+    peer: SocketAddr,
+    request: &Request,
+) -> Result<(SourceHandle, Framing), Refusal> {
     let stream = parse_mount(&request.path)
         .and_then(|(name, _)| node.streams.get(name))
         .ok_or(Refusal::NoSuchMount)?;
-    if !auth::source_password_matches(stream, request) {
+    let presented = request.header("authorization").is_some();
+    let matches = || auth::source_password_matches(stream, request);
+    if !node.logins.verify(peer.ip(), presented, matches)? {
         return Err(Refusal::WrongPassword);
     }
     let hint = request.header("content-type").and_then(Container::from_content_type);

@@ -40,7 +40,7 @@ pub async fn accept(
     leftover: &[u8],
     cancel: CancellationToken,
 ) -> crate::Result<()> {
-    let (source, accept) = match admit(node, request, name, leftover) {
+    let (source, accept) = match admit(node, peer, request, name, leftover) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             let challenge = [("WWW-Authenticate", "Bearer realm=\"onair\"".to_owned())];
@@ -60,6 +60,7 @@ pub async fn accept(
 /// allowed page, to a stream that exists, with its key, not taken.
 fn admit(
     node: &Node,
+    peer: SocketAddr,
     request: &Request,
     name: &str,
     leftover: &[u8],
@@ -69,7 +70,8 @@ fn admit(
         return Err(Refusal::OriginNotAllowed);
     }
     let stream = node.streams.get(name).ok_or(Refusal::NoSuchStream)?;
-    if !auth::source_key_matches(stream, request) {
+    let presented = auth::presents_source_key(request);
+    if !node.logins.verify(peer.ip(), presented, || auth::source_key_matches(stream, request))? {
         return Err(Refusal::WrongKey);
     }
     if !leftover.is_empty() {

@@ -9,13 +9,13 @@
 //! places back. One guard for both kinds of place, so no path can forget one of them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Config;
+use crate::config::{address_key, Config};
 use crate::error::Refusal;
 
 /// The places a node has for connections.
@@ -85,20 +85,6 @@ impl Limits {
     pub fn count(&self, ip: IpAddr) -> usize {
         let key = address_key(ip.to_canonical(), self.ipv6_prefix);
         self.per_ip.lock().expect("per-address lock poisoned").get(&key).copied().unwrap_or(0)
-    }
-}
-
-/// What a peer is counted as: an IPv4 address as is, an IPv6 address cut to its first
-/// `ipv6_prefix` bits. `ip` must be canonical (a mapped IPv4 address already turned into one),
-/// or every IPv4 peer of a dual-stack socket would fall into the one network `::ffff:0:0/96`.
-pub fn address_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let bits = u32::from(ipv6_prefix.min(128));
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-        }
     }
 }
 

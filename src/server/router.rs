@@ -112,6 +112,9 @@ async fn route(
                 // libshout probes with `OPTIONS *` (asking for TLS): answer plainly, no upgrade.
                 Response::new(204, "text/plain", "")
                     .with_header("Allow", "GET, HEAD, PUT, SOURCE, OPTIONS")
+            } else if request.path.starts_with("/admin/") {
+                // No CORS for the admin API: a preflight from a page learns nothing.
+                Response::new(204, "text/plain", "").with_header("Allow", "GET, HEAD")
             } else {
                 http::preflight(&node.config, &request)
             };
