@@ -278,8 +278,14 @@ pub fn source_password_matches(stream: &Stream, request: &Request) -> bool {
 pub fn admin_matches(config: &Config, stream: &Stream, request: &Request) -> bool {
     let Some((_, password)) = basic_auth(request) else { return false };
     let key = stream.config().key.as_deref().is_some_and(|k| key_matches(k, &password));
-    let admin = config.admin_password.as_deref().is_some_and(|p| key_matches(p, &password));
-    key | admin
+    key | admin_password_matches(config, request)
+}
+
+/// Whether an admin request's Basic password is the relay's `admin_password` (what listener
+/// addresses need: a stream key is a source's credential, not an operator's).
+pub fn admin_password_matches(config: &Config, request: &Request) -> bool {
+    let Some((_, password)) = basic_auth(request) else { return false };
+    config.admin_password.as_deref().is_some_and(|p| key_matches(p, &password))
 }
 
 /// Whether a browser sent this request for a page of another site: `Sec-Fetch-Site` says so

@@ -116,6 +116,9 @@ pub enum Refusal {
     /// Too many failed logins from the peer's address lately.
     #[error(transparent)]
     Throttled(#[from] Throttled),
+    /// An admin command for the operator (`admin_password`), asked with a stream's key.
+    #[error("this command needs the admin password")]
+    AdminOnly,
     /// An `/admin` request sent by a page of another site (`Sec-Fetch-Site`, `Origin`).
     #[error("cross-site admin requests are refused")]
     CrossSite,
@@ -157,7 +160,10 @@ impl Refusal {
             | Refusal::BodyFraming => 400,
             Refusal::WrongKey | Refusal::WrongPassword | Refusal::AdminCredentials => 401,
             Refusal::Link(denied) => denied.status(),
-            Refusal::OriginNotAllowed | Refusal::MountInUse | Refusal::CrossSite => 403,
+            Refusal::OriginNotAllowed
+            | Refusal::MountInUse
+            | Refusal::CrossSite
+            | Refusal::AdminOnly => 403,
             Refusal::NoSuchStream | Refusal::NoSuchMount | Refusal::Listen(_) => 404,
             Refusal::Method | Refusal::UpgradeMethod => 405,
             Refusal::HeadTimeout => 408,

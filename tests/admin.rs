@@ -139,3 +139,30 @@ async fn failed_logins_from_one_address_are_throttled_without_slowing_others() {
     assert!(metrics.contains("onair_refusals_total{reason=\"login_throttle\"} 2"), "{metrics}");
     relay.shutdown().await;
 }
+
+/// `/admin/listclients` gave every listener's address and User-Agent to whoever held a
+/// stream's key (a presenter's tool); Icecast gives them to the admin only.
+#[tokio::test]
+async fn listener_addresses_are_for_the_admin_only() {
+    let mut config = config(&[("radio", KEY)]);
+    config.admin_password = Some(ADMIN.into());
+    let relay = TestRelay::start_with(config.clone()).await;
+    let (_ws, _) = listener(&relay, "radio").await;
+    let path = "/admin/listclients?mount=/radio";
+    let (status, _, body) = get(&relay, path, &[&basic("source", KEY)]).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(!String::from_utf8_lossy(&body).contains("127.0.0.1"));
+    let (status, _, body) = get(&relay, path, &[&basic("admin", ADMIN)]).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("<IP>127.0.0.1</IP>"));
+    // The key still runs its own stream's other commands.
+    let song = "/admin/metadata?mount=/radio&mode=updinfo&song=x";
+    let (status, _, _) = get(&relay, song, &[&basic("source", KEY)]).await;
+    assert_eq!(status, 400, "authenticated; the stream just has no source");
+    relay.shutdown().await;
+    // Without an admin_password nobody lists listeners.
+    config.admin_password = None;
+    let relay = TestRelay::start_with(config).await;
+    assert_eq!(get(&relay, path, &[&basic("source", KEY)]).await.0, 403);
+    relay.shutdown().await;
+}

@@ -445,7 +445,9 @@ async fn admin_metadata_reaches_websocket_and_icy_listeners() {
 
 #[tokio::test]
 async fn status_json_has_icecasts_shape_and_counts_listeners() {
-    let relay = TestRelay::start_with(config(&[("radio", "SECRET"), ("other", "KEY2")])).await;
+    let mut config = config(&[("radio", "SECRET"), ("other", "KEY2")]);
+    config.admin_password = Some("the-admin-password".into());
+    let relay = TestRelay::start_with(config).await;
     let (status, _, body) = get(&relay, "/status-json.xsl", &[]).await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -481,8 +483,11 @@ async fn status_json_has_icecasts_shape_and_counts_listeners() {
         assert!(!radio[key].is_null(), "{key} missing: {radio}");
     }
 
+    let listclients = "/admin/listclients?mount=/radio.ogg";
+    let (status, _, _) = get(&relay, listclients, &[&basic("source", "SECRET")]).await;
+    assert_eq!(status, 403, "listener addresses are for the admin, not a stream's key");
     let (status, _, body) =
-        get(&relay, "/admin/listclients?mount=/radio.ogg", &[&basic("source", "SECRET")]).await;
+        get(&relay, listclients, &[&basic("admin", "the-admin-password")]).await;
     let xml = String::from_utf8_lossy(&body);
     assert_eq!(status, 200);
     assert!(xml.contains("<Listeners>2</Listeners>") && xml.contains("test-listener"), "{xml}");

@@ -2,7 +2,7 @@
 //! `/admin/listclients`, `/admin/killsource` and `/status-json.xsl` in Icecast's JSON shape.
 //!
 //! Admin requests authenticate with HTTP Basic: the stream's key (for that stream only) or the
-//! relay's `admin_password`. Answers are Icecast's small XML documents, so existing tools
+//! relay's `admin_password`; `listclients` (listener addresses) needs `admin_password`. Answers are Icecast's small XML documents, so existing tools
 //! (libshout, butt, liquidsoap, monitoring scripts) read them unchanged.
 
 use std::borrow::Cow;
@@ -111,6 +111,14 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
             }
             info!(stream = %name, %peer, %title, "now playing set by admin request");
             xml_response(200, "Metadata update successful", 1)
+        }
+        // Listener addresses and User-Agents are personal data: for the operator only, as
+        // in Icecast, not for whoever holds a stream's key.
+        "listclients" if !auth::admin_password_matches(&node.config, request) => {
+            let refusal = Refusal::AdminOnly;
+            info!(%peer, path = %request.path, "admin request refused: listclients needs admin_password");
+            node.metrics.refused(&refusal.label());
+            Response::refusal(&refusal)
         }
         "listclients" => listclients(node, stream),
         _ => {
