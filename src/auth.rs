@@ -252,6 +252,15 @@ fn source_key(request: &Request) -> Option<String> {
     bearer.or_else(|| request.query_param("key"))
 }
 
+/// Whether the request's `Authorization: Bearer` token is `expected` (none matches `None`).
+pub fn bearer_matches(expected: Option<&str>, request: &Request) -> bool {
+    let bearer = request.header("authorization").and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    matches!((expected, bearer), (Some(expected), Some(token)) if key_matches(expected, token))
+}
+
 /// Whether a WebSocket source presents a key at all (a request without one is no guess).
 pub fn presents_source_key(request: &Request) -> bool {
     source_key(request).is_some()

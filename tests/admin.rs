@@ -1,4 +1,5 @@
-//! The admin API and every credential check, attacked the way a web page or a guesser would.
+//! The admin API, every credential check and what public endpoints reveal, probed the way a
+//! web page, a guesser or a scraper would.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -164,5 +165,71 @@ async fn listener_addresses_are_for_the_admin_only() {
     config.admin_password = None;
     let relay = TestRelay::start_with(config).await;
     assert_eq!(get(&relay, path, &[&basic("source", KEY)]).await.0, 403);
+    relay.shutdown().await;
+}
+
+/// A private stream (`listen_secret`) showed its title, artist and tracks in `/api/streams`
+/// and `/status-json.xsl`, and its name and figures in `/metrics`, to anyone.
+#[tokio::test]
+async fn public_listings_show_a_private_stream_at_most_as_name_and_live() {
+    let mut config = config(&[("radio", KEY), ("secret", "the-secret-key-0123")]);
+    config.streams[1].listen_secret = Some("a-long-listen-secret".into());
+    config.admin_password = Some(ADMIN.into());
+    let relay = TestRelay::start_with(config).await;
+    let mut src = source(&relay, "secret", "the-secret-key-0123").await;
+    let meta = r#"{"type":"metadata","title":"Hidden Title","artist":"Hidden Artist"}"#;
+    futures_util::SinkExt::send(&mut src, tokio_tungstenite::tungstenite::Message::text(meta))
+        .await
+        .unwrap();
+    futures_util::SinkExt::send(
+        &mut src,
+        tokio_tungstenite::tungstenite::Message::binary(frame(0, b"x")),
+    )
+    .await
+    .unwrap();
+    let _public = source(&relay, "radio", KEY).await;
+    wait_live(&relay, "radio", 0, None).await;
+    // The private source's metadata came before its frame: once the frame is counted, both are in.
+    within(async {
+        loop {
+            let (_, _, full) = get(&relay, "/metrics", &[&basic("admin", ADMIN)]).await;
+            if String::from_utf8_lossy(&full).contains("onair_frames_in_total{stream=\"secret\"} 1")
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+
+    let (_, body) = http_get(&relay, "/api/streams").await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let secret = json["streams"].as_array().unwrap().iter().find(|s| s["name"] == "secret");
+    let secret = secret.unwrap().as_object().unwrap();
+    let mut keys: Vec<&str> = secret.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["live", "name", "private"], "{body}");
+    assert_eq!((&secret["live"], &secret["private"]), (&true.into(), &true.into()));
+    assert!(!body.contains("Hidden"), "{body}");
+
+    for path in ["/status-json.xsl", "/status-json.xsl?mount=/secret.ogg"] {
+        let (_, _, body) = get(&relay, path, &[]).await;
+        let body = String::from_utf8_lossy(&body);
+        assert!(!body.contains("secret") && !body.contains("Hidden"), "{path}: {body}");
+    }
+    assert!(String::from_utf8_lossy(&get(&relay, "/status-json.xsl", &[]).await.2)
+        .contains("/radio.ogg"));
+
+    let (_, _, anonymous) = get(&relay, "/metrics", &[]).await;
+    let anonymous = String::from_utf8_lossy(&anonymous);
+    assert!(!anonymous.contains("stream=\"secret\""), "{anonymous}");
+    assert!(anonymous.contains("onair_live{stream=\"radio\"} 1"), "{anonymous}");
+    for credentials in [basic("prometheus", ADMIN), format!("Authorization: Bearer {ADMIN}")] {
+        let (status, _, full) = get(&relay, "/metrics", &[&credentials]).await;
+        assert_eq!(status, 200);
+        let full = String::from_utf8_lossy(&full);
+        assert!(full.contains("onair_live{stream=\"secret\"} 1"), "{full}");
+    }
+    assert_eq!(get(&relay, "/metrics", &[&basic("prometheus", KEY)]).await.0, 401);
     relay.shutdown().await;
 }

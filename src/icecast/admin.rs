@@ -191,7 +191,7 @@ fn extension(stream: &Stream) -> &'static str {
 }
 
 /// `GET /status-json.xsl`: Icecast 2.4's JSON status; `source` is an object when exactly one
-/// stream is live, an array when several are, absent when none is.
+/// public stream is live, an array when several are, absent when none is.
 fn status_json(node: &Node, request: &Request, mount: Option<&str>) -> Response {
     let host = request
         .header("host")
@@ -202,6 +202,9 @@ fn status_json(node: &Node, request: &Request, mount: Option<&str>) -> Response 
     let mut sources: Vec<Value> = node
         .streams
         .iter()
+        // A private stream is not listed at all, as Icecast's hidden mounts: directories
+        // and scrapers read this.
+        .filter(|s| s.config().listen_secret.is_none())
         .filter(|s| s.is_live() && only.is_none_or(|n| n == s.config().name))
         .map(|s| source_json(node, s, &host))
         .collect();

@@ -11,9 +11,15 @@ use std::path::{Component, Path, PathBuf};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use super::Server;
+use crate::auth;
+use crate::error::Refusal;
 use crate::http::{Request, Response};
-use crate::relay::{StreamInfo, Streams};
+use crate::node::Node;
+use crate::relay::{Stream, StreamInfo, Streams};
 
 /// Bytes of a static file read and written at a time.
 const STATIC_CHUNK_BYTES: usize = 64 << 10;
@@ -25,6 +31,7 @@ const STATIC_CHUNK_BYTES: usize = 64 << 10;
 pub(super) async fn serve(
     server: &Server,
     request: &Request,
+    peer: SocketAddr,
     socket: &mut (impl AsyncWrite + Unpin),
     head_only: bool,
 ) -> std::io::Result<()> {
@@ -32,12 +39,7 @@ pub(super) async fn serve(
     let response = match request.path.as_str() {
         "/healthz" => Response::text(200, "ok"),
         "/api/streams" => streams_json(&node.streams).with_cors(&node.config, request),
-        "/metrics" => {
-            for stream in node.streams.iter() {
-                stream.update_gauges();
-            }
-            Response::new(200, "text/plain; version=0.0.4; charset=utf-8", node.metrics.render())
-        }
+        "/metrics" => metrics(node, request, peer),
         path => return static_file(&server.web_root, request, path, socket, head_only).await,
     };
     response.send(socket, head_only).await
@@ -64,15 +66,67 @@ fn content_security_policy(request: &Request) -> String {
     )
 }
 
-/// `GET /api/streams`.
+/// `GET /api/streams`. A private stream (`listen_secret`) is listed by name, whether it is
+/// live and that it is private, nothing more: the player opened from a signed link finds it,
+/// nobody learns what it plays, to whom, or how much.
 fn streams_json(streams: &Streams) -> Response {
     #[derive(serde::Serialize)]
-    struct Body {
-        streams: Vec<StreamInfo>,
+    #[serde(untagged)]
+    enum Listing {
+        Public(Box<StreamInfo>),
+        Private { name: String, live: bool, private: bool },
     }
-    let body = Body { streams: streams.iter().map(|s| s.info()).collect() };
+    #[derive(serde::Serialize)]
+    struct Body {
+        streams: Vec<Listing>,
+    }
+    let listing = |stream: &Arc<Stream>| match stream.config().listen_secret {
+        Some(_) => Listing::Private {
+            name: stream.config().name.clone(),
+            live: stream.is_live(),
+            private: true,
+        },
+        None => Listing::Public(Box::new(stream.info())),
+    };
+    let body = Body { streams: streams.iter().map(listing).collect() };
     let json = serde_json::to_vec(&body).expect("stream info always serializes");
     Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
+}
+
+/// `GET /metrics`: every figure of the public streams and the node; a private stream's series
+/// only for a scraper that authenticates with `admin_password` (Basic, any user, or Bearer).
+fn metrics(node: &Node, request: &Request, peer: SocketAddr) -> Response {
+    let presented = request.header("authorization").is_some();
+    let admin = || {
+        auth::admin_password_matches(&node.config, request)
+            || auth::bearer_matches(node.config.admin_password.as_deref(), request)
+    };
+    let full = match node.logins.verify(peer.ip(), presented, admin) {
+        Ok(full) => full,
+        Err(throttled) => {
+            let refusal = Refusal::from(throttled);
+            node.metrics.refused(&refusal.label());
+            return Response::refusal(&refusal);
+        }
+    };
+    if presented && !full {
+        let refusal = Refusal::AdminCredentials;
+        node.metrics.refused(&refusal.label());
+        return Response::refusal(&refusal)
+            .with_header("WWW-Authenticate", "Basic realm=\"onair metrics\"");
+    }
+    for stream in node.streams.iter() {
+        stream.update_gauges();
+    }
+    let hidden: Vec<&str> = if full {
+        Vec::new()
+    } else {
+        let private = node.streams.iter().filter(|s| s.config().listen_secret.is_some());
+        private.map(|s| s.config().name.as_str()).collect()
+    };
+    let text = node.metrics.render_without(&hidden);
+    Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
+        .with_header("Cache-Control", "no-store")
 }
 
 /// Sends a file of the web player (`/` is `index.html`, `/broadcast` is `broadcast.html`):

@@ -173,6 +173,6 @@ async fn route(
         // slow_listener_timeout; its refusals should get this socket's deadline too.
         return listener::http::serve(socket.into_inner(), peer, node, &request, cancel).await;
     }
-    api::serve(server, &request, &mut socket, head_only).await?;
+    api::serve(server, &request, peer, &mut socket, head_only).await?;
     Ok(())
 }
