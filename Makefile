@@ -7,7 +7,7 @@ CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
 RUN_PACKAGES := cmake
-TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
+TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
 BENCH_PACKAGES := cmake icecast2
 
@@ -34,6 +34,11 @@ deps-run:
 deps-test:
 	$(call apt_install,$(TEST_PACKAGES))
 	@if [ -x tests/browser/install.sh ]; then tests/browser/install.sh; fi
+	@# A real Prometheus parser for tests/metrics.rs (pinned; skipped when already there).
+	@if [ ! -x .venv-tools/bin/python ] || ! .venv-tools/bin/python -c 'import prometheus_client' 2>/dev/null; then \
+	  echo "installing the test tools venv (.venv-tools)"; \
+	  python3 -m venv .venv-tools && .venv-tools/bin/pip install -q --disable-pip-version-check prometheus-client==0.21.1; \
+	fi
 
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))

@@ -55,6 +55,9 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 /// How long a listener may hold new frames to send them in one write: 0 sends each frame as
 /// soon as it arrives (lowest latency, one write per frame per listener).
 pub const DEFAULT_SEND_WINDOW_MS: u64 = 0;
+/// How long an HTTP listener may hold new frames to send them in one write. Players of HTTP
+/// streams buffer seconds of audio, so this costs them nothing audible and saves most writes.
+pub const DEFAULT_HTTP_SEND_WINDOW_MS: u64 = 200;
 /// Largest `send_window_ms`: beyond a second a window is a delay, not a batching aid.
 pub const MAX_SEND_WINDOW_MS: u64 = 1_000;
 /// Most listener driver threads (`listener_threads`).
@@ -67,6 +70,15 @@ fn default_listener_threads() -> usize {
 
 /// Audio bytes between two ICY metadata blocks for HTTP listeners that ask for them.
 pub const DEFAULT_ICY_METAINT: usize = 16_000;
+/// Longest HLS part (LL-HLS `PART-TARGET`): hls.js plays about 1-2 s behind live with these.
+pub const DEFAULT_HLS_PART_MS: u64 = 200;
+/// Longest HLS segment (`EXT-X-TARGETDURATION`).
+pub const DEFAULT_HLS_SEGMENT_MS: u64 = 2_000;
+/// HLS segments kept in memory and listed in the playlist.
+pub const DEFAULT_HLS_WINDOW_SEGMENTS: usize = 10;
+/// Bounds of `hls_window_segments`: players need three segments behind live; more than a
+/// few minutes in memory per stream is a recording's job.
+pub const HLS_WINDOW_SEGMENTS: std::ops::RangeInclusive<usize> = 3..=300;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +123,8 @@ pub struct Config {
     pub listener_kernel_bytes: usize,
     /// Longest a frame waits so that it goes out in one write with the next ones (0: never).
     pub send_window: Duration,
+    /// The same for HTTP listeners (`http_send_window_ms`).
+    pub http_send_window: Duration,
     /// Threads that write to WebSocket listeners (each an epoll loop holding thousands).
     pub listener_threads: usize,
     /// Most simultaneous connections from one IP address.
@@ -132,6 +146,16 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Audio bytes between ICY metadata blocks (`icy-metaint`).
     pub icy_metaint: usize,
+    /// Serve every Opus and MP3 stream over HLS (`/{stream}.m3u8`).
+    pub hls: bool,
+    /// Longest HLS part.
+    pub hls_part: Duration,
+    /// Longest HLS segment.
+    pub hls_segment: Duration,
+    /// HLS segments kept in memory.
+    pub hls_window_segments: usize,
+    /// Where playlists point for segments (a CDN), e.g. `https://cdn.example`; `None`: here.
+    pub hls_base_url: Option<String>,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
 }
@@ -190,6 +214,7 @@ struct RawConfig {
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
     send_window_ms: Option<Spanned<u64>>,
+    http_send_window_ms: Option<Spanned<u64>>,
     listener_threads: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
@@ -201,6 +226,11 @@ struct RawConfig {
     cors_origins: Option<Vec<String>>,
     admin_password: Option<Spanned<String>>,
     icy_metaint: Option<Spanned<usize>>,
+    hls: Option<bool>,
+    hls_part_ms: Option<Spanned<u64>>,
+    hls_segment_ms: Option<Spanned<u64>>,
+    hls_window_segments: Option<Spanned<usize>>,
+    hls_base_url: Option<Spanned<String>>,
     #[serde(default)]
     streams: Vec<RawStream>,
 }
@@ -245,6 +275,7 @@ impl Default for Config {
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
             send_window: Duration::from_millis(DEFAULT_SEND_WINDOW_MS),
+            http_send_window: Duration::from_millis(DEFAULT_HTTP_SEND_WINDOW_MS),
             listener_threads: default_listener_threads(),
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             ip_limit_exempt: vec![
@@ -258,6 +289,11 @@ impl Default for Config {
             cors_origins: vec!["*".to_owned()],
             admin_password: None,
             icy_metaint: DEFAULT_ICY_METAINT,
+            hls: true,
+            hls_part: Duration::from_millis(DEFAULT_HLS_PART_MS),
+            hls_segment: Duration::from_millis(DEFAULT_HLS_SEGMENT_MS),
+            hls_window_segments: DEFAULT_HLS_WINDOW_SEGMENTS,
+            hls_base_url: None,
             streams: Vec::new(),
         }
     }
@@ -415,14 +451,18 @@ impl Config {
             "slow_listener_timeout_ms",
             DEFAULT_SLOW_LISTENER_TIMEOUT_MS,
         )?;
-        if let Some(window) = raw.send_window_ms {
+        for (window, key, value) in [
+            (raw.send_window_ms, "send_window_ms", &mut config.send_window),
+            (raw.http_send_window_ms, "http_send_window_ms", &mut config.http_send_window),
+        ] {
+            let Some(window) = window else { continue };
             if *window.get_ref() > MAX_SEND_WINDOW_MS {
                 return Err(fail(
                     Some(window.span()),
-                    format!("send_window_ms must be at most {MAX_SEND_WINDOW_MS}"),
+                    format!("{key} must be at most {MAX_SEND_WINDOW_MS}"),
                 ));
             }
-            config.send_window = Duration::from_millis(window.into_inner());
+            *value = Duration::from_millis(window.into_inner());
         }
         if let Some(origins) = raw.cors_origins {
             config.cors_origins = origins;
@@ -440,6 +480,41 @@ impl Config {
             p => p.map(Spanned::into_inner),
         };
         config.icy_metaint = positive(raw.icy_metaint, "icy_metaint", DEFAULT_ICY_METAINT)?;
+        config.hls = raw.hls.unwrap_or(true);
+        config.hls_part = millis(raw.hls_part_ms, "hls_part_ms", DEFAULT_HLS_PART_MS)?;
+        let segment_span = raw.hls_segment_ms.as_ref().map(Spanned::span);
+        config.hls_segment = millis(raw.hls_segment_ms, "hls_segment_ms", DEFAULT_HLS_SEGMENT_MS)?;
+        if config.hls_segment < config.hls_part * 3 {
+            return Err(fail(
+                segment_span,
+                "hls_segment_ms must be at least three times hls_part_ms".to_owned(),
+            ));
+        }
+        if let Some(count) = raw.hls_window_segments {
+            if !HLS_WINDOW_SEGMENTS.contains(count.get_ref()) {
+                return Err(fail(
+                    Some(count.span()),
+                    format!(
+                        "hls_window_segments must be between {} and {}",
+                        HLS_WINDOW_SEGMENTS.start(),
+                        HLS_WINDOW_SEGMENTS.end()
+                    ),
+                ));
+            }
+            config.hls_window_segments = count.into_inner();
+        }
+        if let Some(base) = raw.hls_base_url {
+            let url = base.get_ref().trim_end_matches('/');
+            let valid = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.contains(['"', '\'', ' ', '\n', '?', '#']);
+            if !valid {
+                return Err(fail(
+                    Some(base.span()),
+                    "hls_base_url must be an http:// or https:// URL without a query".to_owned(),
+                ));
+            }
+            config.hls_base_url = Some(url.to_owned());
+        }
         if config.dead_peer_timeout <= config.ping_interval {
             return Err(fail(
                 None,

@@ -75,8 +75,8 @@ pub enum HttpError {
 ///
 /// # Errors
 /// `HttpError` for socket errors, malformed or oversized heads, or a close mid-head.
-pub async fn read_request(
-    socket: &mut (impl AsyncRead + Unpin),
+pub async fn read_request<S: AsyncRead + Unpin>(
+    socket: &mut S,
     buf: &mut BytesMut,
 ) -> Result<Option<Request>, HttpError> {
     loop {
@@ -250,9 +250,9 @@ impl Response {
     ///
     /// # Errors
     /// Socket errors, and `TimedOut` from a socket with a write deadline.
-    pub async fn send(
+    pub async fn send<S: AsyncWrite + Unpin>(
         &self,
-        socket: &mut (impl AsyncWrite + Unpin),
+        socket: &mut S,
         head_only: bool,
     ) -> std::io::Result<()> {
         let head = Bytes::from(self.head(self.body.len() as u64));
@@ -268,8 +268,8 @@ impl Response {
 ///
 /// # Errors
 /// Socket errors.
-pub async fn refuse(
-    socket: &mut (impl AsyncWrite + Unpin),
+pub async fn refuse<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     metrics: &Metrics,
     peer: SocketAddr,
     request: &Request,

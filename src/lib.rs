@@ -17,20 +17,25 @@
 //!   [`relay::SourceHandle`].
 //! - [`relay`]: every stream's ring, sources and listener cursors; all lag and burst policy.
 //! - [`listener`]: WebSocket listeners on driver threads, HTTP listeners, the outbox.
+//! - [`hls`]: HLS playlists and segments, built once per stream from its ring.
 //! - [`format`]: containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
 //! - [`icecast`]: the Icecast vocabulary and admin/status API; [`directory`]: who is connected.
-//! - [`protocol`], [`websocket`], [`http`]: the wire formats. [`auth`]: every credential check.
-//! - [`node`], [`config`], [`metrics`], [`error`]: shared state, settings, counters, errors;
-//!   [`deadline`]: the write deadline of every socket served on tokio.
+//! - [`protocol`], [`websocket`], [`http`], [`time`]: the wire formats and dates. [`auth`]:
+//!   every credential check.
+//! - [`conn`]: a client connection, plain or TLS; [`deadline`]: the write deadline of every
+//!   connection served on tokio. [`node`], [`config`], [`metrics`], [`error`]: shared state,
+//!   settings, counters, errors.
 //! - [`push`] (feature `source`): `onair push` and the auto-DJ; [`inspect`]: `onair listen`.
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod deadline;
 pub mod directory;
 pub mod error;
 pub mod format;
+pub mod hls;
 pub mod http;
 pub mod icecast;
 pub mod ingest;
@@ -43,6 +48,7 @@ pub mod protocol;
 pub mod push;
 pub mod relay;
 pub mod server;
+pub mod time;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};

@@ -173,12 +173,18 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
-            info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
             info!("its generated key is on standard output, once: keys are never logged");
             // NOTE: printed for the user, not logged: log lines end up in journals and
             // collectors, and no key may ever be in them.
-            println!("Go live over the demo's auto-DJ (it returns when you stop):");
-            println!("  onair push --to ws://{addr}/ingest/demo --key {key} FILES");
+            if cfg!(feature = "source") {
+                info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
+                println!("Go live over the demo's auto-DJ (it returns when you stop):");
+                println!("  onair push --to ws://{addr}/ingest/demo --key {key} FILES");
+            } else {
+                info!("no --config: stream `demo` waits for a source (this relay-only build has no auto-DJ); open the player at http://{addr}/");
+                println!("Go live with the broadcaster page http://{addr}/broadcast?stream=demo (key {key}),");
+                println!("or with ffmpeg: ffmpeg -re -i FILE -c:a libopus -f ogg icecast://source:{key}@{addr}/demo.ogg");
+            }
         } else {
             for stream in &config.streams {
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);
@@ -200,26 +206,16 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             None => None,
         };
         let server = onair::server::Server::new(config);
-        let mut tls_task = None;
-        if let Some((terminator, tls_listener)) = tls {
+        let tls = tls.map(|(terminator, tls_listener)| {
             tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
-            tls_task = Some(tokio::spawn(onair::server::tls::run(
-                tls_listener,
-                addr,
-                terminator,
-                std::sync::Arc::clone(&server),
-                shutdown.clone().cancelled_owned(),
-            )));
-        }
+            (tls_listener, terminator)
+        });
         let stop = shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             stop.cancel();
         });
-        server.run(listener, shutdown.cancelled_owned()).await?;
-        if let Some(task) = tls_task {
-            let _ = task.await;
-        }
+        server.serve(listener, tls, shutdown.cancelled_owned()).await?;
         info!("stopped");
         Ok(())
     })

@@ -9,6 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// The content type of `Metrics::render`'s text: OpenMetrics 1.0, which Prometheus reads.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The `stream` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabel {
@@ -36,6 +39,7 @@ pub struct Metrics {
     live: Family<StreamLabel, Gauge>,
     bitrate: Family<StreamLabel, Gauge>,
     uptime: Family<StreamLabel, Gauge>,
+    hls_listeners: Family<StreamLabel, Gauge>,
     /// Open TCP connections of every kind.
     pub connections: Gauge,
     /// Connections refused or closed by policy, by reason.
@@ -89,6 +93,7 @@ impl Metrics {
             live: Family::default(),
             bitrate: Family::default(),
             uptime: Family::default(),
+            hls_listeners: Family::default(),
             connections: Gauge::default(),
             refusals: Family::default(),
         };
@@ -114,6 +119,11 @@ impl Metrics {
             "Seconds the source has been on air",
             metrics.uptime.clone(),
         );
+        registry.register(
+            "hls_listeners",
+            "HLS clients that polled the playlist in the last three target durations",
+            metrics.hls_listeners.clone(),
+        );
         registry.register("connections", "Open connections", metrics.connections.clone());
         registry.register(
             "refusals",
@@ -138,6 +148,12 @@ impl Metrics {
             bitrate: self.bitrate.get_or_create_owned(&label),
             uptime: self.uptime.get_or_create_owned(&label),
         }
+    }
+
+    /// Sets a stream's HLS listener count (counted when `/metrics` is read).
+    pub fn set_hls_listeners(&self, stream: &str, count: usize) {
+        let label = StreamLabel { stream: stream.to_owned() };
+        self.hls_listeners.get_or_create(&label).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts one refusal.

@@ -86,14 +86,8 @@ async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
     let relay = onair::server::Server::new(config);
     let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tls_task = tokio::spawn(onair::server::tls::run(
-        tls_listener,
-        plain_addr,
-        Arc::clone(&terminator),
-        Arc::clone(&relay),
-        stop.clone().cancelled_owned(),
-    ));
-    let server = tokio::spawn(relay.run(plain, stop.clone().cancelled_owned()));
+    let tls = Some((tls_listener, Arc::clone(&terminator)));
+    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
     let test_relay_addr = plain_addr;
 
     // https: GET /healthz through TLS.
@@ -149,7 +143,6 @@ async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
 
     stop.cancel();
     within(server).await.unwrap().unwrap();
-    within(tls_task).await.unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -167,14 +160,8 @@ async fn onair_push_broadcasts_over_wss() {
     let relay = onair::server::Server::new(config(&[("radio", "SECRET")]));
     let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tls_task = tokio::spawn(onair::server::tls::run(
-        tls_listener,
-        plain_addr,
-        terminator,
-        Arc::clone(&relay),
-        stop.clone().cancelled_owned(),
-    ));
-    let server = tokio::spawn(relay.run(plain, stop.clone().cancelled_owned()));
+    let tls = Some((tls_listener, terminator));
+    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{plain_addr}/listen/radio")).await.unwrap();
 
@@ -198,6 +185,118 @@ async fn onair_push_broadcasts_over_wss() {
     }
     stop.cancel();
     within(server).await.unwrap().unwrap();
-    within(tls_task).await.unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The dominant-tone check of a decoded stream: the share of the signal's power at `freq`
+/// against a few other frequencies.
+fn tone_share(samples: &[f32], freq: f64, others: &[f64]) -> f64 {
+    let power = |f: f64| {
+        let w = 2.0 * std::f64::consts::PI * f / 48_000.0;
+        let coeff = 2.0 * w.cos();
+        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+        for &v in samples {
+            let s0 = f64::from(v) + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        s1 * s1 + s2 * s2 - coeff * s1 * s2
+    };
+    let at = power(freq);
+    at / (at + others.iter().map(|&f| power(f)).sum::<f64>())
+}
+
+/// TLS is served in-process on the listener drivers: an `https://` HTTP listener decodes the
+/// right tone, and TLS connections are counted once, on their real address. (TLS used to be
+/// relayed over loopback to the plain port, where every TLS connection took a second place
+/// in the per-address count: with three places, the second TLS listener was refused.)
+#[cfg(feature = "source")]
+#[tokio::test]
+async fn https_listeners_hear_the_stream_and_take_one_place_each() {
+    let dir = std::env::temp_dir().join(format!("onair-tls-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_cert(&dir);
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
+    let tls_config =
+        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let mut config = config(&[("radio", "SECRET")]);
+    // Loopback is counted here: the source, then two TLS listeners, fill the address.
+    config.ip_limit_exempt = Vec::new();
+    config.max_connections_per_ip = 3;
+    let relay = onair::server::Server::new(config);
+    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let node = Arc::clone(relay.node());
+    let tls = Some((tls_listener, terminator));
+    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
+
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tone-1k.m4a");
+    let mut push = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+        .args(["push", "--loop", "--key", "SECRET", "--to"])
+        .arg(format!("ws://{plain_addr}/ingest/radio"))
+        .arg(&sample)
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stream = Arc::clone(node.streams.get("radio").unwrap());
+    within_secs(10, async {
+        while !stream.is_live() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector(&[cert_der(&dir)]);
+    let socket = TcpStream::connect(tls_addr).await.unwrap();
+    let wss_stream = within(tls.connect(name.clone(), socket)).await.unwrap();
+    let (mut wss, _) =
+        within(tokio_tungstenite::client_async("wss://localhost/listen/radio", wss_stream))
+            .await
+            .unwrap();
+    let hello = within(wss.next()).await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("\"type\":\"hello\""));
+
+    // ffmpeg reads 3 s of https://…/radio.ogg (it does not check the self-signed certificate).
+    let decode = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(format!("https://127.0.0.1:{}/radio.ogg", tls_addr.port()))
+        .args(["-t", "3", "-ac", "1", "-ar", "48000", "-f", "f32le", "-"])
+        .kill_on_drop(true)
+        .output();
+    let decode = tokio::spawn(decode);
+    within_secs(10, async {
+        while stream.listener_count() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // A fourth connection from this address is one too many: refused before its handshake.
+    let extra = TcpStream::connect(tls_addr).await.unwrap();
+    assert!(within(tls.connect(name, extra)).await.is_err(), "refused without a handshake");
+
+    let out = within_secs(20, decode).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let samples: Vec<f32> =
+        out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert!(samples.len() >= 48_000 * 2, "{} samples", samples.len());
+    let share = tone_share(&samples[24_000..], 1_000.0, &[440.0, 500.0, 2_000.0]);
+    assert!(share > 0.95, "1 kHz holds {share:.3} of the power");
+
+    // The wss listener is closed with 1001 when the relay stops.
+    stop.cancel();
+    let code = loop {
+        match within(wss.next()).await {
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    within(server).await.unwrap().unwrap();
+    push.kill().await.ok();
     std::fs::remove_dir_all(&dir).ok();
 }

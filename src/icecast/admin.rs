@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 use tracing::info;
@@ -22,6 +22,7 @@ use crate::http::{Request, Response};
 use crate::node::Node;
 use crate::protocol::{truncate, Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
 use crate::relay::Stream;
+use crate::time::{iso8601, rfc822};
 
 /// Answers an admin or status request. Only `/status-json.xsl` carries CORS headers: no page
 /// of another site may read an `/admin` answer, and a cross-site `/admin` request is refused
@@ -120,7 +121,7 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
             node.metrics.refused(&refusal.label());
             Response::refusal(&refusal)
         }
-        "listclients" => listclients(node, stream),
+        "listclients" => listclients(node, stream, param("mount").unwrap_or_default()),
         _ => {
             if stream.kick_live() {
                 info!(stream = %name, %peer, "source removal requested by admin");
@@ -158,10 +159,14 @@ fn xml_escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn listclients(node: &Node, stream: &Stream) -> Response {
+/// The listeners of a stream, under the mount the request named (as Icecast answers).
+fn listclients(node: &Node, stream: &Stream, asked: &str) -> Response {
     let name = &stream.config().name;
     let clients = node.directory.clients(name);
-    let mount = format!("/{name}.{}", extension(stream));
+    let mount = match parse_mount(asked) {
+        Some((_, Some(_))) => asked.to_owned(),
+        _ => format!("/{name}.{}", extension(stream)),
+    };
     let mut body = format!(
         "<?xml version=\"1.0\"?>\n<icestats><source mount=\"{}\"><Listeners>{}</Listeners>",
         xml_escape(&mount),
@@ -341,49 +346,9 @@ fn percent_decode(text: &str) -> String {
     }
 }
 
-/// Seconds since the epoch as (year, month, day, hour, minute, second, weekday 0 = Sunday).
-fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, usize) {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ((days + 4).rem_euclid(7)) as usize;
-    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60, weekday)
-}
-
-fn iso8601(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, _) = civil(time);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
-}
-
-fn rfc822(time: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let (y, mo, d, h, mi, s, wd) = civil(time);
-    format!("{}, {d:02} {} {y:04} {h:02}:{mi:02}:{s:02} +0000", DAYS[wd], MONTHS[(mo - 1) as usize])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_format_like_icecast() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_709_632_800); // 2024-03-05 10:00:00 UTC
-        assert_eq!(iso8601(t), "2024-03-05T10:00:00+0000");
-        assert_eq!(rfc822(t), "Tue, 05 Mar 2024 10:00:00 +0000");
-        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00+0000");
-    }
 
     #[test]
     fn query_values_decode_as_utf8_or_latin1() {

@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 
 use super::RateLimit;
 use crate::auth;
+use crate::conn::Conn;
+use crate::deadline::Deadline;
 use crate::directory::{IceInfo, Registration, SourceInfo};
 use crate::error::Refusal;
 use crate::format::demux::{Demuxer, Event, TRACK};
@@ -43,7 +45,7 @@ const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// # Errors
 /// Socket errors while answering; everything after the answer is logged here.
 pub async fn serve(
-    mut socket: impl AsyncRead + AsyncWrite + Unpin,
+    mut socket: Deadline<Conn>,
     peer: SocketAddr,
     node: &Node,
     request: &Request,

@@ -21,6 +21,8 @@ use tracing::{debug, info, warn};
 use super::RateLimit;
 use crate::auth;
 use crate::config::Config;
+use crate::conn::Conn;
+use crate::deadline::Deadline;
 use crate::error::{Closing, Refusal};
 use crate::http::{self, Request};
 use crate::node::Node;
@@ -32,7 +34,7 @@ use crate::relay::{SourceHandle, SourceKind};
 /// # Errors
 /// Socket and WebSocket errors; refusals and protocol violations are answered here.
 pub async fn accept(
-    mut socket: impl AsyncRead + AsyncWrite + Unpin,
+    mut socket: Deadline<Conn>,
     peer: SocketAddr,
     node: &Node,
     request: &Request,
@@ -50,7 +52,7 @@ pub async fn accept(
         }
     };
     socket.write_all(&http::switching_protocols(&accept)).await?;
-    info!(stream = %name, %peer, "source connected");
+    info!(stream = %name, %peer, tls = socket.get_ref().is_tls(), "source connected");
     let result = serve(socket, source, &node.config, peer, cancel).await;
     info!(stream = %name, %peer, "source disconnected");
     result

@@ -1,9 +1,11 @@
-//! One listener driver: an epoll loop on its own thread that serves many listeners.
+//! One listener driver: an epoll loop on its own thread that serves many listeners, WebSocket
+//! and HTTP, plain and TLS.
 //!
 //! The loop does the I/O: it takes new listeners, reads what they send (pings, close),
-//! writes their batches with one vectored write each, pings idle peers and closes the slow
-//! and the silent. *When* each listener is served is decided by its `Schedule` (pure, in
-//! `schedule.rs`): idle at its stream's head, pending for a send window, ready, or blocked.
+//! writes their batches with one vectored write each (through rustls for TLS listeners: one
+//! record per batch), pings idle WebSocket peers and closes the slow and the silent. *When*
+//! each listener is served is decided by its `Schedule` (pure, in `schedule.rs`): idle at its
+//! stream's head, pending for a send window, ready, or blocked.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -14,13 +16,18 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use tokio_rustls::rustls::ServerConnection;
+
+use super::http::HttpWriter;
+use super::outbox::{Outbox, Piece};
 use super::schedule::{Place, Schedule};
 use super::{
-    Command, DriverHandle, Ending, Lease, NewListener, Outbox, Settings, MAX_LISTENER_MESSAGE_BYTES,
+    Command, DriverHandle, Ending, Lease, ListenerKind, NewListener, Settings,
+    MAX_LISTENER_MESSAGE_BYTES,
 };
 use crate::error::Closing;
 use crate::protocol::close;
-use crate::relay::{Consumer, Fill, Stream, Watcher};
+use crate::relay::{Consumer, Fill, Stream, Watcher, MAX_FILL_ENTRIES};
 use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_PING, OP_PONG};
 
 const WAKER: Token = Token(usize::MAX);
@@ -68,6 +75,10 @@ impl Watcher for Wake {
 /// One listener. Most of a listener's memory is here: no task, no buffer when idle.
 struct Conn {
     socket: TcpStream,
+    /// The TLS session of a TLS listener: what it writes is encrypted here.
+    tls: Option<Box<ServerConnection>>,
+    /// An HTTP listener's container state; `None` for a WebSocket listener.
+    http: Option<Box<HttpWriter>>,
     consumer: Consumer,
     /// What the socket has not taken yet (control frames, or a batch it took in part);
     /// `None` when nothing is owed, which is most of the time.
@@ -82,9 +93,10 @@ struct Conn {
     _lease: Lease,
 }
 
-/// The listeners of one stream on this driver.
+/// The listeners of one stream with one send window on this driver.
 struct Group {
     stream: Arc<Stream>,
+    window: Duration,
     /// The stream's head when last looked at.
     seen: u64,
     /// Written since the stream's counters were last told: they are shared with the other
@@ -278,7 +290,7 @@ impl Driver {
     }
 
     fn add(&mut self, listener: NewListener) {
-        let NewListener { socket, peer, leftover, consumer, first, lease } = listener;
+        let NewListener { socket, tls, peer, leftover, consumer, first, kind, lease } = listener;
         let mut socket = TcpStream::from_std(socket);
         let slot = self.free.pop().map_or(self.conns.len(), |slot| slot as usize);
         let Ok(token_slot) = u32::try_from(slot) else {
@@ -294,13 +306,28 @@ impl Driver {
             self.free.push(token_slot);
             return;
         }
-        let group = self.group_of(consumer.stream());
+        let (mut http, window) = match kind {
+            ListenerKind::WebSocket => (None, self.settings.send_window),
+            ListenerKind::Http(writer) => (Some(writer), self.settings.http_send_window),
+        };
+        let group = self.group_of(consumer.stream(), window);
         let now = self.now_ms;
-        let first = first.iter().map(WireFrame::from).collect();
+        let mut out = Outbox::default();
+        for item in &first {
+            match &mut http {
+                None => out.items.push_back(Piece::from(item)),
+                // A codec change cannot come first; a listener that got one leaves on its
+                // next batch.
+                Some(writer) => drop(writer.push(item, &mut out.items)),
+            }
+        }
+        let is_tls = tls.is_some();
         let conn = Conn {
             socket,
+            tls,
+            http,
             consumer,
-            out: Some(Box::new(Outbox { items: first, offset: 0 })),
+            out: Some(Box::new(out)),
             reader: None,
             closing: None,
             last_heard: now,
@@ -315,6 +342,11 @@ impl Driver {
         }
         self.live += 1;
         self.schedule.add(token_slot, group);
+        // A TLS session may hold records read with the request: look at them now (the socket
+        // will not say readable for what was already read from it).
+        if is_tls {
+            self.on_readable(slot);
+        }
         // Frames that came with the request head (a ping, a close) are answered like others.
         if !leftover.is_empty() {
             if let Some(conn) = self.conn(slot) {
@@ -329,13 +361,15 @@ impl Driver {
         }
     }
 
-    fn group_of(&mut self, stream: &Arc<Stream>) -> u32 {
-        if let Some(at) = self.groups.iter().position(|g| Arc::ptr_eq(&g.stream, stream)) {
+    fn group_of(&mut self, stream: &Arc<Stream>, window: Duration) -> u32 {
+        let known = |g: &Group| Arc::ptr_eq(&g.stream, stream) && g.window == window;
+        if let Some(at) = self.groups.iter().position(known) {
             return at as u32;
         }
         stream.watch(&self.watcher);
         let seen = stream.head_seq();
-        self.groups.push(Group { stream: Arc::clone(stream), seen, sent: Sent::default() });
+        let stream = Arc::clone(stream);
+        self.groups.push(Group { stream, window, seen, sent: Sent::default() });
         (self.groups.len() - 1) as u32
     }
 
@@ -362,8 +396,7 @@ impl Driver {
             }
             let (first_at, bytes) = group.stream.arrivals_since(group.seen);
             group.seen = head;
-            let window = self.settings.send_window;
-            self.schedule.head_moved(at as u32, first_at, bytes, window, self.now);
+            self.schedule.head_moved(at as u32, first_at, bytes, group.window, self.now);
         }
     }
 
@@ -395,9 +428,12 @@ impl Driver {
                 return;
             };
             let group = self.schedule.group(slot as u32) as usize;
-            if let Some(out) = conn.out.as_deref_mut().filter(|out| !out.is_empty()) {
-                let sent = &mut self.groups[group].sent;
-                match write_out(&conn.socket, out, sent) {
+            let sent = &mut self.groups[group].sent;
+            let owed = conn.out.as_deref_mut().filter(|out| !out.is_empty());
+            if owed.is_some() || conn.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+                let mut empty = Outbox::default();
+                let out = owed.unwrap_or(&mut empty);
+                match write_out(&conn.socket, conn.tls.as_deref_mut(), out, sent) {
                     // An idle listener keeps no buffer.
                     Wrote::All => conn.out = None,
                     Wrote::Blocked => return self.schedule.block(slot as u32),
@@ -405,10 +441,18 @@ impl Driver {
                 }
             }
             if let Some((code, _)) = conn.closing {
-                let _ = conn.socket.shutdown(Shutdown::Write);
+                end_session(conn);
                 return self.remove(slot, Ending::Closed(code));
             }
-            let fill = take_batch(&mut conn.consumer, &mut self.scratch, batch_bytes);
+            let fill = match take_batch(conn, &mut self.scratch, batch_bytes) {
+                Ok(fill) => fill,
+                Err(err) => {
+                    self.scratch.clear();
+                    debug!(stream = %conn.consumer.stream().config().name, %err, "http listener closed");
+                    end_session(conn);
+                    return self.remove(slot, Ending::Closed(close::NORMAL));
+                }
+            };
             if fill.at_head {
                 conn.caught_up_at = now;
             }
@@ -419,7 +463,7 @@ impl Driver {
                 continue;
             }
             let sent = &mut self.groups[group].sent;
-            match write_out(&conn.socket, &mut self.scratch, sent) {
+            match write_out(&conn.socket, conn.tls.as_deref_mut(), &mut self.scratch, sent) {
                 Wrote::All if fill.at_head => return self.schedule.make_idle(slot as u32),
                 Wrote::All => {}
                 Wrote::Blocked => {
@@ -451,31 +495,57 @@ impl Driver {
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else {
                 return;
             };
-            match conn.socket.read(&mut self.read_buf) {
-                Ok(0) => return self.remove(slot, Ending::PeerClosed),
-                Ok(n) => {
+            let read = match conn.tls.as_deref_mut() {
+                None => conn.socket.read(&mut self.read_buf).map(Got::from),
+                Some(tls) => read_tls(&conn.socket, tls, &mut self.read_buf),
+            };
+            match read {
+                Ok(Got::Closed) => return self.remove(slot, Ending::PeerClosed),
+                Ok(Got::Data(n)) => {
                     conn.last_heard = self.now_ms;
-                    conn.reader
-                        .get_or_insert_with(|| {
-                            Box::new(ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &[]))
-                        })
-                        .buffer()
-                        .extend_from_slice(&self.read_buf[..n]);
                     total += n;
-                    if !self.handle_client_frames(slot) {
-                        return;
+                    // An HTTP listener has nothing to say after its request: read and drop.
+                    if conn.http.is_none() && n > 0 {
+                        conn.reader
+                            .get_or_insert_with(|| {
+                                Box::new(ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &[]))
+                            })
+                            .buffer()
+                            .extend_from_slice(&self.read_buf[..n]);
+                        if !self.handle_client_frames(slot) {
+                            return;
+                        }
                     }
                     if total >= READ_BUDGET {
                         self.reread.push(slot as u32);
                         return;
                     }
                 }
+                Ok(Got::Nothing) => break,
                 Err(err) if err.kind() == ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return self.remove(slot, Ending::Failed),
+                Err(_) => {
+                    // A TLS error: rustls queued an alert; give it one try, then drop.
+                    if let Some(conn) = self.conn(slot) {
+                        let mut none = Outbox::default();
+                        let _ = write_out(
+                            &conn.socket,
+                            conn.tls.as_deref_mut(),
+                            &mut none,
+                            &mut Sent::default(),
+                        );
+                    }
+                    return self.remove(slot, Ending::Failed);
+                }
             }
         }
         self.release_idle_reader(slot);
+        // rustls may want to answer what it read (a key update, an alert).
+        let tls_owes =
+            self.conn(slot).is_some_and(|c| c.tls.as_ref().is_some_and(|t| t.wants_write()));
+        if tls_owes {
+            self.flush_control(slot);
+        }
     }
 
     /// Acts on the complete frames the listener sent. False when it is gone or closing
@@ -526,7 +596,11 @@ impl Driver {
         }
         let out = conn.out.get_or_insert_with(Box::default);
         out.truncate_to_boundary();
-        out.items.push_back(why.frame());
+        // An HTTP listener has no close frame: what is half written is finished, then the
+        // connection ends.
+        if conn.http.is_none() {
+            out.items.push_back(Piece::Ws(why.frame()));
+        }
         conn.closing = Some((why.code(), now + ms(CLOSE_TIMEOUT)));
         self.flush_control(slot);
     }
@@ -539,12 +613,13 @@ impl Driver {
         }
         let group = self.schedule.group(slot as u32) as usize;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else { return };
-        let Some(out) = conn.out.as_deref_mut() else { return };
-        match write_out(&conn.socket, out, &mut self.groups[group].sent) {
+        let mut empty = Outbox::default();
+        let out = conn.out.as_deref_mut().unwrap_or(&mut empty);
+        match write_out(&conn.socket, conn.tls.as_deref_mut(), out, &mut self.groups[group].sent) {
             Wrote::All => {
                 conn.out = None;
                 if let Some((code, _)) = conn.closing {
-                    let _ = conn.socket.shutdown(Shutdown::Write);
+                    end_session(conn);
                     self.remove(slot, Ending::Closed(code));
                 }
             }
@@ -570,6 +645,9 @@ impl Driver {
             {
                 conn.consumer.stream().metrics().too_slow.inc();
                 self.close(slot, &Closing::TooSlow);
+            } else if conn.http.is_some() {
+                // HTTP listeners cannot be pinged: TCP keepalive and failed writes find the
+                // vanished ones.
             } else if now >= conn.last_heard + ms(settings.dead_peer_timeout) {
                 self.close(slot, &Closing::DeadPeer("no answer to pings"));
             } else if now >= conn.next_ping {
@@ -607,44 +685,159 @@ impl Driver {
         let name = &conn.consumer.stream().config().name;
         // Asked of the socket (still open) rather than kept: 32 bytes per listener.
         let peer = conn.socket.peer_addr().map_or_else(|_| "?".to_owned(), |p| p.to_string());
+        let kind = if conn.http.is_some() { "http" } else { "websocket" };
+        let tls = conn.tls.is_some();
         match ending {
             Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {
-                info!(stream = %name, %peer, "listener closed: too slow");
+                info!(stream = %name, %peer, kind, tls, "listener closed: too slow");
             }
-            ending => debug!(stream = %name, %peer, ?ending, "listener left"),
+            ending => debug!(stream = %name, %peer, kind, tls, ?ending, "listener left"),
         }
     }
 }
 
 /// Writes `out` until it is empty or the socket is full (edge-triggered readiness needs a
-/// `WouldBlock` before the next writable event).
-fn write_out(socket: &TcpStream, out: &mut Outbox, sent: &mut Sent) -> Wrote {
+/// `WouldBlock` before the next writable event). A TLS listener's pieces are encrypted into
+/// rustls (one record for a batch) and what it holds is written first.
+fn write_out(
+    socket: &TcpStream,
+    tls: Option<&mut ServerConnection>,
+    out: &mut Outbox,
+    sent: &mut Sent,
+) -> Wrote {
     let mut socket = socket;
-    while !out.is_empty() {
-        match out.write_with(|iov| socket.write_vectored(iov)) {
+    let Some(tls) = tls else {
+        while !out.is_empty() {
+            match out.write_with(|iov| socket.write_vectored(iov)) {
+                Ok((0, _)) => return Wrote::Failed,
+                Ok((bytes, frames)) => {
+                    sent.bytes += bytes as u64;
+                    sent.frames += frames;
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Wrote::Failed,
+            }
+        }
+        return Wrote::All;
+    };
+    loop {
+        while tls.wants_write() {
+            match tls.write_tls(&mut socket) {
+                Ok(0) => return Wrote::Failed,
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Wrote::Failed,
+            }
+        }
+        if out.is_empty() {
+            return Wrote::All;
+        }
+        match out.write_with(|iov| tls.writer().write_vectored(iov)) {
+            // rustls takes nothing only when its buffer is full: it has records to write.
+            Ok((0, _)) if !tls.wants_write() => return Wrote::Failed,
             Ok((bytes, frames)) => {
                 sent.bytes += bytes as u64;
                 sent.frames += frames;
-                if bytes == 0 {
-                    return Wrote::Failed;
-                }
             }
-            Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(_) => return Wrote::Failed,
         }
     }
-    Wrote::All
+}
+
+/// What one read gave.
+enum Got {
+    /// The peer closed (EOF, or a TLS close_notify).
+    Closed,
+    /// This many plaintext bytes in the buffer (0: only TLS records that held none).
+    Data(usize),
+    /// Nothing more for now.
+    Nothing,
+}
+
+impl From<usize> for Got {
+    fn from(n: usize) -> Self {
+        if n == 0 {
+            Got::Closed
+        } else {
+            Got::Data(n)
+        }
+    }
+}
+
+/// Reads what a TLS listener sent: records from the socket, then their plaintext.
+fn read_tls(
+    socket: &TcpStream,
+    tls: &mut ServerConnection,
+    buf: &mut [u8],
+) -> std::io::Result<Got> {
+    // Plaintext rustls already holds comes first (it may have come with the request head).
+    match tls.reader().read(buf) {
+        Ok(0) => return Ok(Got::Closed),
+        Ok(n) => return Ok(Got::Data(n)),
+        Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+        Err(err) => return Err(err),
+    }
+    let mut socket = socket;
+    match tls.read_tls(&mut socket) {
+        Ok(0) => return Ok(Got::Closed),
+        Ok(_) => {}
+        Err(err) if err.kind() == ErrorKind::WouldBlock => return Ok(Got::Nothing),
+        Err(err) => return Err(err),
+    }
+    let state = tls.process_new_packets().map_err(std::io::Error::other)?;
+    if state.peer_has_closed() && state.plaintext_bytes_to_read() == 0 {
+        return Ok(Got::Closed);
+    }
+    match tls.reader().read(buf) {
+        Ok(n) => Ok(Got::from(n)),
+        Err(err) if err.kind() == ErrorKind::WouldBlock => Ok(Got::Data(0)),
+        Err(err) => Err(err),
+    }
+}
+
+/// The end of a listener's session on our side: a TLS close_notify (best effort), then no
+/// more writes.
+fn end_session(conn: &mut Conn) {
+    if let Some(tls) = conn.tls.as_deref_mut() {
+        tls.send_close_notify();
+        let mut socket = &conn.socket;
+        let _ = tls.write_tls(&mut socket);
+    }
+    let _ = conn.socket.shutdown(Shutdown::Write);
 }
 
 /// Takes the next batch from the ring into the outbox and counts skips.
-fn take_batch(consumer: &mut Consumer, out: &mut Outbox, max_bytes: usize) -> Fill {
-    let fill = consumer.fill(&mut out.items, max_bytes);
+///
+/// # Errors
+/// An HTTP listener whose container no longer fits the stream's codec.
+fn take_batch(
+    conn: &mut Conn,
+    out: &mut Outbox,
+    max_bytes: usize,
+) -> Result<Fill, super::http::CodecChanged> {
+    let consumer = &mut conn.consumer;
+    let fill = match conn.http.as_deref_mut() {
+        None => consumer.fill(&mut out.items, max_bytes),
+        Some(writer) => {
+            let mut failed = None;
+            let fill = consumer.fill_with(max_bytes, MAX_FILL_ENTRIES, |item| {
+                if failed.is_none() {
+                    failed = writer.push(item, &mut out.items).err();
+                }
+            });
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            fill
+        }
+    };
     if fill.skipped > 0 {
         consumer.stream().metrics().frames_skipped.inc_by(fill.skipped);
         debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "listener lagged; resumed at a start point");
     }
-    fill
+    Ok(fill)
 }
 
 /// A duration in whole milliseconds (the unit of a listener's times).

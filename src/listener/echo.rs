@@ -13,7 +13,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Closing;
-use crate::listener::Outbox;
+use crate::listener::outbox::{Outbox, Piece};
 use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_BINARY, OP_PONG, OP_TEXT};
 
 /// Largest message echoed (Autobahn's biggest cases send 16 MiB).
@@ -52,8 +52,10 @@ pub async fn serve(
             match reader.next_event() {
                 Ok(None) => break,
                 Ok(Some(ClientEvent::Data { text, payload })) if closing.is_none() => {
-                    out.items
-                        .push_back(WireFrame::new(if text { OP_TEXT } else { OP_BINARY }, payload));
+                    out.items.push_back(Piece::Ws(WireFrame::new(
+                        if text { OP_TEXT } else { OP_BINARY },
+                        payload,
+                    )));
                 }
                 Ok(Some(ClientEvent::Ping(payload))) if closing.is_none() => {
                     out.push_control(WireFrame::new(OP_PONG, payload));
@@ -65,7 +67,7 @@ pub async fn serve(
                             Some(code) => WireFrame::close(code, ""),
                             None => WireFrame::new(crate::websocket::OP_CLOSE, bytes::Bytes::new()),
                         };
-                        out.items.push_back(reply);
+                        out.items.push_back(Piece::Ws(reply));
                         closing = Some(Instant::now() + CLOSE_TIMEOUT);
                     }
                 }
@@ -73,7 +75,7 @@ pub async fn serve(
                 Err(err) => {
                     // Fail the connection: queued echoes are dropped, close follows.
                     out.truncate_to_boundary();
-                    out.items.push_back(Closing::from(err).frame());
+                    out.items.push_back(Piece::Ws(Closing::from(err).frame()));
                     closing = Some(Instant::now() + CLOSE_TIMEOUT);
                     peer_closed = true;
                 }
@@ -97,7 +99,7 @@ pub async fn serve(
             biased;
             () = cancel.cancelled(), if closing.is_none() => {
                 out.truncate_to_boundary();
-                out.items.push_back(Closing::ShuttingDown.frame());
+                out.items.push_back(Piece::Ws(Closing::ShuttingDown.frame()));
                 closing = Some(Instant::now() + CLOSE_TIMEOUT);
             }
             ready = socket.ready(interest) => {
@@ -133,5 +135,5 @@ pub async fn serve(
 /// Whether more echoes may be queued.
 fn has_room(out: &Outbox) -> bool {
     out.items.len() < MAX_ECHO_QUEUED_FRAMES
-        && out.items.iter().map(WireFrame::wire_len).sum::<usize>() < MAX_ECHO_QUEUED_BYTES
+        && out.items.iter().map(Piece::wire_len).sum::<usize>() < MAX_ECHO_QUEUED_BYTES
 }

@@ -167,6 +167,8 @@ impl Backoff {
 enum Failure {
     /// Worth retrying after a backoff.
     Retry(String),
+    /// Another source is live on the stream (409): wait for it to leave.
+    Busy(String),
     /// Retrying cannot help.
     Fatal(PushError),
 }
@@ -259,9 +261,18 @@ pub(crate) async fn publish(
         };
         match failure {
             Failure::Fatal(err) => return Err(err),
-            Failure::Retry(why) => {
+            Failure::Retry(_) | Failure::Busy(_) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%url, err = %why, retry_in_ms = delay.as_millis() as u64, "relay unavailable; will retry");
+                let retry_in_ms = delay.as_millis() as u64;
+                match failure {
+                    Failure::Busy(why) => {
+                        tracing::warn!(%url, relay_says = %why, retry_in_ms, "another source is live on this stream; will try again")
+                    }
+                    Failure::Retry(why) => {
+                        tracing::warn!(%url, err = %why, retry_in_ms, "relay unavailable; will retry")
+                    }
+                    Failure::Fatal(_) => {}
+                }
                 let retry_at = Instant::now() + delay;
                 loop {
                     let left = retry_at.saturating_duration_since(Instant::now());
@@ -308,7 +319,8 @@ fn classify_connect_error(err: tungstenite::Error, target: &Target) -> Failure {
             match status {
                 401 => Failure::Fatal(PushError::Unauthorized { url, body }),
                 404 => Failure::Fatal(PushError::UnknownStream { url, body }),
-                408 | 409 | 425 | 429 | 500..=599 => {
+                409 => Failure::Busy(body),
+                408 | 425 | 429 | 500..=599 => {
                     Failure::Retry(format!("refused with {status}: {body}"))
                 }
                 _ => Failure::Fatal(PushError::Refused { status, body }),
@@ -495,9 +507,11 @@ mod tests {
         assert_eq!(err.exit_code(), 4);
         let Failure::Fatal(err) = refused(403) else { panic!("403 is permanent") };
         assert_eq!(err.exit_code(), 1);
-        for status in [409, 503, 500, 502] {
+        for status in [503, 500, 502] {
             assert!(matches!(refused(status), Failure::Retry(_)), "{status}");
         }
+        // Another source is live: wait for it, and say so.
+        assert!(matches!(refused(409), Failure::Busy(body) if body == "why"));
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let target = Target::parse("ws://h/ingest/a", None).unwrap();
         assert!(matches!(classify_connect_error(io.into(), &target), Failure::Retry(_)));

@@ -16,6 +16,7 @@ use super::ring::{Event, Frame, Ring};
 use super::source::Sources;
 use super::stats::Bitrate;
 use crate::config::StreamConfig;
+use crate::format::mux::StreamMux;
 use crate::metrics::StreamMetrics;
 use crate::protocol::{FrameHeader, ListenerEvent, Metadata, SourceState, Track, TrackKind};
 
@@ -48,6 +49,8 @@ pub(super) struct State {
     pub sources: Sources,
     pub on_air: OnAir,
     pub bitrate: Bitrate,
+    /// The HTTP listeners' container, written once per frame.
+    pub mux: StreamMux,
 }
 
 /// One stream: config, ring, sources, listener count and metrics.
@@ -75,6 +78,7 @@ impl Stream {
             sources: Sources::default(),
             on_air: OnAir::default(),
             bitrate: Bitrate::new(Instant::now()),
+            mux: StreamMux::default(),
         };
         let (head, _) = watch::channel(0);
         Arc::new(Self {
@@ -161,6 +165,7 @@ impl Stream {
 
     /// Appends a metadata event.
     pub(super) fn push_metadata(&self, state: &mut State, meta: Metadata) {
+        state.mux.metadata(Some(meta.clone()));
         state.on_air.metadata = Some(meta.clone());
         state.on_air.metadata_version =
             state.ring.push_event(Event::new(ListenerEvent::Metadata(meta)));
@@ -184,6 +189,13 @@ impl Stream {
             && header.is_keyframe()
             && state.on_air.start_track.is_none_or(|t| t == header.track);
         let frame = Frame::new(header, message);
+        let http = if is_header {
+            state.mux.header(header.track, &frame.payload());
+            None
+        } else {
+            state.mux.frame(header.track, &frame.payload())
+        };
+        let frame = frame.with_http(http);
         let seq = state.ring.push_frame(frame.clone(), start, is_header);
         if is_header {
             state.on_air.header_version = seq;
@@ -202,6 +214,7 @@ impl Stream {
         let Some(on_air) = state.sources.elect() else { return };
         let Some(slot) = on_air.and_then(|kind| state.sources.slot(kind)) else {
             state.on_air.headers.clear();
+            state.mux.source(&[]);
             self.metrics.live.set(0);
             let offline = ListenerEvent::Source { state: SourceState::Offline, tracks: None };
             self.push_source_event(&mut state, offline);
@@ -214,6 +227,8 @@ impl Stream {
         state.on_air.start_track = tracks.iter().find(|t| t.kind == TrackKind::Video).map(|t| t.id);
         state.on_air.tracks = tracks.clone();
         state.on_air.headers.clear();
+        state.mux.source(&tracks);
+        state.mux.metadata(metadata.clone());
         let online = ListenerEvent::Source { state: SourceState::Online, tracks: Some(tracks) };
         self.push_source_event(&mut state, online);
         for (header, message) in headers {

@@ -19,7 +19,7 @@ use crate::auth;
 use crate::error::Refusal;
 use crate::http::{Request, Response};
 use crate::node::Node;
-use crate::relay::{Stream, StreamInfo, Streams};
+use crate::relay::{Stream, StreamInfo};
 
 /// Bytes of a static file read and written at a time.
 const STATIC_CHUNK_BYTES: usize = 64 << 10;
@@ -38,8 +38,8 @@ pub(super) async fn serve(
     let node = &server.node;
     let response = match request.path.as_str() {
         "/healthz" => Response::text(200, "ok"),
-        "/api/streams" => streams_json(&node.streams).with_cors(&node.config, request),
-        "/metrics" => metrics(node, request, peer),
+        "/api/streams" => streams_json(server).with_cors(&node.config, request),
+        "/metrics" => metrics(server, request, peer),
         path => return static_file(&server.web_root, request, path, socket, head_only).await,
     };
     response.send(socket, head_only).await
@@ -69,12 +69,20 @@ fn content_security_policy(request: &Request) -> String {
 /// `GET /api/streams`. A private stream (`listen_secret`) is listed by name, whether it is
 /// live and that it is private, nothing more: the player opened from a signed link finds it,
 /// nobody learns what it plays, to whom, or how much.
-fn streams_json(streams: &Streams) -> Response {
+fn streams_json(server: &Server) -> Response {
     #[derive(serde::Serialize)]
     #[serde(untagged)]
     enum Listing {
-        Public(Box<StreamInfo>),
+        Public(Box<Info>),
         Private { name: String, live: bool, private: bool },
+    }
+    /// A stream's snapshot and what only the server knows of it.
+    #[derive(serde::Serialize)]
+    struct Info {
+        #[serde(flatten)]
+        stream: StreamInfo,
+        /// HLS clients that polled recently (they are not in `listeners`).
+        hls_listeners: usize,
     }
     #[derive(serde::Serialize)]
     struct Body {
@@ -86,16 +94,20 @@ fn streams_json(streams: &Streams) -> Response {
             live: stream.is_live(),
             private: true,
         },
-        None => Listing::Public(Box::new(stream.info())),
+        None => Listing::Public(Box::new(Info {
+            stream: stream.info(),
+            hls_listeners: server.hls.get(&stream.config().name).map_or(0, |h| h.listeners()),
+        })),
     };
-    let body = Body { streams: streams.iter().map(listing).collect() };
+    let body = Body { streams: server.node.streams.iter().map(listing).collect() };
     let json = serde_json::to_vec(&body).expect("stream info always serializes");
     Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
 }
 
 /// `GET /metrics`: every figure of the public streams and the node; a private stream's series
 /// only for a scraper that authenticates with `admin_password` (Basic, any user, or Bearer).
-fn metrics(node: &Node, request: &Request, peer: SocketAddr) -> Response {
+fn metrics(server: &Server, request: &Request, peer: SocketAddr) -> Response {
+    let node: &Node = &server.node;
     let presented = request.header("authorization").is_some();
     let admin = || {
         auth::admin_password_matches(&node.config, request)
@@ -117,6 +129,10 @@ fn metrics(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     }
     for stream in node.streams.iter() {
         stream.update_gauges();
+        let name = &stream.config().name;
+        if let Some(hls) = server.hls.get(name) {
+            node.metrics.set_hls_listeners(name, hls.listeners());
+        }
     }
     let hidden: Vec<&str> = if full {
         Vec::new()
@@ -125,8 +141,8 @@ fn metrics(node: &Node, request: &Request, peer: SocketAddr) -> Response {
         private.map(|s| s.config().name.as_str()).collect()
     };
     let text = node.metrics.render_without(&hidden);
-    Response::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
-        .with_header("Cache-Control", "no-store")
+    // The body is OpenMetrics text (`# EOF`, `_total` samples): say so.
+    Response::new(200, crate::metrics::CONTENT_TYPE, text).with_header("Cache-Control", "no-store")
 }
 
 /// Sends a file of the web player (`/` is `index.html`, `/broadcast` is `broadcast.html`):
