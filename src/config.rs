@@ -18,6 +18,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
 /// Largest WebSocket message a source may send.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest text message (JSON) a source may send: a `start` with 16 tracks or now playing
+/// with four 1 KiB fields is a few KiB.
+pub const DEFAULT_MAX_TEXT_MESSAGE_BYTES: usize = 64 << 10;
 /// Time allowed to send a complete HTTP request head.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// A write to a peer that makes no progress for this long ends the connection.
@@ -106,6 +109,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest WebSocket message a source may send (close 1009 past it).
     pub max_message_bytes: usize,
+    /// Largest text message a source may send (close 1009 past it).
+    pub max_text_message_bytes: usize,
     /// Time allowed to send a complete request head.
     pub handshake_timeout: Duration,
     /// A write that makes no progress for this long ends the connection (and the kernel drops
@@ -206,6 +211,7 @@ struct RawConfig {
     web_root: Option<PathBuf>,
     max_connections: Option<Spanned<usize>>,
     max_message_bytes: Option<Spanned<usize>>,
+    max_text_message_bytes: Option<Spanned<usize>>,
     handshake_timeout_ms: Option<Spanned<u64>>,
     write_timeout_ms: Option<Spanned<u64>>,
     ping_interval_ms: Option<Spanned<u64>>,
@@ -267,6 +273,7 @@ impl Default for Config {
             web_root: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_text_message_bytes: DEFAULT_MAX_TEXT_MESSAGE_BYTES,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
             write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
             ping_interval: Duration::from_millis(DEFAULT_PING_INTERVAL_MS),
@@ -384,6 +391,11 @@ impl Config {
             positive(raw.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS)?;
         config.max_message_bytes =
             positive(raw.max_message_bytes, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
+        config.max_text_message_bytes = positive(
+            raw.max_text_message_bytes,
+            "max_text_message_bytes",
+            DEFAULT_MAX_TEXT_MESSAGE_BYTES,
+        )?;
         config.listener_batch_bytes = positive(
             raw.listener_batch_bytes,
             "listener_batch_bytes",

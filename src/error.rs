@@ -284,6 +284,7 @@ impl From<SourceError> for Closing {
             SourceError::AlreadyStarted => Closing::BadStart(err.to_string()),
             SourceError::NotStarted => Closing::NotStarted,
             SourceError::UnknownTrack(track) => Closing::UnknownTrack(track),
+            SourceError::HeaderTooLarge { size, max } => Closing::TooBig { size, max },
         }
     }
 }

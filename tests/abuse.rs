@@ -263,3 +263,130 @@ async fn an_echo_peer_that_does_not_read_is_throttled_then_dropped() {
     .await;
     relay.shutdown().await;
 }
+
+/// Text messages were neither charged to `max_ingest_bitrate` nor capped below
+/// `max_message_bytes` (4 MiB), and serde buffered whatever unknown fields they carried.
+#[tokio::test]
+async fn a_sources_text_is_capped_and_charged_to_its_bitrate() {
+    let relay = TestRelay::start_with(config(&[("radio", "SECRET"), ("other", "SECRET")])).await;
+    // 64 KiB of unknown field in one metadata message: refused before serde sees it.
+    let mut src = source(&relay, "radio", "SECRET").await;
+    let padding = "x".repeat(64 << 10);
+    let big = format!(r#"{{"type":"metadata","title":"t","unknown":"{padding}"}}"#);
+    src.send(Message::text(big)).await.unwrap();
+    assert_eq!(close_code(&mut src).await, close::TOO_BIG);
+    // A small unknown field is ignored, as before.
+    let (mut ws, _) = listener(&relay, "other").await;
+    let mut src = source(&relay, "other", "SECRET").await;
+    src.send(Message::text(r#"{"type":"metadata","title":"t","mood":"calm"}"#)).await.unwrap();
+    src.send(Message::binary(frame(0, b"after"))).await.unwrap();
+    assert_eq!(next_event(&mut ws).await["state"], "online");
+    assert_eq!(next_event(&mut ws).await["title"], "t");
+    assert_eq!(next_frame(&mut ws).await, frame(0, b"after"), "still on air");
+    drop(src);
+    relay.shutdown().await;
+
+    let mut config = config(&[("radio", "SECRET")]);
+    config.streams[0].max_ingest_bitrate = 80_000; // 10 kB/s, 20 kB burst
+    let relay = TestRelay::start_with(config).await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    // 40 kB of metadata and no media at all.
+    let meta = format!(r#"{{"type":"metadata","title":"{}"}}"#, "t".repeat(1000));
+    for _ in 0..40 {
+        if src.send(Message::text(meta.clone())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut src).await, close::RATE_LIMITED);
+    relay.shutdown().await;
+}
+
+/// Every metadata message became a ring entry and woke every listener: 40 000 of them in
+/// 8 s, and 1 024 in a row evicted all audio from a default ring.
+#[tokio::test]
+async fn now_playing_floods_are_coalesced_and_the_latest_wins() {
+    let relay = TestRelay::start().await;
+    let (mut ws, _) = listener(&relay, "radio").await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    assert_eq!(next_event(&mut ws).await["state"], "online");
+    const TITLES: usize = 300;
+    for i in 0..TITLES {
+        let meta = format!(r#"{{"type":"metadata","title":"t{i}"}}"#);
+        src.send(Message::text(meta)).await.unwrap();
+    }
+    // Media keeps flowing as a source's does (20 ms frames); the latest title comes with it.
+    let feeder = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for i in 0.. {
+            tick.tick().await;
+            if src.send(Message::binary(frame(i * 20_000, b"audio"))).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut titles = Vec::new();
+    within(async {
+        loop {
+            if let Message::Text(text) = next_message(&mut ws).await {
+                let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if event["type"] == "metadata" {
+                    titles.push(event["title"].as_str().unwrap().to_owned());
+                    if titles.last().map(String::as_str) == Some("t299") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(titles.len() < 20, "{} of {TITLES} titles reached the listener", titles.len());
+    assert_eq!(titles[0], "t0", "the first is not held back");
+
+    // /admin/metadata goes the same way.
+    let (mut ws, _) = listener(&relay, "radio").await;
+    for i in 0..30 {
+        let path = format!("/admin/metadata?mount=/radio&mode=updinfo&song=a{i}");
+        let mut tcp = within(tokio::net::TcpStream::connect(relay.addr)).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic c291cmNlOlNFQ1JFVA==\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        within(tcp.read_to_string(&mut answer)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let mut admin_titles = 0;
+    within(async {
+        loop {
+            if let Message::Text(text) = next_message(&mut ws).await {
+                let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if event["type"] == "metadata" {
+                    admin_titles += 1;
+                    if event["title"] == "a29" {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(admin_titles < 10, "{admin_titles} of 30 admin titles reached the listener");
+    feeder.abort();
+    relay.shutdown().await;
+}
+
+/// A header frame could be as large as `max_message_bytes` (a 1 MiB OpusHead), kept for
+/// every late joiner outside the ring's byte budget.
+#[tokio::test]
+async fn header_frames_are_capped_by_codec() {
+    let relay = TestRelay::start().await;
+    let mut src = source(&relay, "radio", "SECRET").await;
+    let opus_head = onair::format::opus::OpusHead::synthesize(2, 48_000);
+    src.send(Message::binary(header_frame(&opus_head))).await.unwrap();
+    src.send(Message::binary(header_frame(&vec![0u8; 1 << 20]))).await.unwrap();
+    assert_eq!(close_code(&mut src).await, close::TOO_BIG);
+    let (mut ws, hello) = listener(&relay, "radio").await;
+    assert_eq!(hello["live"], false, "the source was closed");
+    drop(ws.close(None).await);
+    relay.shutdown().await;
+}

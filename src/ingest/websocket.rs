@@ -140,10 +140,20 @@ pub async fn serve(
                     }
                     Some(Err(err)) => return Err(err.into()),
                 };
-                if let Message::Binary(data) = &msg {
-                    if !rate.take(data.len()) {
-                        break Closing::RateLimited(max_bitrate);
+                // Text is charged like media: a flood of metadata is a flood.
+                let len = match &msg {
+                    Message::Binary(data) => data.len(),
+                    Message::Text(text) => {
+                        let max = config.max_text_message_bytes;
+                        if text.len() > max {
+                            break Closing::TooBig { size: text.len(), max };
+                        }
+                        text.len()
                     }
+                    _ => 0,
+                };
+                if !rate.take(len) {
+                    break Closing::RateLimited(max_bitrate);
                 }
                 match handle(&mut source, &mut started, msg) {
                     Ok(true) => {}
