@@ -47,8 +47,10 @@ pub(super) struct OnAir {
     /// When now playing last entered the ring (tokio's clock, as the ring's).
     pub metadata_at: Option<tokio::time::Instant>,
     /// The latest now playing offered within `METADATA_INTERVAL` of the last one; it enters
-    /// the ring with the first frame after the interval.
+    /// the ring with the first frame after the interval, or when the interval ends.
     pub pending_metadata: Option<Metadata>,
+    /// Whether a task will put `pending_metadata` into the ring when the interval ends.
+    pub metadata_flush_scheduled: bool,
     /// Seq of the newest source event; bursts never reach back past it.
     pub session_seq: u64,
 }
@@ -129,7 +131,7 @@ impl Stream {
     /// Sets now playing for the source on air (an Icecast `/admin/metadata` request); every
     /// listener gets it, at the pace of `METADATA_INTERVAL`. Returns false when no source is
     /// on air.
-    pub fn set_metadata(&self, meta: Metadata) -> bool {
+    pub fn set_metadata(self: &Arc<Self>, meta: Metadata) -> bool {
         let mut state = self.lock();
         let Some(slot) = state.sources.on_air_slot_mut() else { return false };
         slot.metadata = Some(meta.clone());
@@ -176,15 +178,49 @@ impl Stream {
     }
 
     /// Now playing from the source on air or an admin: appended at once (true: commit), or,
-    /// within `METADATA_INTERVAL` of the last one, held in place of whatever was held.
-    pub(super) fn offer_metadata(&self, state: &mut State, meta: Metadata) -> bool {
+    /// within `METADATA_INTERVAL` of the last one, held in place of whatever was held until
+    /// the next frame or the end of the interval, whichever comes first.
+    pub(super) fn offer_metadata(self: &Arc<Self>, state: &mut State, meta: Metadata) -> bool {
         let now = tokio::time::Instant::now();
-        if state.on_air.metadata_at.is_some_and(|at| now < at + METADATA_INTERVAL) {
-            state.on_air.pending_metadata = Some(meta);
-            return false;
+        let Some(due) = state.on_air.metadata_at.map(|at| at + METADATA_INTERVAL) else {
+            self.push_metadata(state, meta);
+            return true;
+        };
+        if now >= due {
+            self.push_metadata(state, meta);
+            return true;
         }
-        self.push_metadata(state, meta);
+        state.on_air.pending_metadata = Some(meta);
+        if !state.on_air.metadata_flush_scheduled {
+            state.on_air.metadata_flush_scheduled = self.schedule_metadata_flush(due);
+        }
+        false
+    }
+
+    /// Puts the held now playing into the ring at `due` (a source may pause its frames, an
+    /// admin may set a title while nothing flows). False outside a tokio runtime: then only
+    /// the next frame does.
+    fn schedule_metadata_flush(self: &Arc<Self>, due: tokio::time::Instant) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return false };
+        let stream = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(due).await;
+            if let Some(stream) = stream.upgrade() {
+                stream.flush_metadata();
+            }
+        });
         true
+    }
+
+    /// The end of an interval: the held now playing, if still due, enters the ring.
+    fn flush_metadata(self: &Arc<Self>) {
+        let mut state = self.lock();
+        state.on_air.metadata_flush_scheduled = false;
+        let Some(meta) = state.on_air.pending_metadata.take() else { return };
+        // A frame may have flushed an earlier title meanwhile, starting a new interval.
+        if self.offer_metadata(&mut state, meta) {
+            self.commit(state);
+        }
     }
 
     /// Appends a metadata event.
@@ -249,8 +285,10 @@ impl Stream {
     pub(super) fn switch_if_needed(&self, mut state: MutexGuard<'_, State>) {
         // Nothing changed: nothing to tell (the lock is released on return).
         let Some(on_air) = state.sources.elect() else { return };
-        // What the previous source was about to say is no longer now playing.
+        // What the previous source was about to say is no longer now playing, and the new
+        // one's first title goes out at once.
         state.on_air.pending_metadata = None;
+        state.on_air.metadata_at = None;
         let Some(slot) = on_air.and_then(|kind| state.sources.slot(kind)) else {
             state.on_air.headers.clear();
             reserve_headers(&mut state);

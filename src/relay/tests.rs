@@ -392,13 +392,20 @@ async fn now_playing_bursts_wait_for_the_interval_and_the_latest_wins() {
     let (events, frames, _) = drain(&mut consumer);
     assert_eq!(titles(events), vec![serde_json::json!("t99")], "then the latest, before the frame");
     assert_eq!(frames, vec![40_000]);
-    // A new source starts afresh: what the old one held back is dropped.
+    // With no frame coming, the held title goes when the interval ends.
+    source.metadata(title("paused")).unwrap();
+    assert!(titles(drain(&mut consumer).0).is_empty());
+    tokio::time::advance(METADATA_INTERVAL).await;
+    assert_eq!(titles(drain(&mut consumer).0), vec![serde_json::json!("paused")]);
+    // A new source starts afresh: what the old one held back is dropped, and its own first
+    // title goes out at once.
     source.metadata(title("held")).unwrap();
     drop(source);
     let mut again = stream.attach(SourceKind::Live).unwrap();
     again.start(audio()).unwrap();
+    again.metadata(title("new show")).unwrap();
     tokio::time::advance(METADATA_INTERVAL).await;
     push(&mut again, FLAG_KEYFRAME, 0, 0, b"x");
     let (events, _, _) = drain(&mut consumer);
-    assert!(titles(events).is_empty(), "{:?}", stream.info().metadata);
+    assert_eq!(titles(events), vec![serde_json::json!("new show")]);
 }
