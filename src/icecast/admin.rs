@@ -306,7 +306,7 @@ fn source_json(node: &Node, stream: &Arc<Stream>, host: &str) -> Value {
 
 /// Decodes a query string. Values that are not UTF-8 are read as Latin-1, the charset older
 /// Icecast clients use for `song=`.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

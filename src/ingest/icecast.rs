@@ -272,16 +272,20 @@ async fn linger(socket: &mut (impl AsyncRead + Unpin)) {
     .await;
 }
 
-/// How the request body is delimited.
+/// How a source's request body is delimited, and its decoder (public for the fuzz target).
 #[derive(Debug)]
-enum Framing {
+pub enum Framing {
     /// Until the source closes (what Icecast sources do).
     UntilClose,
     /// `Content-Length` bytes.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
-    Chunked(Chunk),
+    Chunked(ChunkState),
 }
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkState(Chunk);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
@@ -293,9 +297,15 @@ enum Chunk {
 }
 
 impl Framing {
-    fn of(request: &Request) -> Option<Self> {
+    /// A chunked body's decoder at its start.
+    pub fn chunked() -> Self {
+        Framing::Chunked(ChunkState(Chunk::Size))
+    }
+
+    /// The framing a request's headers announce; `None` for a bad `Content-Length`.
+    pub fn of(request: &Request) -> Option<Self> {
         if request.header_has_token("transfer-encoding", "chunked") {
-            return Some(Framing::Chunked(Chunk::Size));
+            return Some(Self::chunked());
         }
         match request.header("content-length") {
             Some(len) => len.trim().parse().ok().map(Framing::Length),
@@ -303,8 +313,16 @@ impl Framing {
         }
     }
 
-    /// Moves body bytes from `raw` to `body`; true once the body is complete.
-    fn decode(&mut self, raw: &mut BytesMut, body: &mut BytesMut) -> Result<bool, &'static str> {
+    /// Moves body bytes from `raw` to `body`; true once the body is complete. A chunk-size
+    /// or trailer line longer than `MAX_CHUNK_LINE_BYTES` is an error, not a wait.
+    ///
+    /// # Errors
+    /// What is wrong with a chunked body's framing.
+    pub fn decode(
+        &mut self,
+        raw: &mut BytesMut,
+        body: &mut BytesMut,
+    ) -> Result<bool, &'static str> {
         match self {
             Framing::UntilClose => {
                 if body.is_empty() {
@@ -322,7 +340,7 @@ impl Framing {
                 *left -= n as u64;
                 Ok(*left == 0)
             }
-            Framing::Chunked(state) => loop {
+            Framing::Chunked(ChunkState(state)) => loop {
                 match *state {
                     Chunk::Size | Chunk::Trailer => {
                         let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
@@ -390,7 +408,7 @@ mod tests {
         let wire =
             b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\n";
         for split in 1..wire.len() {
-            let mut framing = Framing::Chunked(Chunk::Size);
+            let mut framing = Framing::chunked();
             let (mut raw, mut body) = (BytesMut::new(), BytesMut::new());
             let mut done = false;
             for piece in wire.chunks(split) {
@@ -400,10 +418,10 @@ mod tests {
             assert!(done, "split {split}");
             assert_eq!(&body[..], b"helloabcdefghijklmnopqrstuvwxyz", "split {split}");
         }
-        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut framing = Framing::chunked();
         let mut raw = BytesMut::from(&b"zz\r\n"[..]);
         assert!(framing.decode(&mut raw, &mut BytesMut::new()).is_err());
-        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut framing = Framing::chunked();
         let mut raw = BytesMut::from(&vec![b'1'; 2000][..]);
         assert!(framing.decode(&mut raw, &mut BytesMut::new()).is_err(), "unbounded size line");
     }
