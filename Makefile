@@ -7,9 +7,14 @@ CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
 RUN_PACKAGES := cmake
-TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+# The interop suite (tests/interop.rs) drives real broadcaster tools and players: liquidsoap,
+# ezstream, ices2, darkice; VLC (cvlc, its stream output to a WAV file), mpv, and GStreamer
+# from TEST_PACKAGES (souphttpsrc and the decoders it uses are in plugins-base and -good).
+INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mpv
+TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 gstreamer1.0-tools \
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES)
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
-BENCH_PACKAGES := cmake icecast2
+BENCH_PACKAGES := cmake icecast2 openssl
 
 .PHONY: run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
@@ -116,3 +121,4 @@ bench: deps-bench
 	$(CARGO) build --release --bin onair
 	$(CARGO) bench --bench ring --bench protocol $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.3,)
 	$(CARGO) bench --bench load -- compare $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(CARGO) bench --bench record -- $(if $(QUICK),--quick,)

@@ -83,6 +83,15 @@ pub const DEFAULT_HLS_WINDOW_SEGMENTS: usize = 10;
 /// few minutes in memory per stream is a recording's job.
 pub const HLS_WINDOW_SEGMENTS: std::ops::RangeInclusive<usize> = 3..=300;
 
+/// Length of a recording's files: a show longer than this continues in a new file.
+pub const DEFAULT_RECORDINGS_SPLIT_MINUTES: f64 = 60.0;
+/// Bounds of `recordings_split_minutes`: one second (tests) to one day.
+pub const RECORDINGS_SPLIT_MINUTES: std::ops::RangeInclusive<f64> = (1.0 / 60.0)..=1_440.0;
+/// How often a recording is fsynced: a power cut loses at most about this much.
+pub const DEFAULT_RECORDINGS_FSYNC_SECONDS: u64 = 5;
+/// Bounds of `recordings_fsync_seconds`.
+pub const RECORDINGS_FSYNC_SECONDS: std::ops::RangeInclusive<u64> = 1..=300;
+
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -161,6 +170,17 @@ pub struct Config {
     pub hls_window_segments: usize,
     /// Where playlists point for segments (a CDN), e.g. `https://cdn.example`; `None`: here.
     pub hls_base_url: Option<String>,
+    /// Folder for recorded shows (`record = true` streams), one subfolder per stream;
+    /// `None`: nothing is recorded and `/api/recordings/` answers 404.
+    pub recordings_dir: Option<PathBuf>,
+    /// Longest file of a recording; a longer show continues in a new file.
+    pub recordings_split: Duration,
+    /// How often an open recording is fsynced.
+    pub recordings_fsync: Duration,
+    /// Recordings that started longer ago than this many days are removed; `None`: kept.
+    pub recordings_keep_days: Option<u64>,
+    /// Most bytes all recordings may take; the oldest are removed past it. `None`: no limit.
+    pub recordings_max_bytes: Option<u64>,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
 }
@@ -201,6 +221,10 @@ pub struct StreamConfig {
     /// Signed links that expire later than this from now are refused (a leaked link must not
     /// stay good for years).
     pub max_link_lifetime: Duration,
+    /// Record every live show into `recordings_dir`.
+    pub record: bool,
+    /// Record the auto-DJ too (off by default: it plays files the station already has).
+    pub record_autodj: bool,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +261,11 @@ struct RawConfig {
     hls_segment_ms: Option<Spanned<u64>>,
     hls_window_segments: Option<Spanned<usize>>,
     hls_base_url: Option<Spanned<String>>,
+    recordings_dir: Option<PathBuf>,
+    recordings_split_minutes: Option<Spanned<f64>>,
+    recordings_fsync_seconds: Option<Spanned<u64>>,
+    recordings_keep_days: Option<Spanned<u64>>,
+    recordings_max_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     streams: Vec<RawStream>,
 }
@@ -254,6 +283,8 @@ struct RawStream {
     max_ingest_bitrate: Option<Spanned<usize>>,
     listen_secret: Option<Spanned<String>>,
     max_link_lifetime_hours: Option<Spanned<usize>>,
+    record: Option<Spanned<bool>>,
+    record_autodj: Option<Spanned<bool>>,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -301,6 +332,11 @@ impl Default for Config {
             hls_segment: Duration::from_millis(DEFAULT_HLS_SEGMENT_MS),
             hls_window_segments: DEFAULT_HLS_WINDOW_SEGMENTS,
             hls_base_url: None,
+            recordings_dir: None,
+            recordings_split: Duration::from_secs_f64(DEFAULT_RECORDINGS_SPLIT_MINUTES * 60.0),
+            recordings_fsync: Duration::from_secs(DEFAULT_RECORDINGS_FSYNC_SECONDS),
+            recordings_keep_days: None,
+            recordings_max_bytes: None,
             streams: Vec::new(),
         }
     }
@@ -320,6 +356,8 @@ impl StreamConfig {
             max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
             listen_secret: None,
             max_link_lifetime: Duration::from_secs(DEFAULT_MAX_LINK_LIFETIME_HOURS * 3600),
+            record: false,
+            record_autodj: false,
         }
     }
 }
@@ -339,6 +377,11 @@ impl Config {
         let mut config = Config::parse(&text, &path.display().to_string())?;
         // Playlists are relative to the config file, like any path a user writes in it.
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(dir) = &mut config.recordings_dir {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
         for stream in &mut config.streams {
             if let Some(playlist) = &mut stream.playlist {
                 if playlist.is_relative() {
@@ -527,6 +570,44 @@ impl Config {
             }
             config.hls_base_url = Some(url.to_owned());
         }
+        config.recordings_dir = raw.recordings_dir;
+        if let Some(minutes) = raw.recordings_split_minutes {
+            if !RECORDINGS_SPLIT_MINUTES.contains(minutes.get_ref()) {
+                return Err(fail(
+                    Some(minutes.span()),
+                    "recordings_split_minutes must be between 1/60 (a second) and 1440 (a day)"
+                        .to_owned(),
+                ));
+            }
+            config.recordings_split = Duration::from_secs_f64(minutes.get_ref() * 60.0);
+        }
+        if let Some(seconds) = raw.recordings_fsync_seconds {
+            if !RECORDINGS_FSYNC_SECONDS.contains(seconds.get_ref()) {
+                return Err(fail(
+                    Some(seconds.span()),
+                    format!(
+                        "recordings_fsync_seconds must be between {} and {}",
+                        RECORDINGS_FSYNC_SECONDS.start(),
+                        RECORDINGS_FSYNC_SECONDS.end()
+                    ),
+                ));
+            }
+            config.recordings_fsync = Duration::from_secs(seconds.into_inner());
+        }
+        for (value, key, field) in [
+            (raw.recordings_keep_days, "recordings_keep_days", &mut config.recordings_keep_days),
+            (raw.recordings_max_bytes, "recordings_max_bytes", &mut config.recordings_max_bytes),
+        ] {
+            match value {
+                Some(v) if *v.get_ref() == 0 => {
+                    return Err(fail(
+                        Some(v.span()),
+                        format!("{key} must be > 0 (leave it out to keep every recording)"),
+                    ));
+                }
+                v => *field = v.map(Spanned::into_inner),
+            }
+        }
         if config.dead_peer_timeout <= config.ping_interval {
             return Err(fail(
                 None,
@@ -596,6 +677,24 @@ impl Config {
                 DEFAULT_MAX_LINK_LIFETIME_HOURS as usize,
             )? as u64;
             stream.max_link_lifetime = Duration::from_secs(hours.saturating_mul(3600));
+            if let Some(record) = &raw_stream.record {
+                if *record.get_ref() && config.recordings_dir.is_none() {
+                    return Err(fail(
+                        Some(record.span()),
+                        format!("stream `{name}`: record = true needs a top-level recordings_dir"),
+                    ));
+                }
+            }
+            stream.record = raw_stream.record.as_ref().is_some_and(|r| *r.get_ref());
+            if let Some(autodj) = raw_stream.record_autodj {
+                if *autodj.get_ref() && !stream.record {
+                    return Err(fail(
+                        Some(autodj.span()),
+                        format!("stream `{name}`: record_autodj = true needs record = true"),
+                    ));
+                }
+                stream.record_autodj = autodj.into_inner();
+            }
             config.streams.push(stream);
         }
         Ok(config)
@@ -691,6 +790,21 @@ key = "SECRET-0123456789"
             ("\nlistener_threads = 65\n", 2, "listener_threads must be at most 64"),
             ("\nip_limit_ipv6_prefix = 0\n", 2, "ip_limit_ipv6_prefix must be 1-128"),
             ("listen = [\n", 1, ""),
+            (
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord = true\n",
+                4,
+                "record = true needs a top-level recordings_dir",
+            ),
+            (
+                "recordings_dir = \"r\"\n[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord_autodj = true\n",
+                5,
+                "record_autodj = true needs record = true",
+            ),
+            ("recordings_dir = \"r\"\nrecordings_split_minutes = 0\n", 2, "between 1/60"),
+            ("\nrecordings_split_minutes = 2000.5\n", 2, "recordings_split_minutes"),
+            ("\n\nrecordings_keep_days = 0\n", 3, "recordings_keep_days must be > 0"),
+            ("recordings_max_bytes = 0\n", 1, "recordings_max_bytes must be > 0"),
+            ("recordings_fsync_seconds = 0\n", 1, "recordings_fsync_seconds must be between"),
         ];
         for (text, line, what) in cases {
             let err = Config::parse(text, "x.toml").unwrap_err();
@@ -698,6 +812,23 @@ key = "SECRET-0123456789"
             assert!(err.to_string().contains(what), "{text:?}: {err}");
             assert!(err.to_string().starts_with(&format!("x.toml:{line}:")), "{err}");
         }
+    }
+
+    #[test]
+    fn recording_keys_parse() {
+        let text = "recordings_dir = \"rec\"\nrecordings_split_minutes = 0.05\n\
+                    recordings_keep_days = 7\nrecordings_max_bytes = 1000000\n\
+                    [[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord = true\nrecord_autodj = true\n";
+        let config = Config::parse(text, "x.toml").unwrap();
+        assert_eq!(config.recordings_dir.as_deref(), Some(Path::new("rec")));
+        assert_eq!(config.recordings_split, Duration::from_secs(3));
+        assert_eq!(
+            (config.recordings_keep_days, config.recordings_max_bytes),
+            (Some(7), Some(1_000_000))
+        );
+        assert!(config.streams[0].record && config.streams[0].record_autodj);
+        let hourly = Config::parse("recordings_split_minutes = 60\n", "x.toml").unwrap();
+        assert_eq!(hourly.recordings_split, Duration::from_secs(3600), "an integer works too");
     }
 
     #[test]

@@ -4,16 +4,25 @@
 //!
 //! `Conn` implements `AsyncRead` and `AsyncWrite` for the sessions on tokio (request heads,
 //! sources, refusals); a listener's session takes it apart (`into_parts`) and hands the
-//! socket and the TLS state to a driver thread.
+//! socket and the TLS session's keys to a driver thread, which seals the records itself
+//! (`listener::tls`).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::io::Read;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::ServerConnection;
 use tokio_rustls::server::TlsStream;
+
+use crate::listener::tls::Records;
+
+/// How long the last handshake and response bytes may take to leave before a listener is
+/// handed to a driver.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A plain or TLS connection.
 #[derive(Debug)]
@@ -24,9 +33,16 @@ pub enum Conn {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// A connection taken apart for a listener driver: the socket (non-blocking) and, for TLS,
-/// the session state with whatever it still has to send.
-pub type Parts = (std::net::TcpStream, Option<Box<ServerConnection>>);
+/// A connection taken apart for a listener driver.
+#[derive(Debug)]
+pub struct Parts {
+    /// The socket, non-blocking.
+    pub socket: std::net::TcpStream,
+    /// A TLS listener's record layer.
+    pub tls: Option<Box<Records>>,
+    /// Plaintext the TLS session had decrypted and nobody read yet.
+    pub unread: Vec<u8>,
+}
 
 impl Conn {
     /// The TCP socket underneath.
@@ -50,16 +66,30 @@ impl Conn {
         }
     }
 
-    /// The socket (out of tokio's reactor, non-blocking) and the TLS state.
+    /// The socket (out of tokio's reactor, non-blocking) and, for TLS, the session's keys;
+    /// every TLS record queued so far is written first.
     ///
     /// # Errors
-    /// When the socket cannot leave the reactor.
-    pub fn into_parts(self) -> io::Result<Parts> {
+    /// When the socket cannot leave the reactor, the records cannot be written in time, or
+    /// the session cannot be handed over.
+    pub async fn into_parts(self) -> io::Result<Parts> {
         match self {
-            Conn::Plain(socket) => Ok((socket.into_std()?, None)),
-            Conn::Tls(tls) => {
-                let (socket, session) = tls.into_inner();
-                Ok((socket.into_std()?, Some(Box::new(session))))
+            Conn::Plain(socket) => {
+                Ok(Parts { socket: socket.into_std()?, tls: None, unread: Vec::new() })
+            }
+            Conn::Tls(mut tls) => {
+                tokio::time::timeout(FLUSH_TIMEOUT, tls.flush())
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                let (socket, mut session) = tls.into_inner();
+                let mut unread = Vec::new();
+                match session.reader().read_to_end(&mut unread) {
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => return Err(err),
+                }
+                let records = Records::take(session).map_err(io::Error::other)?;
+                Ok(Parts { socket: socket.into_std()?, tls: Some(Box::new(records)), unread })
             }
         }
     }

@@ -18,6 +18,8 @@
 //! - [`relay`]: every stream's ring, sources and listener cursors; all lag and burst policy.
 //! - [`listener`]: WebSocket listeners on driver threads, HTTP listeners, the outbox.
 //! - [`hls`]: HLS playlists and segments, built once per stream from its ring.
+//! - [`record`]: recorded shows (a thread per recorded stream reading its ring), their list
+//!   and files (listen again), retention.
 //! - [`format`]: containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
 //! - [`icecast`]: the Icecast vocabulary and admin/status API; [`directory`]: who is connected.
 //! - [`protocol`], [`websocket`], [`http`], [`time`]: the wire formats and dates. [`auth`]:
@@ -46,6 +48,7 @@ pub mod node;
 pub mod protocol;
 #[cfg(feature = "source")]
 pub mod push;
+pub mod record;
 pub mod relay;
 pub mod server;
 pub mod time;

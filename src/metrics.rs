@@ -26,6 +26,40 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// The labels of a recording's disk errors: the stream and what failed (`open`, `write`,
+/// `sync`, `sidecar`, `vanished`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordingErrorLabel {
+    /// Stream name.
+    pub stream: String,
+    /// The operation that failed.
+    pub op: String,
+}
+
+/// One recorded stream's handles into `Metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct RecordingMetrics {
+    /// Bytes written to recordings.
+    pub bytes: Counter,
+    /// Media frames that did not reach a recording (the recorder fell off the ring, or the
+    /// disk was failing).
+    pub frames_lost: Counter,
+    /// 1 while a recording file is open.
+    pub active: Gauge,
+    /// Recordings removed by retention.
+    pub removed: Counter,
+    errors: Family<RecordingErrorLabel, Counter>,
+    stream: String,
+}
+
+impl RecordingMetrics {
+    /// Counts a disk error of operation `op`.
+    pub fn error(&self, op: &str) {
+        let label = RecordingErrorLabel { stream: self.stream.clone(), op: op.to_owned() };
+        self.errors.get_or_create(&label).inc();
+    }
+}
+
 /// Every metric the relay exports.
 pub struct Metrics {
     registry: Registry,
@@ -40,6 +74,11 @@ pub struct Metrics {
     bitrate: Family<StreamLabel, Gauge>,
     uptime: Family<StreamLabel, Gauge>,
     hls_listeners: Family<StreamLabel, Gauge>,
+    recording_bytes: Family<StreamLabel, Counter>,
+    recording_frames_lost: Family<StreamLabel, Counter>,
+    recording_active: Family<StreamLabel, Gauge>,
+    recordings_removed: Family<StreamLabel, Counter>,
+    recording_errors: Family<RecordingErrorLabel, Counter>,
     /// Open TCP connections of every kind.
     pub connections: Gauge,
     /// Connections refused or closed by policy, by reason.
@@ -94,6 +133,11 @@ impl Metrics {
             bitrate: Family::default(),
             uptime: Family::default(),
             hls_listeners: Family::default(),
+            recording_bytes: Family::default(),
+            recording_frames_lost: Family::default(),
+            recording_active: Family::default(),
+            recordings_removed: Family::default(),
+            recording_errors: Family::default(),
             connections: Gauge::default(),
             refusals: Family::default(),
         };
@@ -124,6 +168,31 @@ impl Metrics {
             "HLS clients that polled the playlist in the last three target durations",
             metrics.hls_listeners.clone(),
         );
+        registry.register(
+            "recording_bytes",
+            "Bytes written to recordings",
+            metrics.recording_bytes.clone(),
+        );
+        registry.register(
+            "recording_frames_lost",
+            "Media frames that did not reach a recording (ring overrun or disk failing)",
+            metrics.recording_frames_lost.clone(),
+        );
+        registry.register(
+            "recording_active",
+            "1 while a recording file is open",
+            metrics.recording_active.clone(),
+        );
+        registry.register(
+            "recordings_removed",
+            "Recordings removed by retention",
+            metrics.recordings_removed.clone(),
+        );
+        registry.register(
+            "recording_errors",
+            "Disk errors of the recorder, by operation",
+            metrics.recording_errors.clone(),
+        );
         registry.register("connections", "Open connections", metrics.connections.clone());
         registry.register(
             "refusals",
@@ -147,6 +216,19 @@ impl Metrics {
             live: self.live.get_or_create_owned(&label),
             bitrate: self.bitrate.get_or_create_owned(&label),
             uptime: self.uptime.get_or_create_owned(&label),
+        }
+    }
+
+    /// The recorder's handles for one stream (created on first use).
+    pub fn recording(&self, name: &str) -> RecordingMetrics {
+        let label = StreamLabel { stream: name.to_owned() };
+        RecordingMetrics {
+            bytes: self.recording_bytes.get_or_create_owned(&label),
+            frames_lost: self.recording_frames_lost.get_or_create_owned(&label),
+            active: self.recording_active.get_or_create_owned(&label),
+            removed: self.recordings_removed.get_or_create_owned(&label),
+            errors: self.recording_errors.clone(),
+            stream: name.to_owned(),
         }
     }
 

@@ -59,22 +59,6 @@ fn ffmpeg_args(url: &str, seconds: u32) -> Vec<String> {
         .collect()
 }
 
-/// The share of the power at `freq` against 440 Hz, 1 kHz and 2 kHz.
-fn share(x: &[f32], freq: f64) -> f64 {
-    let power = |f: f64| {
-        let c = 2.0 * (2.0 * std::f64::consts::PI * f / 48_000.0).cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s0 = f64::from(v) + c * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        s1 * s1 + s2 * s2 - c * s1 * s2
-    };
-    let at = power(freq);
-    at / [440.0, 1_000.0, 2_000.0].iter().map(|&f| power(f)).sum::<f64>()
-}
-
 #[tokio::test]
 async fn ffmpeg_and_gstreamer_decode_the_opus_playlist() {
     let relay = relay_with_autodj("tone-440.flac").await;
@@ -85,7 +69,7 @@ async fn ffmpeg_and_gstreamer_decode_the_opus_playlist() {
 
     let samples = decode("ffmpeg", &ffmpeg_args(&url, 3)).await;
     assert!(samples.len() >= 48_000 * 2, "ffmpeg decoded {} samples", samples.len());
-    assert!(share(&samples[4_800..], 440.0) > 0.95, "ffmpeg hears 440 Hz");
+    assert!(tone_share(&samples[4_800..], 440.0) > 0.95, "ffmpeg hears 440 Hz");
 
     let location = format!("location={url}");
     // GStreamer plays a live playlist on: `timeout` stops it after a few seconds.
@@ -116,7 +100,7 @@ async fn ffmpeg_and_gstreamer_decode_the_opus_playlist() {
     .collect();
     let samples = decode("timeout", &gst).await;
     assert!(samples.len() >= 48_000, "GStreamer decoded {} samples", samples.len());
-    assert!(share(&samples[4_800..], 440.0) > 0.95, "GStreamer hears 440 Hz");
+    assert!(tone_share(&samples[4_800..], 440.0) > 0.95, "GStreamer hears 440 Hz");
     relay.shutdown().await;
 }
 
@@ -137,9 +121,9 @@ async fn a_source_switch_is_a_discontinuity_that_ffmpeg_plays_through() {
     let samples = within_secs(40, listen).await.unwrap();
     push.kill().await.ok();
     assert!(samples.len() >= 48_000 * 8, "{} samples", samples.len());
-    assert!(share(&samples[..48_000], 440.0) > 0.95, "the auto-DJ first");
+    assert!(tone_share(&samples[..48_000], 440.0) > 0.95, "the auto-DJ first");
     let tail = &samples[samples.len() - 48_000..];
-    assert!(share(tail, 1_000.0) > 0.95, "then the live source, across the discontinuity");
+    assert!(tone_share(tail, 1_000.0) > 0.95, "then the live source, across the discontinuity");
     let (_, playlist) = http_get(&relay, "/radio.m3u8").await;
     assert!(playlist.contains("#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"/hls/radio/init-2.mp4\""));
     relay.shutdown().await;
@@ -161,7 +145,7 @@ async fn mp3_streams_are_served_as_packed_audio() {
     let samples =
         decode("ffmpeg", &ffmpeg_args(&format!("http://{}/radio.m3u8", relay.addr), 2)).await;
     assert!(samples.len() >= 48_000, "{} samples", samples.len());
-    assert!(share(&samples[4_800..], 1_000.0) > 0.95, "1 kHz from the MP3 segments");
+    assert!(tone_share(&samples[4_800..], 1_000.0) > 0.95, "1 kHz from the MP3 segments");
     let (status, body) = http_get(&relay, "/hls/radio/0.mp3").await;
     assert_eq!(status, 200);
     assert!(body.as_bytes().starts_with(b"ID3"), "a segment starts with its timestamp tag");

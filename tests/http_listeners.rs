@@ -90,22 +90,6 @@ fn decode(path: &std::path::Path) -> Vec<f32> {
     out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
-/// The power at `freq` against the sum over `freq` and a few others, over `x` at 48 kHz.
-fn tone_share(x: &[f32], freq: f64) -> f64 {
-    let power = |f: f64| {
-        let c = 2.0 * (2.0 * std::f64::consts::PI * f / 48_000.0).cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s0 = f64::from(v) + c * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        s1 * s1 + s2 * s2 - c * s1 * s2
-    };
-    let at = power(freq);
-    at / (at + [440.0, 500.0, 2_000.0].iter().map(|&f| power(f)).sum::<f64>())
-}
-
 #[tokio::test]
 async fn a_stalled_http_listener_skips_ahead_and_its_stream_still_decodes() {
     let (relay, mut push) = relay_with_push("tone-1k.m4a").await;

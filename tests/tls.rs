@@ -69,26 +69,52 @@ fn connector(certs: &[CertificateDer<'static>]) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// A relay serving plain and TLS ports, with a fresh self-signed certificate in its own dir.
+struct TlsRelay {
+    dir: std::path::PathBuf,
+    plain: std::net::SocketAddr,
+    tls: std::net::SocketAddr,
+    node: Arc<onair::node::Node>,
+    terminator: Arc<onair::server::tls::Terminator>,
+    stop: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<onair::Result<()>>,
+}
+
+impl TlsRelay {
+    async fn start(name: &str, mut config: onair::Config) -> Self {
+        let dir = std::env::temp_dir().join(format!("onair-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        make_cert(&dir);
+        let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (plain_addr, tls_addr) =
+            (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
+        let tls_config =
+            TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        config.tls = Some(tls_config.clone());
+        let relay = onair::server::Server::new(config);
+        let node = Arc::clone(relay.node());
+        let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let tls = Some((tls_listener, Arc::clone(&terminator)));
+        let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
+        Self { dir, plain: plain_addr, tls: tls_addr, node, terminator, stop, server }
+    }
+
+    /// Stops the relay (it must drain in time) and removes the certificate's dir.
+    async fn shutdown(self) {
+        self.stop.cancel();
+        within(self.server).await.unwrap().unwrap();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
 #[tokio::test]
 async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
-    let dir = std::env::temp_dir().join(format!("onair-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    make_cert(&dir);
+    let relay = TlsRelay::start("tls", config(&[("radio", "SECRET")])).await;
+    let (dir, tls_addr, test_relay_addr) = (relay.dir.clone(), relay.tls, relay.plain);
+    let terminator = Arc::clone(&relay.terminator);
     let first_cert = cert_der(&dir);
-
-    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
-    let mut config = config(&[("radio", "SECRET")]);
-    let tls_config =
-        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
-    config.tls = Some(tls_config.clone());
-    let relay = onair::server::Server::new(config);
-    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let tls = Some((tls_listener, Arc::clone(&terminator)));
-    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
-    let test_relay_addr = plain_addr;
 
     // https: GET /healthz through TLS.
     let tls = connector(std::slice::from_ref(&first_cert));
@@ -140,28 +166,14 @@ async fn wss_and_https_work_and_a_reloaded_certificate_keeps_listeners() {
     // A broken certificate file is refused and the working one stays.
     std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
     assert!(terminator.reload().is_err());
-
-    stop.cancel();
-    within(server).await.unwrap().unwrap();
-    std::fs::remove_dir_all(&dir).ok();
+    relay.shutdown().await;
 }
 
 #[cfg(feature = "source")]
 #[tokio::test]
 async fn onair_push_broadcasts_over_wss() {
-    let dir = std::env::temp_dir().join(format!("onair-tls-push-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    make_cert(&dir);
-    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
-    let tls_config =
-        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
-    let relay = onair::server::Server::new(config(&[("radio", "SECRET")]));
-    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let tls = Some((tls_listener, terminator));
-    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
+    let relay = TlsRelay::start("tls-push", config(&[("radio", "SECRET")])).await;
+    let (dir, plain_addr, tls_addr) = (relay.dir.clone(), relay.plain, relay.tls);
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{plain_addr}/listen/radio")).await.unwrap();
 
@@ -183,27 +195,7 @@ async fn onair_push_broadcasts_over_wss() {
             frames += 1;
         }
     }
-    stop.cancel();
-    within(server).await.unwrap().unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-}
-
-/// The dominant-tone check of a decoded stream: the share of the signal's power at `freq`
-/// against a few other frequencies.
-fn tone_share(samples: &[f32], freq: f64, others: &[f64]) -> f64 {
-    let power = |f: f64| {
-        let w = 2.0 * std::f64::consts::PI * f / 48_000.0;
-        let coeff = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in samples {
-            let s0 = f64::from(v) + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        s1 * s1 + s2 * s2 - coeff * s1 * s2
-    };
-    let at = power(freq);
-    at / (at + others.iter().map(|&f| power(f)).sum::<f64>())
+    relay.shutdown().await;
 }
 
 /// TLS is served in-process on the listener drivers: an `https://` HTTP listener decodes the
@@ -213,24 +205,13 @@ fn tone_share(samples: &[f32], freq: f64, others: &[f64]) -> f64 {
 #[cfg(feature = "source")]
 #[tokio::test]
 async fn https_listeners_hear_the_stream_and_take_one_place_each() {
-    let dir = std::env::temp_dir().join(format!("onair-tls-http-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    make_cert(&dir);
-    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
-    let tls_config =
-        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
     let mut config = config(&[("radio", "SECRET")]);
     // Loopback is counted here: the source, then two TLS listeners, fill the address.
     config.ip_limit_exempt = Vec::new();
     config.max_connections_per_ip = 3;
-    let relay = onair::server::Server::new(config);
-    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let node = Arc::clone(relay.node());
-    let tls = Some((tls_listener, terminator));
-    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
+    let relay = TlsRelay::start("tls-http", config).await;
+    let (dir, plain_addr, tls_addr) = (relay.dir.clone(), relay.plain, relay.tls);
+    let node = Arc::clone(&relay.node);
 
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/tone-1k.m4a");
     let mut push = tokio::process::Command::new(env!("CARGO_BIN_EXE_onair"))
@@ -283,11 +264,11 @@ async fn https_listeners_hear_the_stream_and_take_one_place_each() {
     let samples: Vec<f32> =
         out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     assert!(samples.len() >= 48_000 * 2, "{} samples", samples.len());
-    let share = tone_share(&samples[24_000..], 1_000.0, &[440.0, 500.0, 2_000.0]);
+    let share = tone_share(&samples[24_000..], 1_000.0);
     assert!(share > 0.95, "1 kHz holds {share:.3} of the power");
 
     // The wss listener is closed with 1001 when the relay stops.
-    stop.cancel();
+    relay.stop.cancel();
     let code = loop {
         match within(wss.next()).await {
             Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
@@ -296,13 +277,126 @@ async fn https_listeners_hear_the_stream_and_take_one_place_each() {
         }
     };
     assert_eq!(code, Some(1001));
-    within(server).await.unwrap().unwrap();
     push.kill().await.ok();
-    std::fs::remove_dir_all(&dir).ok();
+    relay.shutdown().await;
+}
+
+/// A client that trusts `cert` and offers only `suite` (with its protocol version).
+fn connector_for(
+    cert: &CertificateDer<'static>,
+    suite: rustls::SupportedCipherSuite,
+) -> TlsConnector {
+    let version = match suite {
+        rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        rustls::SupportedCipherSuite::Tls12(_) => &rustls::version::TLS12,
+    };
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![suite];
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// The relay seals and opens a TLS listener's records itself once rustls has shaken hands:
+/// every version and cipher suite it offers carries frames larger than one record to a `wss://`
+/// listener and its ping back; a forged record drops that listener and no one else.
+#[tokio::test]
+async fn every_tls_suite_carries_a_listener_and_a_forged_record_drops_only_its_sender() {
+    let relay = TlsRelay::start("tls-suites", config(&[("radio", "SECRET")])).await;
+    let (dir, tls_addr, plain_addr) = (relay.dir.clone(), relay.tls, relay.plain);
+    let stream = Arc::clone(relay.node.streams.get("radio").unwrap());
+    let cert = cert_der(&dir);
+    let name = ServerName::try_from("localhost").unwrap();
+    let (mut src, _) =
+        tokio_tungstenite::connect_async(format!("ws://{plain_addr}/ingest/radio?key=SECRET"))
+            .await
+            .unwrap();
+    src.send(Message::text(OPUS_START)).await.unwrap();
+
+    // The certificate is ECDSA: the suites that name RSA cannot be chosen with it.
+    let suites = rustls::crypto::ring::default_provider().cipher_suites;
+    let suites: Vec<_> =
+        suites.into_iter().filter(|s| !format!("{:?}", s.suite()).contains("_RSA_")).collect();
+    assert_eq!(suites.len(), 6, "three TLS 1.3 and three TLS 1.2 suites");
+    let mut listeners = Vec::new();
+    for (n, &suite) in suites.iter().enumerate() {
+        let socket = TcpStream::connect(tls_addr).await.unwrap();
+        let tls = within(connector_for(&cert, suite).connect(name.clone(), socket)).await.unwrap();
+        assert_eq!(tls.get_ref().1.negotiated_cipher_suite(), Some(suite));
+        let (mut wss, _) =
+            within(tokio_tungstenite::client_async("wss://localhost/listen/radio", tls))
+                .await
+                .unwrap();
+        let hello = within(wss.next()).await.unwrap().unwrap();
+        assert!(hello.to_text().unwrap().contains("\"type\":\"hello\""), "{suite:?}");
+        wss.send(Message::Ping(vec![n as u8; 3].into())).await.unwrap();
+        listeners.push((suite, wss));
+    }
+    // Larger than one 16 KiB record, and a small one after it.
+    let big = vec![0x5Au8; 40_000];
+    src.send(Message::binary(frame(0, &big))).await.unwrap();
+    src.send(Message::binary(frame(1, b"after the big one"))).await.unwrap();
+    for (n, (suite, wss)) in listeners.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        let mut pong = None;
+        while got.len() < 2 {
+            match within(wss.next()).await.unwrap().unwrap() {
+                Message::Binary(data) => got.push(data.to_vec()),
+                Message::Pong(data) => pong = Some(data.to_vec()),
+                _ => {}
+            }
+        }
+        assert_eq!(got, [frame(0, &big), frame(1, b"after the big one")], "{suite:?}");
+        // The pong may come before the frames or after them.
+        while pong.is_none() {
+            if let Message::Pong(data) = within(wss.next()).await.unwrap().unwrap() {
+                pong = Some(data.to_vec());
+            }
+        }
+        assert_eq!(pong, Some(vec![n as u8; 3]), "{suite:?}");
+    }
+
+    // An https listener whose client then writes a record with a broken tag.
+    let socket = TcpStream::connect(tls_addr).await.unwrap();
+    let mut forger =
+        within(connector(std::slice::from_ref(&cert)).connect(name, socket)).await.unwrap();
+    forger.write_all(b"GET /radio.ogg HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    within(forger.read_exact(&mut head)).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.") && head.ends_with(b" 200"), "{head:?}");
+    let before = stream.listener_count();
+    let mut forged = vec![23u8, 3, 3, 0, 40];
+    forged.extend_from_slice(&[0xAB; 40]);
+    forger.get_mut().0.write_all(&forged).await.unwrap();
+    within_secs(10, async {
+        while stream.listener_count() >= before {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Its connection ends (`within` fails the test if it does not); everyone else still
+    // hears the stream.
+    let mut rest = Vec::new();
+    let _ = within(forger.get_mut().0.read_to_end(&mut rest)).await;
+    src.send(Message::binary(frame(2, b"still here"))).await.unwrap();
+    for (suite, wss) in &mut listeners {
+        loop {
+            if let Message::Binary(data) = within(wss.next()).await.unwrap().unwrap() {
+                assert_eq!(data.to_vec(), frame(2, b"still here"), "{suite:?}");
+                break;
+            }
+        }
+    }
+    relay.shutdown().await;
 }
 
 /// A client limited to one protocol version.
-fn connector_for(
+fn connector_for_version(
     certs: &[CertificateDer<'static>],
     version: &'static rustls::SupportedProtocolVersion,
 ) -> TlsConnector {
@@ -381,7 +475,7 @@ async fn only_tls_1_2_and_1_3_are_accepted() {
     let cert = cert_der(&dir);
     let name = ServerName::try_from("localhost").unwrap();
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let client = connector_for(std::slice::from_ref(&cert), version);
+        let client = connector_for_version(std::slice::from_ref(&cert), version);
         let socket = TcpStream::connect(tls_addr).await.unwrap();
         let mut tls = within(client.connect(name.clone(), socket)).await.unwrap();
         assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));

@@ -8,7 +8,15 @@
  *   tracks?: import('./protocol.js').Track[], listeners?: number,
  *   bitrate_bps?: number, frames_in?: number, frames_out?: number, frames_skipped?: number,
  *   bytes_in?: number, bytes_out?: number, uptime_s?: number,
- *   metadata?: import('./protocol.js').Metadata|null}} StreamInfo
+ *   metadata?: import('./protocol.js').Metadata|null, recorded?: boolean}} StreamInfo
+ */
+
+/**
+ * One recorded show (or part of one) of `GET /api/recordings/{stream}`.
+ * @typedef {{id: string, started: string, duration_s: number|null, bytes: number,
+ *   titles: Array<{offset_s: number, at: string, title: string}>, url: string,
+ *   content_type: string, state: 'recording'|'complete'|'interrupted',
+ *   source: string|null, show: string|null, part: number|null}} Recording
  */
 
 /**
@@ -21,6 +29,35 @@ export async function fetchStreams() {
   if (!res.ok) throw new Error(`the relay answered ${res.status}`);
   const body = await res.json();
   return Array.isArray(body.streams) ? body.streams : [];
+}
+
+/**
+ * Fetches a stream's recordings, newest first.
+ * @param {string} stream
+ * @param {{expires: string, sig: string}|null} access a private stream's signed link
+ * @returns {Promise<Recording[]>}
+ * @throws {Error} when the relay cannot be reached or refuses
+ */
+export async function fetchRecordings(stream, access) {
+  const query = access ? `?${new URLSearchParams(access)}` : '';
+  const res = await fetch(`api/recordings/${encodeURIComponent(stream)}${query}`, { cache: 'no-store' });
+  if (!res.ok) throw new Error(`the relay answered ${res.status}`);
+  const body = await res.json();
+  return Array.isArray(body.recordings) ? body.recordings : [];
+}
+
+/**
+ * "1:02:03" or "4:05" for a number of seconds.
+ * @param {number} seconds
+ * @returns {string}
+ */
+export function formatDuration(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return '–';
+  const s = Math.floor(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
 }
 
 /**

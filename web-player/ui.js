@@ -5,10 +5,13 @@
 // picks the audio path (default: through an <audio> element on touch screens).
 
 import { Player } from './player.js';
+import { RecordingsPanel } from './recordings.js';
 import { errorMessage, fetchStreams, formatBitrate, showLevel } from './api.js';
 import { displayTitle } from './protocol.js';
 
 const REFRESH_MS = 3000;
+/** The recordings list changes at most when a show starts, ends or is split. */
+const RECORDINGS_REFRESH_MS = 15000;
 
 const params = new URLSearchParams(location.search);
 /** @param {string} id */
@@ -30,6 +33,18 @@ const els = {
   video: /** @type {HTMLCanvasElement} */ ($('video')),
 };
 
+const recordings = new RecordingsPanel({
+  list: $('recording-list'),
+  note: $('recordings-note'),
+  deck: $('replay'),
+  title: $('replay-title'),
+  when: $('replay-when'),
+  audio: /** @type {HTMLAudioElement} */ ($('replay-audio')),
+  chapters: $('chapters'),
+}, { onPlay: () => { if (player) stop(); } });
+let recordingsShownAt = 0;
+let recordingsFor = '';
+
 /** @type {import('./api.js').StreamInfo[]} */
 let streams = [];
 let selected = params.get('stream') ?? '';
@@ -49,6 +64,27 @@ async function refresh() {
   }
   renderList();
   renderDeck();
+  refreshRecordings(false);
+}
+
+/**
+ * Lists the selected stream's recordings: at once when the stream changed, else every
+ * RECORDINGS_REFRESH_MS.
+ * @param {boolean} now
+ */
+function refreshRecordings(now) {
+  const info = streams.find((s) => s.name === selected);
+  if (!info) return;
+  if (!now && info.name === recordingsFor && Date.now() - recordingsShownAt < RECORDINGS_REFRESH_MS) return;
+  recordingsFor = info.name;
+  recordingsShownAt = Date.now();
+  recordings.show(info.name, { recorded: !!info.recorded, private: info.private, access: signedLink() });
+}
+
+/** A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=… */
+function signedLink() {
+  const sig = params.get('sig');
+  return sig && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig } : null;
 }
 
 function renderList() {
@@ -134,15 +170,15 @@ async function select(name, autoplay) {
   if (changed && player) stop();
   renderList();
   renderDeck();
+  if (changed) refreshRecordings(true);
   if (autoplay && !player) await start();
 }
 
 async function start() {
   if (!selected || player) return;
   const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
-  // A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=…
-  const sig = params.get('sig');
-  const access = sig && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig } : null;
+  const access = signedLink();
+  recordings.pause();
   const output = /** @type {'auto'|'element'|'direct'} */ (params.get('output') ?? 'auto');
   player = new Player({ stream: selected, canvas: els.video, decoder, output, onChange: scheduleRender, access });
   player.setVolume(Number(els.volume.value));
@@ -186,7 +222,8 @@ els.play.addEventListener('click', () => (player ? stop() : start()));
 els.volume.addEventListener('input', () => player?.setVolume(Number(els.volume.value)));
 document.addEventListener('keydown', (ev) => {
   // Space/K toggle play like media sites, unless a control has the keyboard.
-  if ((ev.key === ' ' || ev.key === 'k') && !(ev.target instanceof HTMLButtonElement || ev.target instanceof HTMLInputElement)) {
+  const control = ev.target instanceof HTMLButtonElement || ev.target instanceof HTMLInputElement || ev.target instanceof HTMLMediaElement;
+  if ((ev.key === ' ' || ev.key === 'k') && !control) {
     ev.preventDefault();
     els.play.click();
   }

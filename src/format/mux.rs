@@ -200,6 +200,15 @@ impl StreamMux {
         }
     }
 
+    /// Ends the open Ogg link and returns its EOS page (a recording's file ends with it); the
+    /// next frame opens a new link with its header pages. `None` when no link is open.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        let mut link = self.link.take()?;
+        link.writer.end(link.granule, &mut self.scratch, &mut self.pages);
+        self.ended = None;
+        Some(concat(&mut self.pages))
+    }
+
     /// Puts one packet on a page of its own, opening a link first if there is none.
     fn page(&mut self, packet: &Bytes) -> Option<Rendition> {
         if self.link.is_none() {

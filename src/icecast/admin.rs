@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{parse_mount, REALM, SERVER_ID};
 use crate::auth::{self, admin_matches};
@@ -76,8 +76,14 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     };
     if !verified {
         let refusal = Refusal::AdminCredentials;
-        info!(%peer, path = %request.path, "admin request refused: wrong credentials");
-        node.metrics.refused(&refusal.label());
+        if request.header("authorization").is_none() {
+            // libshout asks without credentials first and retries on the challenge: not a
+            // refusal worth a log line or a metric.
+            debug!(%peer, path = %request.path, "admin request without credentials: sending a challenge");
+        } else {
+            info!(%peer, path = %request.path, "admin request refused: wrong credentials");
+            node.metrics.refused(&refusal.label());
+        }
         return Response::refusal(&refusal)
             .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
     }
@@ -108,6 +114,7 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
             }
             let title = meta.display_title();
             if !stream.set_metadata(meta) {
+                info!(stream = %name, %peer, %title, "admin metadata refused: no source connected");
                 return xml_response(400, "Source does not exist", 0);
             }
             info!(stream = %name, %peer, %title, "now playing set by admin request");

@@ -2,8 +2,8 @@
 //! and HTTP, plain and TLS.
 //!
 //! The loop does the I/O: it takes new listeners, reads what they send (pings, close),
-//! writes their batches with one vectored write each (through rustls for TLS listeners: one
-//! record per batch), pings idle WebSocket peers and closes the slow and the silent. *When*
+//! writes their batches with one vectored write each (for TLS listeners, one record per
+//! batch, sealed here: `tls.rs`), pings idle WebSocket peers and closes the slow and the silent. *When*
 //! each listener is served is decided by its `Schedule` (pure, in `schedule.rs`): idle at its
 //! stream's head, pending for a send window, ready, or blocked.
 
@@ -16,11 +16,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
-use tokio_rustls::rustls::ServerConnection;
-
 use super::http::HttpWriter;
 use super::outbox::{Outbox, Piece};
 use super::schedule::{Place, Schedule};
+use super::tls::{Opened, Records, MAX_PLAINTEXT};
 use super::{
     Command, DriverHandle, Ending, Lease, ListenerKind, NewListener, Settings,
     MAX_LISTENER_MESSAGE_BYTES,
@@ -75,8 +74,8 @@ impl Watcher for Wake {
 /// One listener. Most of a listener's memory is here: no task, no buffer when idle.
 struct Conn {
     socket: TcpStream,
-    /// The TLS session of a TLS listener: what it writes is encrypted here.
-    tls: Option<Box<ServerConnection>>,
+    /// A TLS listener's keys and sequence numbers: what it writes is sealed here.
+    tls: Option<Box<Records>>,
     /// An HTTP listener's container state; `None` for a WebSocket listener.
     http: Option<Box<HttpWriter>>,
     consumer: Consumer,
@@ -136,6 +135,9 @@ struct Driver {
     /// The batch being written; only what a socket does not take moves to the listener.
     scratch: Outbox,
     read_buf: Box<[u8]>,
+    /// TLS records being sealed, and plaintext being opened, for one listener at a time.
+    wire: Vec<u8>,
+    plaintext: bytes::BytesMut,
     now: Instant,
     /// `now` in milliseconds since `epoch`.
     now_ms: u64,
@@ -181,6 +183,8 @@ impl Driver {
             reread: Vec::new(),
             scratch: Outbox::default(),
             read_buf: vec![0; 16 << 10].into_boxed_slice(),
+            wire: Vec::with_capacity(MAX_PLAINTEXT + 512),
+            plaintext: bytes::BytesMut::new(),
             now,
             now_ms: 0,
             epoch: now,
@@ -321,7 +325,6 @@ impl Driver {
                 Some(writer) => drop(writer.push(item, &mut out.items)),
             }
         }
-        let is_tls = tls.is_some();
         let conn = Conn {
             socket,
             tls,
@@ -342,11 +345,6 @@ impl Driver {
         }
         self.live += 1;
         self.schedule.add(token_slot, group);
-        // A TLS session may hold records read with the request: look at them now (the socket
-        // will not say readable for what was already read from it).
-        if is_tls {
-            self.on_readable(slot);
-        }
         // Frames that came with the request head (a ping, a close) are answered like others.
         if !leftover.is_empty() {
             if let Some(conn) = self.conn(slot) {
@@ -430,10 +428,10 @@ impl Driver {
             let group = self.schedule.group(slot as u32) as usize;
             let sent = &mut self.groups[group].sent;
             let owed = conn.out.as_deref_mut().filter(|out| !out.is_empty());
-            if owed.is_some() || conn.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+            if owed.is_some() || conn.tls.as_ref().is_some_and(|tls| tls.pending().is_some()) {
                 let mut empty = Outbox::default();
                 let out = owed.unwrap_or(&mut empty);
-                match write_out(&conn.socket, conn.tls.as_deref_mut(), out, sent) {
+                match write_out(&conn.socket, conn.tls.as_deref_mut(), out, sent, &mut self.wire) {
                     // An idle listener keeps no buffer.
                     Wrote::All => conn.out = None,
                     Wrote::Blocked => return self.schedule.block(slot as u32),
@@ -441,7 +439,7 @@ impl Driver {
                 }
             }
             if let Some((code, _)) = conn.closing {
-                end_session(conn);
+                end_session(conn, &mut self.wire);
                 return self.remove(slot, Ending::Closed(code));
             }
             let fill = match take_batch(conn, &mut self.scratch, batch_bytes) {
@@ -449,7 +447,7 @@ impl Driver {
                 Err(err) => {
                     self.scratch.clear();
                     debug!(stream = %conn.consumer.stream().config().name, %err, "http listener closed");
-                    end_session(conn);
+                    end_session(conn, &mut self.wire);
                     return self.remove(slot, Ending::Closed(close::NORMAL));
                 }
             };
@@ -463,7 +461,8 @@ impl Driver {
                 continue;
             }
             let sent = &mut self.groups[group].sent;
-            match write_out(&conn.socket, conn.tls.as_deref_mut(), &mut self.scratch, sent) {
+            let tls = conn.tls.as_deref_mut();
+            match write_out(&conn.socket, tls, &mut self.scratch, sent, &mut self.wire) {
                 Wrote::All if fill.at_head => return self.schedule.make_idle(slot as u32),
                 Wrote::All => {}
                 Wrote::Blocked => {
@@ -495,57 +494,52 @@ impl Driver {
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else {
                 return;
             };
-            let read = match conn.tls.as_deref_mut() {
-                None => conn.socket.read(&mut self.read_buf).map(Got::from),
-                Some(tls) => read_tls(&conn.socket, tls, &mut self.read_buf),
+            let n = match conn.socket.read(&mut self.read_buf) {
+                Ok(0) => return self.remove(slot, Ending::PeerClosed),
+                Ok(n) => n,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.remove(slot, Ending::Failed),
             };
-            match read {
-                Ok(Got::Closed) => return self.remove(slot, Ending::PeerClosed),
-                Ok(Got::Data(n)) => {
-                    conn.last_heard = self.now_ms;
-                    total += n;
-                    // An HTTP listener has nothing to say after its request: read and drop.
-                    if conn.http.is_none() && n > 0 {
-                        conn.reader
-                            .get_or_insert_with(|| {
-                                Box::new(ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &[]))
-                            })
-                            .buffer()
-                            .extend_from_slice(&self.read_buf[..n]);
-                        if !self.handle_client_frames(slot) {
-                            return;
+            conn.last_heard = self.now_ms;
+            total += n;
+            let mut peer_closed = false;
+            let data = match conn.tls.as_deref_mut() {
+                None => &self.read_buf[..n],
+                Some(records) => {
+                    self.plaintext.clear();
+                    match records.open(&self.read_buf[..n], &mut self.plaintext) {
+                        Ok(Opened::Data) => {}
+                        Ok(Opened::Closed) => peer_closed = true,
+                        Err(err) => {
+                            debug!(stream = %conn.consumer.stream().config().name, %err, "tls listener dropped");
+                            return self.remove(slot, Ending::Failed);
                         }
                     }
-                    if total >= READ_BUDGET {
-                        self.reread.push(slot as u32);
-                        return;
-                    }
+                    &self.plaintext[..]
                 }
-                Ok(Got::Nothing) => break,
-                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // A TLS error: rustls queued an alert; give it one try, then drop.
-                    if let Some(conn) = self.conn(slot) {
-                        let mut none = Outbox::default();
-                        let _ = write_out(
-                            &conn.socket,
-                            conn.tls.as_deref_mut(),
-                            &mut none,
-                            &mut Sent::default(),
-                        );
-                    }
-                    return self.remove(slot, Ending::Failed);
+            };
+            // An HTTP listener has nothing to say after its request: read and drop.
+            if conn.http.is_none() && !data.is_empty() {
+                conn.reader
+                    .get_or_insert_with(|| {
+                        Box::new(ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &[]))
+                    })
+                    .buffer()
+                    .extend_from_slice(data);
+                if !self.handle_client_frames(slot) {
+                    return;
                 }
+            }
+            if peer_closed {
+                return self.remove(slot, Ending::PeerClosed);
+            }
+            if total >= READ_BUDGET {
+                self.reread.push(slot as u32);
+                return;
             }
         }
         self.release_idle_reader(slot);
-        // rustls may want to answer what it read (a key update, an alert).
-        let tls_owes =
-            self.conn(slot).is_some_and(|c| c.tls.as_ref().is_some_and(|t| t.wants_write()));
-        if tls_owes {
-            self.flush_control(slot);
-        }
     }
 
     /// Acts on the complete frames the listener sent. False when it is gone or closing
@@ -615,11 +609,12 @@ impl Driver {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else { return };
         let mut empty = Outbox::default();
         let out = conn.out.as_deref_mut().unwrap_or(&mut empty);
-        match write_out(&conn.socket, conn.tls.as_deref_mut(), out, &mut self.groups[group].sent) {
+        let sent = &mut self.groups[group].sent;
+        match write_out(&conn.socket, conn.tls.as_deref_mut(), out, sent, &mut self.wire) {
             Wrote::All => {
                 conn.out = None;
                 if let Some((code, _)) = conn.closing {
-                    end_session(conn);
+                    end_session(conn, &mut self.wire);
                     self.remove(slot, Ending::Closed(code));
                 }
             }
@@ -697,16 +692,17 @@ impl Driver {
 }
 
 /// Writes `out` until it is empty or the socket is full (edge-triggered readiness needs a
-/// `WouldBlock` before the next writable event). A TLS listener's pieces are encrypted into
-/// rustls (one record for a batch) and what it holds is written first.
+/// `WouldBlock` before the next writable event). A TLS listener's pieces are sealed into one
+/// record of up to 16 KiB per write, after what the socket did not take last time.
 fn write_out(
     socket: &TcpStream,
-    tls: Option<&mut ServerConnection>,
+    tls: Option<&mut Records>,
     out: &mut Outbox,
     sent: &mut Sent,
+    wire: &mut Vec<u8>,
 ) -> Wrote {
     let mut socket = socket;
-    let Some(tls) = tls else {
+    let Some(records) = tls else {
         while !out.is_empty() {
             match out.write_with(|iov| socket.write_vectored(iov)) {
                 Ok((0, _)) => return Wrote::Failed,
@@ -721,89 +717,60 @@ fn write_out(
         }
         return Wrote::All;
     };
-    loop {
-        while tls.wants_write() {
-            match tls.write_tls(&mut socket) {
-                Ok(0) => return Wrote::Failed,
-                Ok(_) => {}
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Wrote::Failed,
-            }
+    while let Some(pending) = records.pending() {
+        match socket.write(pending) {
+            Ok(0) => return Wrote::Failed,
+            Ok(n) => records.advance(n),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Wrote::Failed,
         }
-        if out.is_empty() {
-            return Wrote::All;
-        }
-        match out.write_with(|iov| tls.writer().write_vectored(iov)) {
-            // rustls takes nothing only when its buffer is full: it has records to write.
-            Ok((0, _)) if !tls.wants_write() => return Wrote::Failed,
+    }
+    while !out.is_empty() {
+        wire.clear();
+        let taken = records.seal_data(wire, |plaintext| {
+            out.write_with(|iov| {
+                let before = plaintext.len();
+                for part in iov {
+                    let room = MAX_PLAINTEXT - (plaintext.len() - before);
+                    plaintext.extend_from_slice(&part[..part.len().min(room)]);
+                }
+                Ok(plaintext.len() - before)
+            })
+        });
+        match taken {
+            Ok((0, _)) | Err(_) => return Wrote::Failed,
             Ok((bytes, frames)) => {
                 sent.bytes += bytes as u64;
                 sent.frames += frames;
             }
-            Err(_) => return Wrote::Failed,
+        }
+        let mut at = 0;
+        while at < wire.len() {
+            match socket.write(&wire[at..]) {
+                Ok(0) => return Wrote::Failed,
+                Ok(n) => at += n,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    records.keep(&wire[at..]);
+                    return Wrote::Blocked;
+                }
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Wrote::Failed,
+            }
         }
     }
-}
-
-/// What one read gave.
-enum Got {
-    /// The peer closed (EOF, or a TLS close_notify).
-    Closed,
-    /// This many plaintext bytes in the buffer (0: only TLS records that held none).
-    Data(usize),
-    /// Nothing more for now.
-    Nothing,
-}
-
-impl From<usize> for Got {
-    fn from(n: usize) -> Self {
-        if n == 0 {
-            Got::Closed
-        } else {
-            Got::Data(n)
-        }
-    }
-}
-
-/// Reads what a TLS listener sent: records from the socket, then their plaintext.
-fn read_tls(
-    socket: &TcpStream,
-    tls: &mut ServerConnection,
-    buf: &mut [u8],
-) -> std::io::Result<Got> {
-    // Plaintext rustls already holds comes first (it may have come with the request head).
-    match tls.reader().read(buf) {
-        Ok(0) => return Ok(Got::Closed),
-        Ok(n) => return Ok(Got::Data(n)),
-        Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-        Err(err) => return Err(err),
-    }
-    let mut socket = socket;
-    match tls.read_tls(&mut socket) {
-        Ok(0) => return Ok(Got::Closed),
-        Ok(_) => {}
-        Err(err) if err.kind() == ErrorKind::WouldBlock => return Ok(Got::Nothing),
-        Err(err) => return Err(err),
-    }
-    let state = tls.process_new_packets().map_err(std::io::Error::other)?;
-    if state.peer_has_closed() && state.plaintext_bytes_to_read() == 0 {
-        return Ok(Got::Closed);
-    }
-    match tls.reader().read(buf) {
-        Ok(n) => Ok(Got::from(n)),
-        Err(err) if err.kind() == ErrorKind::WouldBlock => Ok(Got::Data(0)),
-        Err(err) => Err(err),
-    }
+    Wrote::All
 }
 
 /// The end of a listener's session on our side: a TLS close_notify (best effort), then no
 /// more writes.
-fn end_session(conn: &mut Conn) {
-    if let Some(tls) = conn.tls.as_deref_mut() {
-        tls.send_close_notify();
-        let mut socket = &conn.socket;
-        let _ = tls.write_tls(&mut socket);
+fn end_session(conn: &mut Conn, wire: &mut Vec<u8>) {
+    if let Some(records) = conn.tls.as_deref_mut() {
+        if records.pending().is_none() {
+            wire.clear();
+            records.seal_close(wire);
+            let _ = (&conn.socket).write(wire);
+        }
     }
     let _ = conn.socket.shutdown(Shutdown::Write);
 }

@@ -83,7 +83,7 @@ pub async fn accept(
         kind: "http",
     };
     let listed = node.directory.add_client(client, consumer.stream().listener_count());
-    let (socket, tls) = socket.into_parts()?;
+    let crate::conn::Parts { socket, tls, .. } = socket.into_parts().await?;
     let writer = HttpWriter::new(container, icy.then_some(node.config.icy_metaint));
     debug!(stream = %name, %peer, ?container, icy, tls = tls.is_some(), "http listener connected");
     let listener = NewListener {

@@ -17,6 +17,7 @@ pub mod echo;
 pub mod http;
 pub mod outbox;
 mod schedule;
+pub mod tls;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -29,7 +30,6 @@ use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::relay::Consumer;
-use tokio_rustls::rustls;
 
 /// Largest message a listener may send (it has nothing to say but pings and close).
 pub const MAX_LISTENER_MESSAGE_BYTES: usize = 4096;
@@ -61,8 +61,8 @@ pub(crate) enum ListenerKind {
 pub(crate) struct NewListener {
     /// The socket, non-blocking.
     pub socket: std::net::TcpStream,
-    /// The TLS session, for a TLS listener (with whatever it still has to send).
-    pub tls: Option<Box<rustls::ServerConnection>>,
+    /// A TLS listener's record layer (its handshake done, every record of it written).
+    pub tls: Option<Box<tls::Records>>,
     pub peer: SocketAddr,
     /// Bytes the peer sent after its request head.
     pub leftover: Bytes,

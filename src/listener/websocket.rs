@@ -55,10 +55,15 @@ pub async fn accept(
         kind: "websocket",
     };
     let listed = node.directory.add_client(client, consumer.stream().listener_count());
-    let (socket, tls) = socket.into_parts()?;
+    let parts = socket.into_parts().await?;
+    let leftover = if parts.unread.is_empty() {
+        leftover
+    } else {
+        [&leftover[..], &parts.unread].concat().into()
+    };
     let listener = NewListener {
-        socket,
-        tls,
+        socket: parts.socket,
+        tls: parts.tls,
         peer,
         leftover,
         consumer,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::source::SourceKind;
 use crate::format::icy::metadata_block;
 use crate::format::mux::Rendition;
 use crate::protocol::{FrameHeader, ListenerEvent, FRAME_HEADER_BYTES};
@@ -77,6 +78,8 @@ pub struct Event(Arc<EventData>);
 struct EventData {
     event: ListenerEvent,
     wire: WireFrame,
+    /// Which slot went on air, for a `source online` event the switch made (not sent).
+    source: Option<SourceKind>,
     /// The ICY metadata block of now playing, made for the first listener that needs it.
     icy: OnceLock<Option<Bytes>>,
 }
@@ -84,8 +87,20 @@ struct EventData {
 impl Event {
     /// Encodes `event` once.
     pub fn new(event: ListenerEvent) -> Self {
+        Self::with_source(event, None)
+    }
+
+    /// Encodes `event` once, noting which kind of source it puts on air (the recorder reads
+    /// it; listeners never see it).
+    pub fn with_source(event: ListenerEvent, source: Option<SourceKind>) -> Self {
         let wire = WireFrame::text(event.to_json());
-        Self(Arc::new(EventData { event, wire, icy: OnceLock::new() }))
+        Self(Arc::new(EventData { event, wire, source, icy: OnceLock::new() }))
+    }
+
+    /// The kind of source a `source online` event put on air, when the switch said so (a
+    /// consumer's resync after a skip makes events that do not).
+    pub fn source_kind(&self) -> Option<SourceKind> {
+        self.0.source
     }
 
     /// The event as a value (what an HTTP listener reads).

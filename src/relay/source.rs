@@ -99,6 +99,11 @@ impl Sources {
         }
     }
 
+    /// The live slot while its source is connected but has not declared its tracks.
+    pub fn unstarted_live_mut(&mut self) -> Option<&mut Slot> {
+        self.live.as_mut().filter(|slot| slot.tracks.is_none())
+    }
+
     /// The slot of the source on air.
     pub fn on_air_slot_mut(&mut self) -> Option<&mut Slot> {
         let (kind, _) = self.on_air?;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::ring::{Event, Frame, Ring};
-use super::source::Sources;
+use super::source::{SourceKind, Sources};
 use super::stats::Bitrate;
 use crate::config::StreamConfig;
 use crate::format::mux::StreamMux;
@@ -123,16 +123,29 @@ impl Stream {
         self.lock().sources.on_air.is_some()
     }
 
+    /// The kind of source on air, if any.
+    pub fn on_air_kind(&self) -> Option<SourceKind> {
+        self.lock().sources.on_air.map(|(kind, _)| kind)
+    }
+
     /// The latest now-playing information.
     pub fn metadata(&self) -> Option<Metadata> {
         self.lock().on_air.metadata.clone()
     }
 
     /// Sets now playing for the source on air (an Icecast `/admin/metadata` request); every
-    /// listener gets it, at the pace of `METADATA_INTERVAL`. Returns false when no source is
-    /// on air.
+    /// listener gets it, at the pace of `METADATA_INTERVAL`. A live source that is connected
+    /// but has not started yet keeps it until it goes on air. Returns false when there is no
+    /// such source.
     pub fn set_metadata(self: &Arc<Self>, meta: Metadata) -> bool {
         let mut state = self.lock();
+        // NOTE: libshout (ezstream) and liquidsoap send the first title right after the
+        // source's `200 OK`, before the relay has read its first audio frame (and so before
+        // `start`): that title belongs to the live source about to go on air.
+        if let Some(slot) = state.sources.unstarted_live_mut() {
+            slot.metadata = Some(meta);
+            return true;
+        }
         let Some(slot) = state.sources.on_air_slot_mut() else { return false };
         slot.metadata = Some(meta.clone());
         if self.offer_metadata(&mut state, meta) {
@@ -234,8 +247,8 @@ impl Stream {
     }
 
     /// Appends a source online/offline event: a new session for listeners.
-    fn push_source_event(&self, state: &mut State, event: ListenerEvent) {
-        let seq = state.ring.push_event(Event::new(event));
+    fn push_source_event(&self, state: &mut State, event: ListenerEvent, kind: Option<SourceKind>) {
+        let seq = state.ring.push_event(Event::with_source(event, kind));
         state.on_air.session_seq = seq;
         state.on_air.header_version = seq;
     }
@@ -289,13 +302,14 @@ impl Stream {
         // one's first title goes out at once.
         state.on_air.pending_metadata = None;
         state.on_air.metadata_at = None;
-        let Some(slot) = on_air.and_then(|kind| state.sources.slot(kind)) else {
+        let Some((kind, slot)) = on_air.and_then(|kind| Some((kind, state.sources.slot(kind)?)))
+        else {
             state.on_air.headers.clear();
             reserve_headers(&mut state);
             state.mux.source(&[]);
             self.metrics.live.set(0);
             let offline = ListenerEvent::Source { state: SourceState::Offline, tracks: None };
-            self.push_source_event(&mut state, offline);
+            self.push_source_event(&mut state, offline, None);
             return self.commit(state);
         };
         let tracks = slot.tracks.clone().unwrap_or_default();
@@ -309,7 +323,7 @@ impl Stream {
         state.mux.source(&tracks);
         state.mux.metadata(metadata.clone());
         let online = ListenerEvent::Source { state: SourceState::Online, tracks: Some(tracks) };
-        self.push_source_event(&mut state, online);
+        self.push_source_event(&mut state, online, Some(kind));
         for (header, message) in headers {
             self.push_frame(&mut state, header, message);
         }

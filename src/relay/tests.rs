@@ -45,6 +45,27 @@ fn json(text: &[u8]) -> serde_json::Value {
 }
 
 #[test]
+fn a_title_set_before_the_first_frame_goes_on_air_with_the_source() {
+    // Regression: ezstream's and liquidsoap's first title (an `/admin/metadata` request right
+    // after connecting, before the first MP3 frame) was refused with 400.
+    let stream = stream(1000, 100);
+    assert!(!stream.set_metadata(Metadata::default()), "no source at all");
+    let (mut consumer, _) = stream.subscribe().unwrap();
+    let mut source = stream.attach(SourceKind::Live).unwrap();
+    let title = Metadata { title: Some("First".into()), ..Metadata::default() };
+    assert!(stream.set_metadata(title.clone()), "kept for the connected source");
+    assert!(drain(&mut consumer).0.is_empty(), "not on air yet");
+    source.start(audio()).unwrap();
+    let (events, _, _) = drain(&mut consumer);
+    assert_eq!(events[0]["state"], "online");
+    assert_eq!(events[1]["type"], "metadata");
+    assert_eq!(events[1]["title"], "First");
+    assert_eq!(stream.metadata(), Some(title));
+    drop(source);
+    assert!(!stream.set_metadata(Metadata::default()), "gone again");
+}
+
+#[test]
 fn late_joiner_gets_hello_header_and_a_burst_cut_on_frames() {
     let stream = stream(1000, 100);
     let mut source = stream.attach(SourceKind::Live).unwrap();

@@ -83,6 +83,8 @@ fn streams_json(server: &Server) -> Response {
         stream: StreamInfo,
         /// HLS clients that polled recently (they are not in `listeners`).
         hls_listeners: usize,
+        /// Its shows are recorded (`/api/recordings/{stream}` lists them).
+        recorded: bool,
     }
     #[derive(serde::Serialize)]
     struct Body {
@@ -97,6 +99,7 @@ fn streams_json(server: &Server) -> Response {
         None => Listing::Public(Box::new(Info {
             stream: stream.info(),
             hls_listeners: server.hls.get(&stream.config().name).map_or(0, |h| h.listeners()),
+            recorded: server.recordings.is_some() && stream.config().record,
         })),
     };
     let body = Body { streams: server.node.streams.iter().map(listing).collect() };

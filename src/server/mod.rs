@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::hls::HlsStream;
 use crate::listener::Hub;
 use crate::node::Node;
+use crate::record::Recordings;
 use crate::relay::Stream;
 
 pub use admission::{Admission, Limits};
@@ -44,6 +45,7 @@ pub struct Server {
     node: Arc<Node>,
     listeners: Hub,
     hls: HashMap<String, Arc<HlsStream>>,
+    recordings: Option<Arc<Recordings>>,
     limits: Arc<Limits>,
     web_root: PathBuf,
 }
@@ -61,7 +63,8 @@ impl Server {
         } else {
             HashMap::new()
         };
-        Arc::new(Self { node, listeners, hls, limits, web_root })
+        let recordings = Recordings::new(&node.config);
+        Arc::new(Self { node, listeners, hls, recordings, limits, web_root })
     }
 
     /// The node this server serves.
@@ -105,6 +108,20 @@ impl Server {
                 let (stream, hls) = (Arc::clone(stream), Arc::clone(hls));
                 sessions.spawn(crate::hls::run(stream, hls, cancel.child_token()));
             }
+            if let Some(recordings) = self.recordings.as_ref().filter(|_| stream.config().record) {
+                let metrics = self.node.metrics.recording(&stream.config().name);
+                let (stream, recordings) = (Arc::clone(stream), Arc::clone(recordings));
+                sessions.spawn(crate::record::run(
+                    stream,
+                    recordings,
+                    metrics,
+                    cancel.child_token(),
+                ));
+            }
+        }
+        if let Some(recordings) = &self.recordings {
+            let (recordings, node) = (Arc::clone(recordings), Arc::clone(&self.node));
+            sessions.spawn(crate::record::sweep(recordings, node, cancel.child_token()));
         }
         let plain_loop = accept::accept_loop(&plain, stop.cancelled(), |socket, peer| {
             let server = Arc::clone(&self);

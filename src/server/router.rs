@@ -10,6 +10,7 @@
 //! | `/admin/*`, `/status-json.xsl` | `icecast::admin` |
 //! | `OPTIONS` | CORS preflight, libshout's `OPTIONS *` probe |
 //! | `/echo` (only with `echo_endpoint`) | `listener::echo` |
+//! | `/api/recordings/{stream}`, `/recordings/{stream}/{file}` | `record::serve` |
 //! | anything else | `api.rs`: `/healthz`, `/api/streams`, `/metrics`, the web player |
 
 use std::net::SocketAddr;
@@ -215,6 +216,11 @@ async fn route(
     if icecast::is_admin(&request) {
         let response = icecast::admin::serve(node, &request, peer);
         response.send(&mut socket, head_only).await?;
+        return Ok(());
+    }
+    if crate::record::serve::claims(&request.path) {
+        let recordings = server.recordings.as_ref();
+        crate::record::serve::serve(&mut socket, node, recordings, &request, &cancel).await?;
         return Ok(());
     }
     if let Some(response) = hls(server, &request, peer).await {

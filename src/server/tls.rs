@@ -87,6 +87,8 @@ fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A listener's session leaves rustls after the handshake: the driver seals its records.
+    crate::listener::tls::prepare(&mut config);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

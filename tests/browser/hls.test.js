@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { KEY, REPO, launchBrowser, sample, startPush, startRelay, waitFor } from './lib/harness.js';
+import { KEY, REPO, audioState as state, hearsTone as hears, launchBrowser, openAnalysedAudio, sample, startPush, startRelay, waitFor } from './lib/harness.js';
 
 const tone440 = sample('tone-440.flac');
 const tone1k = sample('tone-1k.m4a');
@@ -16,62 +16,16 @@ const HLS_JS = join(REPO, 'tests/browser/node_modules/hls.js/dist/hls.min.js');
  * @param {{newPage: () => Promise<import('playwright-core').Page>}} browser
  * @param {string} url
  */
-async function openHls(browser, url) {
-  const page = await browser.newPage();
-  await page.setContent('<audio id="a" crossorigin="anonymous"></audio>');
-  await page.addScriptTag({ path: HLS_JS });
-  await page.evaluate((src) => {
-    const audio = /** @type {HTMLAudioElement} */ (document.getElementById('a'));
-    const ctx = new AudioContext();
-    const analyser = ctx.createAnalyser();
-    analyser.fftSize = 16384;
-    ctx.createMediaElementSource(audio).connect(analyser);
-    analyser.connect(ctx.destination);
-    // @ts-ignore: hls.js is loaded by the page, not imported
-    const hls = new globalThis.Hls({ lowLatencyMode: true });
-    const errors = [];
-    // @ts-ignore
-    hls.on(globalThis.Hls.Events.ERROR, (_e, data) => { if (data.fatal) errors.push(`${data.type}: ${data.details}`); });
-    hls.loadSource(src);
-    hls.attachMedia(audio);
-    audio.play().catch(() => {});
-    /** @type {any} */ (globalThis).probe = { audio, ctx, analyser, hls, errors };
-  }, url);
-  return page;
-}
-
-/** Playback time, the dominant frequency, and how far behind the wall clock it plays. */
-function state(page) {
-  return page.evaluate(() => {
-    const { audio, ctx, analyser, hls, errors } = globalThis.probe;
-    const bins = new Float32Array(analyser.frequencyBinCount);
-    analyser.getFloatFrequencyData(bins);
-    const hz = ctx.sampleRate / analyser.fftSize;
-    let best = 0;
-    for (let i = Math.ceil(100 / hz); i < 4000 / hz; i++) if (bins[i] > bins[best]) best = i;
-    const playing = hls.playingDate;
-    return {
-      time: audio.currentTime,
-      errors,
-      freq: best * hz,
-      level: bins[best],
-      behindMs: playing ? Date.now() - playing.getTime() : null,
-    };
+function openHls(browser, url) {
+  return openAnalysedAudio(browser, url, {
+    script: HLS_JS,
+    attach: `
+      const hls = new globalThis.Hls({ lowLatencyMode: true });
+      hls.on(globalThis.Hls.Events.ERROR, (_e, data) => { if (data.fatal) probe.errors.push(data.type + ': ' + data.details); });
+      hls.loadSource(url);
+      hls.attachMedia(audio);
+      probe.hls = hls;`,
   });
-}
-
-/** Waits until it has played `seconds` more and hears `freq` (±15 Hz). */
-async function hears(page, freq, { seconds = 1.5, timeout = 25_000 } = {}) {
-  const start = (await state(page)).time;
-  let last;
-  await waitFor(async () => {
-    last = await state(page);
-    if (last.errors.length) throw new Error(`hls.js: ${last.errors.join(', ')}`);
-    return last.time - start >= seconds && Math.abs(last.freq - freq) <= 15 && last.level > -60;
-  }, { timeout, what: `${freq} Hz for ${seconds} s` }).catch((err) => {
-    throw new Error(`${err.message}; last ${JSON.stringify(last)}`);
-  });
-  return last;
 }
 
 test('hls.js plays the playlist in low-latency mode within 2 s of live, across a source switch', { skip }, async (t) => {

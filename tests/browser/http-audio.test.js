@@ -3,61 +3,11 @@
 // keeps playing across source switches (each a new chained Ogg stream).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KEY, launchBrowser, sample, spawnTracked, startPush, startRelay, waitFor } from './lib/harness.js';
+import { KEY, hearsTone as hears, launchBrowser, openAnalysedAudio as openAudio, sample, spawnTracked, startPush, startRelay, waitFor } from './lib/harness.js';
 
 const tone440 = sample('tone-440.flac');
 const tone1k = sample('tone-1k.m4a');
 const skip = !tone440 || !tone1k ? 'samples are missing' : false;
-
-/**
- * Opens a page with an <audio> element on `url` routed through an analyser; returns the page.
- * @param {{newPage: () => Promise<import('playwright-core').Page>}} browser
- * @param {string} url
- */
-async function openAudio(browser, url) {
-  const page = await browser.newPage();
-  await page.setContent('<audio id="a" crossorigin="anonymous"></audio>');
-  await page.evaluate((src) => {
-    const audio = /** @type {HTMLAudioElement} */ (document.getElementById('a'));
-    const ctx = new AudioContext();
-    const analyser = ctx.createAnalyser();
-    analyser.fftSize = 16384;
-    ctx.createMediaElementSource(audio).connect(analyser);
-    analyser.connect(ctx.destination);
-    /** @type {any} */ (globalThis).probe = { audio, ctx, analyser, errors: [] };
-    audio.addEventListener('error', () => globalThis.probe.errors.push(audio.error?.message ?? 'error'));
-    audio.src = src;
-    return audio.play();
-  }, url);
-  return page;
-}
-
-/** currentTime, errors and the dominant frequency (FFT peak between 100 Hz and 4 kHz). */
-function state(page) {
-  return page.evaluate(() => {
-    const { audio, ctx, analyser, errors } = globalThis.probe;
-    const bins = new Float32Array(analyser.frequencyBinCount);
-    analyser.getFloatFrequencyData(bins);
-    const hz = ctx.sampleRate / analyser.fftSize;
-    let best = 0;
-    for (let i = Math.ceil(100 / hz); i < 4000 / hz; i++) if (bins[i] > bins[best]) best = i;
-    return { time: audio.currentTime, paused: audio.paused, errors, freq: best * hz, level: bins[best] };
-  });
-}
-
-/** Waits until the element has played `seconds` more and hears `freq` (±15 Hz). */
-async function hears(page, freq, { seconds = 1.5, timeout = 20_000 } = {}) {
-  const start = (await state(page)).time;
-  let last;
-  await waitFor(async () => {
-    last = await state(page);
-    if (last.errors.length) throw new Error(`<audio> error: ${last.errors.join(', ')}`);
-    return last.time - start >= seconds && Math.abs(last.freq - freq) <= 15 && last.level > -60;
-  }, { timeout, what: `${freq} Hz for ${seconds} s of playback` }).catch((err) => {
-    throw new Error(`${err.message}; last ${JSON.stringify(last)}`);
-  });
-  return last;
-}
 
 test('<audio> plays /radio.ogg from mid-stream and across source switches (chained Ogg)', { skip }, async (t) => {
   const relay = await startRelay(t, { streams: [{ name: 'radio', key: KEY, extra: `playlist = "${tone440}"\n` }] });

@@ -34,6 +34,30 @@ pub async fn within_secs<F: Future>(secs: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")
 }
 
+/// The power of `freq` in 48 kHz samples (Goertzel).
+pub fn tone_power(samples: &[f32], freq: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / 48_000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in samples {
+        let s0 = f64::from(v) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+/// The share of `freq` in the power at it and at 440 Hz, 500 Hz, 1 kHz and 2 kHz (the test
+/// tones and their neighbours): near 1 when `freq` is what plays.
+pub fn tone_share(samples: &[f32], freq: f64) -> f64 {
+    let at = tone_power(samples, freq);
+    let others: f64 = [440.0, 500.0, 1_000.0, 2_000.0]
+        .iter()
+        .filter(|&&f| (f - freq).abs() > 1.0)
+        .map(|&f| tone_power(samples, f))
+        .sum();
+    at / (at + others)
+}
+
 /// A file of `samples/`.
 pub fn sample(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
