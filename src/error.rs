@@ -38,6 +38,19 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A write that made no progress for `write_timeout` (the peer stopped reading).
+    pub fn is_write_stall(&self) -> bool {
+        match self {
+            Error::Io(err) | Error::Http(crate::http::HttpError::Io(err)) => {
+                err.kind() == io::ErrorKind::TimedOut
+            }
+            Error::WebSocket(tokio_tungstenite::tungstenite::Error::Io(err)) => {
+                err.kind() == io::ErrorKind::TimedOut
+            }
+            _ => false,
+        }
+    }
+
     /// Routine hang-ups (reset, broken pipe, closed mid-handshake) are logged at debug.
     pub fn is_expected(&self) -> bool {
         use tokio_tungstenite::tungstenite::error::ProtocolError;
