@@ -330,3 +330,97 @@ fn keys_and_secrets_never_reach_the_log() {
         }
     }
 }
+
+fn check(path: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(ONAIR).args(["check", "--config"]).arg(path).output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn check_passes_a_valid_config_with_a_one_line_summary() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let path = temp_config(
+        "check-ok",
+        &format!(
+            "listen = \"0.0.0.0:8123\"\nweb_root = \"{repo}/web-player\"\n\
+             [[streams]]\nname = \"radio\"\nkey = \"0123456789abcdef\"\n\
+             [[streams]]\nname = \"jukebox\"\nplaylist = \"{repo}/samples/playlist.m3u\"\n"
+        ),
+    );
+    let (ok, stdout, stderr) = check(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("{}: ok: listen 0.0.0.0:8123", path.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 streams: radio (live), jukebox (auto-DJ)"), "{stdout}");
+}
+
+#[test]
+fn check_fails_with_file_line_and_column() {
+    let path =
+        temp_config("check-bad", "listen = \"127.0.0.1:1\"\n\n[[streams]]\nname = \"a b\"\n");
+    let (ok, stdout, stderr) = check(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains(&format!("{}:4:8: stream name `a b`", path.display())), "{stderr}");
+
+    let (ok, _, stderr) = check(std::path::Path::new("/nonexistent/onair.toml"));
+    assert!(!ok);
+    assert!(stderr.contains("/nonexistent/onair.toml: cannot read"), "{stderr}");
+}
+
+#[test]
+fn check_reads_the_files_the_config_names() {
+    let cases = [
+        ("web_root = \"/nonexistent\"\n", "web_root /nonexistent: no index.html"),
+        (
+            "[[streams]]\nname = \"dj\"\nplaylist = \"/nonexistent/music\"\n",
+            "stream `dj`: playlist: no such file or folder: /nonexistent/music",
+        ),
+        (
+            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"/nonexistent/cert.pem\"\nkey = \"/k.pem\"\n",
+            "[tls]: /nonexistent/cert.pem:",
+        ),
+    ];
+    for (i, (text, message)) in cases.into_iter().enumerate() {
+        let path = temp_config(&format!("check-files-{i}"), text);
+        let (ok, _, stderr) = check(&path);
+        let _ = std::fs::remove_file(&path);
+        assert!(!ok, "{text}");
+        assert!(stderr.contains(&format!("{}: ", path.display())), "{stderr}");
+        assert!(stderr.contains(message), "{text}: {stderr}");
+    }
+}
+
+#[test]
+fn an_address_in_use_says_how_to_pick_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = Command::new(ONAIR).args(["serve", "--listen", &addr.to_string()]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(stderr.contains("pick another address with --listen"), "{stderr}");
+}
+
+#[test]
+fn sighup_without_tls_leaves_the_relay_running() {
+    // `systemctl reload onair` sends SIGHUP; without a [tls] table the relay used to die of it.
+    let child = Command::new(ONAIR)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(child);
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines().map_while(Result::ok);
+    assert!(lines.by_ref().any(|line| line.contains("listening")), "relay did not start");
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGHUP) };
+    assert!(lines.by_ref().any(|line| line.contains("sighup: no [tls] to reload")));
+    assert!(child.0.try_wait().unwrap().is_none(), "the relay exited on SIGHUP");
+}
