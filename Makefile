@@ -203,10 +203,13 @@ package-test: deps-deb deps-test build
 	  --output target/debian-test/
 	INSTALL_BIN=$(ONAIR) tests/package.sh "$$(ls -t target/debian-test/onair_*.deb | head -n 1)"
 
-# Every parser that reads peer bytes, FUZZ_SECONDS each. cargo-fuzz needs nightly flags: the
-# stable toolchain accepts them with RUSTC_BOOTSTRAP=1 (this machine has no other toolchain).
+# Every parser that reads peer bytes, FUZZ_SECONDS each (with the Vorbis headers and the
+# per-stream muxer, chunked Icecast bodies, credentials and admin queries, signed links).
+# cargo-fuzz needs nightly flags: the stable toolchain accepts them with RUSTC_BOOTSTRAP=1
+# (this machine has no other toolchain).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := frame_header source_message config http_request client_frames icecast_demux
+FUZZ_TARGETS := frame_header source_message config http_request client_frames icecast_demux \
+  vorbis_headers stream_mux chunked_body credentials signed_link
 fuzz: deps-run
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --quiet --locked cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \

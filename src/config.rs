@@ -18,8 +18,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
 /// Largest WebSocket message a source may send.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest text message (JSON) a source may send: a `start` with 16 tracks or now playing
+/// with four 1 KiB fields is a few KiB.
+pub const DEFAULT_MAX_TEXT_MESSAGE_BYTES: usize = 64 << 10;
 /// Time allowed to send a complete HTTP request head.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// A write to a peer that makes no progress for this long ends the connection.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 20_000;
 /// How often the relay pings an idle peer.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 15_000;
 /// A peer that sends nothing (not even a pong) for this long is closed.
@@ -34,10 +39,18 @@ pub const DEFAULT_RING_FRAMES: usize = 1_024;
 pub const DEFAULT_RING_BYTES: usize = 8 << 20;
 /// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Failed logins (wrong key or password) from one address in a minute before it gets 429.
+pub const DEFAULT_MAX_LOGIN_FAILURES: u32 = 10;
+/// Shortest stream key or admin password accepted (`onair keygen` makes 32 characters).
+pub const MIN_KEY_CHARS: usize = 16;
+/// IPv6 peers are counted per network of this prefix length: a host usually holds a /64.
+pub const DEFAULT_IP_LIMIT_IPV6_PREFIX: u8 = 64;
 /// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
 pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
 /// Most listeners of one stream, of every kind.
 pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
+/// Longest a signed listener link may be valid for, from the moment it is used: a week.
+pub const DEFAULT_MAX_LINK_LIFETIME_HOURS: u64 = 7 * 24;
 /// Bytes the relay writes to one listener socket in one go when the listener is behind.
 pub const DEFAULT_LISTENER_BATCH_BYTES: usize = 64 << 10;
 /// Unsent bytes the kernel may hold for one listener (`TCP_NOTSENT_LOWAT`).
@@ -105,8 +118,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest WebSocket message a source may send (close 1009 past it).
     pub max_message_bytes: usize,
+    /// Largest text message a source may send (close 1009 past it).
+    pub max_text_message_bytes: usize,
     /// Time allowed to send a complete request head.
     pub handshake_timeout: Duration,
+    /// A write that makes no progress for this long ends the connection (and the kernel drops
+    /// a connection whose sent data stays unacknowledged this long: `TCP_USER_TIMEOUT`).
+    pub write_timeout: Duration,
     /// How often the relay pings an idle peer.
     pub ping_interval: Duration,
     /// A peer silent for this long is closed.
@@ -127,6 +145,10 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
     pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// IPv6 peers count against the per-IP limit per network of this prefix length (1-128).
+    pub ip_limit_ipv6_prefix: u8,
+    /// Failed logins from one address within a minute before it is refused (429) for a minute.
+    pub max_login_failures: u32,
     /// Serve TLS on a second port.
     pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
@@ -196,6 +218,9 @@ pub struct StreamConfig {
     pub max_ingest_bitrate: u64,
     /// When set, listeners need a link signed with this secret (`onair sign`).
     pub listen_secret: Option<String>,
+    /// Signed links that expire later than this from now are refused (a leaked link must not
+    /// stay good for years).
+    pub max_link_lifetime: Duration,
     /// Record every live show into `recordings_dir`.
     pub record: bool,
     /// Record the auto-DJ too (off by default: it plays files the station already has).
@@ -210,7 +235,9 @@ struct RawConfig {
     web_root: Option<PathBuf>,
     max_connections: Option<Spanned<usize>>,
     max_message_bytes: Option<Spanned<usize>>,
+    max_text_message_bytes: Option<Spanned<usize>>,
     handshake_timeout_ms: Option<Spanned<u64>>,
+    write_timeout_ms: Option<Spanned<u64>>,
     ping_interval_ms: Option<Spanned<u64>>,
     dead_peer_timeout_ms: Option<Spanned<u64>>,
     slow_listener_timeout_ms: Option<Spanned<u64>>,
@@ -221,6 +248,8 @@ struct RawConfig {
     listener_threads: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    ip_limit_ipv6_prefix: Option<Spanned<u8>>,
+    max_login_failures: Option<Spanned<usize>>,
     tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
@@ -253,6 +282,7 @@ struct RawStream {
     max_listeners: Option<Spanned<usize>>,
     max_ingest_bitrate: Option<Spanned<usize>>,
     listen_secret: Option<Spanned<String>>,
+    max_link_lifetime_hours: Option<Spanned<usize>>,
     record: Option<Spanned<bool>>,
     record_autodj: Option<Spanned<bool>>,
 }
@@ -274,7 +304,9 @@ impl Default for Config {
             web_root: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_text_message_bytes: DEFAULT_MAX_TEXT_MESSAGE_BYTES,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
             ping_interval: Duration::from_millis(DEFAULT_PING_INTERVAL_MS),
             dead_peer_timeout: Duration::from_millis(DEFAULT_DEAD_PEER_TIMEOUT_MS),
             slow_listener_timeout: Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS),
@@ -288,6 +320,8 @@ impl Default for Config {
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
+            ip_limit_ipv6_prefix: DEFAULT_IP_LIMIT_IPV6_PREFIX,
+            max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
             tls: None,
             echo_endpoint: false,
             cors_origins: vec!["*".to_owned()],
@@ -321,6 +355,7 @@ impl StreamConfig {
             max_listeners: DEFAULT_MAX_LISTENERS,
             max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
             listen_secret: None,
+            max_link_lifetime: Duration::from_secs(DEFAULT_MAX_LINK_LIFETIME_HOURS * 3600),
             record: false,
             record_autodj: false,
         }
@@ -399,6 +434,11 @@ impl Config {
             positive(raw.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS)?;
         config.max_message_bytes =
             positive(raw.max_message_bytes, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
+        config.max_text_message_bytes = positive(
+            raw.max_text_message_bytes,
+            "max_text_message_bytes",
+            DEFAULT_MAX_TEXT_MESSAGE_BYTES,
+        )?;
         config.listener_batch_bytes = positive(
             raw.listener_batch_bytes,
             "listener_batch_bytes",
@@ -437,8 +477,26 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(prefix) = raw.ip_limit_ipv6_prefix {
+            if !(1..=128).contains(prefix.get_ref()) {
+                return Err(fail(
+                    Some(prefix.span()),
+                    "ip_limit_ipv6_prefix must be 1-128".to_owned(),
+                ));
+            }
+            config.ip_limit_ipv6_prefix = prefix.into_inner();
+        }
+        config.max_login_failures = positive(
+            raw.max_login_failures,
+            "max_login_failures",
+            DEFAULT_MAX_LOGIN_FAILURES as usize,
+        )?
+        .try_into()
+        .unwrap_or(u32::MAX);
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
+        config.write_timeout =
+            millis(raw.write_timeout_ms, "write_timeout_ms", DEFAULT_WRITE_TIMEOUT_MS)?;
         config.ping_interval =
             millis(raw.ping_interval_ms, "ping_interval_ms", DEFAULT_PING_INTERVAL_MS)?;
         config.dead_peer_timeout =
@@ -467,6 +525,12 @@ impl Config {
         config.admin_password = match raw.admin_password {
             Some(p) if p.get_ref().trim().is_empty() => {
                 return Err(fail(Some(p.span()), "admin_password is empty".to_owned()));
+            }
+            Some(p) if p.get_ref().chars().count() < MIN_KEY_CHARS => {
+                return Err(fail(
+                    Some(p.span()),
+                    format!("admin_password must be at least {MIN_KEY_CHARS} characters (make one with `onair keygen`)"),
+                ));
             }
             p => p.map(Spanned::into_inner),
         };
@@ -567,6 +631,12 @@ impl Config {
                 Some(key) if key.get_ref().trim().is_empty() => {
                     return Err(fail(Some(key.span()), format!("stream `{name}`: key is empty")));
                 }
+                Some(key) if key.get_ref().chars().count() < MIN_KEY_CHARS => {
+                    return Err(fail(
+                        Some(key.span()),
+                        format!("stream `{name}`: key must be at least {MIN_KEY_CHARS} characters (make one with `onair keygen`)"),
+                    ));
+                }
                 Some(key) => Some(key.into_inner()),
                 None => None,
             };
@@ -601,6 +671,12 @@ impl Config {
                 }
                 secret => secret.map(Spanned::into_inner),
             };
+            let hours = positive(
+                raw_stream.max_link_lifetime_hours,
+                "max_link_lifetime_hours",
+                DEFAULT_MAX_LINK_LIFETIME_HOURS as usize,
+            )? as u64;
+            stream.max_link_lifetime = Duration::from_secs(hours.saturating_mul(3600));
             if let Some(record) = &raw_stream.record {
                 if *record.get_ref() && config.recordings_dir.is_none() {
                     return Err(fail(
@@ -622,6 +698,20 @@ impl Config {
             config.streams.push(stream);
         }
         Ok(config)
+    }
+}
+
+/// What a per-address limit counts a peer as: an IPv4 address as is, an IPv6 address cut to
+/// its first `ipv6_prefix` bits. `ip` must be canonical (a mapped IPv4 address already turned
+/// into one), or every IPv4 peer of a dual-stack socket would fall into `::ffff:0:0/96`.
+pub fn address_key(ip: std::net::IpAddr, ipv6_prefix: u8) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            std::net::Ipv6Addr::from(u128::from(v6) & mask).into()
+        }
     }
 }
 
@@ -649,7 +739,7 @@ listen = "127.0.0.1:8000"
 allowed_origins = ["https://radio.example"]   # absent: any Origin is accepted
 [[streams]]
 name = "radio"
-key = "SECRET"
+key = "SECRET-0123456789"
 "#;
         let config = Config::parse(text, "onair.toml").unwrap();
         assert_eq!(config.listen.port(), 8000);
@@ -657,7 +747,7 @@ key = "SECRET"
             config.allowed_origins.as_deref(),
             Some(&["https://radio.example".to_owned()][..])
         );
-        assert_eq!(config.streams, vec![StreamConfig::new("radio", Some("SECRET"))]);
+        assert_eq!(config.streams, vec![StreamConfig::new("radio", Some("SECRET-0123456789"))]);
     }
 
     #[test]
@@ -680,30 +770,33 @@ key = "SECRET"
         let cases = [
             ("listen = \"nowhere\"\n", 1, "not an IP address"),
             (
-                "[[streams]]\nname = \"a\"\nkey = \"k\"\n[[streams]]\nname = \"a\"\nkey = \"k\"\n",
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\n[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\n",
                 5,
                 "declared twice",
             ),
             ("[[streams]]\nname = \"has space\"\nkey = \"k\"\n", 2, "stream name"),
+            ("[[streams]]\nname = \"a\"\nkey = \"SECRET\"\n", 3, "key must be at least 16 characters"),
+            ("admin_password = \"hackme\"\n", 1, "admin_password must be at least 16"),
             ("\n[[streams]]\nname = \"a\"\nkey = \"\"\n", 4, "key is empty"),
             ("[[streams]]\nname = \"a\"\n", 2, "needs a `key`"),
             ("listen = \"127.0.0.1:1\"\nlisen = 3\n", 2, "unknown field"),
             (
-                "[[streams]]\nname = \"a\"\nkey = \"k\"\nring_frames = 0\n",
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nring_frames = 0\n",
                 4,
                 "ring_frames must be > 0",
             ),
             ("listen = \"127.0.0.1:1\"\nsend_window_ms = 5000\n", 2, "send_window_ms"),
             ("listen = \"127.0.0.1:1\"\nlistener_threads = 0\n", 2, "listener_threads must be > 0"),
             ("\nlistener_threads = 65\n", 2, "listener_threads must be at most 64"),
+            ("\nip_limit_ipv6_prefix = 0\n", 2, "ip_limit_ipv6_prefix must be 1-128"),
             ("listen = [\n", 1, ""),
             (
-                "[[streams]]\nname = \"a\"\nkey = \"k\"\nrecord = true\n",
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord = true\n",
                 4,
                 "record = true needs a top-level recordings_dir",
             ),
             (
-                "recordings_dir = \"r\"\n[[streams]]\nname = \"a\"\nkey = \"k\"\nrecord_autodj = true\n",
+                "recordings_dir = \"r\"\n[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord_autodj = true\n",
                 5,
                 "record_autodj = true needs record = true",
             ),
@@ -725,7 +818,7 @@ key = "SECRET"
     fn recording_keys_parse() {
         let text = "recordings_dir = \"rec\"\nrecordings_split_minutes = 0.05\n\
                     recordings_keep_days = 7\nrecordings_max_bytes = 1000000\n\
-                    [[streams]]\nname = \"a\"\nkey = \"k\"\nrecord = true\nrecord_autodj = true\n";
+                    [[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord = true\nrecord_autodj = true\n";
         let config = Config::parse(text, "x.toml").unwrap();
         assert_eq!(config.recordings_dir.as_deref(), Some(Path::new("rec")));
         assert_eq!(config.recordings_split, Duration::from_secs(3));

@@ -20,12 +20,13 @@
 //! - [`hls`]: HLS playlists and segments, built once per stream from its ring.
 //! - [`record`]: recorded shows (a thread per recorded stream reading its ring), their list
 //!   and files (listen again), retention.
-//! - [`format`]: containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
+//! - [`format`](mod@format): containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
 //! - [`icecast`]: the Icecast vocabulary and admin/status API; [`directory`]: who is connected.
 //! - [`protocol`], [`websocket`], [`http`], [`time`]: the wire formats and dates. [`auth`]:
 //!   every credential check.
-//! - [`conn`]: a client connection, plain or TLS. [`node`], [`config`], [`metrics`],
-//!   [`error`]: shared state, settings, counters, errors.
+//! - [`conn`]: a client connection, plain or TLS; [`deadline`]: the write deadline of every
+//!   connection served on tokio. [`node`], [`config`], [`metrics`], [`error`]: shared state,
+//!   settings, counters, errors.
 //! - [`push`] (feature `source`): `onair push` and the auto-DJ, live capture with feature `capture`;
 //!   [`inspect`]: `onair listen`.
 #![deny(missing_docs)]
@@ -33,6 +34,7 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod deadline;
 pub mod directory;
 pub mod error;
 pub mod format;

@@ -203,12 +203,17 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
             onair::server::bind(config.listen).map_err(|e| bind_error(e, config.listen, "", how))?;
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
+            info!("its generated key is on standard output, once: keys are never logged");
+            // NOTE: printed for the user, not logged: log lines end up in journals and
+            // collectors, and no key may ever be in them.
             if cfg!(feature = "source") {
                 info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
-                info!("go live over it with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` (the auto-DJ returns when you stop)");
+                println!("Go live over the demo's auto-DJ (it returns when you stop):");
+                println!("  onair push --to ws://{addr}/ingest/demo --key {key} FILES");
             } else {
                 info!("no --config: stream `demo` waits for a source (this relay-only build has no auto-DJ); open the player at http://{addr}/");
-                info!("go live with the broadcaster page http://{addr}/broadcast?stream=demo (key {key}), or with ffmpeg: ffmpeg -re -i FILE -c:a libopus -f ogg icecast://source:{key}@{addr}/demo.ogg");
+                println!("Go live with the broadcaster page http://{addr}/broadcast?stream=demo (key {key}),");
+                println!("or with ffmpeg: ffmpeg -re -i FILE -c:a libopus -f ogg icecast://source:{key}@{addr}/demo.ogg");
             }
         } else {
             for stream in &config.streams {
@@ -346,6 +351,7 @@ fn sign(
     hours: f64,
     base: &str,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
     let secret = match (secret, config) {
         (Some(secret), _) => secret,
         (None, Some(path)) => {
@@ -353,13 +359,17 @@ fn sign(
             let found = config.streams.into_iter().find(|s| s.name == stream);
             let found =
                 found.with_context(|| format!("no stream `{stream}` in {}", path.display()))?;
+            let max_hours = found.max_link_lifetime.as_secs_f64() / 3600.0;
+            anyhow::ensure!(
+                hours <= max_hours,
+                "stream `{stream}` refuses links valid for more than {max_hours} hours (max_link_lifetime_hours)"
+            );
             found
                 .listen_secret
                 .with_context(|| format!("stream `{stream}` has no listen_secret"))?
         }
         (None, None) => anyhow::bail!("give --config or --secret"),
     };
-    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
     let expires = onair::auth::unix_now() + (hours * 3600.0) as u64;
     let query = format!("expires={expires}&sig={}", onair::auth::sign(&secret, stream, expires));
     let base = base.trim_end_matches('/');

@@ -250,4 +250,38 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+
+    /// The exposition without the series of the streams named in `hidden` (private streams,
+    /// for a scraper that is not the admin).
+    pub fn render_without(&self, hidden: &[&str]) -> String {
+        let text = self.render();
+        if hidden.is_empty() {
+            return text;
+        }
+        // Stream names are [A-Za-z0-9_-] (config), so a label is exactly `stream="NAME"`.
+        let labels: Vec<String> = hidden.iter().map(|name| format!("stream=\"{name}\"")).collect();
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines().filter(|l| !labels.iter().any(|label| l.contains(label))) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_streams_leave_no_series() {
+        let metrics = Metrics::new();
+        for name in ["radio", "radio2", "private"] {
+            metrics.stream(name).frames_in.inc();
+        }
+        let text = metrics.render_without(&["radio", "private"]);
+        assert!(text.contains("onair_frames_in_total{stream=\"radio2\"} 1"), "{text}");
+        assert!(!text.contains("stream=\"radio\"") && !text.contains("private"), "{text}");
+        assert!(text.contains("# TYPE onair_frames_in counter"), "{text}");
+    }
 }

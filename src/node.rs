@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::LoginThrottle;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
@@ -21,6 +22,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Its connected sources and listeners (`/admin/listclients`, `/status-json.xsl`).
     pub directory: Directory,
+    /// Failed logins per address, for every key and password check.
+    pub logins: LoginThrottle,
 }
 
 impl std::fmt::Debug for Node {
@@ -34,6 +37,7 @@ impl Node {
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = Metrics::new();
         let streams = Streams::new(&config.streams, &metrics);
-        Arc::new(Self { config, streams, metrics, directory: Directory::new() })
+        let logins = LoginThrottle::new(&config);
+        Arc::new(Self { config, streams, metrics, directory: Directory::new(), logins })
     }
 }

@@ -20,10 +20,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A relay config with `radio` (key SECRET) recorded into a fresh folder.
+/// A relay config with `radio` (key recording-test-key-01) recorded into a fresh folder.
 fn recorded(dir: &Path) -> Config {
     let mut config = config(&[]);
-    let mut stream = StreamConfig::new("radio", Some("SECRET"));
+    let mut stream = StreamConfig::new("radio", Some("recording-test-key-01"));
     stream.record = true;
     config.streams.push(stream);
     config.recordings_dir = Some(dir.to_owned());
@@ -58,7 +58,7 @@ fn push(
     speed: u32,
 ) -> Proc {
     let url = format!(
-        "icecast://source:SECRET@{relay_addr}/radio.{}",
+        "icecast://source:recording-test-key-01@{relay_addr}/radio.{}",
         if codec == "mp3" { "mp3" } else { "ogg" }
     );
     let encode = match codec {
@@ -201,7 +201,7 @@ async fn a_live_show_is_recorded_listed_and_served_with_ranges_and_the_auto_dj_i
     // operator sets a title while it is on.
     let source = push(relay.addr, "opus", 1000, Some(6), 2);
     wait_list(relay.addr, 10, |r| r.first().is_some_and(|r| r["state"] == "recording")).await;
-    let auth = format!("Basic {}", base64("source:SECRET"));
+    let auth = format!("Basic {}", base64("source:recording-test-key-01"));
     let path = "/admin/metadata?mount=/radio.ogg&mode=updinfo&song=Live+Title";
     assert_eq!(request(relay.addr, "GET", path, &[("Authorization", &auth)]).await.status, 200);
     let (status, _, stderr) = source.wait(Duration::from_secs(30)).await;
@@ -519,7 +519,7 @@ async fn a_relay_killed_mid_show_leaves_a_playable_recording() {
         &dir.0,
         "onair.toml",
         format!(
-            "recordings_dir = \"{}\"\nrecordings_fsync_seconds = 1\n[[streams]]\nname = \"radio\"\nkey = \"SECRET\"\nrecord = true\n",
+            "recordings_dir = \"{}\"\nrecordings_fsync_seconds = 1\n[[streams]]\nname = \"radio\"\nkey = \"recording-test-key-01\"\nrecord = true\n",
             dir.0.join("rec").display()
         )
         .as_bytes(),

@@ -394,3 +394,211 @@ async fn every_tls_suite_carries_a_listener_and_a_forged_record_drops_only_its_s
     }
     relay.shutdown().await;
 }
+
+/// A client limited to one protocol version.
+fn connector_for_version(
+    certs: &[CertificateDer<'static>],
+    version: &'static rustls::SupportedProtocolVersion,
+) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A ClientHello that offers only `version` (no supported_versions extension, as clients
+/// before TLS 1.3 send it), with suites, groups and signature schemes a TLS 1.2 server takes.
+fn client_hello(version: u16) -> Vec<u8> {
+    let mut hello = version.to_be_bytes().to_vec();
+    hello.extend_from_slice(&[0x42; 32]); // random
+    hello.push(0); // no session id
+    let suites: [u16; 4] = [0xc02b, 0xc02f, 0xc013, 0x002f];
+    hello.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for suite in suites {
+        hello.extend_from_slice(&suite.to_be_bytes());
+    }
+    hello.extend_from_slice(&[1, 0]); // null compression
+    let mut extensions = Vec::new();
+    let mut extension = |kind: u16, body: &[u8]| {
+        extensions.extend_from_slice(&kind.to_be_bytes());
+        extensions.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        extensions.extend_from_slice(body);
+    };
+    extension(0x000a, &[0, 4, 0x00, 0x1d, 0x00, 0x17]); // supported_groups: x25519, P-256
+    extension(0x000b, &[1, 0]); // ec_point_formats: uncompressed
+    extension(0x000d, &[0, 6, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01]); // signature_algorithms
+    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&extensions);
+    let mut handshake = vec![1]; // client_hello
+    handshake.extend_from_slice(&(hello.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// The first record the server answers `hello` with: (content type, first byte of its body).
+async fn first_record(addr: std::net::SocketAddr, hello: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(hello).await.unwrap();
+    let mut head = [0u8; 5];
+    within(socket.read_exact(&mut head)).await.ok()?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes([head[3], head[4]]))];
+    within(socket.read_exact(&mut body)).await.ok()?;
+    Some((head[0], body))
+}
+
+/// SECURITY.md claimed "only TLS 1.2/1.3 accepted" with no test behind it.
+#[tokio::test]
+async fn only_tls_1_2_and_1_3_are_accepted() {
+    let dir = std::env::temp_dir().join(format!("onair-tls-versions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_cert(&dir);
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_addr = tls_listener.local_addr().unwrap();
+    let tls_config =
+        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let relay = onair::server::Server::new(config(&[("radio", "SECRET")]));
+    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tls = Some((tls_listener, terminator));
+    let server = tokio::spawn(relay.serve(plain, tls, stop.clone().cancelled_owned()));
+    let cert = cert_der(&dir);
+    let name = ServerName::try_from("localhost").unwrap();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let client = connector_for_version(std::slice::from_ref(&cert), version);
+        let socket = TcpStream::connect(tls_addr).await.unwrap();
+        let mut tls = within(client.connect(name.clone(), socket)).await.unwrap();
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        within(tls.read_to_string(&mut answer)).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // The same hand-made hello gets a ServerHello when it offers TLS 1.2, and a
+    // protocol_version alert when it offers TLS 1.1 or 1.0.
+    let (kind, body) = first_record(tls_addr, &client_hello(0x0303)).await.unwrap();
+    assert_eq!((kind, body[0]), (0x16, 2), "a ServerHello for TLS 1.2");
+    for old in [0x0302, 0x0301] {
+        let answer = first_record(tls_addr, &client_hello(old)).await;
+        assert_eq!(
+            answer,
+            Some((0x15, vec![2, 70])),
+            "TLS {old:#06x}: a fatal protocol_version alert"
+        );
+    }
+    stop.cancel();
+    within(server).await.unwrap().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The relay binary with a `[tls]` table, its log read line by line.
+struct Served {
+    child: std::process::Child,
+    log: std::sync::mpsc::Receiver<String>,
+    tls: std::net::SocketAddr,
+}
+
+impl Served {
+    fn start(dir: &Path) -> Self {
+        use std::io::BufRead;
+        let config = dir.join("onair.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n[tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n\
+             [[streams]]\nname = \"radio\"\nkey = \"a-long-enough-test-key\"\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Self { child, log, tls: "0.0.0.0:0".parse().unwrap() };
+        let line = served.wait_for("listening for tls");
+        served.tls = line.split("addr=").nth(1).unwrap().trim().parse().unwrap();
+        served
+    }
+
+    /// The first log line from now on that contains `text`.
+    fn wait_for(&self, text: &str) -> String {
+        loop {
+            let line = self
+                .log
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line with {text:?}"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    fn hangup(&self) {
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) }, 0);
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The certificate a fresh handshake gets (trusting any of `certs`).
+async fn served_certificate(
+    addr: std::net::SocketAddr,
+    certs: &[CertificateDer<'static>],
+) -> CertificateDer<'static> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let socket = TcpStream::connect(addr).await.unwrap();
+    let tls = within(connector(certs).connect(name, socket)).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// SIGHUP reloading was only tested by calling `Terminator::reload`, never through the real
+/// signal, and a failed reload was never followed by a handshake.
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_a_failed_reload_keeps_the_working_one() {
+    let dir = std::env::temp_dir().join(format!("onair-tls-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    make_cert(&dir);
+    let first = cert_der(&dir);
+    let served = Served::start(&dir);
+    let mut trusted = vec![first.clone()];
+    assert_eq!(served_certificate(served.tls, &trusted).await, first);
+
+    make_cert(&dir);
+    let second = cert_der(&dir);
+    trusted.push(second.clone());
+    served.hangup();
+    served.wait_for("tls certificate reloaded");
+    assert_eq!(served_certificate(served.tls, &trusted).await, second, "the new one");
+
+    std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+    served.hangup();
+    served.wait_for("tls reload failed; keeping the old certificate");
+    assert_eq!(served_certificate(served.tls, &trusted).await, second, "still the working one");
+    drop(served);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -2,12 +2,13 @@
 // The relay's HTTP API as the pages use it, plus small formatting helpers they share.
 
 /**
- * One entry of `GET /api/streams`.
- * @typedef {{name: string, live: boolean, source: 'live'|'autodj'|null, private: boolean,
- *   tracks: import('./protocol.js').Track[], listeners: number,
- *   bitrate_bps: number, frames_in: number, frames_out: number, frames_skipped: number,
- *   bytes_in: number, bytes_out: number, uptime_s: number,
- *   metadata: import('./protocol.js').Metadata|null, recorded?: boolean}} StreamInfo
+ * One entry of `GET /api/streams`. A private stream (it needs a signed link) is listed with
+ * `name`, `live` and `private` only: the relay tells nobody what it plays or to how many.
+ * @typedef {{name: string, live: boolean, private: boolean, source?: 'live'|'autodj'|null,
+ *   tracks?: import('./protocol.js').Track[], listeners?: number,
+ *   bitrate_bps?: number, frames_in?: number, frames_out?: number, frames_skipped?: number,
+ *   bytes_in?: number, bytes_out?: number, uptime_s?: number,
+ *   metadata?: import('./protocol.js').Metadata|null, recorded?: boolean}} StreamInfo
  */
 
 /**

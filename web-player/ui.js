@@ -112,9 +112,11 @@ function renderList() {
     const part = (selector) => /** @type {HTMLElement} */ (button.querySelector(selector));
     part('.stream-name').textContent = s.name;
     part('.stream-title').textContent = title || (s.live ? 'Untitled' : 'Nothing on air');
-    part('.stream-meta').textContent =
-      s.live && s.bitrate_bps > 0 ? `${s.listeners} listening · ${formatBitrate(s.bitrate_bps)}` : `${s.listeners} listening`;
-    button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${s.listeners} listening. Play`);
+    // A private stream is listed without figures (the relay keeps them to itself).
+    const audience = s.private ? 'private' : `${s.listeners ?? 0} listening`;
+    const bitrate = s.bitrate_bps ?? 0;
+    part('.stream-meta').textContent = s.live && bitrate > 0 ? `${audience} · ${formatBitrate(bitrate)}` : audience;
+    button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${audience}. Play`);
     button.addEventListener('click', () => select(s.name, true));
     li.append(button);
     els.list.append(li);
@@ -132,7 +134,7 @@ function renderDeck() {
   const meta = st ? st.nowPlaying : info?.metadata;
   els.nowPlaying.textContent = meta?.title || meta?.artist || (live ? 'Untitled' : '—');
   els.artist.textContent = meta?.title && meta?.artist ? meta.artist : '';
-  els.listeners.textContent = info ? String(info.listeners) : '–';
+  els.listeners.textContent = info?.listeners != null ? String(info.listeners) : '–';
   els.play.disabled = !selected;
   const playing = !!player;
   els.play.setAttribute('aria-label', playing ? 'Stop' : 'Play');

@@ -338,18 +338,27 @@ struct Clock {
 
 impl Clock {
     /// The pts of a frame of `samples` at `rate`, then moves past it.
+    /// Saturates at `u64::MAX` microseconds rather than wrapping: the rate and the sample
+    /// counts come from the source.
     fn advance(&mut self, rate: u32, samples: u32) -> u64 {
         if rate != self.rate {
             if self.rate > 0 {
-                self.base_us += self.samples * 1_000_000 / u64::from(self.rate);
+                self.base_us = self.base_us.saturating_add(micros(self.samples, self.rate));
             }
             self.samples = 0;
             self.rate = rate;
         }
-        let pts = self.base_us + self.samples * 1_000_000 / u64::from(rate.max(1));
-        self.samples += u64::from(samples);
+        let pts = self.base_us.saturating_add(micros(self.samples, rate));
+        self.samples = self.samples.saturating_add(u64::from(samples));
         pts
     }
+}
+
+/// `samples` at `rate` in microseconds, computed in 128 bits (`samples * 1_000_000` overflows
+/// u64 long before the result does).
+fn micros(samples: u64, rate: u32) -> u64 {
+    let us = u128::from(samples) * 1_000_000 / u128::from(rate.max(1));
+    u64::try_from(us).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Default)]
@@ -617,6 +626,21 @@ mod tests {
         assert!(pts.windows(2).all(|w| w[0] <= w[1]), "monotonic");
         let last = *pts.last().unwrap();
         assert!((8_900_000..9_100_000).contains(&last), "the last frame starts near 9 s: {last}");
+    }
+
+    /// `samples * 1_000_000` overflowed u64 (a panic in debug builds) once a link had counted
+    /// about 1.8e13 samples, which a source declaring a tiny Vorbis rate reaches far sooner.
+    #[test]
+    fn the_clock_does_not_overflow_on_huge_sample_counts() {
+        let mut clock = Clock::default();
+        clock.advance(1, 0);
+        clock.samples = u64::MAX / 1000;
+        let pts = clock.advance(1, 4096);
+        assert_eq!(pts, u64::MAX, "saturates instead of wrapping");
+        assert_eq!(clock.advance(2, 4096), u64::MAX, "a rate change keeps it saturated");
+        let mut clock = Clock::default();
+        clock.advance(48_000, 960);
+        assert_eq!(clock.advance(48_000, 960), 20_000);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `/admin/listclients`, `/admin/killsource` and `/status-json.xsl` in Icecast's JSON shape.
 //!
 //! Admin requests authenticate with HTTP Basic: the stream's key (for that stream only) or the
-//! relay's `admin_password`. Answers are Icecast's small XML documents, so existing tools
+//! relay's `admin_password`; `listclients` (listener addresses) needs `admin_password`. Answers are Icecast's small XML documents, so existing tools
 //! (libshout, butt, liquidsoap, monitoring scripts) read them unchanged.
 
 use std::borrow::Cow;
@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use tracing::{debug, info};
 
 use super::{parse_mount, REALM, SERVER_ID};
-use crate::auth::admin_matches;
+use crate::auth::{self, admin_matches};
 use crate::error::Refusal;
 use crate::format::Container;
 use crate::http::{Request, Response};
@@ -24,19 +24,28 @@ use crate::protocol::{truncate, Codec, Metadata, TrackKind, MAX_METADATA_FIELD_B
 use crate::relay::Stream;
 use crate::time::{iso8601, rfc822};
 
-/// Answers an admin or status request.
+/// Answers an admin or status request. Only `/status-json.xsl` carries CORS headers: no page
+/// of another site may read an `/admin` answer, and a cross-site `/admin` request is refused
+/// before anything runs (a logged-in admin's browser would otherwise run it for the page).
 pub fn serve(node: &Node, request: &Request, peer: SocketAddr) -> Response {
-    let response = answer(node, request, peer).with_header("Server", SERVER_ID);
-    // TODO(#14): no CORS on /admin (cross-site requests are refused there).
-    response.with_cors(&node.config, request)
+    if request.path == "/status-json.xsl" {
+        let params = query_pairs(request.query.as_deref().unwrap_or(""));
+        let mount = params.iter().find(|(k, _)| k == "mount").map(|(_, v)| v.as_str());
+        let response = status_json(node, request, mount).with_header("Server", SERVER_ID);
+        return response.with_cors(&node.config, request);
+    }
+    if auth::is_cross_site(request) {
+        let refusal = Refusal::CrossSite;
+        info!(%peer, path = %request.path, "admin request refused: sent by a page of another site");
+        node.metrics.refused(&refusal.label());
+        return Response::refusal(&refusal).with_header("Server", SERVER_ID);
+    }
+    answer(node, request, peer).with_header("Server", SERVER_ID)
 }
 
 fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     let params = query_pairs(request.query.as_deref().unwrap_or(""));
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if request.path == "/status-json.xsl" {
-        return status_json(node, request, param("mount"));
-    }
     let command = request.path.trim_start_matches("/admin/");
     if !matches!(
         command,
@@ -54,7 +63,18 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     else {
         return xml_response(400, "Source does not exist", 0);
     };
-    if !admin_matches(&node.config, stream, request) {
+    let presented = request.header("authorization").is_some();
+    let matches = || admin_matches(&node.config, stream, request);
+    let verified = match node.logins.verify(peer.ip(), presented, matches) {
+        Ok(verified) => verified,
+        Err(throttled) => {
+            let refusal = Refusal::from(throttled);
+            info!(%peer, path = %request.path, "admin request refused: too many failed logins");
+            node.metrics.refused(&refusal.label());
+            return Response::refusal(&refusal);
+        }
+    };
+    if !verified {
         let refusal = Refusal::AdminCredentials;
         if request.header("authorization").is_none() {
             // libshout asks without credentials first and retries on the challenge: not a
@@ -99,6 +119,14 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
             }
             info!(stream = %name, %peer, %title, "now playing set by admin request");
             xml_response(200, "Metadata update successful", 1)
+        }
+        // Listener addresses and User-Agents are personal data: for the operator only, as
+        // in Icecast, not for whoever holds a stream's key.
+        "listclients" if !auth::admin_password_matches(&node.config, request) => {
+            let refusal = Refusal::AdminOnly;
+            info!(%peer, path = %request.path, "admin request refused: listclients needs admin_password");
+            node.metrics.refused(&refusal.label());
+            Response::refusal(&refusal)
         }
         "listclients" => listclients(node, stream, param("mount").unwrap_or_default()),
         _ => {
@@ -175,7 +203,7 @@ fn extension(stream: &Stream) -> &'static str {
 }
 
 /// `GET /status-json.xsl`: Icecast 2.4's JSON status; `source` is an object when exactly one
-/// stream is live, an array when several are, absent when none is.
+/// public stream is live, an array when several are, absent when none is.
 fn status_json(node: &Node, request: &Request, mount: Option<&str>) -> Response {
     let host = request
         .header("host")
@@ -186,6 +214,9 @@ fn status_json(node: &Node, request: &Request, mount: Option<&str>) -> Response 
     let mut sources: Vec<Value> = node
         .streams
         .iter()
+        // A private stream is not listed at all, as Icecast's hidden mounts: directories
+        // and scrapers read this.
+        .filter(|s| s.config().listen_secret.is_none())
         .filter(|s| s.is_live() && only.is_none_or(|n| n == s.config().name))
         .map(|s| source_json(node, s, &host))
         .collect();
@@ -282,7 +313,7 @@ fn source_json(node: &Node, stream: &Arc<Stream>, host: &str) -> Value {
 
 /// Decodes a query string. Values that are not UTF-8 are read as Latin-1, the charset older
 /// Icecast clients use for `song=`.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

@@ -12,6 +12,7 @@ use tracing::debug;
 use super::{Hub, Lease, ListenerKind, NewListener};
 use crate::auth::check_listen_access;
 use crate::conn::Conn;
+use crate::deadline::{set_user_timeout, Deadline};
 use crate::directory::Client;
 use crate::error::Refusal;
 use crate::http::{self, Request};
@@ -24,7 +25,7 @@ use crate::relay::{Consumer, Item, Stream};
 /// Socket errors while answering.
 #[allow(clippy::too_many_arguments)] // TODO(#12): one hand-off for every kind of listener
 pub async fn accept(
-    mut socket: Conn,
+    mut socket: Deadline<Conn>,
     peer: SocketAddr,
     node: &Node,
     hub: &Hub,
@@ -41,7 +42,10 @@ pub async fn accept(
         }
     };
     socket.write_all(&http::switching_protocols(&accept)).await?;
+    // From here the driver bounds what the listener is sent (4008), not the deadline.
+    let socket = socket.into_inner();
     tune_socket(socket.tcp(), node.config.listener_kernel_bytes);
+    set_user_timeout(socket.tcp(), node.config.write_timeout);
     debug!(stream = %name, %peer, "listener connected");
     let client = Client {
         stream: name.to_owned(),

@@ -687,8 +687,10 @@ mod tests {
         assert_eq!(bench.metrics.recording("radio").bytes.get(), bytes.len() as u64);
     }
 
-    #[test]
-    fn mp3_shows_are_split_by_media_time_and_titles_keep_their_offsets() {
+    // Paused clock: titles reach the ring at most every METADATA_INTERVAL of wall time, and
+    // this test pushes 0.5 s of frames in microseconds.
+    #[tokio::test(start_paused = true)]
+    async fn mp3_shows_are_split_by_media_time_and_titles_keep_their_offsets() {
         let mut bench = Bench::new("mp3", Duration::from_secs(1));
         let mut live = bench.stream.attach(SourceKind::Live).unwrap();
         live.start(vec![Track::audio(0, Codec::Mp3, 44_100, 2, None)]).unwrap();
@@ -699,6 +701,7 @@ mod tests {
         live.metadata(meta("First")).unwrap();
         for i in 0..60 {
             if i == 20 {
+                tokio::time::advance(crate::relay::METADATA_INTERVAL).await;
                 live.metadata(meta("Second")).unwrap();
             }
             push(&mut live, FLAG_KEYFRAME, i * 26_122, &frame);

@@ -27,7 +27,7 @@ pub use consumer::{Consumer, Fill, StreamFull, MAX_FILL_ENTRIES, SERVER_NAME};
 pub use ring::{Event, Frame, Item};
 pub use source::{AttachError, SourceError, SourceHandle, SourceKind};
 pub use stats::StreamInfo;
-pub use stream::{Stream, Watcher};
+pub use stream::{Stream, Watcher, METADATA_INTERVAL};
 
 /// All streams of a relay, by name.
 #[derive(Debug, Default)]

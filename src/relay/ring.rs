@@ -204,6 +204,8 @@ pub(super) struct Entry {
 pub(super) struct Ring {
     entries: VecDeque<Entry>,
     bytes: usize,
+    /// Bytes held outside the entries that count against `max_bytes` (the stored headers).
+    reserved: usize,
     next_seq: u64,
     next_number: u64,
     max_entries: usize,
@@ -215,6 +217,7 @@ impl Ring {
         Self {
             entries: VecDeque::with_capacity(max_entries.min(4096)),
             bytes: 0,
+            reserved: 0,
             next_seq: 0,
             next_number: 0,
             max_entries,
@@ -256,13 +259,25 @@ impl Ring {
         self.next_seq += 1;
         self.bytes += item.bytes();
         self.entries.push_back(Entry { seq, mark, item, at: Instant::now() });
+        self.evict();
+        seq
+    }
+
+    /// Counts `bytes` held outside the entries against the byte bound (replacing what was
+    /// reserved before), evicting what no longer fits.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.reserved = bytes;
+        self.evict();
+    }
+
+    /// Evicts the oldest entries past either bound; the newest is kept however large it is.
+    fn evict(&mut self) {
         while self.entries.len() > self.max_entries
-            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+            || (self.bytes + self.reserved > self.max_bytes && self.entries.len() > 1)
         {
             let Some(old) = self.entries.pop_front() else { break };
             self.bytes -= old.item.bytes();
         }
-        seq
     }
 
     /// Entries from `seq` on (from the oldest kept when `seq` is older).

@@ -53,6 +53,14 @@ pub enum SourceError {
     /// A frame names an undeclared track.
     #[error("frame on track {0}, which the start message did not declare")]
     UnknownTrack(u8),
+    /// A header frame larger than its codec's configuration can be.
+    #[error("header frame of {size} bytes, its codec's limit is {max}")]
+    HeaderTooLarge {
+        /// Its payload's size.
+        size: usize,
+        /// `Codec::max_header_bytes` of the track.
+        max: usize,
+    },
 }
 
 /// What a source slot remembers, so the auto-DJ resumes with its own headers and title.
@@ -207,10 +215,15 @@ impl SourceHandle {
         let mut state = self.stream.lock();
         let slot = self.slot(&mut state);
         let Some(tracks) = &slot.tracks else { return Err(SourceError::NotStarted) };
-        if !tracks.iter().any(|t| t.id == header.track) {
+        let Some(track) = tracks.iter().find(|t| t.id == header.track) else {
             return Err(SourceError::UnknownTrack(header.track));
-        }
+        };
         if header.is_header() {
+            // Headers are kept for every late joiner, outside the flow of frames: bound them.
+            let (size, max) = (message.len() - FRAME_HEADER_BYTES, track.codec.max_header_bytes());
+            if size > max {
+                return Err(SourceError::HeaderTooLarge { size, max });
+            }
             match slot.headers.iter_mut().find(|(h, _)| h.track == header.track) {
                 Some(stored) => *stored = (header, message.clone()),
                 None => slot.headers.push((header, message.clone())),
@@ -224,7 +237,8 @@ impl SourceHandle {
         Ok(true)
     }
 
-    /// Sets now playing; listeners get it at once if this source is on air.
+    /// Sets now playing; listeners get it if this source is on air, at most a few times a
+    /// second (`Stream::offer_metadata`: a burst is coalesced, the latest wins).
     ///
     /// # Errors
     /// `NotStarted` before `start`.
@@ -235,8 +249,7 @@ impl SourceHandle {
             return Err(SourceError::NotStarted);
         }
         slot.metadata = Some(meta.clone());
-        if self.is_on_air(&state) {
-            self.stream.push_metadata(&mut state, meta);
+        if self.is_on_air(&state) && self.stream.offer_metadata(&mut state, meta) {
             self.stream.commit(state);
         }
         Ok(())

@@ -171,7 +171,10 @@ impl Server {
 /// One log line for a connection that failed: debug when the peer simply went away.
 fn log_ending(peer: SocketAddr, result: crate::Result<()>) {
     if let Err(err) = result {
-        if err.is_expected() {
+        if err.is_write_stall() {
+            // As for a listener closed for being too slow: policy, worth a line by default.
+            info!(%peer, %err, "connection dropped: the peer stopped reading");
+        } else if err.is_expected() {
             debug!(%peer, %err, "connection ended");
         } else {
             warn!(%peer, %err, "connection failed");

@@ -309,3 +309,39 @@ pub async fn raw_close_code(tcp: &mut TcpStream) -> (u16, usize) {
         }
     }
 }
+
+/// A directory for a test's web root, removed when dropped.
+pub struct WebRoot(pub std::path::PathBuf);
+
+impl WebRoot {
+    /// An empty web root, unique to this test process and `name`.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("onair-web-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the web root");
+        Self(dir)
+    }
+
+    /// Writes `path` (creating its folders) under the root.
+    pub fn file(&self, path: &str, text: &str) -> &Self {
+        let path = self.0.join(path);
+        std::fs::create_dir_all(path.parent().expect("a file has a folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write a web file");
+        self
+    }
+
+    /// `index.html` and a sparse file of `len` bytes at `/big.wasm` (no disk space used).
+    pub fn with_big_file(name: &str, len: u64) -> Self {
+        let root = Self::new(name);
+        root.file("index.html", "<!doctype html><title>x</title>");
+        std::fs::File::create(root.0.join("big.wasm"))
+            .and_then(|f| f.set_len(len))
+            .expect("a sparse file");
+        root
+    }
+}
+
+impl Drop for WebRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -12,7 +12,7 @@ import { chromium } from 'playwright-core';
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const ONAIR_BIN = process.env.ONAIR_BIN ?? join(REPO, 'target/debug/onair');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-export const KEY = 'SECRET';
+export const KEY = 'browser-test-key-0123';
 
 const children = new Set();
 process.on('exit', () => {
