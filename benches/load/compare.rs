@@ -706,6 +706,24 @@ fn settle(opts: &Options) -> Duration {
     }
 }
 
+/// How long the source plays before the idle RSS is read: until onair holds all that it keeps
+/// of a stream whoever listens (its ring, `ring_frames` or `ring_bytes`, and its HLS window,
+/// `hls_window_segments` segments), so that those filling up during the first step are not
+/// counted as the listeners' memory. Both servers wait the same. A quick run waits 1 s.
+fn warm_up(opts: &Options, feed: Feed) -> Duration {
+    if opts.quick {
+        return Duration::from_secs(1);
+    }
+    let setting = |key, default| onair_setting(opts, key).unwrap_or(default);
+    let frames = feed.interval * u32::try_from(setting("ring_frames", 1024)).unwrap_or(u32::MAX);
+    let per_second = feed.frame_bytes as f64 / feed.interval.as_secs_f64();
+    let bytes = Duration::from_secs_f64(setting("ring_bytes", 8 << 20) as f64 / per_second);
+    let hls = Duration::from_millis(
+        setting("hls_window_segments", 10).saturating_mul(setting("hls_segment_ms", 2000)),
+    );
+    (frames.min(bytes).max(hls) + Duration::from_secs(1)).min(Duration::from_secs(60))
+}
+
 fn healthy(step: &Step) -> bool {
     step.listeners_lost == 0
         && step.listeners_behind == 0
@@ -739,7 +757,9 @@ fn ladder(
     l: &Ladder<'_>,
 ) -> anyhow::Result<Vec<Step>> {
     let mut steps: Vec<Step> = Vec::new();
-    std::thread::sleep(Duration::from_secs(1));
+    let warm = warm_up(opts, l.feed);
+    eprintln!("[{}] idle RSS after {:.1} s of the source", server.kind.name(), warm.as_secs_f64());
+    std::thread::sleep(warm);
     let rss_base = server.rss();
     let hold = l.hold;
     let mut counts = l.steps.to_vec();

@@ -56,16 +56,16 @@ impl IcyInterleaver {
         self.pending = Some(block);
     }
 
-    /// Appends `data` to `out`, split where blocks go.
-    pub fn push(&mut self, mut data: Bytes, out: &mut Vec<Bytes>) {
+    /// Gives `data` to `emit` in pieces, with a block between two where one goes.
+    pub fn push(&mut self, mut data: Bytes, mut emit: impl FnMut(Bytes)) {
         while data.len() >= self.until_block {
-            out.push(data.split_to(self.until_block));
-            out.push(self.pending.take().unwrap_or_else(|| Bytes::from_static(&EMPTY_BLOCK)));
+            emit(data.split_to(self.until_block));
+            emit(self.pending.take().unwrap_or_else(|| Bytes::from_static(&EMPTY_BLOCK)));
             self.until_block = self.metaint;
         }
         if !data.is_empty() {
             self.until_block -= data.len();
-            out.push(data);
+            emit(data);
         }
     }
 }
@@ -124,7 +124,7 @@ mod tests {
             if i == 4 {
                 icy.set_block(metadata_block("Second", Some("http://x")));
             }
-            icy.push(Bytes::copy_from_slice(&audio[sent..sent + size]), &mut out);
+            icy.push(Bytes::copy_from_slice(&audio[sent..sent + size]), |piece| out.push(piece));
             sent += size;
         }
         let stream: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();

@@ -77,7 +77,7 @@ struct Conn {
     /// A TLS listener's keys and sequence numbers: what it writes is sealed here.
     tls: Option<Box<Records>>,
     /// An HTTP listener's container state; `None` for a WebSocket listener.
-    http: Option<Box<HttpWriter>>,
+    http: Option<HttpWriter>,
     consumer: Consumer,
     /// What the socket has not taken yet (control frames, or a batch it took in part);
     /// `None` when nothing is owed, which is most of the time.
@@ -327,7 +327,9 @@ impl Driver {
         }
         let conn = Conn {
             socket,
-            tls,
+            // Moved to a box of the driver's: what a listener keeps is allocated on this
+            // thread, not among the handshake's freed buffers on a tokio thread.
+            tls: tls.map(|records| Box::new(*records)),
             http,
             consumer,
             out: Some(Box::new(out)),
@@ -785,7 +787,7 @@ fn take_batch(
     max_bytes: usize,
 ) -> Result<Fill, super::http::CodecChanged> {
     let consumer = &mut conn.consumer;
-    let fill = match conn.http.as_deref_mut() {
+    let fill = match conn.http.as_mut() {
         None => consumer.fill(&mut out.items, max_bytes),
         Some(writer) => {
             let mut failed = None;

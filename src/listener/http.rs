@@ -19,7 +19,7 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use super::outbox::Piece;
-use super::{Hub, Lease, ListenerKind, NewListener};
+use super::{Hub, ListenerKind, NewListener};
 use crate::auth::check_listen_access;
 use crate::conn::Conn;
 use crate::directory::Client;
@@ -37,6 +37,7 @@ use crate::relay::{Consumer, Item, Stream};
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Checks an HTTP listener's request, answers it, and hands the listener to a driver.
+/// `admission` (its places in the connection limits) goes with it and is dropped when it leaves.
 ///
 /// # Errors
 /// Socket errors while answering.
@@ -46,7 +47,7 @@ pub async fn accept(
     node: &Node,
     hub: &Hub,
     request: &Request,
-    lease: Lease,
+    admission: impl Send + 'static,
 ) -> crate::Result<()> {
     let (consumer, first, container) = match admit(node, request) {
         Ok(admitted) => admitted,
@@ -93,8 +94,9 @@ pub async fn accept(
         leftover: Bytes::new(),
         consumer,
         first,
-        kind: ListenerKind::Http(Box::new(writer)),
-        lease: Box::new((lease, listed)),
+        kind: ListenerKind::Http(writer),
+        // One allocation for all that the listener holds while connected.
+        lease: Box::new((admission, listed)),
     };
     if let Err(listener) = hub.add(listener) {
         debug!(stream = %name, peer = %listener.peer, "http listener refused: the relay is shutting down");
@@ -256,20 +258,24 @@ pub struct CodecChanged {
 }
 
 /// What one HTTP listener's bytes are, beyond the stream's: where it is in the Ogg chain, and
-/// its ICY byte count. Pure: items in, pieces out.
+/// its ICY byte count. Pure: items in, pieces out. 24 bytes, kept in the listener's state;
+/// the interleaver only for listeners that asked for ICY metadata.
 #[derive(Debug)]
 pub struct HttpWriter {
     container: Container,
     /// The Ogg link it is in (0: none yet).
     link: u64,
-    icy: Option<IcyInterleaver>,
-    split: Vec<Bytes>,
+    icy: Option<Box<IcyInterleaver>>,
 }
 
 impl HttpWriter {
     /// A writer for `container`; `icy_metaint` turns on ICY metadata blocks.
     pub fn new(container: Container, icy_metaint: Option<usize>) -> Self {
-        Self { container, link: 0, icy: icy_metaint.map(IcyInterleaver::new), split: Vec::new() }
+        Self {
+            container,
+            link: 0,
+            icy: icy_metaint.map(|metaint| Box::new(IcyInterleaver::new(metaint))),
+        }
     }
 
     /// Appends what the listener writes for `item` to `out`.
@@ -324,10 +330,13 @@ impl HttpWriter {
             out.push_back(Piece::Bytes(piece, frames));
             return;
         };
-        icy.push(piece, &mut self.split);
-        let last = self.split.len().saturating_sub(1);
-        for (i, part) in self.split.drain(..).enumerate() {
-            out.push_back(Piece::Bytes(part, if i == last { frames } else { 0 }));
+        let before = out.len();
+        icy.push(piece, |part| out.push_back(Piece::Bytes(part, 0)));
+        // The piece's frames are counted once, with its last part.
+        if out.len() > before {
+            if let Some(Piece::Bytes(_, counted)) = out.back_mut() {
+                *counted = frames;
+            }
         }
     }
 }

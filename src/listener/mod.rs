@@ -54,7 +54,8 @@ pub(crate) type Lease = Box<dyn Send>;
 /// What a listener reads: the stream's WebSocket messages, or its container over HTTP.
 pub(crate) enum ListenerKind {
     WebSocket,
-    Http(Box<http::HttpWriter>),
+    /// Kept in the listener's state on the driver.
+    Http(http::HttpWriter),
 }
 
 /// A listener whose upgrade (or HTTP answer) is done, on its way to a driver.

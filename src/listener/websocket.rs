@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{Hub, Lease, ListenerKind, NewListener};
+use super::{Hub, ListenerKind, NewListener};
 use crate::auth::check_listen_access;
 use crate::conn::Conn;
 use crate::deadline::{set_user_timeout, Deadline};
@@ -20,6 +20,7 @@ use crate::node::Node;
 use crate::relay::{Consumer, Item, Stream};
 
 /// Checks a listener's upgrade, answers it and hands the listener to a driver.
+/// `admission` (its places in the connection limits) goes with it and is dropped when it leaves.
 ///
 /// # Errors
 /// Socket errors while answering.
@@ -32,7 +33,7 @@ pub async fn accept(
     request: Request,
     name: &str,
     leftover: Bytes,
-    lease: Lease,
+    admission: impl Send + 'static,
 ) -> crate::Result<()> {
     let (accept, consumer, first) = match admit(node, &request, name) {
         Ok(admitted) => admitted,
@@ -69,7 +70,8 @@ pub async fn accept(
         consumer,
         first,
         kind: ListenerKind::WebSocket,
-        lease: Box::new((lease, listed)),
+        // One allocation for all that the listener holds while connected.
+        lease: Box::new((admission, listed)),
     };
     if let Err(listener) = hub.add(listener) {
         debug!(stream = %name, peer = %listener.peer, "listener refused: the relay is shutting down");

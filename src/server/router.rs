@@ -181,7 +181,6 @@ async fn route(
     }
     if let Some(name) = request.path.strip_prefix("/listen/") {
         let name = name.to_owned();
-        let lease = Box::new(admission);
         return listener::websocket::accept(
             socket,
             peer,
@@ -190,7 +189,7 @@ async fn route(
             request,
             &name,
             leftover,
-            lease,
+            admission,
         )
         .await;
     }
@@ -228,11 +227,10 @@ async fn route(
         return Ok(());
     }
     if parse_mount(&request.path).is_some_and(|(name, _)| node.streams.get(name).is_some()) {
-        let lease = Box::new(admission);
         // TODO(#12): its refusal and response head are written before the deadline applies
         // again in the driver (slow_listener_timeout); hand it `socket` once it takes one.
         let socket = socket.into_inner();
-        return listener::http::accept(socket, peer, node, &server.listeners, &request, lease)
+        return listener::http::accept(socket, peer, node, &server.listeners, &request, admission)
             .await;
     }
     api::serve(server, &request, peer, &mut socket, head_only).await?;
