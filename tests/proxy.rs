@@ -400,6 +400,16 @@ async fn listeners_and_sources_through_nginx_are_seen_at_their_real_address() {
     wait_listed(relay.addr, None, &["127.0.0.2", "127.0.0.3"]).await;
     // Asked through nginx, the admin is one more client there (and not listed).
     assert_eq!(listed_addresses(nginx.addr, None).await, ["127.0.0.2", "127.0.0.3"]);
+    // HLS clients are told apart by address (and user agent): two players of one kind behind
+    // one proxy are two listeners.
+    for local in ["127.0.0.5", "127.0.0.6", "127.0.0.6"] {
+        let playlist = get("/radio.m3u8", "User-Agent: hls-test\r\n");
+        let (status, _, body) = request_from(local, nginx.addr, &playlist, None).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let (_, _, body) = request_from("127.0.0.1", relay.addr, &get("/api/streams", ""), None).await;
+    let streams: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(streams["streams"][0]["hls_listeners"], 2, "{streams}");
 
     drop(nginx);
     relay.shutdown().await;
@@ -528,4 +538,88 @@ async fn connections_without_a_valid_proxy_header_are_refused_and_the_relay_carr
     assert!(metrics.contains("reason=\"proxy_protocol\"} 5"), "{metrics}");
     assert!(metrics.contains("reason=\"untrusted_proxy\"} 1"), "{metrics}");
     relay.shutdown().await;
+}
+
+/// HAProxy in TCP mode in front of onair's own TLS: the PROXY header comes first, then the
+/// client's ClientHello, and onair answers with its certificate. The plain port of the same
+/// relay takes no PROXY header (each port has its own switch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_in_front_of_onairs_own_tls_sends_the_proxy_header_before_the_handshake() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+    let Some(haproxy_program) = tool("haproxy") else { return };
+    drop(haproxy_program);
+    let dir = std::env::temp_dir().join(format!("onair-proxy-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl makes a certificate");
+
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
+    let tls_config = onair::config::TlsConfig {
+        listen: tls_addr,
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        proxy_protocol: true,
+    };
+    let mut config = relay_config(false);
+    config.tls = Some(tls_config.clone());
+    let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = onair::server::Server::new(config);
+    let serving = tokio::spawn(server.serve(
+        plain,
+        Some((tls_listener, terminator)),
+        stop.clone().cancelled_owned(),
+    ));
+    let haproxy = Daemon::haproxy(tls_addr, "send-proxy-v2").unwrap();
+
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(dir.join("cert.pem")).unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = ServerName::try_from("localhost").unwrap();
+
+    let tcp = connect_from("127.0.0.2", haproxy.addr).await;
+    let tls =
+        within(connector.connect(name.clone(), tcp)).await.expect("handshake through HAProxy");
+    let (mut ws, _) = within(tokio_tungstenite::client_async("wss://localhost/listen/radio", tls))
+        .await
+        .expect("wss listener through HAProxy");
+    use futures_util::StreamExt;
+    let hello = within(ws.next()).await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("\"hello\""), "{hello:?}");
+    wait_listed(plain_addr, None, &["127.0.0.2"]).await;
+
+    // Straight to the TLS port without a PROXY header: closed before any handshake.
+    let tcp = connect_from("127.0.0.1", tls_addr).await;
+    let refused = within(connector.connect(name, tcp)).await;
+    assert!(refused.is_err(), "a ClientHello is no PROXY header");
+
+    drop(ws);
+    drop(haproxy);
+    stop.cancel();
+    within(serving).await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
