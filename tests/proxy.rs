@@ -226,6 +226,26 @@ async fn ws_from(
     }
 }
 
+/// A WebSocket source of `radio` from `local`; the refusal's status.
+async fn ingest_from(
+    local: &str,
+    to: SocketAddr,
+    headers: &[(&str, &str)],
+) -> Result<PlainWs, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = connect_from(local, to).await;
+    let mut request = format!("ws://{to}/ingest/radio").into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes());
+        request.headers_mut().append(name.unwrap(), value.parse().unwrap());
+    }
+    match within(tokio_tungstenite::client_async(request, socket)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(response)) => Err(response.status().as_u16()),
+        Err(err) => panic!("ingest via {to}: {err}"),
+    }
+}
+
 async fn next_plain_event(ws: &mut PlainWs) -> serde_json::Value {
     use futures_util::StreamExt;
     loop {
@@ -444,6 +464,13 @@ async fn the_per_address_limit_and_the_login_throttle_apply_to_the_client_behind
     let (status, _, body) = request_from("127.0.0.5", nginx.addr, &right, None).await;
     assert_ne!(status, 429, "{}", String::from_utf8_lossy(&body));
     assert_ne!(status, 401);
+    // The same for a WebSocket source: 127.0.0.4 is refused with the right key, 127.0.0.6
+    // goes on air through the same proxy.
+    let bearer = format!("Bearer {KEY}");
+    let auth = [("Authorization", bearer.as_str())];
+    let throttled = ingest_from("127.0.0.4", nginx.addr, &auth).await;
+    assert_eq!(throttled.err(), Some(429));
+    let _source = ingest_from("127.0.0.6", nginx.addr, &auth).await.expect("a source on air");
 
     drop(nginx);
     relay.shutdown().await;
