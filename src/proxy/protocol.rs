@@ -74,17 +74,23 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
 
 fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
     let window = &buf[..buf.len().min(MAX_V1_BYTES)];
+    // A line is printable ASCII; a CR may come only right before its LF. Checked on a prefix
+    // too, so a prefix of a valid line is never refused.
+    let printable = |bytes: &[u8]| bytes.iter().all(|b| (0x20..=0x7e).contains(b));
+    let not_printable = ProxyError::Malformed("a v1 line must be printable ASCII ended by CRLF");
     let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
         if buf.len() >= MAX_V1_BYTES {
             return Err(ProxyError::TooLong);
         }
-        if window.contains(&b'\n') {
-            return Err(ProxyError::Malformed("a v1 line must end with CRLF"));
+        if !printable(window.strip_suffix(b"\r").unwrap_or(window)) {
+            return Err(not_printable);
         }
         return Ok(None);
     };
-    let line = std::str::from_utf8(&window[..end])
-        .map_err(|_| ProxyError::Malformed("a v1 line must be ASCII"))?;
+    if !printable(&window[..end]) {
+        return Err(not_printable);
+    }
+    let line = std::str::from_utf8(&window[..end]).map_err(|_| not_printable)?;
     let fields: Vec<&str> = line.split(' ').collect();
     let header = match fields.as_slice() {
         ["PROXY", "UNKNOWN", ..] => ProxyHeader { version: 1, source: None },
@@ -242,6 +248,9 @@ mod tests {
             b"PROXY UDP4 192.0.2.1 192.0.2.2 1 2\r\n",
             b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\n",
             b"PROXY \xff\r\n",
+            // Found by fuzzing: accepted whole, while a prefix of it was refused.
+            b"PROXY UNKNOWN \n\r\n",
+            b"PROXY UNKNOWN \r\r\n",
         ] {
             assert!(
                 matches!(parse(bad), Err(ProxyError::Malformed(_))),
