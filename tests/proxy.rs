@@ -138,18 +138,22 @@ impl Daemon {
     }
 
     /// HAProxy with DEPLOY.md's TCP-mode configuration in front of `upstream`, sending
-    /// `send_proxy` (`send-proxy-v2` or `send-proxy`).
-    fn haproxy(upstream: SocketAddr, send_proxy: &str) -> Option<Self> {
+    /// `send_proxy` (`send-proxy-v2` or `send-proxy`); with `None`, its HTTP-mode one.
+    fn haproxy(upstream: SocketAddr, send_proxy: Option<&str>) -> Option<Self> {
         let program = tool("haproxy")?;
         let port = free_port();
         let dir = Self::scratch("haproxy", port);
-        let block =
-            substitute(doc_block("haproxy", 0), "bind :80", &format!("bind 127.0.0.1:{port}"));
-        let block = substitute(
-            &block,
-            "server onair 127.0.0.1:8000 send-proxy-v2",
-            &format!("server onair {upstream} {send_proxy}"),
-        );
+        let (n, documented, server) = match send_proxy {
+            Some(send) => (
+                0,
+                "server onair 127.0.0.1:8000 send-proxy-v2",
+                format!("server onair {upstream} {send}"),
+            ),
+            None => (1, "server onair 127.0.0.1:8000", format!("server onair {upstream}")),
+        };
+        let bind = format!("bind 127.0.0.1:{port}");
+        let block = substitute(doc_block("haproxy", n), "bind :80", &bind);
+        let block = substitute(&block, documented, &server);
         // A global section that needs no root: no user, chroot or log socket.
         let conf = format!("global\n    maxconn 512\n\n{block}");
         let path = dir.join("haproxy.cfg");
@@ -502,10 +506,10 @@ async fn haproxy_sends_the_client_address_with_proxy_protocol_v2_and_v1() {
     let mut config = relay_config(true);
     config.max_connections_per_ip = 1;
     let relay = TestRelay::start_with(config).await;
-    let Some(v2) = Daemon::haproxy(relay.addr, "send-proxy-v2") else {
+    let Some(v2) = Daemon::haproxy(relay.addr, Some("send-proxy-v2")) else {
         return relay.shutdown().await;
     };
-    let v1 = Daemon::haproxy(relay.addr, "send-proxy").unwrap();
+    let v1 = Daemon::haproxy(relay.addr, Some("send-proxy")).unwrap();
     let ogg = ogg_body().await;
 
     // libshout's way (SOURCE, unframed body) goes through a TCP proxy.
@@ -522,6 +526,19 @@ async fn haproxy_sends_the_client_address_with_proxy_protocol_v2_and_v1() {
     wait_listed(v1.addr, None, &["127.0.0.2", "127.0.0.3", "127.0.0.5"]).await;
 
     drop((v1, v2));
+    relay.shutdown().await;
+}
+
+/// HAProxy in HTTP mode appends the client to `X-Forwarded-For` and drops its `Forwarded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_in_http_mode_is_believed_through_x_forwarded_for() {
+    let relay = TestRelay::start_with(relay_config(false)).await;
+    let Some(haproxy) = Daemon::haproxy(relay.addr, None) else { return relay.shutdown().await };
+    let spoofs = [("Forwarded", "for=203.0.113.66"), ("X-Forwarded-For", "203.0.113.77")];
+    let _ws = ws_from("127.0.0.2", haproxy.addr, "/listen/radio", &spoofs, None).await.unwrap();
+    let _other = ws_from("127.0.0.3", haproxy.addr, "/listen/radio", &[], None).await.unwrap();
+    wait_listed(haproxy.addr, None, &["127.0.0.2", "127.0.0.3"]).await;
+    drop(haproxy);
     relay.shutdown().await;
 }
 
@@ -615,7 +632,7 @@ async fn haproxy_in_front_of_onairs_own_tls_sends_the_proxy_header_before_the_ha
         Some((tls_listener, terminator)),
         stop.clone().cancelled_owned(),
     ));
-    let haproxy = Daemon::haproxy(tls_addr, "send-proxy-v2").unwrap();
+    let haproxy = Daemon::haproxy(tls_addr, Some("send-proxy-v2")).unwrap();
 
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(dir.join("cert.pem")).unwrap()).unwrap();
