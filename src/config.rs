@@ -898,6 +898,24 @@ key = "SECRET-0123456789"
     }
 
     #[test]
+    fn the_deploy_guides_snippets_parse() {
+        let guide = include_str!("../docs/DEPLOY.md");
+        let blocks: Vec<&str> = guide
+            .split("```toml\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap())
+            .collect();
+        assert!(blocks.len() >= 3);
+        for block in blocks {
+            let config = Config::parse(block, "DEPLOY.md").unwrap();
+            assert!(
+                config.trusted_proxies.contains("127.0.0.1".parse().unwrap())
+                    || config.tls.is_some()
+            );
+        }
+    }
+
+    #[test]
     fn an_empty_file_gives_the_defaults() {
         let config = Config::parse("", "empty.toml").unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
