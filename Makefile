@@ -17,10 +17,12 @@ RUN_PACKAGES := gcc libc6-dev cmake libasound2-dev pkg-config
 INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mpv
 # pulseaudio and libasound2-plugins make the headless capture device of tests/capture.rs.
 CAPTURE_PACKAGES := pulseaudio libasound2-plugins
-# Real peers for tests; openssl makes test certificates; systemd-analyze (systemd),
+# Real peers for tests; nginx-light and haproxy are the reverse proxies of tests/proxy.rs
+# (docs/DEPLOY.md); openssl makes test certificates; systemd-analyze (systemd),
 # systemd-nspawn (systemd-container) and debootstrap check the service and the package.
 # Node.js and python3-venv: see deps-node and deps-test.
 TEST_PACKAGES := $(RUN_PACKAGES) ffmpeg sox opus-tools chromium libshout-tools icecast2 openssl \
+  nginx-light haproxy \
   systemd systemd-container debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES) $(CAPTURE_PACKAGES)
 # cargo-deb reads the binary's library needs with dpkg-shlibdeps (dpkg-dev) and strips it (binutils).
@@ -135,8 +137,9 @@ browser-test: build
 autobahn: build
 	tests/autobahn.sh $(ONAIR)
 
+# ONAIR_REQUIRE_TOOLS: a test whose external tool is missing fails instead of skipping.
 test: deps-test fmt-check lint lint-relay-only typecheck-js
-	$(CARGO) test --quiet
+	ONAIR_REQUIRE_TOOLS=1 $(CARGO) test --quiet
 	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory browser-test
 	$(MAKE) --no-print-directory package-test
@@ -164,7 +167,7 @@ install:
 	sed -e 's|/usr/bin/onair|$(BINDIR)/onair|g' -e 's|/usr/share/doc/onair/|$(DOCDIR)/|g' \
 	  -e 's|/etc/onair/|$(SYSCONFDIR)/onair/|g' docs/packaging/onair.service >$(DESTDIR)$(UNITDIR)/onair.service
 	chmod 0644 $(DESTDIR)$(DATADIR)/onair/onair.toml $(DESTDIR)$(UNITDIR)/onair.service
-	install -m 0644 README.md docs/onair.example.toml $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md docs/onair.example.toml docs/DEPLOY.md $(DESTDIR)$(DOCDIR)/
 	@# A staged install (DESTDIR, e.g. for a package) must not carry a key: the package's
 	@# postinst writes the config on the target (as docs/packaging/postinst does).
 	@if [ -z "$(DESTDIR)" ]; then $(MAKE) --no-print-directory install-config; else \
@@ -209,7 +212,7 @@ package-test: deps-deb deps-test build
 # (this machine has no other toolchain).
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := frame_header source_message config http_request client_frames icecast_demux \
-  vorbis_headers stream_mux chunked_body credentials signed_link
+  vorbis_headers stream_mux chunked_body credentials signed_link proxy_header forwarded
 fuzz: deps-run
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install --quiet --locked cargo-fuzz
 	@for t in $(FUZZ_TARGETS); do \

@@ -38,14 +38,16 @@ pub struct Throttled {
 /// Failed logins per address, for every credential check: stream keys (Bearer, `?key=`,
 /// Basic), the admin password. After `max_login_failures` failures within `LOGIN_WINDOW` the
 /// address is refused for `LOGIN_BLOCK`, right credentials or not; other addresses are not
-/// slowed down at all (no delays, only a count). Addresses in `ip_limit_exempt` (a reverse
-/// proxy) are not counted: the proxy must throttle. IPv6 peers count per network, as for
-/// the connection limits.
+/// slowed down at all (no delays, only a count). Addresses in `ip_limit_exempt` and
+/// `trusted_proxies` are not counted (a request through a trusted proxy is counted on its
+/// client's address; one the proxy names nobody for, on nobody's). IPv6 peers count per
+/// network, as for the connection limits.
 #[derive(Debug)]
 pub struct LoginThrottle {
     max_failures: u32,
     ipv6_prefix: u8,
     exempt: Vec<IpAddr>,
+    trusted: crate::proxy::TrustedProxies,
     failures: Mutex<HashMap<IpAddr, Failures>>,
 }
 
@@ -63,6 +65,7 @@ impl LoginThrottle {
             max_failures: config.max_login_failures,
             ipv6_prefix: config.ip_limit_ipv6_prefix,
             exempt: config.ip_limit_exempt.iter().map(IpAddr::to_canonical).collect(),
+            trusted: config.trusted_proxies.clone(),
             failures: Mutex::default(),
         }
     }
@@ -92,7 +95,7 @@ impl LoginThrottle {
         check: impl FnOnce() -> bool,
     ) -> Result<bool, Throttled> {
         let ip = ip.to_canonical();
-        if self.exempt.contains(&ip) {
+        if self.exempt.contains(&ip) || self.trusted.contains(ip) {
             return Ok(check());
         }
         let key = address_key(ip, self.ipv6_prefix);

@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::proxy::{IpNet, TrustedProxies, MAX_TRUSTED_PROXIES};
+
 /// Address the relay listens on when neither the config nor `--listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 /// Most simultaneous connections of all kinds.
@@ -149,6 +151,11 @@ pub struct Config {
     pub ip_limit_ipv6_prefix: u8,
     /// Failed logins from one address within a minute before it is refused (429) for a minute.
     pub max_login_failures: u32,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For`/`X-Real-IP` headers and PROXY protocol
+    /// headers name the client; empty: nobody's (the default).
+    pub trusted_proxies: TrustedProxies,
+    /// Every connection to `listen` starts with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
     /// Serve TLS on a second port.
     pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
@@ -195,6 +202,10 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (reloaded on SIGHUP).
     pub key: PathBuf,
+    /// Every connection to this port starts with a PROXY protocol header, before its TLS
+    /// handshake (HAProxy's `send-proxy` in TCP mode in front of onair's own TLS).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// One stream ("mount").
@@ -250,6 +261,9 @@ struct RawConfig {
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
     ip_limit_ipv6_prefix: Option<Spanned<u8>>,
     max_login_failures: Option<Spanned<usize>>,
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    proxy_protocol: bool,
     tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
@@ -322,6 +336,8 @@ impl Default for Config {
             ],
             ip_limit_ipv6_prefix: DEFAULT_IP_LIMIT_IPV6_PREFIX,
             max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
+            trusted_proxies: TrustedProxies::default(),
+            proxy_protocol: false,
             tls: None,
             echo_endpoint: false,
             cors_origins: vec!["*".to_owned()],
@@ -477,6 +493,28 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(list) = raw.trusted_proxies {
+            if list.get_ref().len() > MAX_TRUSTED_PROXIES {
+                return Err(fail(
+                    Some(list.span()),
+                    format!(
+                        "trusted_proxies: at most {MAX_TRUSTED_PROXIES} addresses or ranges \
+(use CIDR ranges such as 10.0.0.0/8)"
+                    ),
+                ));
+            }
+            let nets =
+                list.into_inner()
+                    .into_iter()
+                    .map(|entry| {
+                        entry.get_ref().trim().parse::<IpNet>().map_err(|err| {
+                            fail(Some(entry.span()), format!("trusted_proxies: {err}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+            config.trusted_proxies = TrustedProxies::new(nets);
+        }
+        config.proxy_protocol = raw.proxy_protocol;
         if let Some(prefix) = raw.ip_limit_ipv6_prefix {
             if !(1..=128).contains(prefix.get_ref()) {
                 return Err(fail(
@@ -805,6 +843,10 @@ key = "SECRET-0123456789"
             ("\n\nrecordings_keep_days = 0\n", 3, "recordings_keep_days must be > 0"),
             ("recordings_max_bytes = 0\n", 1, "recordings_max_bytes must be > 0"),
             ("recordings_fsync_seconds = 0\n", 1, "recordings_fsync_seconds must be between"),
+            ("\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.lan\"]\n", 2, "`proxy.lan` is not an IP"),
+            ("trusted_proxies = [\"10.0.0.1/8\"]\n", 1, "did you mean 10.0.0.0/8?"),
+            ("trusted_proxies = [\"::/200\"]\n", 1, "the prefix must be"),
+            ("proxy_protocol = \"yes\"\n", 1, "invalid type"),
         ];
         for (text, line, what) in cases {
             let err = Config::parse(text, "x.toml").unwrap_err();
@@ -829,6 +871,48 @@ key = "SECRET-0123456789"
         assert!(config.streams[0].record && config.streams[0].record_autodj);
         let hourly = Config::parse("recordings_split_minutes = 60\n", "x.toml").unwrap();
         assert_eq!(hourly.recordings_split, Duration::from_secs(3600), "an integer works too");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_are_bounded() {
+        let text =
+            "trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\", \"2001:db8::/32\", \"::1\"]\n\
+                    proxy_protocol = true\n[tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"c\"\n\
+                    key = \"k\"\nproxy_protocol = true\n";
+        let config = Config::parse(text, "x.toml").unwrap();
+        assert_eq!(
+            config.trusted_proxies.to_string(),
+            "127.0.0.1/32, 10.0.0.0/8, 2001:db8::/32, ::1/128"
+        );
+        assert!(config.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
+        assert!(config.proxy_protocol && config.tls.is_some_and(|t| t.proxy_protocol));
+        let many: Vec<String> = (0..=MAX_TRUSTED_PROXIES)
+            .map(|i| format!("\"10.0.{}.{}\"", i / 256, i % 256))
+            .collect();
+        let err = Config::parse(&format!("\ntrusted_proxies = [{}]\n", many.join(", ")), "x.toml")
+            .unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.to_string().contains("at most 256"), "{err}");
+        let default = Config::parse("", "x.toml").unwrap();
+        assert!(default.trusted_proxies.is_empty() && !default.proxy_protocol, "trust nobody");
+    }
+
+    #[test]
+    fn the_deploy_guides_snippets_parse() {
+        let guide = include_str!("../docs/DEPLOY.md");
+        let blocks: Vec<&str> = guide
+            .split("```toml\n")
+            .skip(1)
+            .map(|rest| rest.split("```").next().unwrap())
+            .collect();
+        assert!(blocks.len() >= 3);
+        for block in blocks {
+            let config = Config::parse(block, "DEPLOY.md").unwrap();
+            assert!(
+                config.trusted_proxies.contains("127.0.0.1".parse().unwrap())
+                    || config.tls.is_some()
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //! - [`icecast`]: the Icecast vocabulary and admin/status API; [`directory`]: who is connected.
 //! - [`protocol`], [`websocket`], [`http`], [`time`]: the wire formats and dates. [`auth`]:
 //!   every credential check.
+//! - [`proxy`]: the client behind a trusted reverse proxy (`Forwarded`, `X-Forwarded-For`,
+//!   `X-Real-IP`, the PROXY protocol).
 //! - [`conn`]: a client connection, plain or TLS; [`deadline`]: the write deadline of every
 //!   connection served on tokio. [`node`], [`config`], [`metrics`], [`error`]: shared state,
 //!   settings, counters, errors.
@@ -47,6 +49,7 @@ pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
+pub mod proxy;
 #[cfg(feature = "source")]
 pub mod push;
 pub mod record;

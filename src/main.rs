@@ -29,7 +29,8 @@ enum Command {
     /// Run the relay.
     #[command(
         after_help = "Without --config: listens on 127.0.0.1:8000 with one stream `demo` whose key is \
-printed in the log.\nSee docs/onair.example.toml for every setting.\n\n\
+printed in the log.\nSee docs/onair.example.toml for every setting; behind nginx, HAProxy or Caddy \
+see docs/DEPLOY.md (trusted_proxies, proxy_protocol).\n\n\
 Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --config onair.toml --listen 0.0.0.0:8000"
     )]
     Serve {
@@ -310,8 +311,17 @@ fn check(path: &Path) -> anyhow::Result<String> {
         streams.push(format!("{} ({})", stream.name, roles.join(", ")));
     }
     let mut summary = format!("{file}: ok: listen {}", config.listen);
+    if config.proxy_protocol {
+        summary.push_str(" (proxy protocol)");
+    }
     if let Some(tls) = &config.tls {
         summary.push_str(&format!(", tls {}", tls.listen));
+        if tls.proxy_protocol {
+            summary.push_str(" (proxy protocol)");
+        }
+    }
+    if !config.trusted_proxies.is_empty() {
+        summary.push_str(&format!(", trusted proxies {}", config.trusted_proxies));
     }
     match streams.len() {
         0 => summary.push_str(", no streams"),

@@ -375,6 +375,29 @@ fn check_fails_with_file_line_and_column() {
 }
 
 #[test]
+fn check_shows_trusted_proxies_and_names_a_bad_one() {
+    let good =
+        "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\"]\n";
+    let path = temp_config("check-proxies", good);
+    let (ok, stdout, stderr) = check(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("(proxy protocol)"), "{stdout}");
+    assert!(stdout.contains("trusted proxies 127.0.0.1/32, 10.0.0.0/8, fd00::/8"), "{stdout}");
+    let path = temp_config("check-bad-proxy", "\ntrusted_proxies = [\"10.0.0.0/8\", \"nginx\"]\n");
+    let (ok, _, stderr) = check(&path);
+    let _ = std::fs::remove_file(&path);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:34: trusted_proxies: `nginx` is not an IP address or CIDR range",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_reads_the_files_the_config_names() {
     let cases = [
         ("web_root = \"/nonexistent\"\n", "web_root /nonexistent: no index.html"),

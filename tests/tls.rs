@@ -89,8 +89,12 @@ impl TlsRelay {
         let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (plain_addr, tls_addr) =
             (plain.local_addr().unwrap(), tls_listener.local_addr().unwrap());
-        let tls_config =
-            TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        let tls_config = TlsConfig {
+            listen: tls_addr,
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            proxy_protocol: false,
+        };
         config.tls = Some(tls_config.clone());
         let relay = onair::server::Server::new(config);
         let node = Arc::clone(relay.node());
@@ -465,8 +469,12 @@ async fn only_tls_1_2_and_1_3_are_accepted() {
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls_addr = tls_listener.local_addr().unwrap();
-    let tls_config =
-        TlsConfig { listen: tls_addr, cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let tls_config = TlsConfig {
+        listen: tls_addr,
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        proxy_protocol: false,
+    };
     let relay = onair::server::Server::new(config(&[("radio", "SECRET")]));
     let terminator = onair::server::tls::Terminator::new(tls_config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -75,6 +75,13 @@ pub async fn serve(
     let ice = IceInfo::from_request(request);
     let user_agent = request.header("user-agent").map(str::to_owned);
     info!(stream = %name, %peer, method = %request.method, agent = user_agent.as_deref().unwrap_or("-"), "icecast source connected");
+    let proxied =
+        ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|h| request.header(h).is_some());
+    if proxied && matches!(framing, Framing::UntilClose) {
+        // nginx, HAProxy's HTTP mode and others forward only a framed body: this source's
+        // audio will never arrive, and it would not say so (ffmpeg's icecast:// exits 0).
+        warn!(stream = %name, %peer, "icecast source came through a proxy with a body that is neither chunked nor sized: the proxy forwards none of it (send a chunked PUT, or use a TCP proxy: docs/DEPLOY.md)");
+    }
     let kick = source.kicked();
     let mut session = Session {
         source: &mut source,

@@ -8,7 +8,7 @@
 //! stream's head, pending for a send window, ready, or blocked.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,9 @@ struct Conn {
     last_heard: u64,
     caught_up_at: u64,
     next_ping: u64,
+    /// The client's address when it is not the socket's peer (it came through a trusted
+    /// proxy); boxed, as most listeners have none.
+    client: Option<Box<SocketAddr>>,
     _lease: Lease,
 }
 
@@ -295,6 +298,7 @@ impl Driver {
 
     fn add(&mut self, listener: NewListener) {
         let NewListener { socket, tls, peer, leftover, consumer, first, kind, lease } = listener;
+        let client = (socket.peer_addr().ok() != Some(peer)).then(|| Box::new(peer));
         let mut socket = TcpStream::from_std(socket);
         let slot = self.free.pop().map_or(self.conns.len(), |slot| slot as usize);
         let Ok(token_slot) = u32::try_from(slot) else {
@@ -338,6 +342,7 @@ impl Driver {
             last_heard: now,
             caught_up_at: now,
             next_ping: now + ms(self.settings.ping_interval),
+            client,
             _lease: lease,
         };
         if slot == self.conns.len() {
@@ -681,7 +686,10 @@ impl Driver {
         self.free.push(slot as u32);
         let name = &conn.consumer.stream().config().name;
         // Asked of the socket (still open) rather than kept: 32 bytes per listener.
-        let peer = conn.socket.peer_addr().map_or_else(|_| "?".to_owned(), |p| p.to_string());
+        let peer = match conn.client.as_deref() {
+            Some(client) => client.to_string(),
+            None => conn.socket.peer_addr().map_or_else(|_| "?".to_owned(), |p| p.to_string()),
+        };
         let kind = if conn.http.is_some() { "http" } else { "websocket" };
         let tls = conn.tls.is_some();
         match ending {

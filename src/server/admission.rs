@@ -7,6 +7,11 @@
 //! A connection that is let in holds an [`Admission`] for as long as it lives, whatever it
 //! becomes (a source, an HTTP answer, a listener handed to a driver); dropping it gives the
 //! places back. One guard for both kinds of place, so no path can forget one of them.
+//!
+//! Behind a trusted proxy the client's address is known only later (after a PROXY header or
+//! the request head): such a connection is let in on `max_connections` alone
+//! (`admit_deferred`), and counted on its client's address once that is known (`attribute`).
+//! A trusted proxy's own address is never counted: every connection from it is someone else's.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{address_key, Config};
 use crate::error::Refusal;
+use crate::proxy::TrustedProxies;
 
 /// The places a node has for connections.
 #[derive(Debug)]
@@ -26,6 +32,7 @@ pub struct Limits {
     max_per_ip: usize,
     ipv6_prefix: u8,
     exempt: Vec<IpAddr>,
+    trusted: TrustedProxies,
     /// `onair_connections`: open connections of every kind.
     open: Gauge,
 }
@@ -39,6 +46,7 @@ impl Limits {
             max_per_ip: config.max_connections_per_ip,
             ipv6_prefix: config.ip_limit_ipv6_prefix,
             exempt: config.ip_limit_exempt.iter().map(IpAddr::to_canonical).collect(),
+            trusted: config.trusted_proxies.clone(),
             open,
         })
     }
@@ -58,6 +66,19 @@ impl Limits {
         Ok(admission)
     }
 
+    /// Lets a connection in on `max_connections` alone: its client's address is not known
+    /// yet (it comes through a trusted proxy); `Admission::attribute` counts it later.
+    ///
+    /// # Errors
+    /// `ConnectionLimit`.
+    pub fn admit_deferred(self: &Arc<Self>) -> Result<Admission, Refusal> {
+        let permit = Arc::clone(&self.connections)
+            .try_acquire_owned()
+            .map_err(|_| Refusal::ConnectionLimit)?;
+        self.open.inc();
+        Ok(Admission { limits: Arc::clone(self), ip: None, permit: Some(permit), deferred: true })
+    }
+
     /// Counts a connection against its address only (a TLS connection, which reaches the
     /// node's plain port again over loopback and is let in there).
     ///
@@ -65,7 +86,7 @@ impl Limits {
     /// `AddressLimit`.
     pub fn admit_address(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
         let ip = ip.to_canonical();
-        let counted = !self.exempt.contains(&ip);
+        let counted = !self.exempt.contains(&ip) && !self.trusted.contains(ip);
         let ip = address_key(ip, self.ipv6_prefix);
         if counted {
             let mut per_ip = self.per_ip.lock().expect("per-address lock poisoned");
@@ -78,7 +99,12 @@ impl Limits {
             }
             *count += 1;
         }
-        Ok(Admission { limits: Arc::clone(self), ip: counted.then_some(ip), permit: None })
+        Ok(Admission {
+            limits: Arc::clone(self),
+            ip: counted.then_some(ip),
+            permit: None,
+            deferred: false,
+        })
     }
 
     /// Connections counted from `ip` now (from its network, for IPv6).
@@ -94,6 +120,28 @@ pub struct Admission {
     limits: Arc<Limits>,
     ip: Option<IpAddr>,
     permit: Option<OwnedSemaphorePermit>,
+    /// Let in before its client's address was known, and not counted on one yet.
+    deferred: bool,
+}
+
+impl Admission {
+    /// Whether the connection still waits to be counted on its client's address.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// Counts the connection on `ip` (its client's address, learnt from a trusted proxy)
+    /// instead of whatever it was counted on before.
+    ///
+    /// # Errors
+    /// `AddressLimit`, and the connection keeps its old place.
+    pub fn attribute(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        let mut fresh = self.limits.admit_address(ip)?;
+        // `fresh` leaves with the old address and gives its place back.
+        std::mem::swap(&mut self.ip, &mut fresh.ip);
+        self.deferred = false;
+        Ok(())
+    }
 }
 
 impl Drop for Admission {
@@ -192,6 +240,40 @@ mod tests {
         assert_eq!((limits.count(ip), limits.open.get()), (1, 1));
         drop(b);
         assert!(limits.per_ip.lock().unwrap().is_empty(), "no empty entries are kept");
+    }
+
+    /// Behind a proxy every connection arrives from the proxy's address: counting them there
+    /// refused everybody once `max_connections_per_ip` listeners had come through it.
+    #[test]
+    fn connections_through_a_trusted_proxy_count_on_their_clients_address() {
+        let config = Config {
+            max_connections: 100,
+            max_connections_per_ip: 2,
+            ip_limit_exempt: Vec::new(),
+            trusted_proxies: TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]),
+            ..Config::default()
+        };
+        let limits = Limits::new(&config, Gauge::default());
+        let proxy = ip("10.0.0.1");
+        let direct: Vec<_> = (0..5).map(|_| limits.admit(proxy).unwrap()).collect();
+        assert_eq!(limits.count(proxy), 0, "the proxy's own address is never counted");
+        let mut a = limits.admit_deferred().unwrap();
+        let mut b = limits.admit_deferred().unwrap();
+        let mut c = limits.admit_deferred().unwrap();
+        assert!(a.is_deferred() && limits.per_ip.lock().unwrap().is_empty());
+        assert_eq!(limits.open.get(), 8);
+        a.attribute(ip("192.0.2.7")).unwrap();
+        b.attribute(ip("192.0.2.7")).unwrap();
+        assert!(!a.is_deferred());
+        assert_eq!(c.attribute(ip("192.0.2.7")).unwrap_err(), Refusal::AddressLimit);
+        assert!(c.is_deferred(), "a refused attribution changes nothing");
+        c.attribute(ip("192.0.2.8")).expect("another client gets in");
+        // Moving a count gives the old place back.
+        b.attribute(ip("192.0.2.9")).unwrap();
+        assert_eq!((limits.count(ip("192.0.2.7")), limits.count(ip("192.0.2.9"))), (1, 1));
+        drop((a, b, c, direct));
+        assert!(limits.per_ip.lock().unwrap().is_empty());
+        assert_eq!(limits.open.get(), 0);
     }
 
     #[test]

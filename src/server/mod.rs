@@ -99,6 +99,18 @@ impl Server {
         let stop = CancellationToken::new();
         if let Ok(addr) = plain.local_addr() {
             info!(%addr, "listening");
+            if self.node.config.proxy_protocol {
+                info!(%addr, "every connection must start with a proxy protocol header");
+            }
+        }
+        let config = &self.node.config;
+        let proxy_protocol =
+            config.proxy_protocol || config.tls.as_ref().is_some_and(|t| t.proxy_protocol);
+        if proxy_protocol && config.trusted_proxies.is_empty() {
+            warn!("proxy_protocol is on and trusted_proxies is empty: any peer that reaches the port can claim any address");
+        }
+        if !config.trusted_proxies.is_empty() {
+            info!(trusted_proxies = %config.trusted_proxies, "client addresses from these proxies' headers");
         }
         for stream in self.node.streams.iter() {
             if let Some(playlist) = &stream.config().playlist {
@@ -127,21 +139,22 @@ impl Server {
             let server = Arc::clone(&self);
             let cancel = cancel.child_token();
             sessions.spawn(async move {
-                let result = router::connection(socket, peer, &server, cancel).await;
-                log_ending(peer, result);
+                router::connection(socket, peer, &server, cancel).await;
             });
         });
         let tls_loop = async {
             let Some((listener, terminator)) = &tls else { return };
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "listening for tls");
+                if terminator.proxy_protocol() {
+                    info!(%addr, "every tls connection must start with a proxy protocol header");
+                }
             }
             accept::accept_loop(listener, stop.cancelled(), |socket, peer| {
                 let (server, acceptor) = (Arc::clone(&self), terminator.acceptor());
                 let cancel = cancel.child_token();
                 sessions.spawn(async move {
-                    let result = tls::connection(socket, peer, &server, acceptor, cancel).await;
-                    log_ending(peer, result);
+                    tls::connection(socket, peer, &server, acceptor, cancel).await;
                 });
             })
             .await;
@@ -169,7 +182,7 @@ impl Server {
 }
 
 /// One log line for a connection that failed: debug when the peer simply went away.
-fn log_ending(peer: SocketAddr, result: crate::Result<()>) {
+pub(super) fn log_ending(peer: SocketAddr, result: crate::Result<()>) {
     if let Err(err) = result {
         if err.is_write_stall() {
             // As for a listener closed for being too slow: policy, worth a line by default.

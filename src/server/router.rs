@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{api, Admission, Server};
 use crate::conn::Conn;
@@ -28,7 +28,7 @@ use crate::deadline::{self, Deadline};
 use crate::error::{Error, Refusal};
 use crate::http::{self, HttpError, Request, Response};
 use crate::icecast::{self, parse_mount, SERVER_ID};
-use crate::{ingest, listener};
+use crate::{ingest, listener, proxy};
 
 /// `GET /{stream}.m3u8` and `GET /hls/{stream}/{file}`; `None` for other paths.
 async fn hls(server: &Server, request: &Request, peer: SocketAddr) -> Option<Response> {
@@ -70,38 +70,131 @@ pub(super) async fn connection(
     peer: SocketAddr,
     server: &Server,
     cancel: CancellationToken,
-) -> crate::Result<()> {
-    let Some(admission) = admit(&mut socket, peer, server).await else { return Ok(()) };
-    serve(Conn::Plain(socket), peer, server, admission, cancel).await
+) {
+    let proxy_protocol = server.node.config.proxy_protocol;
+    let Some((admission, peer)) =
+        let_in(&mut socket, peer, server, proxy_protocol, Answer::Http, &cancel).await
+    else {
+        return;
+    };
+    serve(Conn::Plain(socket), peer, server, admission, cancel).await;
 }
 
-/// Lets a connection in (`max_connections`, `max_connections_per_ip`), or refuses it with a
-/// short plain-text answer.
-pub(super) async fn admit(
+/// How a connection refused before its request head is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// A short plain-text HTTP answer.
+    Http,
+    /// Nothing: the peer expects a TLS handshake, a plain-text answer would be noise.
+    Close,
+}
+
+/// Lets a connection in (`max_connections`, `max_connections_per_ip`) and learns whom it is
+/// from: with `proxy_protocol`, the PROXY header read first (within `handshake_timeout`)
+/// names the client. A connection from a trusted proxy is counted on its client's address
+/// only once that is known: here for a PROXY header, in `serve` for request headers.
+/// `None` when it is refused (answered as `answer` says, and logged).
+pub(super) async fn let_in(
     socket: &mut TcpStream,
     peer: SocketAddr,
     server: &Server,
-) -> Option<Admission> {
-    match server.limits.admit(peer.ip()) {
-        Ok(admission) => Some(admission),
+    proxy_protocol: bool,
+    answer: Answer,
+    cancel: &CancellationToken,
+) -> Option<(Admission, SocketAddr)> {
+    let node = &server.node;
+    let trusted = &node.config.trusted_proxies;
+    if proxy_protocol && !trusted.is_empty() && !trusted.contains(peer.ip()) {
+        node.metrics.refused("untrusted_proxy");
+        info!(%peer, "connection refused: proxy_protocol is on and the peer is not in trusted_proxies");
+        return None;
+    }
+    let admitted = if proxy_protocol || trusted.contains(peer.ip()) {
+        server.limits.admit_deferred()
+    } else {
+        server.limits.admit(peer.ip())
+    };
+    let mut admission = match admitted {
+        Ok(admission) => admission,
         Err(refusal) => {
-            server.node.metrics.refused(&refusal.label());
-            warn!(%peer, reason = %refusal, "refused before reading the request");
-            let answer = Response::refusal(&refusal);
-            let _ = timeout(REFUSAL_TIMEOUT, answer.send(socket, false)).await;
-            None
+            refuse_early(socket, server, peer, &refusal, answer).await;
+            return None;
+        }
+    };
+    if !proxy_protocol {
+        return Some((admission, peer));
+    }
+    let timeout_after = node.config.handshake_timeout;
+    let header = tokio::select! {
+        () = cancel.cancelled() => return None,
+        header = timeout(timeout_after, proxy::read_header(socket)) => header,
+    };
+    let header = match header {
+        Ok(Ok(header)) => header,
+        Ok(Err(err)) => {
+            node.metrics.refused("proxy_protocol");
+            info!(%peer, %err, "connection refused: proxy_protocol is on and it sent no valid header");
+            return None;
+        }
+        Err(_) => {
+            node.metrics.refused("proxy_protocol");
+            info!(%peer, timeout = ?timeout_after, "connection refused: proxy_protocol is on and no header came in time");
+            return None;
+        }
+    };
+    let client = header.source.unwrap_or(peer);
+    debug!(%peer, %client, version = header.version, "proxy protocol header");
+    // A client that is itself a trusted proxy may still name another in its request head.
+    if !trusted.contains(client.ip()) {
+        if let Err(refusal) = admission.attribute(client.ip()) {
+            refuse_early(socket, server, client, &refusal, answer).await;
+            return None;
+        }
+    }
+    Some((admission, client))
+}
+
+/// Answers a connection refused before its request was read.
+async fn refuse_early(
+    socket: &mut TcpStream,
+    server: &Server,
+    peer: SocketAddr,
+    refusal: &Refusal,
+    answer: Answer,
+) {
+    server.node.metrics.refused(&refusal.label());
+    warn!(%peer, reason = %refusal, "refused before reading the request");
+    match answer {
+        Answer::Http => {
+            let response = Response::refusal(refusal);
+            let _ = timeout(REFUSAL_TIMEOUT, response.send(socket, false)).await;
+        }
+        Answer::Close => {
+            let _ = timeout(REFUSAL_TIMEOUT, socket.shutdown()).await;
         }
     }
 }
 
-/// Reads a connection's request head and routes it.
+/// Reads a connection's request head, learns its client from a trusted proxy's headers,
+/// routes it, and logs how it ended.
 pub(super) async fn serve(
     socket: Conn,
     peer: SocketAddr,
     server: &Server,
     admission: Admission,
     cancel: CancellationToken,
-) -> crate::Result<()> {
+) {
+    let (client, result) = read_and_route(socket, peer, server, admission, cancel).await;
+    super::log_ending(client, result);
+}
+
+async fn read_and_route(
+    socket: Conn,
+    peer: SocketAddr,
+    server: &Server,
+    mut admission: Admission,
+    cancel: CancellationToken,
+) -> (SocketAddr, crate::Result<()>) {
     let node = &server.node;
     // Answers go out in one write each, files in large pieces: no Nagle delay for anyone.
     let _ = socket.tcp().set_nodelay(true);
@@ -109,7 +202,7 @@ pub(super) async fn serve(
     let mut socket = Deadline::new(socket, node.config.write_timeout);
     let mut buf = BytesMut::with_capacity(1024);
     let head = tokio::select! {
-        () = cancel.cancelled() => return Ok(()),
+        () = cancel.cancelled() => return (peer, Ok(())),
         head = timeout(node.config.handshake_timeout, http::read_request(&mut socket, &mut buf)) => head,
     };
     let request = match head {
@@ -117,24 +210,42 @@ pub(super) async fn serve(
             let refusal = Refusal::HeadTimeout;
             node.metrics.refused(&refusal.label());
             let _ = Response::refusal(&refusal).send(&mut socket, false).await;
-            return Err(Error::HandshakeTimeout(node.config.handshake_timeout));
+            return (peer, Err(Error::HandshakeTimeout(node.config.handshake_timeout)));
         }
         Ok(Ok(Some(request))) => request,
-        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(None)) => return (peer, Ok(())),
         Ok(Err(err)) => {
             let refusal = match &err {
                 HttpError::TooLarge => Refusal::HeadTooLarge,
                 other => Refusal::Malformed(other.to_string()),
             };
             let _ = Response::refusal(&refusal).send(&mut socket, false).await;
-            return Err(err.into());
+            return (peer, Err(err.into()));
         }
+    };
+    // Who it is from: a trusted proxy's headers name the client (from anyone else they are
+    // ignored); until now the connection took no per-address place.
+    let client = if admission.is_deferred() {
+        let (client, via) = node.config.trusted_proxies.client(peer, &request);
+        if let Some(via) = via {
+            debug!(%peer, %client, header = via.header(), "client address from a trusted proxy");
+        }
+        if let Err(refusal) = admission.attribute(client.ip()) {
+            node.metrics.refused(&refusal.label());
+            warn!(peer = %client, via = %peer, reason = %refusal, "refused: too many connections from the client's address");
+            let result = Response::refusal(&refusal).send(&mut socket, false).await;
+            return (client, result.map_err(Error::from));
+        }
+        client
+    } else {
+        peer
     };
     // The request buffer (1-2 KiB) would otherwise live as long as the connection: keep only
     // the bytes that came after the head (usually none).
     let leftover = Bytes::copy_from_slice(&buf);
     drop(buf);
-    route(socket, peer, server, request, leftover, admission, cancel).await
+    let result = route(socket, client, server, request, leftover, admission, cancel).await;
+    (client, result)
 }
 
 async fn route(

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -18,6 +17,8 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
+
+use super::router::{self, Answer};
 
 use super::Server;
 use crate::config::TlsConfig;
@@ -66,6 +67,11 @@ impl Terminator {
         Ok(())
     }
 
+    /// Whether connections to the TLS port start with a PROXY protocol header.
+    pub(super) fn proxy_protocol(&self) -> bool {
+        self.config.proxy_protocol
+    }
+
     pub(super) fn acceptor(&self) -> TlsAcceptor {
         self.acceptor.read().expect("tls acceptor lock poisoned").clone()
     }
@@ -93,39 +99,32 @@ fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 }
 
 /// One TLS connection: let in by the limits (the connection permit and the peer's real
-/// address, before the handshake), the handshake (within `handshake_timeout`), then the same
-/// routing as a plain connection.
+/// address, before the handshake; behind a PROXY header, the address it names), the
+/// handshake (within `handshake_timeout`), then the same routing as a plain connection.
 pub(super) async fn connection(
     mut socket: TcpStream,
     peer: SocketAddr,
     server: &Server,
     acceptor: TlsAcceptor,
     cancel: CancellationToken,
-) -> crate::Result<()> {
-    let admission = match server.limits.admit(peer.ip()) {
-        Ok(admission) => admission,
-        Err(refusal) => {
-            // No answer: the peer expects a handshake, a plain-text refusal would be noise.
-            server.node.metrics.refused(&refusal.label());
-            info!(%peer, reason = %refusal, "tls connection refused");
-            let _ = socket.shutdown().await;
-            return Ok(());
-        }
-    };
+) {
+    let proxy_protocol = server.node.config.tls.as_ref().is_some_and(|tls| tls.proxy_protocol);
+    let let_in = router::let_in(&mut socket, peer, server, proxy_protocol, Answer::Close, &cancel);
+    let Some((admission, peer)) = let_in.await else { return };
     let handshake = tokio::select! {
-        () = cancel.cancelled() => return Ok(()),
+        () = cancel.cancelled() => return,
         handshake = timeout(server.node.config.handshake_timeout, acceptor.accept(socket)) => handshake,
     };
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(err)) => {
             debug!(%peer, %err, "tls handshake failed");
-            return Ok(());
+            return;
         }
         Err(_) => {
             debug!(%peer, "tls handshake timed out");
-            return Ok(());
+            return;
         }
     };
-    super::router::serve(Conn::Tls(Box::new(tls)), peer, server, admission, cancel).await
+    router::serve(Conn::Tls(Box::new(tls)), peer, server, admission, cancel).await;
 }
