@@ -4,6 +4,11 @@
 //! and now playing, and dropping it frees the slot. A live source outranks the auto-DJ: it
 //! takes over when it sends `start` (the auto-DJ keeps running, muted) and hands back when it
 //! leaves; listeners hear a `source online` event either way.
+//!
+//! A third slot, `Remote`, carries a stream relayed from another node of a cluster
+//! (`cluster/`): it ranks below a local live source and, when its origin plays an auto-DJ,
+//! below the local auto-DJ too. A [`Gate`] set on the stream decides whether a local source may
+//! attach at all (one live source cluster-wide).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +26,8 @@ pub enum SourceKind {
     Live,
     /// The built-in auto-DJ playing the stream's playlist.
     AutoDj,
+    /// Frames relayed from the stream's origin on another node of the cluster.
+    Remote,
 }
 
 impl SourceKind {
@@ -29,6 +36,7 @@ impl SourceKind {
         match self {
             SourceKind::Live => "live",
             SourceKind::AutoDj => "autodj",
+            SourceKind::Remote => "remote",
         }
     }
 }
@@ -64,6 +72,23 @@ pub(super) struct Slot {
     pub tracks: Option<Vec<Track>>,
     pub headers: Vec<(FrameHeader, Bytes)>,
     pub metadata: Option<Metadata>,
+    /// A remote source whose origin is live: it outranks the local auto-DJ.
+    outranks_autodj: bool,
+}
+
+/// Decides whether a local source may attach to a stream, and hears when one attaches and
+/// detaches: how a cluster keeps one live source per stream across nodes (`cluster/`).
+/// Called without the stream's lock held; must not block.
+pub trait Gate: Send + Sync {
+    /// Whether a source of `kind` may attach now.
+    ///
+    /// # Errors
+    /// `Busy` when the stream is live on another node.
+    fn admit(&self, stream: &Stream, kind: SourceKind) -> Result<(), AttachError>;
+    /// A source of `kind` attached.
+    fn attached(&self, stream: &Stream, kind: SourceKind);
+    /// The source of `kind` detached (its handle was dropped).
+    fn detached(&self, stream: &Stream, kind: SourceKind);
 }
 
 /// The two slots and who is on air.
@@ -71,6 +96,7 @@ pub(super) struct Slot {
 pub(super) struct Sources {
     live: Option<Slot>,
     autodj: Option<Slot>,
+    remote: Option<Slot>,
     pub on_air: Option<(SourceKind, u64)>,
     pub on_air_since: Option<Instant>,
     next_id: u64,
@@ -81,6 +107,7 @@ impl Sources {
         match kind {
             SourceKind::Live => self.live.as_ref(),
             SourceKind::AutoDj => self.autodj.as_ref(),
+            SourceKind::Remote => self.remote.as_ref(),
         }
     }
 
@@ -88,6 +115,7 @@ impl Sources {
         match kind {
             SourceKind::Live => &mut self.live,
             SourceKind::AutoDj => &mut self.autodj,
+            SourceKind::Remote => &mut self.remote,
         }
     }
 
@@ -103,10 +131,16 @@ impl Sources {
         fn started(slot: &Option<Slot>) -> Option<&Slot> {
             slot.as_ref().filter(|s| s.tracks.is_some())
         }
-        let want = match (started(&self.live), started(&self.autodj)) {
+        // Live here, then live elsewhere, then the auto-DJ here, then one elsewhere.
+        let remote = started(&self.remote);
+        let want = match (started(&self.live), remote.filter(|s| s.outranks_autodj)) {
             (Some(s), _) => Some((SourceKind::Live, s.id)),
-            (None, Some(s)) => Some((SourceKind::AutoDj, s.id)),
-            (None, None) => None,
+            (None, Some(s)) => Some((SourceKind::Remote, s.id)),
+            (None, None) => match (started(&self.autodj), remote) {
+                (Some(s), _) => Some((SourceKind::AutoDj, s.id)),
+                (None, Some(s)) => Some((SourceKind::Remote, s.id)),
+                (None, None) => None,
+            },
         };
         if want == self.on_air {
             return None;
@@ -121,8 +155,36 @@ impl Stream {
     /// Reserves the stream for a source of this kind.
     ///
     /// # Errors
-    /// `Busy` when a source of the same kind is already attached.
+    /// `Busy` when a source of the same kind is already attached, or when the stream's
+    /// [`Gate`] refuses (the stream is live on another node).
     pub fn attach(self: &Arc<Self>, kind: SourceKind) -> Result<SourceHandle, AttachError> {
+        let gate = self.gate.get();
+        if let Some(gate) = gate {
+            gate.admit(self, kind)?;
+        }
+        let handle = self.reserve(kind)?;
+        if let Some(gate) = gate {
+            gate.attached(self, kind);
+        }
+        Ok(handle)
+    }
+
+    /// Sets the stream's gate (once; later calls are ignored).
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// Which source is on air: `live`, `autodj` or `remote`; `None` when nobody is.
+    pub fn on_air(&self) -> Option<SourceKind> {
+        self.lock().sources.on_air.map(|(kind, _)| kind)
+    }
+
+    /// Whether a source of `kind` is attached (on air or not).
+    pub fn has_source(&self, kind: SourceKind) -> bool {
+        self.lock().sources.slot(kind).is_some()
+    }
+
+    fn reserve(self: &Arc<Self>, kind: SourceKind) -> Result<SourceHandle, AttachError> {
         let mut state = self.lock();
         let sources = &mut state.sources;
         sources.next_id += 1;
@@ -192,6 +254,31 @@ impl SourceHandle {
         Ok(())
     }
 
+    /// Starts a new session on this handle, replacing its tracks, headers and now playing
+    /// (a `Remote` source whose origin switched sources, or a first start). If it is on air,
+    /// listeners hear it as a switch: `source online`, the headers and now playing, under one
+    /// lock. `live`: for a `Remote` source, whether its origin plays a live source (which
+    /// outranks the local auto-DJ) rather than an auto-DJ.
+    pub fn restart(
+        &mut self,
+        tracks: Vec<Track>,
+        headers: Vec<(FrameHeader, Bytes)>,
+        metadata: Option<Metadata>,
+        live: bool,
+    ) {
+        let mut state = self.stream.lock();
+        state.sources.next_id += 1;
+        let id = state.sources.next_id;
+        let slot = self.slot(&mut state);
+        slot.id = id;
+        slot.tracks = Some(tracks);
+        slot.headers = headers;
+        slot.metadata = metadata;
+        slot.outranks_autodj = live;
+        self.id = id;
+        self.stream.switch_if_needed(state);
+    }
+
     /// Pushes one binary frame message (header and payload, exactly as received).
     /// Returns whether it went on air (false while a live source outranks this one).
     ///
@@ -243,5 +330,8 @@ impl Drop for SourceHandle {
         let mut state = self.stream.lock();
         *state.sources.slot_mut(self.kind) = None;
         self.stream.switch_if_needed(state);
+        if let Some(gate) = self.stream.gate.get() {
+            gate.detached(&self.stream, self.kind);
+        }
     }
 }

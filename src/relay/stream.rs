@@ -5,15 +5,16 @@
 //! under one lock with short critical sections. Every change is appended to the ring and
 //! committed at once: listeners are woken once per change, after the lock is released.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::ring::{Event, Frame, Ring};
-use super::source::Sources;
+use super::source::{Gate, SourceKind, Sources};
 use super::stats::Bitrate;
 use crate::config::StreamConfig;
 use crate::metrics::StreamMetrics;
@@ -40,7 +41,14 @@ pub(super) struct OnAir {
     pub metadata_version: u64,
     /// Seq of the newest source event; bursts never reach back past it.
     pub session_seq: u64,
+    /// The latest source events' seqs and who went on air with each (`None`: nobody), newest
+    /// last, at most `SESSION_HISTORY`: a [`Tap`](super::Tap) tells local sessions from
+    /// relayed ones with it.
+    pub sessions: VecDeque<(u64, Option<SourceKind>)>,
 }
+
+/// Source events whose kind `OnAir::sessions` remembers.
+pub(super) const SESSION_HISTORY: usize = 16;
 
 #[derive(Debug)]
 pub(super) struct State {
@@ -59,6 +67,8 @@ pub struct Stream {
     watchers: Mutex<Vec<Arc<dyn Watcher>>>,
     pub(super) listeners: AtomicUsize,
     pub(super) metrics: StreamMetrics,
+    /// Decides whether a local source may attach (set by a cluster).
+    pub(super) gate: OnceLock<Arc<dyn Gate>>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -84,6 +94,7 @@ impl Stream {
             watchers: Mutex::default(),
             listeners: AtomicUsize::new(0),
             metrics,
+            gate: OnceLock::new(),
         })
     }
 
@@ -167,10 +178,14 @@ impl Stream {
     }
 
     /// Appends a source online/offline event: a new session for listeners.
-    fn push_source_event(&self, state: &mut State, event: ListenerEvent) {
+    fn push_source_event(&self, state: &mut State, event: ListenerEvent, kind: Option<SourceKind>) {
         let seq = state.ring.push_event(Event::new(event));
         state.on_air.session_seq = seq;
         state.on_air.header_version = seq;
+        if state.on_air.sessions.len() == SESSION_HISTORY {
+            state.on_air.sessions.pop_front();
+        }
+        state.on_air.sessions.push_back((seq, kind));
     }
 
     /// Appends a frame of the source on air.
@@ -204,7 +219,7 @@ impl Stream {
             state.on_air.headers.clear();
             self.metrics.live.set(0);
             let offline = ListenerEvent::Source { state: SourceState::Offline, tracks: None };
-            self.push_source_event(&mut state, offline);
+            self.push_source_event(&mut state, offline, None);
             return self.commit(state);
         };
         let tracks = slot.tracks.clone().unwrap_or_default();
@@ -215,7 +230,7 @@ impl Stream {
         state.on_air.tracks = tracks.clone();
         state.on_air.headers.clear();
         let online = ListenerEvent::Source { state: SourceState::Online, tracks: Some(tracks) };
-        self.push_source_event(&mut state, online);
+        self.push_source_event(&mut state, online, on_air);
         for (header, message) in headers {
             self.push_frame(&mut state, header, message);
         }
