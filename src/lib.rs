@@ -22,9 +22,12 @@
 //! - [`protocol`], [`websocket`], [`http`]: the wire formats. [`auth`]: every credential check.
 //! - [`node`], [`config`], [`metrics`], [`error`]: shared state, settings, counters, errors.
 //! - [`push`] (feature `source`): `onair push` and the auto-DJ; [`inspect`]: `onair listen`.
+//! - `cluster` (feature `cluster`): several nodes share their streams through NATS.
 #![deny(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod error;

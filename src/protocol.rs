@@ -259,7 +259,12 @@ pub fn decode_source_message(text: &str) -> Result<SourceMessage, MessageError> 
     Ok(msg)
 }
 
-fn validate_tracks(tracks: &[Track]) -> Result<(), MessageError> {
+/// Checks a track list as a `start` message must declare it (also used for tracks relayed by
+/// another cluster node).
+///
+/// # Errors
+/// `InvalidStart` with the reason.
+pub fn validate_tracks(tracks: &[Track]) -> Result<(), MessageError> {
     let invalid = |why: String| Err(MessageError::InvalidStart(why));
     if tracks.is_empty() {
         return invalid("no tracks".into());
@@ -295,7 +300,11 @@ fn validate_tracks(tracks: &[Track]) -> Result<(), MessageError> {
     Ok(())
 }
 
-fn validate_metadata(meta: &Metadata) -> Result<(), MessageError> {
+/// Checks now-playing fields against `MAX_METADATA_FIELD_BYTES`.
+///
+/// # Errors
+/// `MetadataTooLong` naming the field.
+pub fn validate_metadata(meta: &Metadata) -> Result<(), MessageError> {
     let fields = [
         ("title", &meta.title),
         ("artist", &meta.artist),

@@ -240,6 +240,8 @@ fn source_json(node: &Node, stream: &Arc<Stream>, host: &str) -> Value {
     source.insert("genre".into(), json!(ice.genre.as_deref().unwrap_or("various")));
     source.insert("listener_peak".into(), json!(node.directory.listener_peak(name, listeners)));
     source.insert("listeners".into(), json!(listeners));
+    // Not Icecast's: the stream's listeners on every node of a cluster.
+    source.insert("cluster_listeners".into(), json!(node.cluster_listeners(stream)));
     let ext = if container == Container::Mp3 { "mp3" } else { "ogg" };
     source.insert("listenurl".into(), json!(format!("http://{host}/{name}.{ext}")));
     if let Some(r) = samplerate {

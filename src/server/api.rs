@@ -5,17 +5,22 @@ use std::path::{Component, Path, PathBuf};
 
 use super::Server;
 use crate::http::{Request, Response};
-use crate::relay::{StreamInfo, Streams};
+use crate::metrics::StreamLabel;
+use crate::node::Node;
+use crate::relay::StreamInfo;
 
 /// Answers a plain GET or HEAD that no one else claimed.
 pub(super) async fn answer(server: &Server, request: &Request) -> Response {
     let node = &server.node;
     match request.path.as_str() {
         "/healthz" => Response::text(200, "ok"),
-        "/api/streams" => streams_json(&node.streams).with_cors(&node.config, request),
+        "/api/streams" => streams_json(node).with_cors(&node.config, request),
         "/metrics" => {
             for stream in node.streams.iter() {
                 stream.update_gauges();
+                let label = StreamLabel { stream: stream.config().name.clone() };
+                let cluster = i64::try_from(node.cluster_listeners(stream)).unwrap_or(i64::MAX);
+                node.metrics.cluster.listeners.get_or_create(&label).set(cluster);
             }
             Response::new(200, "text/plain; version=0.0.4; charset=utf-8", node.metrics.render())
         }
@@ -23,13 +28,31 @@ pub(super) async fn answer(server: &Server, request: &Request) -> Response {
     }
 }
 
-/// `GET /api/streams`.
-fn streams_json(streams: &Streams) -> Response {
+/// `GET /api/streams`: each stream's figures, its listeners on every node of the cluster
+/// (`cluster_listeners`, the same as `listeners` on a node that runs alone) and, in a
+/// cluster, the node its source is on (`origin`).
+fn streams_json(node: &Node) -> Response {
+    #[derive(serde::Serialize)]
+    struct Entry {
+        #[serde(flatten)]
+        info: StreamInfo,
+        cluster_listeners: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+    }
     #[derive(serde::Serialize)]
     struct Body {
-        streams: Vec<StreamInfo>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
+        streams: Vec<Entry>,
     }
-    let body = Body { streams: streams.iter().map(|s| s.info()).collect() };
+    let streams = node.streams.iter().map(|s| Entry {
+        info: s.info(),
+        cluster_listeners: node.cluster_listeners(s),
+        origin: node.origin(s),
+    });
+    let name = node.cluster.get().map(|c| c.node().to_owned());
+    let body = Body { node: name, streams: streams.collect() };
     let json = serde_json::to_vec(&body).expect("stream info always serializes");
     Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
 }
