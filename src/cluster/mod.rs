@@ -174,11 +174,17 @@ fn connect_options(
     metrics: ClusterMetrics,
     capacity: usize,
 ) -> ConnectOptions {
+    let heartbeat = config.lease / 3;
     let mut options = ConnectOptions::new()
         .name(format!("onair {}", config.node))
         .no_echo()
         .retry_on_initial_connect()
         .max_reconnects(None)
+        // Back within a second or two of NATS: 100 ms, doubling, at most the heartbeat.
+        .reconnect_delay_callback(move |attempts| {
+            let doubled = 100u64 << attempts.min(10);
+            Duration::from_millis(doubled).min(heartbeat)
+        })
         .subscription_capacity(capacity)
         .connection_timeout(config.lease)
         .event_callback(move |event| {

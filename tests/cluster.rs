@@ -1,0 +1,546 @@
+//! The cluster end to end: a real nats-server (started here on a free port, stopped after),
+//! real relays on 127.0.0.1:0 (in this process, or as `onair serve` processes where one must
+//! die by SIGKILL) and real clients. Every wait polls something observable, with a bound.
+#![cfg(feature = "cluster")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod icecast_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::nats::Nats;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use icecast_support::{
+    basic, exchange, ffmpeg_source, stream_info, wait_live, HttpListener, OggReader,
+};
+use onair::config::ClusterConfig;
+use onair::protocol::decode_frame_header;
+use onair::{Config, StreamConfig};
+use serde_json::Value;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A node of a cluster on `nats` with these streams.
+fn node_config(nats: &Nats, node: &str, streams: &[StreamConfig]) -> Config {
+    Config {
+        cluster: Some(ClusterConfig::new(&nats.url(), node)),
+        streams: streams.to_vec(),
+        ..Config::default()
+    }
+}
+
+async fn start_nodes(nats: &Nats, names: &[&str], streams: &[StreamConfig]) -> Vec<TestRelay> {
+    let mut nodes = Vec::new();
+    for name in names {
+        nodes.push(TestRelay::start_with(node_config(nats, name, streams)).await);
+    }
+    nodes
+}
+
+fn radio() -> StreamConfig {
+    StreamConfig::new("radio", Some("SECRET"))
+}
+
+/// Polls `check` every 50 ms until it gives a value; fails after `secs`.
+async fn poll<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `relay` relays `stream` live from `origin`.
+async fn wait_relayed(relay: &TestRelay, stream: &str, origin: &str) {
+    poll(&format!("{stream} relayed from {origin} at {}", relay.addr), 10, || async {
+        let info = stream_info(relay, stream).await;
+        (info["live"] == true && info["origin"] == origin).then_some(())
+    })
+    .await;
+}
+
+/// Reads until `n` binary frames arrived; returns the text events and the frames, in order.
+async fn read_frames(ws: &mut Ws, n: usize) -> (Vec<Value>, Vec<Vec<u8>>) {
+    let (mut events, mut frames) = (Vec::new(), Vec::new());
+    while frames.len() < n {
+        match next_message(ws).await {
+            Message::Binary(data) => frames.push(data.to_vec()),
+            Message::Text(text) => events.push(serde_json::from_str(&text).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (events, frames)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frames_reach_listeners_of_other_nodes_byte_identical_and_a_second_source_is_refused_everywhere(
+) {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b", "c"], &[radio()]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let (mut on_b, hello) = listener(b, "radio").await;
+    assert_eq!(hello["live"], false);
+    let (mut on_c, _) = listener(c, "radio").await;
+
+    let mut source = source(a, "radio", "SECRET").await;
+    let head = header_frame(b"OpusHead of the source");
+    source.send(Message::binary(head.clone())).await.unwrap();
+    wait_relayed(b, "radio", "a").await;
+    wait_relayed(c, "radio", "a").await;
+
+    // One live source cluster-wide: the same 409 (WebSocket) and 403 (Icecast) everywhere.
+    for node in [a, b, c] {
+        let bearer = [("Authorization", "Bearer SECRET")];
+        assert_eq!(refused_status(node, "/ingest/radio", &bearer).await, 409, "{}", node.addr);
+        let put = format!(
+            "PUT /radio.ogg HTTP/1.1\r\nHost: x\r\n{}\r\nContent-Type: application/ogg\r\n\r\n",
+            basic("source", "SECRET")
+        );
+        let (status, _, body) = exchange(node, put.as_bytes()).await;
+        assert_eq!(status, 403, "{}: {}", node.addr, String::from_utf8_lossy(&body));
+    }
+
+    let sent: Vec<Vec<u8>> =
+        (0..50).map(|i| frame(i * 20_000, &payload(i, 100 + i as usize))).collect();
+    for message in &sent {
+        source.send(Message::binary(message.clone())).await.unwrap();
+    }
+    source.send(Message::text(r#"{"type":"metadata","title":"Across"}"#)).await.unwrap();
+    for ws in [&mut on_b, &mut on_c] {
+        let (events, frames) = read_frames(ws, 51).await;
+        assert_eq!(events[0]["type"], "source");
+        assert_eq!(events[0]["state"], "online");
+        assert_eq!(frames[0], head, "the header, byte for byte");
+        assert_eq!(&frames[1..], &sent[..], "every frame, byte for byte, in order");
+        assert_eq!(next_event(ws).await["title"], "Across", "now playing follows");
+    }
+
+    // Numbers: live everywhere, this node's listeners and the cluster's.
+    for (node, here) in [(a, 0), (b, 1), (c, 1)] {
+        let info = poll("cluster listener counts", 10, || async {
+            let info = stream_info(node, "radio").await;
+            (info["cluster_listeners"] == 2).then_some(info)
+        })
+        .await;
+        assert_eq!((info["live"].as_bool(), info["listeners"].as_u64()), (Some(true), Some(here)));
+        assert_eq!(info["origin"], "a");
+        assert_eq!(info["metadata"]["title"], "Across", "now playing is the same everywhere");
+    }
+    let (_, status) = http_get(b, "/status-json.xsl").await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["icestats"]["source"]["cluster_listeners"], 2, "{status}");
+    assert_eq!(status["icestats"]["source"]["title"], "Across");
+    let (_, metrics) = http_get(c, "/metrics").await;
+    assert!(metrics.contains("onair_cluster_listeners{stream=\"radio\"} 2"), "{metrics}");
+    assert!(metrics.contains("onair_cluster_connected 1"), "{metrics}");
+
+    // The source leaves: listeners everywhere hear it and stay connected.
+    source.close(None).await.unwrap();
+    for ws in [&mut on_b, &mut on_c] {
+        let event = next_event(ws).await;
+        assert_eq!(
+            (event["type"].as_str(), event["state"].as_str()),
+            (Some("source"), Some("offline"))
+        );
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Reads the hello, the headers and every frame that comes within 300 ms of the previous one;
+/// returns the time to the first frame and the frames' pts.
+async fn late_join(relay: &TestRelay) -> (Duration, Vec<u64>) {
+    let started = Instant::now();
+    let (mut ws, hello) = listener(relay, "radio").await;
+    assert_eq!(hello["live"], true);
+    let mut first = None;
+    let mut pts = Vec::new();
+    while let Ok(Some(Ok(message))) = timeout(Duration::from_millis(300), ws.next()).await {
+        if let Message::Binary(data) = message {
+            first.get_or_insert_with(|| started.elapsed());
+            let header = decode_frame_header(&data).unwrap();
+            if !header.is_header() {
+                pts.push(header.pts);
+            }
+        }
+    }
+    (first.expect("frames at once"), pts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_joiner_on_a_cold_node_gets_the_headers_and_the_burst_at_once() {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b", "c"], &[radio()]).await;
+    let (a, c) = (&nodes[0], &nodes[2]);
+    let mut source = source(a, "radio", "SECRET").await;
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    wait_relayed(c, "radio", "a").await;
+    for i in 0..100 {
+        source.send(Message::binary(frame(i * 20_000, &payload(i, 200)))).await.unwrap();
+    }
+    // Node c has no listener: it followed the stream all the same.
+    poll("node c holds every frame", 10, || async {
+        (stream_info(c, "radio").await["frames_in"].as_u64() >= Some(101)).then_some(())
+    })
+    .await;
+    let (on_origin, origin_burst) = late_join(a).await;
+    let (on_cold, cold_burst) = late_join(c).await;
+    assert!(cold_burst.len() >= 45, "about burst_ms (1 s) of audio: {cold_burst:?}");
+    assert_eq!(cold_burst, origin_burst, "the same burst as on the origin");
+    assert!(
+        on_cold < Duration::from_millis(500),
+        "first frame on the cold node after {on_cold:?} (origin: {on_origin:?})"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_icecast_source_on_one_node_plays_to_http_listeners_on_another() {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut ffmpeg = ffmpeg_source(a, "/radio.ogg", "SECRET", "opus");
+    wait_live(a, "radio", 20, Some(&mut ffmpeg)).await;
+    wait_relayed(b, "radio", "a").await;
+    wait_live(b, "radio", 20, Some(&mut ffmpeg)).await;
+
+    let http = HttpListener::open(b, "/radio.ogg", &[]).await;
+    assert_eq!(http.status, 200, "{}", http.head);
+    let mut ogg = OggReader::new(http);
+    let first = ogg.next_page().await;
+    assert!(first.packets[0].starts_with(b"OpusHead"), "a fresh Ogg stream starts with OpusHead");
+    let mut audio_pages = 0;
+    let mut last_granule = 0;
+    while audio_pages < 20 {
+        let page = ogg.next_page().await;
+        assert_eq!(page.serial, first.serial);
+        if page.granule > 0 && page.granule != u64::MAX {
+            assert!(page.granule >= last_granule, "granules only grow");
+            last_granule = page.granule;
+            audio_pages += 1;
+        }
+    }
+    let (mut ws, hello) = listener(b, "radio").await;
+    assert_eq!(hello["tracks"][0]["codec"], "opus");
+    let (_, frames) = read_frames(&mut ws, 10).await;
+    assert!(frames.iter().any(|f| f.len() > 10), "Opus packets over WebSocket too");
+    drop(ffmpeg);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_autodj_runs_once_a_live_source_anywhere_outranks_it_and_it_moves_when_its_node_leaves()
+{
+    let nats = Nats::start();
+    let mut stream = radio();
+    stream.playlist = Some(sample("tone-440.flac"));
+    stream.burst = Duration::ZERO;
+    let nodes = start_nodes(&nats, &["a", "b", "c"], std::slice::from_ref(&stream)).await;
+    let sources = || async {
+        let mut kinds = Vec::new();
+        for node in &nodes {
+            kinds.push(stream_info(node, "radio").await["source"].as_str().map(str::to_owned));
+        }
+        kinds
+    };
+    let dj = poll("one auto-DJ in the cluster, relayed by the others", 10, || async {
+        let kinds = sources().await;
+        let djs: Vec<usize> = (0..3).filter(|&i| kinds[i].as_deref() == Some("autodj")).collect();
+        let relayed = kinds.iter().filter(|k| k.as_deref() == Some("remote")).count();
+        (djs.len() == 1 && relayed == 2).then(|| djs[0])
+    })
+    .await;
+    let (live_at, listen_at) = ((dj + 1) % 3, (dj + 2) % 3);
+    let (mut ws, _) = listener(&nodes[listen_at], "radio").await;
+
+    // A live source on a third node takes over, exactly as on one node: `source online`,
+    // its header, its frames; never offline.
+    let mut live = source(&nodes[live_at], "radio", "SECRET").await;
+    live.send(Message::binary(header_frame(b"live OpusHead"))).await.unwrap();
+    let pumping = tokio::spawn(async move {
+        for i in 0..300u64 {
+            if live.send(Message::binary(frame(1_000_000_000 + i * 20_000, b"live"))).await.is_err()
+            {
+                break;
+            }
+            sleep(Duration::from_millis(20)).await;
+            if i == 50 {
+                break;
+            }
+        }
+        live
+    });
+    let mut events = Vec::new();
+    let mut live_frames = 0;
+    while live_frames < 20 {
+        match next_message(&mut ws).await {
+            Message::Text(text) => events.push(serde_json::from_str::<Value>(&text).unwrap()),
+            Message::Binary(data) => {
+                if &data[10..] == b"live" {
+                    live_frames += 1;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut live = pumping.await.unwrap();
+    // The live source leaves: the auto-DJ is back, on its own node, with its own header.
+    live.close(None).await.unwrap();
+    let mut autodj_head = false;
+    while !autodj_head {
+        match next_message(&mut ws).await {
+            Message::Text(text) => events.push(serde_json::from_str::<Value>(&text).unwrap()),
+            Message::Binary(data) => autodj_head = data[10..].starts_with(b"OpusHead"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        events.iter().all(|e| e["state"] != "offline"),
+        "listeners never hear the stream go offline: {events:?}"
+    );
+    assert!(events.iter().filter(|e| e["state"] == "online").count() >= 2, "{events:?}");
+    poll("the auto-DJ back on its node", 10, || async {
+        (sources().await[dj].as_deref() == Some("autodj")).then_some(())
+    })
+    .await;
+
+    // Its node leaves: another node takes the auto-DJ over; listeners stay connected.
+    let mut nodes = nodes;
+    let leaving = nodes.remove(dj);
+    leaving.shutdown().await;
+    poll("another node runs the auto-DJ", 10, || async {
+        let mut kinds = Vec::new();
+        for node in &nodes {
+            kinds.push(stream_info(node, "radio").await["source"].clone());
+        }
+        let djs = kinds.iter().filter(|k| *k == "autodj").count();
+        (djs == 1 && kinds.iter().all(|k| k == "autodj" || k == "remote")).then_some(())
+    })
+    .await;
+    let (_, frames) = read_frames(&mut ws, 5).await;
+    assert_eq!(frames.len(), 5, "the listener hears the auto-DJ from its new node");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_nats_restart_remote_streams_resume_on_the_same_connections() {
+    let mut nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut on_a, _) = listener(a, "radio").await;
+    let (mut on_b, _) = listener(b, "radio").await;
+    let mut source = source(a, "radio", "SECRET").await;
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    wait_relayed(b, "radio", "a").await;
+    let pump = tokio::spawn(async move {
+        for i in 0..1500u64 {
+            if source.send(Message::binary(frame(i * 20_000, &i.to_be_bytes()))).await.is_err() {
+                return;
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    });
+    read_frames(&mut on_b, 10).await;
+
+    nats.stop();
+    // NATS is away: the origin's own listeners hear the source without a pause.
+    let (_, frames) = within_secs(3, read_frames(&mut on_a, 50)).await;
+    let pts = |frame: &Vec<u8>| decode_frame_header(frame).unwrap().pts;
+    let during = frames.iter().map(pts).max().unwrap();
+    nats.restart();
+    // Node b's listener hears the stream again, on the same connection, from where it is now.
+    within_secs(20, async {
+        loop {
+            let (_, frames) = read_frames(&mut on_b, 1).await;
+            if pts(&frames[0]) > during {
+                break;
+            }
+        }
+    })
+    .await;
+    let (_, frames) = read_frames(&mut on_b, 25).await;
+    assert!(frames.windows(2).all(|w| pts(&w[1]) > pts(&w[0])), "in order, live");
+    pump.abort();
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// An `onair serve` process, killed (SIGKILL) when dropped.
+struct Serve {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Serve {
+    fn start(config: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let path = std::env::temp_dir().join(format!(
+            "onair-cluster-{}-{}.toml",
+            std::process::id(),
+            config.len() ^ config.as_ptr() as usize
+        ));
+        std::fs::write(&path, config).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening addr=").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).expect("the node logs its address");
+        let _ = std::fs::remove_file(&path);
+        Self { child, addr: addr.parse().unwrap() }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn api(addr: SocketAddr, stream: &str) -> Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    socket.write_all(b"GET /api/streams HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    within(socket.read_to_end(&mut response)).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let json: Value = serde_json::from_str(body).unwrap();
+    json["streams"].as_array().unwrap().iter().find(|s| s["name"] == stream).unwrap().clone()
+}
+
+async fn ws(addr: SocketAddr, path: &str, key: Option<&str>) -> Result<Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(key) = key {
+        request.headers_mut().insert("Authorization", format!("Bearer {key}").parse().unwrap());
+    }
+    match within(tokio_tungstenite::connect_async(request)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(err) => panic!("{path}: {err}"),
+    }
+}
+
+/// Reads until an event with this `state` arrives; returns the frames' count before it.
+async fn until_state(ws: &mut Ws, state: &str) -> usize {
+    let mut frames = 0;
+    loop {
+        match next_message(ws).await {
+            Message::Text(text) => {
+                let event: Value = serde_json::from_str(&text).unwrap();
+                if event["type"] == "source" && event["state"] == state {
+                    return frames;
+                }
+            }
+            Message::Binary(_) => frames += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_origin_killed_with_sigkill_goes_offline_elsewhere_and_its_source_and_autodj_resume_on_other_nodes(
+) {
+    let nats = Nats::start();
+    let config = |node: &str| {
+        format!(
+            "[cluster]\nnats = \"{}\"\nnode = \"{node}\"\n\
+             [[streams]]\nname = \"radio\"\nkey = \"SECRET\"\n\
+             [[streams]]\nname = \"jukebox\"\nplaylist = \"{}\"\nburst_ms = 0\n",
+            nats.url(),
+            sample("tone-440.flac").display()
+        )
+    };
+    // Node a starts first and takes the auto-DJ; b and c relay it.
+    let mut a = Serve::start(&config("a"));
+    poll("the auto-DJ on node a", 10, || async {
+        (api(a.addr, "jukebox").await["source"] == "autodj").then_some(())
+    })
+    .await;
+    let (b, c) = (Serve::start(&config("b")), Serve::start(&config("c")));
+    let mut source = ws(a.addr, "/ingest/radio", Some("SECRET")).await.unwrap();
+    source.send(Message::text(OPUS_START)).await.unwrap();
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    poll("radio relayed by b", 10, || async {
+        (api(b.addr, "radio").await["origin"] == "a").then_some(())
+    })
+    .await;
+    let mut radio = ws(b.addr, "/listen/radio", None).await.unwrap();
+    let mut jukebox = ws(b.addr, "/listen/jukebox", None).await.unwrap();
+    for i in 0..10 {
+        source.send(Message::binary(frame(i * 20_000, b"before"))).await.unwrap();
+    }
+    assert_eq!(next_event(&mut radio).await["type"], "hello");
+    read_frames(&mut radio, 11).await;
+
+    a.kill();
+    let killed = Instant::now();
+    drop(source);
+    within_secs(10, until_state(&mut radio, "offline")).await;
+    let offline_after = killed.elapsed();
+    assert!(offline_after < Duration::from_secs(6), "offline after {offline_after:?}");
+
+    // The broadcaster reconnects to another node: refused while a's lease lasts, then on air.
+    let mut source = poll("the broadcaster back on node c", 15, || async {
+        ws(c.addr, "/ingest/radio", Some("SECRET")).await.ok()
+    })
+    .await;
+    let back = killed.elapsed();
+    source.send(Message::text(OPUS_START)).await.unwrap();
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    within_secs(10, until_state(&mut radio, "online")).await;
+    for i in 0..10 {
+        source.send(Message::binary(frame(i * 20_000, b"after"))).await.unwrap();
+    }
+    let (_, frames) = read_frames(&mut radio, 11).await;
+    assert!(frames.iter().filter(|f| &f[10..] == b"after").count() == 10, "the same connection");
+
+    // The auto-DJ lapsed with node a and runs on b or c now; b's listener hears it again.
+    within_secs(15, until_state(&mut jukebox, "online")).await;
+    let djs = [
+        api(b.addr, "jukebox").await["source"].clone(),
+        api(c.addr, "jukebox").await["source"].clone(),
+    ];
+    assert_eq!(djs.iter().filter(|s| *s == "autodj").count(), 1, "{djs:?}");
+    eprintln!(
+        "offline on b {offline_after:?} after the kill; broadcaster accepted on c after {back:?}"
+    );
+    drop((b, c));
+}
