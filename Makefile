@@ -7,15 +7,20 @@ CARGO ?= cargo
 ONAIR := target/debug/onair
 # Debian packages: cmake builds libopus for the `opus` crate; the rest are real peers for tests.
 RUN_PACKAGES := cmake
-TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2
+TEST_PACKAGES := cmake ffmpeg sox opus-tools chromium libshout-tools icecast2 nats-server nginx-light
+# nats-server (with JetStream) carries the cluster (`make cluster`, tests/cluster.rs); nginx-light
+# runs docs/CLUSTER.md's balancer config in tests/cluster.rs.
+CLUSTER_PACKAGES := cmake nats-server
 # cmake builds libopus for the release build; icecast2 is the relay the benchmark compares with.
 BENCH_PACKAGES := cmake icecast2
 
-.PHONY: run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
+
+.PHONY: cluster deps-cluster bench-cluster run test build autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench deps-run deps-test deps-bench browser-test help
 
 help:
 	@echo "make run    build and start the relay on 127.0.0.1:8000 with a demo station"
 	@echo "make test   fmt check, clippy, cargo test, browser and interop tests"
+	@echo "make cluster  nats-server and three nodes on 127.0.0.1:8001-8003 sharing a demo station"
 	@echo "make lint | fix | doc | bench | fuzz | soak"
 
 define apt_install
@@ -37,6 +42,13 @@ deps-test:
 
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))
+
+deps-cluster:
+	$(call apt_install,$(CLUSTER_PACKAGES))
+
+# Three nodes and a nats-server on 127.0.0.1 for a try (docs/CLUSTER.md); Ctrl-C stops them.
+cluster: deps-cluster build
+	scripts/cluster.sh
 
 build: deps-run
 	$(CARGO) build --quiet
@@ -108,3 +120,9 @@ bench: deps-bench
 	$(CARGO) build --release --bin onair
 	$(CARGO) bench --bench ring --bench protocol $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.3,)
 	$(CARGO) bench --bench load -- compare $(if $(QUICK),--quick,) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-cluster
+
+# The cluster's costs: two release nodes on one nats-server (docs/CLUSTER.md has the numbers).
+bench-cluster: deps-cluster
+	$(CARGO) build --release --bin onair
+	$(CARGO) bench --bench cluster -- $(if $(QUICK),--quick,)

@@ -726,6 +726,17 @@ key = "SECRET"
             .replace("# key =", "key =");
         let config = Config::parse(&uncommented, "onair.example.toml").unwrap();
         assert_eq!(config.tls.map(|t| t.listen.port()), Some(8443));
+        // And so is the commented-out [cluster] table (token and user are alternatives).
+        let cluster: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [cluster]"))
+            .filter(|l| !l.starts_with("# token"))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let config = Config::parse(&cluster, "onair.example.toml").unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!((cluster.node.as_str(), cluster.lease), ("edge-1", Duration::from_secs(3)));
+        assert!(cluster.user.is_some() && cluster.tls_client.is_some());
     }
 
     #[test]

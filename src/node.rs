@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
+use crate::protocol::Metadata;
 use crate::relay::{SourceKind, Stream, Streams};
 
 /// One node's shared state.
@@ -33,6 +34,10 @@ pub trait ClusterView: Send + Sync {
     fn listeners_elsewhere(&self, stream: &str) -> usize;
     /// The node whose source `stream` plays when it is relayed from another node.
     fn remote_origin(&self, stream: &str) -> Option<String>;
+    /// Sends now playing to `origin`, the node `stream`'s source is on; false when it cannot.
+    fn forward_metadata(&self, stream: &str, origin: &str, metadata: Metadata) -> bool;
+    /// Asks `origin` to close `stream`'s live source; false when it cannot.
+    fn forward_kick(&self, stream: &str, origin: &str) -> bool;
 }
 
 impl std::fmt::Debug for Node {
@@ -47,6 +52,15 @@ impl Node {
         let elsewhere =
             self.cluster.get().map_or(0, |c| c.listeners_elsewhere(&stream.config().name));
         stream.listener_count() + elsewhere
+    }
+
+    /// The other node `stream`'s source is on, when it is relayed from there.
+    pub fn relayed_from(&self, stream: &Stream) -> Option<(&dyn ClusterView, String)> {
+        let cluster = self.cluster.get()?;
+        if stream.on_air()? != SourceKind::Remote {
+            return None;
+        }
+        Some((cluster.as_ref(), cluster.remote_origin(&stream.config().name)?))
     }
 
     /// The node whose source `stream` plays: this one's name when it is local, `None` when the

@@ -14,7 +14,7 @@ use common::nats::Nats;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use icecast_support::{
-    basic, exchange, ffmpeg_source, stream_info, wait_live, HttpListener, OggReader,
+    basic, exchange, ffmpeg_source, get, stream_info, wait_live, HttpListener, OggReader,
 };
 use onair::config::ClusterConfig;
 use onair::protocol::decode_frame_header;
@@ -144,8 +144,18 @@ async fn frames_reach_listeners_of_other_nodes_byte_identical_and_a_second_sourc
     assert!(metrics.contains("onair_cluster_listeners{stream=\"radio\"} 2"), "{metrics}");
     assert!(metrics.contains("onair_cluster_connected 1"), "{metrics}");
 
-    // The source leaves: listeners everywhere hear it and stay connected.
-    source.close(None).await.unwrap();
+    // Admin requests to a node that relays the stream go to its origin: now playing for every
+    // listener, then the source removed (a balancer may send them to any node).
+    let auth = basic("source", "SECRET");
+    let update = "/admin/metadata?mount=/radio.ogg&mode=updinfo&song=Forwarded";
+    let (status, _, body) = get(c, update, &[&auth]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    for ws in [&mut on_b, &mut on_c] {
+        assert_eq!(next_event(ws).await["title"], "Forwarded");
+    }
+    let (status, _, _) = get(b, "/admin/killsource?mount=/radio.ogg", &[&auth]).await;
+    assert_eq!(status, 200);
+    assert_eq!(close_code(&mut source).await, 4010, "the origin closed its source");
     for ws in [&mut on_b, &mut on_c] {
         let event = next_event(ws).await;
         assert_eq!(
@@ -543,4 +553,196 @@ async fn an_origin_killed_with_sigkill_goes_offline_elsewhere_and_its_source_and
         "offline on b {offline_after:?} after the kill; broadcaster accepted on c after {back:?}"
     );
     drop((b, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_whose_node_finds_the_live_lease_taken_is_closed() {
+    use async_nats::jetstream::stream::{Config as StreamSettings, DiscardPolicy, StorageType};
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a"], &[radio()]).await;
+    // Another node (not running here) holds the stream's live lease: the same bucket the
+    // nodes make, with the default lease.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(StreamSettings {
+        name: "KV_onair_leases".into(),
+        description: Some("onair leases: one live source and one auto-DJ per stream".into()),
+        subjects: vec!["$KV.onair_leases.>".into()],
+        max_messages_per_subject: 1,
+        max_age: Duration::from_millis(onair::config::DEFAULT_LEASE_MS),
+        storage: StorageType::Memory,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: DiscardPolicy::New,
+        num_replicas: 1,
+        ..StreamSettings::default()
+    })
+    .await
+    .unwrap();
+    let kv = js.get_key_value("onair_leases").await.unwrap();
+    kv.create("radio.live", "elsewhere".into()).await.unwrap();
+    let mut source = source(&nodes[0], "radio", "SECRET").await;
+    assert_eq!(close_code(&mut source).await, 4010, "closed as soon as its node sees the lease");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_messages_from_nats_are_dropped_and_the_stream_plays_on() {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let session = |tracks: &str| {
+        format!(r#"{{"type":"session","session":1,"live":true,"tracks":{tracks},"headers":[]}}"#)
+    };
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        ("onair.s.radio.x.c", b"{".to_vec()),
+        ("onair.s.radio.x.c", b"\xff\xfe\x00".to_vec()),
+        ("onair.s.radio.x.c", br#"{"type":"session"}"#.to_vec()),
+        ("onair.s.radio.x.c", session(r#"[{"id":0,"kind":"audio","codec":"vp8"}]"#).into_bytes()),
+        ("onair.s.radio.x.c", session("[]").into_bytes()),
+        (
+            "onair.s.radio.x.c",
+            br#"{"type":"session","session":1,"live":true,"tracks":[],"headers":["***"]}"#.to_vec(),
+        ),
+        ("onair.s.radio.x.f", vec![0xff; 3]),
+        ("onair.s.radio.x.p", vec![0xff; 20]),
+        ("onair.s.radio.x.q", vec![1]),
+        ("onair.s.nostream.x.f", frame(0, b"x")),
+        ("onair.s.radio.x.f.extra", frame(0, b"x")),
+        ("onair.n.x.stats", b"[1,2".to_vec()),
+        ("onair.n.x.stats", br#"{"listeners":{"radio":-1}}"#.to_vec()),
+    ];
+    // Sent until node b counts them (it may not be subscribed yet when the test starts).
+    let (_, metrics) = poll("the malformed messages counted", 10, || async {
+        for (subject, payload) in &garbage {
+            client.publish(*subject, payload.clone().into()).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        let (_, metrics) = http_get(b, "/metrics").await;
+        metrics
+            .contains("onair_cluster_dropped_total{reason=\"malformed\"}")
+            .then_some(((), metrics))
+    })
+    .await;
+    assert!(metrics.contains("onair_cluster_connected 1"), "{metrics}");
+
+    let (mut on_b, _) = listener(b, "radio").await;
+    let mut source = source(a, "radio", "SECRET").await;
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    wait_relayed(b, "radio", "a").await;
+    for i in 0..10 {
+        source.send(Message::binary(frame(i * 20_000, &payload(i, 50)))).await.unwrap();
+    }
+    let (_, frames) = read_frames(&mut on_b, 11).await;
+    assert_eq!(frames[10], frame(9 * 20_000, &payload(9, 50)), "the stream plays on");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// nginx with docs/CLUSTER.md's configuration, in front of `nodes`, on a free port.
+struct Nginx {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start(nodes: &[&TestRelay]) -> Self {
+        let doc = include_str!("../docs/CLUSTER.md");
+        let block = doc.split("```nginx\n").nth(1).unwrap().split("```").next().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let servers: String = nodes.iter().map(|n| format!("    server {};\n", n.addr)).collect();
+        let mut lines = Vec::new();
+        let mut servers_written = false;
+        for line in block.lines() {
+            if line.trim_start().starts_with("server 10.0.0.") {
+                if !servers_written {
+                    lines.push(servers.trim_end().to_owned());
+                    servers_written = true;
+                }
+            } else if line.trim() == "listen 80;" {
+                lines.push(format!("    listen 127.0.0.1:{port};"));
+            } else {
+                lines.push(line.to_owned());
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("onair-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n\
+             access_log off;\nclient_body_temp_path {d}/body;\nproxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\nscgi_temp_path {d}/scgi;\n{}\n}}\n",
+            lines.join("\n")
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .args(["-c", &format!("{d}/nginx.conf"), "-p", &d.to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx runs (make test installs nginx-light)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not start: see {d}/error.log");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_documented_nginx_config_spreads_sources_and_listeners_over_three_nodes() {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b", "c"], &[radio()]).await;
+    let nginx = Nginx::start(&[&nodes[0], &nodes[1], &nodes[2]]);
+    // Listeners through the balancer land on any node (least_conn spreads them).
+    let mut listeners = Vec::new();
+    for _ in 0..6 {
+        listeners.push(ws(nginx.addr, "/listen/radio", None).await.unwrap());
+    }
+    let mut source = ws(nginx.addr, "/ingest/radio", Some("SECRET")).await.unwrap();
+    source.send(Message::text(OPUS_START)).await.unwrap();
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    for node in &nodes {
+        poll("the stream live on every node", 10, || async {
+            (stream_info(node, "radio").await["live"] == true).then_some(())
+        })
+        .await;
+    }
+    let counts: Vec<u64> = {
+        let mut counts = Vec::new();
+        for node in &nodes {
+            counts.push(stream_info(node, "radio").await["listeners"].as_u64().unwrap());
+        }
+        counts
+    };
+    assert!(counts.iter().filter(|&&n| n > 0).count() >= 2, "spread: {counts:?}");
+    let sent = frame(0, b"through the balancer");
+    source.send(Message::binary(sent.clone())).await.unwrap();
+    for ws in &mut listeners {
+        assert_eq!(next_event(ws).await["type"], "hello");
+        let (_, frames) = read_frames(ws, 2).await;
+        assert_eq!(frames[1], sent);
+    }
+    // A second source through the balancer is refused whichever node it reaches.
+    for _ in 0..3 {
+        assert_eq!(ws(nginx.addr, "/ingest/radio", Some("SECRET")).await.err(), Some(409));
+    }
+    drop(nginx);
+    for node in nodes {
+        node.shutdown().await;
+    }
 }

@@ -51,9 +51,8 @@ struct Following {
 
 /// Follows every stream until `cancel`.
 pub(super) async fn run(cluster: Arc<Cluster>, cancel: CancellationToken) {
-    let max = cluster.node.config.max_message_bytes;
+    let max = cluster.max_message_bytes;
     let mut follows: HashMap<String, Follow> = cluster
-        .node
         .streams
         .iter()
         .map(|stream| {

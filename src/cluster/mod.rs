@@ -14,6 +14,7 @@
 //! one lease keeper per stream with a key, one auto-DJ keeper per stream with a playlist and
 //! the stats exchange, all ending when `cancel` fires.
 
+mod command;
 mod follower;
 mod lease;
 mod origin;
@@ -35,6 +36,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::ClusterConfig;
 use crate::metrics::ClusterMetrics;
 use crate::node::{ClusterView, Node};
+use crate::protocol::Metadata;
 use crate::relay::{AttachError, Gate, SourceKind, Stream};
 use subject::Subjects;
 
@@ -48,7 +50,10 @@ const SUBSCRIPTION_MESSAGES_PER_STREAM: usize = 256;
 
 /// One node's part of a cluster: its NATS connection and what it knows of the others.
 pub struct Cluster {
-    node: Arc<Node>,
+    /// The node's streams, in config order (the node owns the cluster, not the reverse).
+    streams: Vec<Arc<Stream>>,
+    /// Largest frame a follower puts back together from parts.
+    max_message_bytes: usize,
     config: ClusterConfig,
     subjects: Subjects,
     client: Client,
@@ -100,7 +105,8 @@ impl Cluster {
             .map(|s| (s.name.clone(), watch::channel(false).0))
             .collect();
         let cluster = Arc::new(Self {
-            node: Arc::clone(node),
+            streams: node.streams.iter().cloned().collect(),
+            max_message_bytes: node.config.max_message_bytes,
             subjects: Subjects::new(&config.prefix),
             config,
             client,
@@ -111,7 +117,7 @@ impl Cluster {
         });
         info!(node = %cluster.config.node, nats = ?cluster.config.nats, "cluster node starting");
         for stream in node.streams.iter() {
-            stream.set_gate(Arc::clone(&cluster) as Arc<dyn Gate>);
+            stream.set_gate(&(Arc::clone(&cluster) as Arc<dyn Gate>));
             tasks.spawn(origin::run(Arc::clone(&cluster), Arc::clone(stream), cancel.clone()));
             if let Some(want) = cluster.live_wanted.get(&stream.config().name) {
                 let lease = lease::live(
@@ -124,6 +130,7 @@ impl Cluster {
             }
         }
         tasks.spawn(follower::run(Arc::clone(&cluster), cancel.clone()));
+        tasks.spawn(command::run(Arc::clone(&cluster), cancel.clone()));
         tasks.spawn(stats::run(Arc::clone(&cluster), cancel));
         let _ = node.cluster.set(Arc::clone(&cluster) as Arc<dyn ClusterView>);
         Ok(cluster)
@@ -161,6 +168,11 @@ impl Cluster {
     /// The renewal period of leases and the heartbeat of sessions: a third of the lease.
     fn heartbeat(&self) -> Duration {
         self.config.lease / 3
+    }
+
+    /// The stream of this name.
+    fn stream(&self, name: &str) -> Option<&Arc<Stream>> {
+        self.streams.iter().find(|s| s.config().name == name)
     }
 
     fn origins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Origin>> {
@@ -273,5 +285,14 @@ impl ClusterView for Cluster {
 
     fn remote_origin(&self, stream: &str) -> Option<String> {
         self.origins().get(stream).map(|o| o.node.clone())
+    }
+
+    fn forward_metadata(&self, stream: &str, origin: &str, metadata: Metadata) -> bool {
+        let command = command::Command::Metadata { stream: stream.to_owned(), metadata };
+        self.send_command(origin, &command)
+    }
+
+    fn forward_kick(&self, stream: &str, origin: &str) -> bool {
+        self.send_command(origin, &command::Command::Kick { stream: stream.to_owned() })
     }
 }

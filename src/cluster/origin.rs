@@ -91,7 +91,11 @@ pub(super) async fn run(cluster: Arc<Cluster>, stream: Arc<Stream>, cancel: Canc
                 tap.fill(&mut batch, TAP_BATCH);
             }
             _ = heartbeat.tick() => {
-                publisher.max_payload = cluster.client.server_info().max_payload.max(64);
+                // Zero until the first connection: keep the default until the server says.
+                let max_payload = cluster.client.server_info().max_payload;
+                if max_payload > 0 {
+                    publisher.max_payload = max_payload.max(64);
+                }
                 publisher.heartbeat().await;
             }
         }

@@ -79,7 +79,6 @@ pub(super) async fn run(cluster: Arc<Cluster>, cancel: CancellationToken) {
                     continue;
                 }
                 let listeners = cluster
-                    .node
                     .streams
                     .iter()
                     .map(|s| (s.config().name.clone(), s.listener_count()))

@@ -5,6 +5,7 @@
 //! {prefix}.s.{stream}.{node}.p    a part of a frame larger than the server's max_payload
 //! {prefix}.s.{stream}.{node}.c    control (JSON): session, metadata, end
 //! {prefix}.n.{node}.stats         a node's listener counts (JSON)
+//! {prefix}.n.{node}.admin         an admin command for the node a stream's source is on (JSON)
 //! KV bucket {prefix}_leases       keys {stream}.live and {stream}.autodj, value: the node
 //! ```
 //!
@@ -85,6 +86,11 @@ impl Subjects {
     /// Where `node` publishes its listener counts.
     pub fn stats(&self, node: &str) -> String {
         format!("{}.n.{node}.stats", self.prefix)
+    }
+
+    /// Where admin commands for `node` go.
+    pub fn admin(&self, node: &str) -> String {
+        format!("{}.n.{node}.admin", self.prefix)
     }
 
     /// Every node's listener counts.

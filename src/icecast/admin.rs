@@ -86,6 +86,14 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
                 return xml_response(400, "No metadata given (use song=...)", 0);
             }
             let title = meta.display_title();
+            // In a cluster, a stream relayed from another node gets it from its origin.
+            if let Some((cluster, origin)) = node.relayed_from(stream) {
+                if cluster.forward_metadata(name, &origin, meta) {
+                    info!(stream = %name, %peer, %title, %origin, "now playing sent to the origin node");
+                    return xml_response(200, "Metadata update successful", 1);
+                }
+                return xml_response(503, "Cluster unavailable", 0);
+            }
             if !stream.set_metadata(meta) {
                 return xml_response(400, "Source does not exist", 0);
             }
@@ -94,6 +102,13 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
         }
         "listclients" => listclients(node, stream),
         _ => {
+            if let Some((cluster, origin)) = node.relayed_from(stream) {
+                if cluster.forward_kick(name, &origin) {
+                    info!(stream = %name, %peer, %origin, "source removal sent to the origin node");
+                    return xml_response(200, "Source Removed", 1);
+                }
+                return xml_response(503, "Cluster unavailable", 0);
+            }
             if stream.kick_live() {
                 info!(stream = %name, %peer, "source removal requested by admin");
                 xml_response(200, "Source Removed", 1)

@@ -158,8 +158,8 @@ impl Stream {
     /// `Busy` when a source of the same kind is already attached, or when the stream's
     /// [`Gate`] refuses (the stream is live on another node).
     pub fn attach(self: &Arc<Self>, kind: SourceKind) -> Result<SourceHandle, AttachError> {
-        let gate = self.gate.get();
-        if let Some(gate) = gate {
+        let gate = self.gate.get().and_then(std::sync::Weak::upgrade);
+        if let Some(gate) = &gate {
             gate.admit(self, kind)?;
         }
         let handle = self.reserve(kind)?;
@@ -169,9 +169,10 @@ impl Stream {
         Ok(handle)
     }
 
-    /// Sets the stream's gate (once; later calls are ignored).
-    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
-        let _ = self.gate.set(gate);
+    /// Sets the stream's gate (once; later calls are ignored). The stream keeps a weak
+    /// reference: the gate's owner keeps it alive.
+    pub fn set_gate(&self, gate: &Arc<dyn Gate>) {
+        let _ = self.gate.set(Arc::downgrade(gate));
     }
 
     /// Which source is on air: `live`, `autodj` or `remote`; `None` when nobody is.
@@ -330,7 +331,7 @@ impl Drop for SourceHandle {
         let mut state = self.stream.lock();
         *state.sources.slot_mut(self.kind) = None;
         self.stream.switch_if_needed(state);
-        if let Some(gate) = self.stream.gate.get() {
+        if let Some(gate) = self.stream.gate.get().and_then(std::sync::Weak::upgrade) {
             gate.detached(&self.stream, self.kind);
         }
     }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -67,8 +67,9 @@ pub struct Stream {
     watchers: Mutex<Vec<Arc<dyn Watcher>>>,
     pub(super) listeners: AtomicUsize,
     pub(super) metrics: StreamMetrics,
-    /// Decides whether a local source may attach (set by a cluster).
-    pub(super) gate: OnceLock<Arc<dyn Gate>>,
+    /// Decides whether a local source may attach (set by a cluster; weak: the cluster owns
+    /// the streams it guards).
+    pub(super) gate: OnceLock<Weak<dyn Gate>>,
 }
 
 impl std::fmt::Debug for Stream {

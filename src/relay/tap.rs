@@ -309,7 +309,7 @@ mod tests {
     fn the_gate_refuses_before_a_slot_is_taken_and_hears_attach_and_detach() {
         let stream = stream();
         let gate = Arc::new(Recorder { refuse_live: true, ..Recorder::default() });
-        stream.set_gate(Arc::clone(&gate) as Arc<dyn Gate>);
+        stream.set_gate(&(Arc::clone(&gate) as Arc<dyn Gate>));
         assert_eq!(stream.attach(SourceKind::Live).unwrap_err(), AttachError::Busy);
         assert!(!stream.has_source(SourceKind::Live), "a refused source takes no slot");
         let mut autodj = stream.attach(SourceKind::AutoDj).unwrap();
