@@ -10,7 +10,7 @@
 //!
 //! `Cluster::start` connects (in the background: a node serves its local streams while NATS
 //! is away), sets itself as every stream's [`Gate`] and as the node's
-//! [`ClusterView`](crate::node::ClusterView), and spawns one publisher per stream, one follower,
+//! [`ClusterView`], and spawns one publisher per stream, one follower,
 //! one lease keeper per stream with a key, one auto-DJ keeper per stream with a playlist and
 //! the stats exchange, all ending when `cancel` fires.
 
