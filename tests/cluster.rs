@@ -189,6 +189,28 @@ async fn late_join(relay: &TestRelay) -> (Duration, Vec<u64>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn frames_larger_than_the_servers_max_payload_arrive_whole() {
+    let nats = Nats::start_with("max_payload: 4096\n");
+    let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut on_b, _) = listener(b, "radio").await;
+    let mut source = source(a, "radio", "SECRET").await;
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    wait_relayed(b, "radio", "a").await;
+    // A video keyframe's size: 10 parts of at most 4 KiB each, then small frames around it.
+    let sent =
+        [frame(0, &payload(0, 100)), frame(1, &payload(1, 40_000)), frame(2, &payload(2, 100))];
+    for message in &sent {
+        source.send(Message::binary(message.clone())).await.unwrap();
+    }
+    let (_, frames) = read_frames(&mut on_b, 4).await;
+    assert_eq!(&frames[1..], &sent[..], "whole, byte for byte, in order");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_joiner_on_a_cold_node_gets_the_headers_and_the_burst_at_once() {
     let nats = Nats::start();
     let nodes = start_nodes(&nats, &["a", "b", "c"], &[radio()]).await;

@@ -11,23 +11,39 @@ pub struct Nats {
     /// Its client port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Nats {
     /// Starts nats-server with JetStream on a free port; waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Like `start`, with these lines of nats-server configuration (e.g. `max_payload: 4096`).
+    pub fn start_with(config: &str) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("onair-nats-{}-{port}", std::process::id()));
-        let mut nats = Self { port, dir, child: None };
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = (!config.is_empty()).then(|| {
+            let path = dir.join("nats.conf");
+            std::fs::write(&path, config).unwrap();
+            path
+        });
+        let mut nats = Self { port, dir, config, child: None };
         nats.spawn();
         nats
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(&self.dir)
+            .arg(self.dir.join("js"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
