@@ -105,7 +105,8 @@ fn nats(dir: &std::path::Path) -> (Proc, u16) {
 fn node(options: &Options, nats: u16, name: &str, streams: usize) -> (Proc, SocketAddr) {
     let mut config = format!("[cluster]\nnats = \"nats://127.0.0.1:{nats}\"\nnode = \"{name}\"\n");
     for i in 0..streams {
-        config.push_str(&format!("[[streams]]\nname = \"s{i}\"\nkey = \"SECRET\"\n"));
+        config
+            .push_str(&format!("[[streams]]\nname = \"s{i}\"\nkey = \"SECRET-KEY-0123456789\"\n"));
     }
     let path = std::env::temp_dir()
         .join(format!("onair-bench-cluster-{}-{name}.toml", std::process::id()));
@@ -136,7 +137,7 @@ type Ws =
 
 async fn source(addr: SocketAddr, stream: &str) -> Ws {
     let mut request = format!("ws://{addr}/ingest/{stream}").into_client_request().unwrap();
-    request.headers_mut().insert("Authorization", "Bearer SECRET".parse().unwrap());
+    request.headers_mut().insert("Authorization", "Bearer SECRET-KEY-0123456789".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     ws.send(Message::text(START)).await.unwrap();
     let head = frame_message(0b10, 0, b"OpusHead\x01\x02\x38\x01\x80\xbb\0\0\0\0\0");

@@ -18,8 +18,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_000;
 /// Largest WebSocket message a source may send.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest text message (JSON) a source may send: a `start` with 16 tracks or now playing
+/// with four 1 KiB fields is a few KiB.
+pub const DEFAULT_MAX_TEXT_MESSAGE_BYTES: usize = 64 << 10;
 /// Time allowed to send a complete HTTP request head.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// A write to a peer that makes no progress for this long ends the connection.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 20_000;
 /// How often the relay pings an idle peer.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 15_000;
 /// A peer that sends nothing (not even a pong) for this long is closed.
@@ -34,10 +39,18 @@ pub const DEFAULT_RING_FRAMES: usize = 1_024;
 pub const DEFAULT_RING_BYTES: usize = 8 << 20;
 /// Connections from one IP address (loopback and `ip_limit_exempt` are not counted).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+/// Failed logins (wrong key or password) from one address in a minute before it gets 429.
+pub const DEFAULT_MAX_LOGIN_FAILURES: u32 = 10;
+/// Shortest stream key or admin password accepted (`onair keygen` makes 32 characters).
+pub const MIN_KEY_CHARS: usize = 16;
+/// IPv6 peers are counted per network of this prefix length: a host usually holds a /64.
+pub const DEFAULT_IP_LIMIT_IPV6_PREFIX: u8 = 64;
 /// Most a source may send, bits per second, averaged over `INGEST_BURST_SECONDS`.
 pub const DEFAULT_MAX_INGEST_BITRATE: u64 = 16_000_000;
 /// Most listeners of one stream, of every kind.
 pub const DEFAULT_MAX_LISTENERS: usize = 10_000;
+/// Longest a signed listener link may be valid for, from the moment it is used: a week.
+pub const DEFAULT_MAX_LINK_LIFETIME_HOURS: u64 = 7 * 24;
 /// Bytes the relay writes to one listener socket in one go when the listener is behind.
 pub const DEFAULT_LISTENER_BATCH_BYTES: usize = 64 << 10;
 /// Unsent bytes the kernel may hold for one listener (`TCP_NOTSENT_LOWAT`).
@@ -45,6 +58,9 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 /// How long a listener may hold new frames to send them in one write: 0 sends each frame as
 /// soon as it arrives (lowest latency, one write per frame per listener).
 pub const DEFAULT_SEND_WINDOW_MS: u64 = 0;
+/// How long an HTTP listener may hold new frames to send them in one write. Players of HTTP
+/// streams buffer seconds of audio, so this costs them nothing audible and saves most writes.
+pub const DEFAULT_HTTP_SEND_WINDOW_MS: u64 = 200;
 /// Largest `send_window_ms`: beyond a second a window is a delay, not a batching aid.
 pub const MAX_SEND_WINDOW_MS: u64 = 1_000;
 /// Most listener driver threads (`listener_threads`).
@@ -65,6 +81,24 @@ pub const DEFAULT_LEASE_MS: u64 = 3_000;
 pub const MIN_LEASE_MS: u64 = 500;
 /// Longest `lease_ms`: a dead node's streams stay taken this long.
 pub const MAX_LEASE_MS: u64 = 60_000;
+/// Longest HLS part (LL-HLS `PART-TARGET`): hls.js plays about 1-2 s behind live with these.
+pub const DEFAULT_HLS_PART_MS: u64 = 200;
+/// Longest HLS segment (`EXT-X-TARGETDURATION`).
+pub const DEFAULT_HLS_SEGMENT_MS: u64 = 2_000;
+/// HLS segments kept in memory and listed in the playlist.
+pub const DEFAULT_HLS_WINDOW_SEGMENTS: usize = 10;
+/// Bounds of `hls_window_segments`: players need three segments behind live; more than a
+/// few minutes in memory per stream is a recording's job.
+pub const HLS_WINDOW_SEGMENTS: std::ops::RangeInclusive<usize> = 3..=300;
+
+/// Length of a recording's files: a show longer than this continues in a new file.
+pub const DEFAULT_RECORDINGS_SPLIT_MINUTES: f64 = 60.0;
+/// Bounds of `recordings_split_minutes`: one second (tests) to one day.
+pub const RECORDINGS_SPLIT_MINUTES: std::ops::RangeInclusive<f64> = (1.0 / 60.0)..=1_440.0;
+/// How often a recording is fsynced: a power cut loses at most about this much.
+pub const DEFAULT_RECORDINGS_FSYNC_SECONDS: u64 = 5;
+/// Bounds of `recordings_fsync_seconds`.
+pub const RECORDINGS_FSYNC_SECONDS: std::ops::RangeInclusive<u64> = 1..=300;
 
 /// Where a configuration problem is and what it is.
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +126,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest WebSocket message a source may send (close 1009 past it).
     pub max_message_bytes: usize,
+    /// Largest text message a source may send (close 1009 past it).
+    pub max_text_message_bytes: usize,
     /// Time allowed to send a complete request head.
     pub handshake_timeout: Duration,
+    /// A write that makes no progress for this long ends the connection (and the kernel drops
+    /// a connection whose sent data stays unacknowledged this long: `TCP_USER_TIMEOUT`).
+    pub write_timeout: Duration,
     /// How often the relay pings an idle peer.
     pub ping_interval: Duration,
     /// A peer silent for this long is closed.
@@ -106,12 +145,18 @@ pub struct Config {
     pub listener_kernel_bytes: usize,
     /// Longest a frame waits so that it goes out in one write with the next ones (0: never).
     pub send_window: Duration,
+    /// The same for HTTP listeners (`http_send_window_ms`).
+    pub http_send_window: Duration,
     /// Threads that write to WebSocket listeners (each an epoll loop holding thousands).
     pub listener_threads: usize,
     /// Most simultaneous connections from one IP address.
     pub max_connections_per_ip: usize,
     /// Addresses the per-IP limit does not apply to (e.g. a reverse proxy).
     pub ip_limit_exempt: Vec<std::net::IpAddr>,
+    /// IPv6 peers count against the per-IP limit per network of this prefix length (1-128).
+    pub ip_limit_ipv6_prefix: u8,
+    /// Failed logins from one address within a minute before it is refused (429) for a minute.
+    pub max_login_failures: u32,
     /// Serve TLS on a second port.
     pub tls: Option<TlsConfig>,
     /// Serve an echo WebSocket at `/echo` (for the Autobahn conformance suite only).
@@ -125,6 +170,27 @@ pub struct Config {
     pub icy_metaint: usize,
     /// Share the streams with other nodes through NATS; `None`: a single node.
     pub cluster: Option<ClusterConfig>,
+    /// Serve every Opus and MP3 stream over HLS (`/{stream}.m3u8`).
+    pub hls: bool,
+    /// Longest HLS part.
+    pub hls_part: Duration,
+    /// Longest HLS segment.
+    pub hls_segment: Duration,
+    /// HLS segments kept in memory.
+    pub hls_window_segments: usize,
+    /// Where playlists point for segments (a CDN), e.g. `https://cdn.example`; `None`: here.
+    pub hls_base_url: Option<String>,
+    /// Folder for recorded shows (`record = true` streams), one subfolder per stream;
+    /// `None`: nothing is recorded and `/api/recordings/` answers 404.
+    pub recordings_dir: Option<PathBuf>,
+    /// Longest file of a recording; a longer show continues in a new file.
+    pub recordings_split: Duration,
+    /// How often an open recording is fsynced.
+    pub recordings_fsync: Duration,
+    /// Recordings that started longer ago than this many days are removed; `None`: kept.
+    pub recordings_keep_days: Option<u64>,
+    /// Most bytes all recordings may take; the oldest are removed past it. `None`: no limit.
+    pub recordings_max_bytes: Option<u64>,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
 }
@@ -204,6 +270,13 @@ pub struct StreamConfig {
     pub max_ingest_bitrate: u64,
     /// When set, listeners need a link signed with this secret (`onair sign`).
     pub listen_secret: Option<String>,
+    /// Signed links that expire later than this from now are refused (a leaked link must not
+    /// stay good for years).
+    pub max_link_lifetime: Duration,
+    /// Record every live show into `recordings_dir`.
+    pub record: bool,
+    /// Record the auto-DJ too (off by default: it plays files the station already has).
+    pub record_autodj: bool,
 }
 
 #[derive(Deserialize)]
@@ -214,16 +287,21 @@ struct RawConfig {
     web_root: Option<PathBuf>,
     max_connections: Option<Spanned<usize>>,
     max_message_bytes: Option<Spanned<usize>>,
+    max_text_message_bytes: Option<Spanned<usize>>,
     handshake_timeout_ms: Option<Spanned<u64>>,
+    write_timeout_ms: Option<Spanned<u64>>,
     ping_interval_ms: Option<Spanned<u64>>,
     dead_peer_timeout_ms: Option<Spanned<u64>>,
     slow_listener_timeout_ms: Option<Spanned<u64>>,
     listener_batch_bytes: Option<Spanned<usize>>,
     listener_kernel_bytes: Option<Spanned<usize>>,
     send_window_ms: Option<Spanned<u64>>,
+    http_send_window_ms: Option<Spanned<u64>>,
     listener_threads: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
     ip_limit_exempt: Option<Vec<Spanned<String>>>,
+    ip_limit_ipv6_prefix: Option<Spanned<u8>>,
+    max_login_failures: Option<Spanned<usize>>,
     tls: Option<TlsConfig>,
     #[serde(default)]
     echo_endpoint: bool,
@@ -231,6 +309,16 @@ struct RawConfig {
     admin_password: Option<Spanned<String>>,
     icy_metaint: Option<Spanned<usize>>,
     cluster: Option<Spanned<RawCluster>>,
+    hls: Option<bool>,
+    hls_part_ms: Option<Spanned<u64>>,
+    hls_segment_ms: Option<Spanned<u64>>,
+    hls_window_segments: Option<Spanned<usize>>,
+    hls_base_url: Option<Spanned<String>>,
+    recordings_dir: Option<PathBuf>,
+    recordings_split_minutes: Option<Spanned<f64>>,
+    recordings_fsync_seconds: Option<Spanned<u64>>,
+    recordings_keep_days: Option<Spanned<u64>>,
+    recordings_max_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     streams: Vec<RawStream>,
 }
@@ -271,6 +359,9 @@ struct RawStream {
     max_listeners: Option<Spanned<usize>>,
     max_ingest_bitrate: Option<Spanned<usize>>,
     listen_secret: Option<Spanned<String>>,
+    max_link_lifetime_hours: Option<Spanned<usize>>,
+    record: Option<Spanned<bool>>,
+    record_autodj: Option<Spanned<bool>>,
 }
 
 impl std::fmt::Display for ConfigError {
@@ -290,25 +381,40 @@ impl Default for Config {
             web_root: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_text_message_bytes: DEFAULT_MAX_TEXT_MESSAGE_BYTES,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            write_timeout: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
             ping_interval: Duration::from_millis(DEFAULT_PING_INTERVAL_MS),
             dead_peer_timeout: Duration::from_millis(DEFAULT_DEAD_PEER_TIMEOUT_MS),
             slow_listener_timeout: Duration::from_millis(DEFAULT_SLOW_LISTENER_TIMEOUT_MS),
             listener_batch_bytes: DEFAULT_LISTENER_BATCH_BYTES,
             listener_kernel_bytes: DEFAULT_LISTENER_KERNEL_BYTES,
             send_window: Duration::from_millis(DEFAULT_SEND_WINDOW_MS),
+            http_send_window: Duration::from_millis(DEFAULT_HTTP_SEND_WINDOW_MS),
             listener_threads: default_listener_threads(),
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             ip_limit_exempt: vec![
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
+            ip_limit_ipv6_prefix: DEFAULT_IP_LIMIT_IPV6_PREFIX,
+            max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
             tls: None,
             echo_endpoint: false,
             cors_origins: vec!["*".to_owned()],
             admin_password: None,
             icy_metaint: DEFAULT_ICY_METAINT,
             cluster: None,
+            hls: true,
+            hls_part: Duration::from_millis(DEFAULT_HLS_PART_MS),
+            hls_segment: Duration::from_millis(DEFAULT_HLS_SEGMENT_MS),
+            hls_window_segments: DEFAULT_HLS_WINDOW_SEGMENTS,
+            hls_base_url: None,
+            recordings_dir: None,
+            recordings_split: Duration::from_secs_f64(DEFAULT_RECORDINGS_SPLIT_MINUTES * 60.0),
+            recordings_fsync: Duration::from_secs(DEFAULT_RECORDINGS_FSYNC_SECONDS),
+            recordings_keep_days: None,
+            recordings_max_bytes: None,
             streams: Vec::new(),
         }
     }
@@ -327,6 +433,9 @@ impl StreamConfig {
             max_listeners: DEFAULT_MAX_LISTENERS,
             max_ingest_bitrate: DEFAULT_MAX_INGEST_BITRATE,
             listen_secret: None,
+            max_link_lifetime: Duration::from_secs(DEFAULT_MAX_LINK_LIFETIME_HOURS * 3600),
+            record: false,
+            record_autodj: false,
         }
     }
 }
@@ -346,6 +455,11 @@ impl Config {
         let mut config = Config::parse(&text, &path.display().to_string())?;
         // Playlists are relative to the config file, like any path a user writes in it.
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(dir) = &mut config.recordings_dir {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
         for stream in &mut config.streams {
             if let Some(playlist) = &mut stream.playlist {
                 if playlist.is_relative() {
@@ -406,6 +520,11 @@ impl Config {
             positive(raw.max_connections, "max_connections", DEFAULT_MAX_CONNECTIONS)?;
         config.max_message_bytes =
             positive(raw.max_message_bytes, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)?;
+        config.max_text_message_bytes = positive(
+            raw.max_text_message_bytes,
+            "max_text_message_bytes",
+            DEFAULT_MAX_TEXT_MESSAGE_BYTES,
+        )?;
         config.listener_batch_bytes = positive(
             raw.listener_batch_bytes,
             "listener_batch_bytes",
@@ -444,8 +563,26 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(prefix) = raw.ip_limit_ipv6_prefix {
+            if !(1..=128).contains(prefix.get_ref()) {
+                return Err(fail(
+                    Some(prefix.span()),
+                    "ip_limit_ipv6_prefix must be 1-128".to_owned(),
+                ));
+            }
+            config.ip_limit_ipv6_prefix = prefix.into_inner();
+        }
+        config.max_login_failures = positive(
+            raw.max_login_failures,
+            "max_login_failures",
+            DEFAULT_MAX_LOGIN_FAILURES as usize,
+        )?
+        .try_into()
+        .unwrap_or(u32::MAX);
         config.handshake_timeout =
             millis(raw.handshake_timeout_ms, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS)?;
+        config.write_timeout =
+            millis(raw.write_timeout_ms, "write_timeout_ms", DEFAULT_WRITE_TIMEOUT_MS)?;
         config.ping_interval =
             millis(raw.ping_interval_ms, "ping_interval_ms", DEFAULT_PING_INTERVAL_MS)?;
         config.dead_peer_timeout =
@@ -455,14 +592,18 @@ impl Config {
             "slow_listener_timeout_ms",
             DEFAULT_SLOW_LISTENER_TIMEOUT_MS,
         )?;
-        if let Some(window) = raw.send_window_ms {
+        for (window, key, value) in [
+            (raw.send_window_ms, "send_window_ms", &mut config.send_window),
+            (raw.http_send_window_ms, "http_send_window_ms", &mut config.http_send_window),
+        ] {
+            let Some(window) = window else { continue };
             if *window.get_ref() > MAX_SEND_WINDOW_MS {
                 return Err(fail(
                     Some(window.span()),
-                    format!("send_window_ms must be at most {MAX_SEND_WINDOW_MS}"),
+                    format!("{key} must be at most {MAX_SEND_WINDOW_MS}"),
                 ));
             }
-            config.send_window = Duration::from_millis(window.into_inner());
+            *value = Duration::from_millis(window.into_inner());
         }
         if let Some(origins) = raw.cors_origins {
             config.cors_origins = origins;
@@ -471,11 +612,90 @@ impl Config {
             Some(p) if p.get_ref().trim().is_empty() => {
                 return Err(fail(Some(p.span()), "admin_password is empty".to_owned()));
             }
+            Some(p) if p.get_ref().chars().count() < MIN_KEY_CHARS => {
+                return Err(fail(
+                    Some(p.span()),
+                    format!("admin_password must be at least {MIN_KEY_CHARS} characters (make one with `onair keygen`)"),
+                ));
+            }
             p => p.map(Spanned::into_inner),
         };
         config.icy_metaint = positive(raw.icy_metaint, "icy_metaint", DEFAULT_ICY_METAINT)?;
         if let Some(raw_cluster) = raw.cluster {
             config.cluster = Some(cluster(raw_cluster, &fail)?);
+        }
+        config.hls = raw.hls.unwrap_or(true);
+        config.hls_part = millis(raw.hls_part_ms, "hls_part_ms", DEFAULT_HLS_PART_MS)?;
+        let segment_span = raw.hls_segment_ms.as_ref().map(Spanned::span);
+        config.hls_segment = millis(raw.hls_segment_ms, "hls_segment_ms", DEFAULT_HLS_SEGMENT_MS)?;
+        if config.hls_segment < config.hls_part * 3 {
+            return Err(fail(
+                segment_span,
+                "hls_segment_ms must be at least three times hls_part_ms".to_owned(),
+            ));
+        }
+        if let Some(count) = raw.hls_window_segments {
+            if !HLS_WINDOW_SEGMENTS.contains(count.get_ref()) {
+                return Err(fail(
+                    Some(count.span()),
+                    format!(
+                        "hls_window_segments must be between {} and {}",
+                        HLS_WINDOW_SEGMENTS.start(),
+                        HLS_WINDOW_SEGMENTS.end()
+                    ),
+                ));
+            }
+            config.hls_window_segments = count.into_inner();
+        }
+        if let Some(base) = raw.hls_base_url {
+            let url = base.get_ref().trim_end_matches('/');
+            let valid = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.contains(['"', '\'', ' ', '\n', '?', '#']);
+            if !valid {
+                return Err(fail(
+                    Some(base.span()),
+                    "hls_base_url must be an http:// or https:// URL without a query".to_owned(),
+                ));
+            }
+            config.hls_base_url = Some(url.to_owned());
+        }
+        config.recordings_dir = raw.recordings_dir;
+        if let Some(minutes) = raw.recordings_split_minutes {
+            if !RECORDINGS_SPLIT_MINUTES.contains(minutes.get_ref()) {
+                return Err(fail(
+                    Some(minutes.span()),
+                    "recordings_split_minutes must be between 1/60 (a second) and 1440 (a day)"
+                        .to_owned(),
+                ));
+            }
+            config.recordings_split = Duration::from_secs_f64(minutes.get_ref() * 60.0);
+        }
+        if let Some(seconds) = raw.recordings_fsync_seconds {
+            if !RECORDINGS_FSYNC_SECONDS.contains(seconds.get_ref()) {
+                return Err(fail(
+                    Some(seconds.span()),
+                    format!(
+                        "recordings_fsync_seconds must be between {} and {}",
+                        RECORDINGS_FSYNC_SECONDS.start(),
+                        RECORDINGS_FSYNC_SECONDS.end()
+                    ),
+                ));
+            }
+            config.recordings_fsync = Duration::from_secs(seconds.into_inner());
+        }
+        for (value, key, field) in [
+            (raw.recordings_keep_days, "recordings_keep_days", &mut config.recordings_keep_days),
+            (raw.recordings_max_bytes, "recordings_max_bytes", &mut config.recordings_max_bytes),
+        ] {
+            match value {
+                Some(v) if *v.get_ref() == 0 => {
+                    return Err(fail(
+                        Some(v.span()),
+                        format!("{key} must be > 0 (leave it out to keep every recording)"),
+                    ));
+                }
+                v => *field = v.map(Spanned::into_inner),
+            }
         }
         if config.dead_peer_timeout <= config.ping_interval {
             return Err(fail(
@@ -499,6 +719,12 @@ impl Config {
             let key = match raw_stream.key {
                 Some(key) if key.get_ref().trim().is_empty() => {
                     return Err(fail(Some(key.span()), format!("stream `{name}`: key is empty")));
+                }
+                Some(key) if key.get_ref().chars().count() < MIN_KEY_CHARS => {
+                    return Err(fail(
+                        Some(key.span()),
+                        format!("stream `{name}`: key must be at least {MIN_KEY_CHARS} characters (make one with `onair keygen`)"),
+                    ));
                 }
                 Some(key) => Some(key.into_inner()),
                 None => None,
@@ -534,6 +760,30 @@ impl Config {
                 }
                 secret => secret.map(Spanned::into_inner),
             };
+            let hours = positive(
+                raw_stream.max_link_lifetime_hours,
+                "max_link_lifetime_hours",
+                DEFAULT_MAX_LINK_LIFETIME_HOURS as usize,
+            )? as u64;
+            stream.max_link_lifetime = Duration::from_secs(hours.saturating_mul(3600));
+            if let Some(record) = &raw_stream.record {
+                if *record.get_ref() && config.recordings_dir.is_none() {
+                    return Err(fail(
+                        Some(record.span()),
+                        format!("stream `{name}`: record = true needs a top-level recordings_dir"),
+                    ));
+                }
+            }
+            stream.record = raw_stream.record.as_ref().is_some_and(|r| *r.get_ref());
+            if let Some(autodj) = raw_stream.record_autodj {
+                if *autodj.get_ref() && !stream.record {
+                    return Err(fail(
+                        Some(autodj.span()),
+                        format!("stream `{name}`: record_autodj = true needs record = true"),
+                    ));
+                }
+                stream.record_autodj = autodj.into_inner();
+            }
             config.streams.push(stream);
         }
         Ok(config)
@@ -678,6 +928,20 @@ fn default_node_name() -> String {
     }
 }
 
+/// What a per-address limit counts a peer as: an IPv4 address as is, an IPv6 address cut to
+/// its first `ipv6_prefix` bits. `ip` must be canonical (a mapped IPv4 address already turned
+/// into one), or every IPv4 peer of a dual-stack socket would fall into `::ffff:0:0/96`.
+pub fn address_key(ip: std::net::IpAddr, ipv6_prefix: u8) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            std::net::Ipv6Addr::from(u128::from(v6) & mask).into()
+        }
+    }
+}
+
 /// Stream names appear in URLs and logs: keep them to a safe alphabet.
 pub fn valid_stream_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -702,7 +966,7 @@ listen = "127.0.0.1:8000"
 allowed_origins = ["https://radio.example"]   # absent: any Origin is accepted
 [[streams]]
 name = "radio"
-key = "SECRET"
+key = "SECRET-0123456789"
 "#;
         let config = Config::parse(text, "onair.toml").unwrap();
         assert_eq!(config.listen.port(), 8000);
@@ -710,7 +974,7 @@ key = "SECRET"
             config.allowed_origins.as_deref(),
             Some(&["https://radio.example".to_owned()][..])
         );
-        assert_eq!(config.streams, vec![StreamConfig::new("radio", Some("SECRET"))]);
+        assert_eq!(config.streams, vec![StreamConfig::new("radio", Some("SECRET-0123456789"))]);
     }
 
     #[test]
@@ -744,16 +1008,18 @@ key = "SECRET"
         let cases = [
             ("listen = \"nowhere\"\n", 1, "not an IP address"),
             (
-                "[[streams]]\nname = \"a\"\nkey = \"k\"\n[[streams]]\nname = \"a\"\nkey = \"k\"\n",
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\n[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\n",
                 5,
                 "declared twice",
             ),
             ("[[streams]]\nname = \"has space\"\nkey = \"k\"\n", 2, "stream name"),
+            ("[[streams]]\nname = \"a\"\nkey = \"SECRET\"\n", 3, "key must be at least 16 characters"),
+            ("admin_password = \"hackme\"\n", 1, "admin_password must be at least 16"),
             ("\n[[streams]]\nname = \"a\"\nkey = \"\"\n", 4, "key is empty"),
             ("[[streams]]\nname = \"a\"\n", 2, "needs a `key`"),
             ("listen = \"127.0.0.1:1\"\nlisen = 3\n", 2, "unknown field"),
             (
-                "[[streams]]\nname = \"a\"\nkey = \"k\"\nring_frames = 0\n",
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nring_frames = 0\n",
                 4,
                 "ring_frames must be > 0",
             ),
@@ -767,7 +1033,23 @@ key = "SECRET"
             ("[cluster]\nnats = \"x:4222\"\nuser = \"u\"\n", 3, "go together"),
             ("[cluster]\nnats = \"x:4222\"\nprefix = \"a.*\"\n", 3, "cluster.prefix"),
             ("[cluster]\nnats = \"x:4222\"\nnodes = \"a\"\n", 3, "unknown field"),
+            ("\nip_limit_ipv6_prefix = 0\n", 2, "ip_limit_ipv6_prefix must be 1-128"),
             ("listen = [\n", 1, ""),
+            (
+                "[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord = true\n",
+                4,
+                "record = true needs a top-level recordings_dir",
+            ),
+            (
+                "recordings_dir = \"r\"\n[[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord_autodj = true\n",
+                5,
+                "record_autodj = true needs record = true",
+            ),
+            ("recordings_dir = \"r\"\nrecordings_split_minutes = 0\n", 2, "between 1/60"),
+            ("\nrecordings_split_minutes = 2000.5\n", 2, "recordings_split_minutes"),
+            ("\n\nrecordings_keep_days = 0\n", 3, "recordings_keep_days must be > 0"),
+            ("recordings_max_bytes = 0\n", 1, "recordings_max_bytes must be > 0"),
+            ("recordings_fsync_seconds = 0\n", 1, "recordings_fsync_seconds must be between"),
         ];
         for (text, line, what) in cases {
             let err = Config::parse(text, "x.toml").unwrap_err();
@@ -790,6 +1072,23 @@ key = "SECRET"
         assert_eq!(cluster.user, Some(("onair".into(), "pw".into())));
         assert!(valid_token(&cluster.node), "the default node name is a subject token");
         assert!(Config::parse("", "x.toml").unwrap().cluster.is_none(), "one node by default");
+    }
+
+    #[test]
+    fn recording_keys_parse() {
+        let text = "recordings_dir = \"rec\"\nrecordings_split_minutes = 0.05\n\
+                    recordings_keep_days = 7\nrecordings_max_bytes = 1000000\n\
+                    [[streams]]\nname = \"a\"\nkey = \"0123456789abcdef\"\nrecord = true\nrecord_autodj = true\n";
+        let config = Config::parse(text, "x.toml").unwrap();
+        assert_eq!(config.recordings_dir.as_deref(), Some(Path::new("rec")));
+        assert_eq!(config.recordings_split, Duration::from_secs(3));
+        assert_eq!(
+            (config.recordings_keep_days, config.recordings_max_bytes),
+            (Some(7), Some(1_000_000))
+        );
+        assert!(config.streams[0].record && config.streams[0].record_autodj);
+        let hourly = Config::parse("recordings_split_minutes = 60\n", "x.toml").unwrap();
+        assert_eq!(hourly.recordings_split, Duration::from_secs(3600), "an integer works too");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::auth::Denied;
+use crate::auth::{Denied, Throttled};
 use crate::http::MAX_REQUEST_HEAD_BYTES;
 use crate::protocol::{close, FrameError, MessageError};
 use crate::relay::{AttachError, SourceError, StreamFull};
@@ -38,6 +38,19 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A write that made no progress for `write_timeout` (the peer stopped reading).
+    pub fn is_write_stall(&self) -> bool {
+        match self {
+            Error::Io(err) | Error::Http(crate::http::HttpError::Io(err)) => {
+                err.kind() == io::ErrorKind::TimedOut
+            }
+            Error::WebSocket(tokio_tungstenite::tungstenite::Error::Io(err)) => {
+                err.kind() == io::ErrorKind::TimedOut
+            }
+            _ => false,
+        }
+    }
+
     /// Routine hang-ups (reset, broken pipe, closed mid-handshake) are logged at debug.
     pub fn is_expected(&self) -> bool {
         use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -113,6 +126,15 @@ pub enum Refusal {
     /// An admin request without valid credentials.
     #[error("authentication required")]
     AdminCredentials,
+    /// Too many failed logins from the peer's address lately.
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    /// An admin command for the operator (`admin_password`), asked with a stream's key.
+    #[error("this command needs the admin password")]
+    AdminOnly,
+    /// An `/admin` request sent by a page of another site (`Sec-Fetch-Site`, `Origin`).
+    #[error("cross-site admin requests are refused")]
+    CrossSite,
     /// The page's `Origin` is not in `allowed_origins`.
     #[error("origin not allowed")]
     OriginNotAllowed,
@@ -151,13 +173,17 @@ impl Refusal {
             | Refusal::BodyFraming => 400,
             Refusal::WrongKey | Refusal::WrongPassword | Refusal::AdminCredentials => 401,
             Refusal::Link(denied) => denied.status(),
-            Refusal::OriginNotAllowed | Refusal::MountInUse => 403,
+            Refusal::OriginNotAllowed
+            | Refusal::MountInUse
+            | Refusal::CrossSite
+            | Refusal::AdminOnly => 403,
             Refusal::NoSuchStream | Refusal::NoSuchMount | Refusal::Listen(_) => 404,
             Refusal::Method | Refusal::UpgradeMethod => 405,
             Refusal::HeadTimeout => 408,
             Refusal::Busy => 409,
             Refusal::SourceContainer => 415,
             Refusal::NotWebSocket | Refusal::WebSocketVersion => 426,
+            Refusal::Throttled(_) => 429,
             Refusal::HeadTooLarge => 431,
             Refusal::ConnectionLimit | Refusal::AddressLimit | Refusal::StreamFull(_) => 503,
         }
@@ -170,6 +196,8 @@ impl Refusal {
             Refusal::ConnectionLimit => "max_connections".into(),
             Refusal::AddressLimit => "max_connections_per_ip".into(),
             Refusal::HeadTimeout => "handshake_timeout".into(),
+            Refusal::Throttled(_) => "login_throttle".into(),
+            Refusal::CrossSite => "cross_site".into(),
             other => other.status().to_string(),
         }
     }
@@ -269,6 +297,7 @@ impl From<SourceError> for Closing {
             SourceError::AlreadyStarted => Closing::BadStart(err.to_string()),
             SourceError::NotStarted => Closing::NotStarted,
             SourceError::UnknownTrack(track) => Closing::UnknownTrack(track),
+            SourceError::HeaderTooLarge { size, max } => Closing::TooBig { size, max },
         }
     }
 }

@@ -6,9 +6,8 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use crate::config::Config;
@@ -76,8 +75,8 @@ pub enum HttpError {
 ///
 /// # Errors
 /// `HttpError` for socket errors, malformed or oversized heads, or a close mid-head.
-pub async fn read_request(
-    socket: &mut TcpStream,
+pub async fn read_request<S: AsyncRead + Unpin>(
+    socket: &mut S,
     buf: &mut BytesMut,
 ) -> Result<Option<Request>, HttpError> {
     loop {
@@ -160,11 +159,17 @@ pub fn preflight(config: &Config, request: &Request) -> Response {
     if response.headers.iter().any(|(n, _)| *n == "Access-Control-Allow-Origin") {
         let asked = request.header("access-control-request-headers").unwrap_or("");
         // Echo what the page asks for (bounded, token characters only): Icy-MetaData, Range...
+        // but never Authorization: no page of another site may send credentials here.
         let allow: String = asked
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ',' | ' ' | '_'))
             .take(512)
-            .collect();
+            .collect::<String>()
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && !h.eq_ignore_ascii_case("authorization"))
+            .collect::<Vec<_>>()
+            .join(", ");
         response = response
             .with_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
             .with_header(
@@ -198,9 +203,14 @@ impl Response {
         Self::new(status, "text/plain; charset=utf-8", format!("{reason}\n"))
     }
 
-    /// A refusal: its status and its reason as plain text (with the challenge a 401 needs).
+    /// A refusal: its status and its reason as plain text (and when to come back, for 429).
     pub fn refusal(refusal: &Refusal) -> Self {
-        Self::text(refusal.status(), &refusal.to_string())
+        let response = Self::text(refusal.status(), &refusal.to_string());
+        match refusal {
+            Refusal::Throttled(throttled) => response
+                .with_header("Retry-After", throttled.retry_after.as_secs().max(1).to_string()),
+            _ => response,
+        }
     }
 
     /// Adds a header.
@@ -217,24 +227,37 @@ impl Response {
 
     /// The whole response as bytes; `head_only` leaves out the body (HEAD requests).
     pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
-        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
-        for (name, value) in &self.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-        out.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len()));
-        let mut bytes = out.into_bytes();
+        let mut bytes = self.head(self.body.len() as u64);
         if !head_only {
             bytes.extend_from_slice(&self.body);
         }
         bytes
     }
 
-    /// Writes the response and shuts the write side down.
+    /// The status line and headers, announcing a body of `content_length` bytes (which need
+    /// not be `body`: a file is streamed after its head).
+    pub fn head(&self, content_length: u64) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        for (name, value) in &self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {content_length}\r\nConnection: close\r\n\r\n"));
+        out.into_bytes()
+    }
+
+    /// Writes the response (head and body in vectored writes, the body not copied) and shuts
+    /// the write side down.
     ///
     /// # Errors
-    /// Socket errors.
-    pub async fn send(&self, socket: &mut TcpStream, head_only: bool) -> std::io::Result<()> {
-        socket.write_all(&self.to_bytes(head_only)).await?;
+    /// Socket errors, and `TimedOut` from a socket with a write deadline.
+    pub async fn send<S: AsyncWrite + Unpin>(
+        &self,
+        socket: &mut S,
+        head_only: bool,
+    ) -> std::io::Result<()> {
+        let head = Bytes::from(self.head(self.body.len() as u64));
+        let body = if head_only { Bytes::new() } else { self.body.clone() };
+        socket.write_all_buf(&mut head.chain(body)).await?;
         socket.shutdown().await
     }
 }
@@ -245,8 +268,8 @@ impl Response {
 ///
 /// # Errors
 /// Socket errors.
-pub async fn refuse(
-    socket: &mut TcpStream,
+pub async fn refuse<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     metrics: &Metrics,
     peer: SocketAddr,
     request: &Request,
@@ -310,6 +333,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",

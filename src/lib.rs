@@ -17,11 +17,18 @@
 //!   [`relay::SourceHandle`].
 //! - [`relay`]: every stream's ring, sources and listener cursors; all lag and burst policy.
 //! - [`listener`]: WebSocket listeners on driver threads, HTTP listeners, the outbox.
-//! - [`format`]: containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
+//! - [`hls`]: HLS playlists and segments, built once per stream from its ring.
+//! - [`record`]: recorded shows (a thread per recorded stream reading its ring), their list
+//!   and files (listen again), retention.
+//! - [`format`](mod@format): containers (Ogg, Opus, Vorbis, MP3, ICY), the demuxer and the muxer. Pure.
 //! - [`icecast`]: the Icecast vocabulary and admin/status API; [`directory`]: who is connected.
-//! - [`protocol`], [`websocket`], [`http`]: the wire formats. [`auth`]: every credential check.
-//! - [`node`], [`config`], [`metrics`], [`error`]: shared state, settings, counters, errors.
-//! - [`push`] (feature `source`): `onair push` and the auto-DJ; [`inspect`]: `onair listen`.
+//! - [`protocol`], [`websocket`], [`http`], [`time`]: the wire formats and dates. [`auth`]:
+//!   every credential check.
+//! - [`conn`]: a client connection, plain or TLS; [`deadline`]: the write deadline of every
+//!   connection served on tokio. [`node`], [`config`], [`metrics`], [`error`]: shared state,
+//!   settings, counters, errors.
+//! - [`push`] (feature `source`): `onair push` and the auto-DJ, live capture with feature `capture`;
+//!   [`inspect`]: `onair listen`.
 //! - `cluster` (feature `cluster`): several nodes share their streams through NATS.
 #![deny(missing_docs)]
 
@@ -29,9 +36,12 @@ pub mod auth;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod config;
+pub mod conn;
+pub mod deadline;
 pub mod directory;
 pub mod error;
 pub mod format;
+pub mod hls;
 pub mod http;
 pub mod icecast;
 pub mod ingest;
@@ -42,8 +52,10 @@ pub mod node;
 pub mod protocol;
 #[cfg(feature = "source")]
 pub mod push;
+pub mod record;
 pub mod relay;
 pub mod server;
+pub mod time;
 pub mod websocket;
 
 pub use config::{Config, StreamConfig};

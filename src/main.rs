@@ -1,6 +1,8 @@
-//! The `onair` command: `serve` runs the relay, `push` broadcasts files to it.
+//! The `onair` command: `serve` runs the relay, `push` broadcasts files to it, `check`
+//! validates a config without starting.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -37,6 +39,18 @@ Examples:\n  onair serve\n  onair serve --config onair.toml\n  onair serve --con
         /// Address to listen on, overriding the config (e.g. 0.0.0.0:8000; port 0 picks a free port).
         #[arg(short, long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Check a config without starting: its values, then the files it names.
+    #[command(
+        after_help = "Reads the config as `serve` would (errors name file:line:column), then what `serve` \
+reads at start: the [tls] certificate and key, each stream's playlist, web_root. Binds no port.\n\
+Exit 0 with a one-line summary on stdout, 1 with the error on stderr. The systemd unit runs it \
+as ExecStartPre=.\n\nExample:\n  onair check --config /etc/onair/onair.toml"
+    )]
+    Check {
+        /// TOML config file (see docs/onair.example.toml).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
     },
     #[cfg(feature = "source")]
     Push(onair::push::PushArgs),
@@ -96,6 +110,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve { config, listen } => serve(config, listen),
+        Command::Check { config } => check(&config).map(|summary| println!("{summary}")),
         #[cfg(feature = "source")]
         Command::Push(args) => return push(args),
         Command::Keygen => keygen().map(|key| println!("{key}")),
@@ -134,9 +149,23 @@ fn log_writer() -> std::io::Stderr {
     std::io::stderr()
 }
 
-/// `onair push`: the exit code comes from `PushError::exit_code` (2 usage, 3 for 401, 4 for 404).
+/// `onair push`: the exit code comes from `PushError::exit_code` (2 usage, 3 for 401, 4 for 404,
+/// 5 the input device).
 #[cfg(feature = "source")]
 fn push(args: onair::push::PushArgs) -> ExitCode {
+    #[cfg(feature = "capture")]
+    if args.list_inputs {
+        return match onair::push::capture::list_inputs() {
+            Ok(inputs) => {
+                print!("{}", onair::push::capture::format_inputs(&inputs));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("onair: error: {err}");
+                ExitCode::from(err.exit_code())
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -153,7 +182,7 @@ fn push(args: onair::push::PushArgs) -> ExitCode {
     }
 }
 
-fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let (mut config, demo_key) = match &config_path {
         Some(path) => (Config::load(path)?, None),
         None => {
@@ -172,12 +201,23 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
     check_open_files(&config);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = onair::server::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let how = "--listen or `listen` in the config";
+        let listener =
+            onair::server::bind(config.listen).map_err(|e| bind_error(e, config.listen, "", how))?;
         let addr = listener.local_addr()?;
         if let Some(key) = &demo_key {
-            info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
-            info!("go live over it with `onair push --to ws://{addr}/ingest/demo --key {key} FILES` (the auto-DJ returns when you stop)");
+            info!("its generated key is on standard output, once: keys are never logged");
+            // NOTE: printed for the user, not logged: log lines end up in journals and
+            // collectors, and no key may ever be in them.
+            if cfg!(feature = "source") {
+                info!("no --config: stream `demo` plays the auto-DJ (samples/); open the player at http://{addr}/");
+                println!("Go live over the demo's auto-DJ (it returns when you stop):");
+                println!("  onair push --to ws://{addr}/ingest/demo --key {key} FILES");
+            } else {
+                info!("no --config: stream `demo` waits for a source (this relay-only build has no auto-DJ); open the player at http://{addr}/");
+                println!("Go live with the broadcaster page http://{addr}/broadcast?stream=demo (key {key}),");
+                println!("or with ffmpeg: ffmpeg -re -i FILE -c:a libopus -f ogg icecast://source:{key}@{addr}/demo.ogg");
+            }
         } else {
             for stream in &config.streams {
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);
@@ -195,36 +235,119 @@ fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> 
             Some(tls_config) => {
                 let terminator = onair::server::tls::Terminator::new(tls_config.clone())
                     .context("loading the TLS certificate")?;
-                let tls_listener = onair::server::bind(tls_config.listen)
-                    .with_context(|| format!("cannot listen on {} for tls", tls_config.listen))?;
+                let (tls_addr, how) = (tls_config.listen, "`listen` in [tls]");
+                let tls_listener = onair::server::bind(tls_addr)
+                    .map_err(|e| bind_error(e, tls_addr, " for tls", how))?;
                 Some((terminator, tls_listener))
             }
             None => None,
         };
         let server = onair::server::Server::new(config);
-        let mut tls_task = None;
-        if let Some((terminator, tls_listener)) = tls {
-            tokio::spawn(reload_on_sighup(std::sync::Arc::clone(&terminator)));
-            tls_task = Some(tokio::spawn(onair::server::tls::run(
-                tls_listener,
-                addr,
-                terminator,
-                std::sync::Arc::clone(&server),
-                shutdown.clone().cancelled_owned(),
-            )));
-        }
+        // NOTE: watched with or without TLS: SIGHUP's default action would end the relay, and
+        // `systemctl reload` (the unit's ExecReload) sends it.
+        tokio::spawn(reload_on_sighup(tls.as_ref().map(|(t, _)| std::sync::Arc::clone(t))));
+        let tls = tls.map(|(terminator, tls_listener)| (tls_listener, terminator));
         let stop = shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             stop.cancel();
         });
-        server.run(listener, shutdown.cancelled_owned()).await?;
-        if let Some(task) = tls_task {
-            let _ = task.await;
-        }
+        server.serve(listener, tls, shutdown.cancelled_owned()).await?;
         info!("stopped");
         Ok(())
     })
+}
+
+/// Why `addr` cannot be bound, and what to do about it; `how` names the setting that picks
+/// another address.
+fn bind_error(err: std::io::Error, addr: SocketAddr, what: &str, how: &str) -> anyhow::Error {
+    let hint = match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            let mut other = addr;
+            other.set_port(addr.port().wrapping_add(1).max(1));
+            format!(
+                "another program (or another onair) listens there; pick another address with {how} \
+(e.g. {other})"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE (the systemd unit grants it)"
+                .to_owned()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!(
+                "no network interface of this machine has that address; pick another with {how}"
+            )
+        }
+        _ => return anyhow::anyhow!("cannot listen on {addr}{what}: {err}"),
+    };
+    anyhow::anyhow!("cannot listen on {addr}{what}: {err}: {hint}")
+}
+
+/// `onair check`: everything `serve` validates or reads before it binds, without binding;
+/// returns the one-line summary.
+fn check(path: &Path) -> anyhow::Result<String> {
+    let config = Config::load(path)?;
+    let file = path.display();
+    if let Some(root) = &config.web_root {
+        anyhow::ensure!(
+            root.join("index.html").is_file(),
+            "{file}: web_root {}: no index.html there (the web player's folder)",
+            root.display()
+        );
+    }
+    if let Some(tls) = &config.tls {
+        onair::server::tls::Terminator::new(tls.clone())
+            .with_context(|| format!("{file}: [tls]"))?;
+    }
+    let mut streams = Vec::new();
+    for stream in &config.streams {
+        let mut roles = Vec::new();
+        if let Some(playlist) = &stream.playlist {
+            check_playlist(&stream.name, playlist).with_context(|| file.to_string())?;
+            roles.push("auto-DJ");
+        }
+        if stream.key.is_some() {
+            roles.push("live");
+        }
+        if stream.listen_secret.is_some() {
+            roles.push("private");
+        }
+        streams.push(format!("{} ({})", stream.name, roles.join(", ")));
+    }
+    let mut summary = format!("{file}: ok: listen {}", config.listen);
+    if let Some(tls) = &config.tls {
+        summary.push_str(&format!(", tls {}", tls.listen));
+    }
+    match streams.len() {
+        0 => summary.push_str(", no streams"),
+        1 => summary.push_str(&format!(", 1 stream: {}", streams[0])),
+        n => summary.push_str(&format!(", {n} streams: {}", streams.join(", "))),
+    }
+    Ok(summary)
+}
+
+/// The auto-DJ must find something to play where the playlist points.
+#[cfg(feature = "source")]
+fn check_playlist(stream: &str, playlist: &Path) -> anyhow::Result<()> {
+    let entries = onair::push::expand(std::slice::from_ref(&playlist.to_path_buf()))
+        .map_err(|err| anyhow::anyhow!("stream `{stream}`: playlist: {err}"))?;
+    anyhow::ensure!(
+        !entries.is_empty(),
+        "stream `{stream}`: playlist {}: no audio files in it",
+        playlist.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "source"))]
+fn check_playlist(stream: &str, playlist: &Path) -> anyhow::Result<()> {
+    eprintln!(
+        "onair: warning: stream `{stream}`: this build has no auto-DJ (no `source` feature): {} \
+will not be played",
+        playlist.display()
+    );
+    Ok(())
 }
 
 fn sign(
@@ -234,6 +357,7 @@ fn sign(
     hours: f64,
     base: &str,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
     let secret = match (secret, config) {
         (Some(secret), _) => secret,
         (None, Some(path)) => {
@@ -241,13 +365,17 @@ fn sign(
             let found = config.streams.into_iter().find(|s| s.name == stream);
             let found =
                 found.with_context(|| format!("no stream `{stream}` in {}", path.display()))?;
+            let max_hours = found.max_link_lifetime.as_secs_f64() / 3600.0;
+            anyhow::ensure!(
+                hours <= max_hours,
+                "stream `{stream}` refuses links valid for more than {max_hours} hours (max_link_lifetime_hours)"
+            );
             found
                 .listen_secret
                 .with_context(|| format!("stream `{stream}` has no listen_secret"))?
         }
         (None, None) => anyhow::bail!("give --config or --secret"),
     };
-    anyhow::ensure!(hours.is_finite() && hours > 0.0, "--hours must be positive");
     let expires = onair::auth::unix_now() + (hours * 3600.0) as u64;
     let query = format!("expires={expires}&sig={}", onair::auth::sign(&secret, stream, expires));
     let base = base.trim_end_matches('/');
@@ -267,17 +395,28 @@ fn listen(url: String, frames: bool, seconds: Option<f64>) -> anyhow::Result<()>
     runtime.block_on(onair::inspect::run(onair::inspect::InspectOptions { url, frames, duration }))
 }
 
-/// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected.
-async fn reload_on_sighup(terminator: std::sync::Arc<onair::server::tls::Terminator>) {
+/// Reloads the TLS certificate and key on every SIGHUP; listeners stay connected. Without TLS
+/// a SIGHUP only says so. The signal is watched from the call on, not from the first poll.
+fn reload_on_sighup(
+    terminator: Option<std::sync::Arc<onair::server::tls::Terminator>>,
+) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return error!("cannot watch SIGHUP: the certificate will not be reloaded");
-        };
-        while hup.recv().await.is_some() {
-            if let Err(err) = terminator.reload() {
-                error!(%err, "tls reload failed; keeping the old certificate");
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let Ok(mut hup) = hup else {
+                return error!("cannot watch SIGHUP: the certificate will not be reloaded");
+            };
+            while hup.recv().await.is_some() {
+                match &terminator {
+                    Some(terminator) => {
+                        if let Err(err) = terminator.reload() {
+                            error!(%err, "tls reload failed; keeping the old certificate");
+                        }
+                    }
+                    None => info!("sighup: no [tls] to reload; other settings take a restart"),
+                }
             }
         }
     }

@@ -9,6 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// The content type of `Metrics::render`'s text: OpenMetrics 1.0, which Prometheus reads.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The `stream` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabel {
@@ -21,6 +24,40 @@ pub struct StreamLabel {
 pub struct ReasonLabel {
     /// Why the connection was refused or closed (e.g. `unauthorized`, `too_slow`).
     pub reason: String,
+}
+
+/// The labels of a recording's disk errors: the stream and what failed (`open`, `write`,
+/// `sync`, `sidecar`, `vanished`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordingErrorLabel {
+    /// Stream name.
+    pub stream: String,
+    /// The operation that failed.
+    pub op: String,
+}
+
+/// One recorded stream's handles into `Metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct RecordingMetrics {
+    /// Bytes written to recordings.
+    pub bytes: Counter,
+    /// Media frames that did not reach a recording (the recorder fell off the ring, or the
+    /// disk was failing).
+    pub frames_lost: Counter,
+    /// 1 while a recording file is open.
+    pub active: Gauge,
+    /// Recordings removed by retention.
+    pub removed: Counter,
+    errors: Family<RecordingErrorLabel, Counter>,
+    stream: String,
+}
+
+impl RecordingMetrics {
+    /// Counts a disk error of operation `op`.
+    pub fn error(&self, op: &str) {
+        let label = RecordingErrorLabel { stream: self.stream.clone(), op: op.to_owned() };
+        self.errors.get_or_create(&label).inc();
+    }
 }
 
 /// Every metric the relay exports.
@@ -36,6 +73,12 @@ pub struct Metrics {
     live: Family<StreamLabel, Gauge>,
     bitrate: Family<StreamLabel, Gauge>,
     uptime: Family<StreamLabel, Gauge>,
+    hls_listeners: Family<StreamLabel, Gauge>,
+    recording_bytes: Family<StreamLabel, Counter>,
+    recording_frames_lost: Family<StreamLabel, Counter>,
+    recording_active: Family<StreamLabel, Gauge>,
+    recordings_removed: Family<StreamLabel, Counter>,
+    recording_errors: Family<RecordingErrorLabel, Counter>,
     /// Open TCP connections of every kind.
     pub connections: Gauge,
     /// Connections refused or closed by policy, by reason.
@@ -115,6 +158,12 @@ impl Metrics {
             live: Family::default(),
             bitrate: Family::default(),
             uptime: Family::default(),
+            hls_listeners: Family::default(),
+            recording_bytes: Family::default(),
+            recording_frames_lost: Family::default(),
+            recording_active: Family::default(),
+            recordings_removed: Family::default(),
+            recording_errors: Family::default(),
             connections: Gauge::default(),
             refusals: Family::default(),
             cluster: ClusterMetrics::default(),
@@ -140,6 +189,36 @@ impl Metrics {
             "uptime_seconds",
             "Seconds the source has been on air",
             metrics.uptime.clone(),
+        );
+        registry.register(
+            "hls_listeners",
+            "HLS clients that polled the playlist in the last three target durations",
+            metrics.hls_listeners.clone(),
+        );
+        registry.register(
+            "recording_bytes",
+            "Bytes written to recordings",
+            metrics.recording_bytes.clone(),
+        );
+        registry.register(
+            "recording_frames_lost",
+            "Media frames that did not reach a recording (ring overrun or disk failing)",
+            metrics.recording_frames_lost.clone(),
+        );
+        registry.register(
+            "recording_active",
+            "1 while a recording file is open",
+            metrics.recording_active.clone(),
+        );
+        registry.register(
+            "recordings_removed",
+            "Recordings removed by retention",
+            metrics.recordings_removed.clone(),
+        );
+        registry.register(
+            "recording_errors",
+            "Disk errors of the recorder, by operation",
+            metrics.recording_errors.clone(),
         );
         registry.register("connections", "Open connections", metrics.connections.clone());
         registry.register(
@@ -191,6 +270,25 @@ impl Metrics {
         }
     }
 
+    /// The recorder's handles for one stream (created on first use).
+    pub fn recording(&self, name: &str) -> RecordingMetrics {
+        let label = StreamLabel { stream: name.to_owned() };
+        RecordingMetrics {
+            bytes: self.recording_bytes.get_or_create_owned(&label),
+            frames_lost: self.recording_frames_lost.get_or_create_owned(&label),
+            active: self.recording_active.get_or_create_owned(&label),
+            removed: self.recordings_removed.get_or_create_owned(&label),
+            errors: self.recording_errors.clone(),
+            stream: name.to_owned(),
+        }
+    }
+
+    /// Sets a stream's HLS listener count (counted when `/metrics` is read).
+    pub fn set_hls_listeners(&self, stream: &str, count: usize) {
+        let label = StreamLabel { stream: stream.to_owned() };
+        self.hls_listeners.get_or_create(&label).set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     /// Counts one refusal.
     pub fn refused(&self, reason: &str) {
         self.refusals.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
@@ -202,5 +300,39 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// The exposition without the series of the streams named in `hidden` (private streams,
+    /// for a scraper that is not the admin).
+    pub fn render_without(&self, hidden: &[&str]) -> String {
+        let text = self.render();
+        if hidden.is_empty() {
+            return text;
+        }
+        // Stream names are [A-Za-z0-9_-] (config), so a label is exactly `stream="NAME"`.
+        let labels: Vec<String> = hidden.iter().map(|name| format!("stream=\"{name}\"")).collect();
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines().filter(|l| !labels.iter().any(|label| l.contains(label))) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_streams_leave_no_series() {
+        let metrics = Metrics::new();
+        for name in ["radio", "radio2", "private"] {
+            metrics.stream(name).frames_in.inc();
+        }
+        let text = metrics.render_without(&["radio", "private"]);
+        assert!(text.contains("onair_frames_in_total{stream=\"radio2\"} 1"), "{text}");
+        assert!(!text.contains("stream=\"radio\"") && !text.contains("private"), "{text}");
+        assert!(text.contains("# TYPE onair_frames_in counter"), "{text}");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::auth::LoginThrottle;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
@@ -22,6 +23,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Its connected sources and listeners (`/admin/listclients`, `/status-json.xsl`).
     pub directory: Directory,
+    /// Failed logins per address, for every key and password check.
+    pub logins: LoginThrottle,
     /// What the cluster knows, once it started (never set on a node that runs alone).
     pub cluster: OnceLock<Arc<dyn ClusterView>>,
 }
@@ -57,7 +60,7 @@ impl Node {
     /// The other node `stream`'s source is on, when it is relayed from there.
     pub fn relayed_from(&self, stream: &Stream) -> Option<(&dyn ClusterView, String)> {
         let cluster = self.cluster.get()?;
-        if stream.on_air()? != SourceKind::Remote {
+        if stream.on_air_kind()? != SourceKind::Remote {
             return None;
         }
         Some((cluster.as_ref(), cluster.remote_origin(&stream.config().name)?))
@@ -67,7 +70,7 @@ impl Node {
     /// stream is offline or the node runs alone.
     pub fn origin(&self, stream: &Stream) -> Option<String> {
         let cluster = self.cluster.get()?;
-        match stream.on_air()? {
+        match stream.on_air_kind()? {
             SourceKind::Remote => cluster.remote_origin(&stream.config().name),
             SourceKind::Live | SourceKind::AutoDj => Some(cluster.node().to_owned()),
         }
@@ -77,11 +80,13 @@ impl Node {
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = Metrics::new();
         let streams = Streams::new(&config.streams, &metrics);
+        let logins = LoginThrottle::new(&config);
         Arc::new(Self {
             config,
             streams,
             metrics,
             directory: Directory::new(),
+            logins,
             cluster: OnceLock::new(),
         })
     }

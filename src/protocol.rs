@@ -118,6 +118,23 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Largest header frame payload (codec configuration) a track of this codec may send.
+    /// An `OpusHead` is at most 276 bytes (19, plus a mapping table of up to 255 channels);
+    /// AAC's AudioSpecificConfig a few bytes; MP3 has none. Vorbis headers are larger: the
+    /// setup header holds the codebooks (libvorbis writes 2.5-11 KB, the most for 5.1 at
+    /// q10), and the comment header tags, so 64 KiB leaves several times the largest seen;
+    /// FLAC's metadata blocks and video configurations (avcC, av1C, vpcC) get the same.
+    /// Cover art has no place in a header frame.
+    pub fn max_header_bytes(self) -> usize {
+        match self {
+            Codec::Opus => 512,
+            Codec::Mp3 | Codec::Aac => 1024,
+            Codec::Vorbis | Codec::Flac | Codec::Vp8 | Codec::Vp9 | Codec::H264 | Codec::Av1 => {
+                64 << 10
+            }
+        }
+    }
+
     /// The kind of track this codec belongs on.
     pub fn kind(self) -> TrackKind {
         match self {

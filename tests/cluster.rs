@@ -41,7 +41,7 @@ async fn start_nodes(nats: &Nats, names: &[&str], streams: &[StreamConfig]) -> V
 }
 
 fn radio() -> StreamConfig {
-    StreamConfig::new("radio", Some("SECRET"))
+    StreamConfig::new("radio", Some("SECRET-KEY-0123456789"))
 }
 
 /// Polls `check` every 50 ms until it gives a value; fails after `secs`.
@@ -92,7 +92,7 @@ async fn frames_reach_listeners_of_other_nodes_byte_identical_and_a_second_sourc
     assert_eq!(hello["live"], false);
     let (mut on_c, _) = listener(c, "radio").await;
 
-    let mut source = source(a, "radio", "SECRET").await;
+    let mut source = source(a, "radio", "SECRET-KEY-0123456789").await;
     let head = header_frame(b"OpusHead of the source");
     source.send(Message::binary(head.clone())).await.unwrap();
     wait_relayed(b, "radio", "a").await;
@@ -100,11 +100,11 @@ async fn frames_reach_listeners_of_other_nodes_byte_identical_and_a_second_sourc
 
     // One live source cluster-wide: the same 409 (WebSocket) and 403 (Icecast) everywhere.
     for node in [a, b, c] {
-        let bearer = [("Authorization", "Bearer SECRET")];
+        let bearer = [("Authorization", "Bearer SECRET-KEY-0123456789")];
         assert_eq!(refused_status(node, "/ingest/radio", &bearer).await, 409, "{}", node.addr);
         let put = format!(
             "PUT /radio.ogg HTTP/1.1\r\nHost: x\r\n{}\r\nContent-Type: application/ogg\r\n\r\n",
-            basic("source", "SECRET")
+            basic("source", "SECRET-KEY-0123456789")
         );
         let (status, _, body) = exchange(node, put.as_bytes()).await;
         assert_eq!(status, 403, "{}: {}", node.addr, String::from_utf8_lossy(&body));
@@ -146,7 +146,7 @@ async fn frames_reach_listeners_of_other_nodes_byte_identical_and_a_second_sourc
 
     // Admin requests to a node that relays the stream go to its origin: now playing for every
     // listener, then the source removed (a balancer may send them to any node).
-    let auth = basic("source", "SECRET");
+    let auth = basic("source", "SECRET-KEY-0123456789");
     let update = "/admin/metadata?mount=/radio.ogg&mode=updinfo&song=Forwarded";
     let (status, _, body) = get(c, update, &[&auth]).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -194,7 +194,7 @@ async fn frames_larger_than_the_servers_max_payload_arrive_whole() {
     let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let (mut on_b, _) = listener(b, "radio").await;
-    let mut source = source(a, "radio", "SECRET").await;
+    let mut source = source(a, "radio", "SECRET-KEY-0123456789").await;
     source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
     wait_relayed(b, "radio", "a").await;
     // A video keyframe's size: 10 parts of at most 4 KiB each, then small frames around it.
@@ -215,7 +215,7 @@ async fn a_late_joiner_on_a_cold_node_gets_the_headers_and_the_burst_at_once() {
     let nats = Nats::start();
     let nodes = start_nodes(&nats, &["a", "b", "c"], &[radio()]).await;
     let (a, c) = (&nodes[0], &nodes[2]);
-    let mut source = source(a, "radio", "SECRET").await;
+    let mut source = source(a, "radio", "SECRET-KEY-0123456789").await;
     source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
     wait_relayed(c, "radio", "a").await;
     for i in 0..100 {
@@ -244,7 +244,7 @@ async fn an_icecast_source_on_one_node_plays_to_http_listeners_on_another() {
     let nats = Nats::start();
     let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let mut ffmpeg = ffmpeg_source(a, "/radio.ogg", "SECRET", "opus");
+    let mut ffmpeg = ffmpeg_source(a, "/radio.ogg", "SECRET-KEY-0123456789", "opus");
     wait_live(a, "radio", 20, Some(&mut ffmpeg)).await;
     wait_relayed(b, "radio", "a").await;
     wait_live(b, "radio", 20, Some(&mut ffmpeg)).await;
@@ -302,7 +302,7 @@ async fn the_autodj_runs_once_a_live_source_anywhere_outranks_it_and_it_moves_wh
 
     // A live source on a third node takes over, exactly as on one node: `source online`,
     // its header, its frames; never offline.
-    let mut live = source(&nodes[live_at], "radio", "SECRET").await;
+    let mut live = source(&nodes[live_at], "radio", "SECRET-KEY-0123456789").await;
     live.send(Message::binary(header_frame(b"live OpusHead"))).await.unwrap();
     let pumping = tokio::spawn(async move {
         for i in 0..300u64 {
@@ -378,7 +378,7 @@ async fn after_a_nats_restart_remote_streams_resume_on_the_same_connections() {
     let (a, b) = (&nodes[0], &nodes[1]);
     let (mut on_a, _) = listener(a, "radio").await;
     let (mut on_b, _) = listener(b, "radio").await;
-    let mut source = source(a, "radio", "SECRET").await;
+    let mut source = source(a, "radio", "SECRET-KEY-0123456789").await;
     source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
     wait_relayed(b, "radio", "a").await;
     let pump = tokio::spawn(async move {
@@ -514,7 +514,7 @@ async fn an_origin_killed_with_sigkill_goes_offline_elsewhere_and_its_source_and
     let config = |node: &str| {
         format!(
             "[cluster]\nnats = \"{}\"\nnode = \"{node}\"\n\
-             [[streams]]\nname = \"radio\"\nkey = \"SECRET\"\n\
+             [[streams]]\nname = \"radio\"\nkey = \"SECRET-KEY-0123456789\"\n\
              [[streams]]\nname = \"jukebox\"\nplaylist = \"{}\"\nburst_ms = 0\n",
             nats.url(),
             sample("tone-440.flac").display()
@@ -527,7 +527,7 @@ async fn an_origin_killed_with_sigkill_goes_offline_elsewhere_and_its_source_and
     })
     .await;
     let (b, c) = (Serve::start(&config("b")), Serve::start(&config("c")));
-    let mut source = ws(a.addr, "/ingest/radio", Some("SECRET")).await.unwrap();
+    let mut source = ws(a.addr, "/ingest/radio", Some("SECRET-KEY-0123456789")).await.unwrap();
     source.send(Message::text(OPUS_START)).await.unwrap();
     source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
     poll("radio relayed by b", 10, || async {
@@ -551,7 +551,7 @@ async fn an_origin_killed_with_sigkill_goes_offline_elsewhere_and_its_source_and
 
     // The broadcaster reconnects to another node: refused while a's lease lasts, then on air.
     let mut source = poll("the broadcaster back on node c", 15, || async {
-        ws(c.addr, "/ingest/radio", Some("SECRET")).await.ok()
+        ws(c.addr, "/ingest/radio", Some("SECRET-KEY-0123456789")).await.ok()
     })
     .await;
     let back = killed.elapsed();
@@ -604,7 +604,7 @@ async fn a_source_whose_node_finds_the_live_lease_taken_is_closed() {
     .unwrap();
     let kv = js.get_key_value("onair_leases").await.unwrap();
     kv.create("radio.live", "elsewhere".into()).await.unwrap();
-    let mut source = source(&nodes[0], "radio", "SECRET").await;
+    let mut source = source(&nodes[0], "radio", "SECRET-KEY-0123456789").await;
     assert_eq!(close_code(&mut source).await, 4010, "closed as soon as its node sees the lease");
     for node in nodes {
         node.shutdown().await;
@@ -653,7 +653,7 @@ async fn malformed_messages_from_nats_are_dropped_and_the_stream_plays_on() {
     assert!(metrics.contains("onair_cluster_connected 1"), "{metrics}");
 
     let (mut on_b, _) = listener(b, "radio").await;
-    let mut source = source(a, "radio", "SECRET").await;
+    let mut source = source(a, "radio", "SECRET-KEY-0123456789").await;
     source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
     wait_relayed(b, "radio", "a").await;
     for i in 0..10 {
@@ -746,7 +746,7 @@ async fn the_documented_nginx_config_spreads_sources_and_listeners_over_three_no
     for _ in 0..6 {
         listeners.push(ws(nginx.addr, "/listen/radio", None).await.unwrap());
     }
-    let mut source = ws(nginx.addr, "/ingest/radio", Some("SECRET")).await.unwrap();
+    let mut source = ws(nginx.addr, "/ingest/radio", Some("SECRET-KEY-0123456789")).await.unwrap();
     source.send(Message::text(OPUS_START)).await.unwrap();
     source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
     for node in &nodes {
@@ -772,9 +772,171 @@ async fn the_documented_nginx_config_spreads_sources_and_listeners_over_three_no
     }
     // A second source through the balancer is refused whichever node it reaches.
     for _ in 0..3 {
-        assert_eq!(ws(nginx.addr, "/ingest/radio", Some("SECRET")).await.err(), Some(409));
+        assert_eq!(
+            ws(nginx.addr, "/ingest/radio", Some("SECRET-KEY-0123456789")).await.err(),
+            Some(409)
+        );
     }
     drop(nginx);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A fresh, empty folder, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = icecast_support::temp_path(name);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Mono 48 kHz samples ffmpeg decodes from the first `seconds` of a live HLS playlist.
+async fn decode_hls(url: &str, seconds: u32) -> Vec<f32> {
+    let seconds = seconds.to_string();
+    let args = ["-hide_banner", "-loglevel", "error", "-live_start_index", "-2", "-i", url, "-t"]
+        .into_iter()
+        .chain([seconds.as_str(), "-ac", "1", "-ar", "48000", "-f", "f32le", "-"]);
+    let out = within_secs(
+        40,
+        tokio::process::Command::new("ffmpeg").args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// The recordings `relay` lists for `stream`.
+async fn recordings(relay: &TestRelay, stream: &str) -> Vec<Value> {
+    let (status, body) = http_get(relay, &format!("/api/recordings/{stream}")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["recordings"].as_array().unwrap().clone()
+}
+
+#[cfg(feature = "source")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_followed_stream_is_served_over_hls_and_recorded_on_the_follower_as_its_config_says() {
+    let nats = Nats::start();
+    let mut stream = radio();
+    stream.playlist = Some(sample("tone-440.flac"));
+    let a = TestRelay::start_with(node_config(&nats, "a", &[stream.clone()])).await;
+    poll("the auto-DJ on node a", 10, || async {
+        (stream_info(&a, "radio").await["source"] == "autodj").then_some(())
+    })
+    .await;
+    // Node b records `radio`'s live shows, not its auto-DJ (record_autodj = false).
+    let dir = TempDir::new("cluster-recordings");
+    stream.record = true;
+    let mut config = node_config(&nats, "b", &[stream]);
+    config.recordings_dir = Some(dir.0.clone());
+    config.recordings_fsync = Duration::from_secs(1);
+    let b = TestRelay::start_with(config).await;
+    wait_relayed(&b, "radio", "a").await;
+
+    // HLS on the follower: ffmpeg hears the auto-DJ's tone from b's playlist.
+    let url = format!("http://{}/radio.m3u8", b.addr);
+    poll("a playlist with a segment on b", 15, || async {
+        let (status, body) = http_get(&b, "/radio.m3u8").await;
+        (status == 200 && body.contains("#EXTINF")).then_some(())
+    })
+    .await;
+    let samples = decode_hls(&url, 3).await;
+    assert!(samples.len() >= 48_000 * 2, "ffmpeg decoded {} samples", samples.len());
+    assert!(tone_share(&samples[4_800..], 440.0) > 0.95, "the origin's tone on b");
+    assert!(recordings(&b, "radio").await.is_empty(), "a relayed auto-DJ is not recorded");
+
+    // A live show on a is recorded on b, as live; a records nothing (no recordings_dir).
+    let mut ffmpeg =
+        icecast_support::ffmpeg_source(&a, "/radio.ogg", "SECRET-KEY-0123456789", "opus");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let show = loop {
+        assert!(ffmpeg.running(), "ffmpeg exited: {}", ffmpeg.stderr());
+        let list = recordings(&b, "radio").await;
+        if let Some(first) = list.first().filter(|r| r["duration_s"].as_f64() > Some(1.0)) {
+            break first.clone();
+        }
+        assert!(Instant::now() < deadline, "b did not record the live show: {list:?}");
+        sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&show["source"], &show["state"]),
+        (&Value::from("live"), &Value::from("recording"))
+    );
+    drop(ffmpeg);
+    let done = poll("the show complete on b", 15, || async {
+        let list = recordings(&b, "radio").await;
+        list.first().filter(|r| r["state"] == "complete").cloned()
+    })
+    .await;
+    let (status, _) = http_get(&b, done["url"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "the follower serves its recording");
+    assert_eq!(http_get(&a, "/api/recordings/radio").await.0, 404, "a records nothing");
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_stream_followed_on_another_node_keeps_its_signed_link_and_stays_unlisted() {
+    let nats = Nats::start();
+    let secret = "a-long-listen-secret";
+    let mut hidden = StreamConfig::new("hidden", Some("SECRET-KEY-0123456789"));
+    hidden.listen_secret = Some(secret.into());
+    let admin = "cluster-admin-password";
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        let mut config = node_config(&nats, name, &[radio(), hidden.clone()]);
+        config.admin_password = Some(admin.into());
+        nodes.push(TestRelay::start_with(config).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut source = source(a, "hidden", "SECRET-KEY-0123456789").await;
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    poll("hidden live on b", 10, || async {
+        (stream_info(b, "hidden").await["live"] == true).then_some(())
+    })
+    .await;
+
+    // Listening on the follower needs the link, as on the origin.
+    assert_eq!(refused_status(b, "/listen/hidden", &[]).await, 401);
+    let (status, _) = http_get(b, "/hidden.m3u8").await;
+    assert_eq!(status, 401, "no link, no playlist");
+    let expires = onair::auth::unix_now() + 3600;
+    let sig = onair::auth::sign(secret, "hidden", expires);
+    let path = format!("/listen/hidden?expires={expires}&sig={sig}");
+    let mut on_b = connect(b, &path, &[]).await.unwrap();
+    assert_eq!(next_event(&mut on_b).await["type"], "hello");
+    let sent = frame(0, b"private audio");
+    source.send(Message::binary(sent.clone())).await.unwrap();
+    let (_, frames) = read_frames(&mut on_b, 2).await;
+    assert_eq!(frames[1], sent, "the listener with a link hears it");
+
+    // Public pages of the follower say no more than the origin's: name, live, private.
+    let info = stream_info(b, "hidden").await;
+    let keys: Vec<&str> = info.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["live", "name", "private"], "{info}");
+    assert!(stream_info(b, "radio").await["cluster_listeners"].is_number(), "public: counted");
+    let (_, status_json) = http_get(b, "/status-json.xsl").await;
+    assert!(!status_json.contains("hidden"), "{status_json}");
+    let (_, metrics) = http_get(b, "/metrics").await;
+    assert!(!metrics.contains("stream=\"hidden\""), "anonymous scrape: {metrics}");
+    assert!(metrics.contains("onair_cluster_listeners{stream=\"radio\"}"), "{metrics}");
+    let bearer = format!("Bearer {admin}");
+    let (status, _, body) =
+        icecast_support::get(b, "/metrics", &[&format!("Authorization: {bearer}")]).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200);
+    assert!(body.contains("onair_cluster_listeners{stream=\"hidden\"} 1"), "admin: {body}");
+    drop(on_b);
     for node in nodes {
         node.shutdown().await;
     }

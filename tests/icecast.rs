@@ -108,7 +108,9 @@ async fn ffmpeg_ogg_vorbis_source_plays_over_http_and_websocket() {
 
 #[tokio::test]
 async fn ffmpeg_mp3_source_plays_over_http_and_icy_listeners_see_admin_titles() {
-    let relay = TestRelay::start().await;
+    let mut config = config(&[("radio", "SECRET")]);
+    config.admin_password = Some("the-admin-password".into());
+    let relay = TestRelay::start_with(config).await;
     let mut source = ffmpeg_source(&relay, "/radio.mp3", "SECRET", "mp3");
     wait_live(&relay, "radio", 10, Some(&mut source)).await;
     let url = format!("http://{}/radio.mp3", relay.addr);
@@ -133,6 +135,12 @@ async fn ffmpeg_mp3_source_plays_over_http_and_icy_listeners_see_admin_titles() 
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("Metadata update successful"));
     icy.wait_title("Band - Café", Duration::from_secs(10)).await;
+    // The client list (the admin's) names the mount it was asked about.
+    let admin = basic("admin", "the-admin-password");
+    let (status, _, body) = get(&relay, "/admin/listclients?mount=/radio.mp3", &[&admin]).await;
+    let xml = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200);
+    assert!(xml.contains(r#"<source mount="/radio.mp3">"#), "{xml}");
     decode_cleanly(&format!("http://{}/radio", relay.addr), "2").await;
     drop(source);
     relay.shutdown().await;
@@ -445,7 +453,9 @@ async fn admin_metadata_reaches_websocket_and_icy_listeners() {
 
 #[tokio::test]
 async fn status_json_has_icecasts_shape_and_counts_listeners() {
-    let relay = TestRelay::start_with(config(&[("radio", "SECRET"), ("other", "KEY2")])).await;
+    let mut config = config(&[("radio", "SECRET"), ("other", "KEY2")]);
+    config.admin_password = Some("the-admin-password".into());
+    let relay = TestRelay::start_with(config).await;
     let (status, _, body) = get(&relay, "/status-json.xsl", &[]).await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -481,11 +491,20 @@ async fn status_json_has_icecasts_shape_and_counts_listeners() {
         assert!(!radio[key].is_null(), "{key} missing: {radio}");
     }
 
+    let listclients = "/admin/listclients?mount=/radio.ogg";
+    let (status, _, _) = get(&relay, listclients, &[&basic("source", "SECRET")]).await;
+    assert_eq!(status, 403, "listener addresses are for the admin, not a stream's key");
     let (status, _, body) =
-        get(&relay, "/admin/listclients?mount=/radio.ogg", &[&basic("source", "SECRET")]).await;
+        get(&relay, listclients, &[&basic("admin", "the-admin-password")]).await;
     let xml = String::from_utf8_lossy(&body);
     assert_eq!(status, 200);
     assert!(xml.contains("<Listeners>2</Listeners>") && xml.contains("test-listener"), "{xml}");
+    // Any mount form of the stream: the answer names the one asked about.
+    let (_, _, body) =
+        get(&relay, "/admin/listclients?mount=/radio.opus", &[&basic("a", "the-admin-password")])
+            .await;
+    let xml = String::from_utf8_lossy(&body);
+    assert!(xml.contains(r#"<source mount="/radio.opus">"#), "{xml}");
 
     let _other = source(&relay, "other", "KEY2").await;
     wait_live(&relay, "other", 0, None).await;
@@ -622,10 +641,12 @@ async fn shutdown_closes_icecast_sources_and_http_listeners() {
     socket.write_all(&request).await.unwrap();
     wait_live(&relay, "radio", 5, None).await;
     let mut http = HttpListener::open(&relay, "/radio.ogg", &[]).await;
+    // The listener has its stream (the BOS page) before the relay stops.
+    let mut body = http.read_exact(28).await;
     relay.shutdown().await;
     let mut rest = Vec::new();
     within(socket.read_to_end(&mut rest)).await.unwrap();
-    let body = http.read_to_end().await;
+    body.extend(http.read_to_end().await);
     let first =
         onair::format::ogg::parse_page(&mut bytes::BytesMut::from(&body[..])).unwrap().unwrap();
     assert!(first.is_bos(), "the listener got its stream, then the relay closed it");

@@ -67,10 +67,21 @@ impl FakeRelay {
         let url = format!("ws://{}/ingest/radio", listener.local_addr().unwrap());
         let (tx, seen) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            for conn in 0.. {
-                let Ok((socket, _)) = listener.accept().await else { return };
+            let mut conn = 0;
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                // The client also polls `/api/streams` for its listener count: answer 404 (the
+                // count stays unknown) without spending a plan meant for the ingest connections.
+                let mut head = [0u8; 16];
+                let _ = within(socket.peek(&mut head)).await;
+                if head.starts_with(b"GET /api/") {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = socket.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                    continue;
+                }
                 let plan = plans.get(conn).copied().unwrap_or(Plan::Accept);
                 tokio::spawn(serve(socket, conn, plan, tx.clone()));
+                conn += 1;
             }
         });
         FakeRelay { url, seen }

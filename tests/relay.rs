@@ -429,6 +429,20 @@ async fn private_streams_admit_only_listeners_with_a_valid_signed_link() {
     assert_eq!(refused_status(&relay, &expired, &[]).await, 403);
     let forged = format!("/listen/radio?expires={}&sig={}", now + 60, "0".repeat(64));
     assert_eq!(refused_status(&relay, &forged, &[]).await, 403);
+    // Valid signatures, refused: good for ten years (past max_link_lifetime_hours), and the
+    // right tag in uppercase hex (a second spelling of one link).
+    let decade = now + 10 * 365 * 86_400;
+    let forever = format!(
+        "/listen/radio?expires={decade}&sig={}",
+        onair::auth::sign(secret, "radio", decade)
+    );
+    assert_eq!(refused_status(&relay, &forever, &[]).await, 403);
+    let upper = format!(
+        "/listen/radio?expires={}&sig={}",
+        now + 60,
+        onair::auth::sign(secret, "radio", now + 60).to_ascii_uppercase()
+    );
+    assert_eq!(refused_status(&relay, &upper, &[]).await, 403);
 
     // A link minted by the CLI, as an operator would share it.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_onair"))

@@ -2,12 +2,21 @@
 // The relay's HTTP API as the pages use it, plus small formatting helpers they share.
 
 /**
- * One entry of `GET /api/streams`.
- * @typedef {{name: string, live: boolean, source: 'live'|'autodj'|null, private: boolean,
- *   tracks: import('./protocol.js').Track[], listeners: number,
- *   bitrate_bps: number, frames_in: number, frames_out: number, frames_skipped: number,
- *   bytes_in: number, bytes_out: number, uptime_s: number,
- *   metadata: import('./protocol.js').Metadata|null}} StreamInfo
+ * One entry of `GET /api/streams`. A private stream (it needs a signed link) is listed with
+ * `name`, `live` and `private` only: the relay tells nobody what it plays or to how many.
+ * @typedef {{name: string, live: boolean, private: boolean, source?: 'live'|'autodj'|null,
+ *   tracks?: import('./protocol.js').Track[], listeners?: number,
+ *   bitrate_bps?: number, frames_in?: number, frames_out?: number, frames_skipped?: number,
+ *   bytes_in?: number, bytes_out?: number, uptime_s?: number,
+ *   metadata?: import('./protocol.js').Metadata|null, recorded?: boolean}} StreamInfo
+ */
+
+/**
+ * One recorded show (or part of one) of `GET /api/recordings/{stream}`.
+ * @typedef {{id: string, started: string, duration_s: number|null, bytes: number,
+ *   titles: Array<{offset_s: number, at: string, title: string}>, url: string,
+ *   content_type: string, state: 'recording'|'complete'|'interrupted',
+ *   source: string|null, show: string|null, part: number|null}} Recording
  */
 
 /**
@@ -20,6 +29,35 @@ export async function fetchStreams() {
   if (!res.ok) throw new Error(`the relay answered ${res.status}`);
   const body = await res.json();
   return Array.isArray(body.streams) ? body.streams : [];
+}
+
+/**
+ * Fetches a stream's recordings, newest first.
+ * @param {string} stream
+ * @param {{expires: string, sig: string}|null} access a private stream's signed link
+ * @returns {Promise<Recording[]>}
+ * @throws {Error} when the relay cannot be reached or refuses
+ */
+export async function fetchRecordings(stream, access) {
+  const query = access ? `?${new URLSearchParams(access)}` : '';
+  const res = await fetch(`api/recordings/${encodeURIComponent(stream)}${query}`, { cache: 'no-store' });
+  if (!res.ok) throw new Error(`the relay answered ${res.status}`);
+  const body = await res.json();
+  return Array.isArray(body.recordings) ? body.recordings : [];
+}
+
+/**
+ * "1:02:03" or "4:05" for a number of seconds.
+ * @param {number} seconds
+ * @returns {string}
+ */
+export function formatDuration(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return '–';
+  const s = Math.floor(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const ss = String(s % 60).padStart(2, '0');
+  return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
 }
 
 /**

@@ -82,7 +82,7 @@ async function poll() {
       if (!els.stream.value && streams.length) els.stream.value = streams[0].name;
     }
     const mine = streams.find((s) => s.name === els.stream.value.trim());
-    listeners = mine && bc.state !== 'stopped' ? mine.listeners : null;
+    listeners = mine && bc.state !== 'stopped' ? mine.listeners ?? null : null;
   } catch {
     listeners = null;
   }

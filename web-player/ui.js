@@ -5,10 +5,13 @@
 // picks the audio path (default: through an <audio> element on touch screens).
 
 import { Player } from './player.js';
+import { RecordingsPanel } from './recordings.js';
 import { errorMessage, fetchStreams, formatBitrate, showLevel } from './api.js';
 import { displayTitle } from './protocol.js';
 
 const REFRESH_MS = 3000;
+/** The recordings list changes at most when a show starts, ends or is split. */
+const RECORDINGS_REFRESH_MS = 15000;
 
 const params = new URLSearchParams(location.search);
 /** @param {string} id */
@@ -30,6 +33,18 @@ const els = {
   video: /** @type {HTMLCanvasElement} */ ($('video')),
 };
 
+const recordings = new RecordingsPanel({
+  list: $('recording-list'),
+  note: $('recordings-note'),
+  deck: $('replay'),
+  title: $('replay-title'),
+  when: $('replay-when'),
+  audio: /** @type {HTMLAudioElement} */ ($('replay-audio')),
+  chapters: $('chapters'),
+}, { onPlay: () => { if (player) stop(); } });
+let recordingsShownAt = 0;
+let recordingsFor = '';
+
 /** @type {import('./api.js').StreamInfo[]} */
 let streams = [];
 let selected = params.get('stream') ?? '';
@@ -49,6 +64,27 @@ async function refresh() {
   }
   renderList();
   renderDeck();
+  refreshRecordings(false);
+}
+
+/**
+ * Lists the selected stream's recordings: at once when the stream changed, else every
+ * RECORDINGS_REFRESH_MS.
+ * @param {boolean} now
+ */
+function refreshRecordings(now) {
+  const info = streams.find((s) => s.name === selected);
+  if (!info) return;
+  if (!now && info.name === recordingsFor && Date.now() - recordingsShownAt < RECORDINGS_REFRESH_MS) return;
+  recordingsFor = info.name;
+  recordingsShownAt = Date.now();
+  recordings.show(info.name, { recorded: !!info.recorded, private: info.private, access: signedLink() });
+}
+
+/** A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=… */
+function signedLink() {
+  const sig = params.get('sig');
+  return sig && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig } : null;
 }
 
 function renderList() {
@@ -76,9 +112,11 @@ function renderList() {
     const part = (selector) => /** @type {HTMLElement} */ (button.querySelector(selector));
     part('.stream-name').textContent = s.name;
     part('.stream-title').textContent = title || (s.live ? 'Untitled' : 'Nothing on air');
-    part('.stream-meta').textContent =
-      s.live && s.bitrate_bps > 0 ? `${s.listeners} listening · ${formatBitrate(s.bitrate_bps)}` : `${s.listeners} listening`;
-    button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${s.listeners} listening. Play`);
+    // A private stream is listed without figures (the relay keeps them to itself).
+    const audience = s.private ? 'private' : `${s.listeners ?? 0} listening`;
+    const bitrate = s.bitrate_bps ?? 0;
+    part('.stream-meta').textContent = s.live && bitrate > 0 ? `${audience} · ${formatBitrate(bitrate)}` : audience;
+    button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${audience}. Play`);
     button.addEventListener('click', () => select(s.name, true));
     li.append(button);
     els.list.append(li);
@@ -96,7 +134,7 @@ function renderDeck() {
   const meta = st ? st.nowPlaying : info?.metadata;
   els.nowPlaying.textContent = meta?.title || meta?.artist || (live ? 'Untitled' : '—');
   els.artist.textContent = meta?.title && meta?.artist ? meta.artist : '';
-  els.listeners.textContent = info ? String(info.listeners) : '–';
+  els.listeners.textContent = info?.listeners != null ? String(info.listeners) : '–';
   els.play.disabled = !selected;
   const playing = !!player;
   els.play.setAttribute('aria-label', playing ? 'Stop' : 'Play');
@@ -132,15 +170,15 @@ async function select(name, autoplay) {
   if (changed && player) stop();
   renderList();
   renderDeck();
+  if (changed) refreshRecordings(true);
   if (autoplay && !player) await start();
 }
 
 async function start() {
   if (!selected || player) return;
   const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
-  // A signed link (`onair sign`) for a private stream: ?stream=NAME&expires=…&sig=…
-  const sig = params.get('sig');
-  const access = sig && params.get('stream') === selected ? { expires: params.get('expires') ?? '', sig } : null;
+  const access = signedLink();
+  recordings.pause();
   const output = /** @type {'auto'|'element'|'direct'} */ (params.get('output') ?? 'auto');
   player = new Player({ stream: selected, canvas: els.video, decoder, output, onChange: scheduleRender, access });
   player.setVolume(Number(els.volume.value));
@@ -184,7 +222,8 @@ els.play.addEventListener('click', () => (player ? stop() : start()));
 els.volume.addEventListener('input', () => player?.setVolume(Number(els.volume.value)));
 document.addEventListener('keydown', (ev) => {
   // Space/K toggle play like media sites, unless a control has the keyboard.
-  if ((ev.key === ' ' || ev.key === 'k') && !(ev.target instanceof HTMLButtonElement || ev.target instanceof HTMLInputElement)) {
+  const control = ev.target instanceof HTMLButtonElement || ev.target instanceof HTMLInputElement || ev.target instanceof HTMLMediaElement;
+  if ((ev.key === ' ' || ev.key === 'k') && !control) {
     ev.preventDefault();
     els.play.click();
   }

@@ -1,5 +1,5 @@
 //! One load-client process: many listener connections on one epoll loop, a few dozen bytes
-//! of state each, and one shared read buffer.
+//! of state each (plus a rustls session over TLS), and one shared read buffer.
 //!
 //! The orchestrator drives it with one command per line on stdin and reads one JSON line per
 //! reply on stdout:
@@ -12,17 +12,27 @@
 //!   `report S1`                     read what is queued, then report frames up to seq S1
 //!   `quit`                          close everything and exit
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use serde::Serialize;
 
 use crate::hist::{Hist, SparseHist};
-use crate::wire::{self, Event, Parser};
+use crate::wire::{self, Event, Format, IcyStrip, Parser};
 
 /// One read takes at most this much.
 const READ_BUF: usize = 256 << 10;
+/// Decrypted bytes taken from a TLS session at a time.
+const PLAIN_BUF: usize = 64 << 10;
+/// Longest response head kept.
+const MAX_HEAD: usize = 8 << 10;
 /// A connect that has not completed by then was probably dropped by a full accept queue
 /// (Icecast listens with a backlog of 5): try again at once instead of waiting for the
 /// kernel's one-second SYN retransmit.
@@ -34,13 +44,33 @@ const MAX_RETRIES: u32 = 200;
 const STDIN_TOKEN: u64 = u64::MAX;
 const UNKNOWN: u64 = u64::MAX;
 
-/// Which server protocol the listeners speak.
+/// Which protocol the listeners speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
-    /// onair: WebSocket `GET /listen/{stream}`.
+    /// onair's WebSocket listeners: `GET /listen/{stream}`.
     Ws,
-    /// Icecast: plain HTTP `GET /mount`, Ogg pages.
+    /// Icecast-style HTTP listeners: `GET /mount`, Ogg pages or MP3 frames (by the mount's
+    /// extension).
     Http,
+}
+
+/// What a client process's listeners do.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Server address.
+    pub addr: SocketAddrV4,
+    /// Local address to connect from.
+    pub bind: Ipv4Addr,
+    /// WebSocket or HTTP.
+    pub proto: Proto,
+    /// Request path.
+    pub path: String,
+    /// SO_RCVLOWAT of bulk listeners.
+    pub rcvlowat: i32,
+    /// HTTP: ask for ICY metadata (`Icy-MetaData: 1`) and strip the blocks before parsing.
+    pub icy: bool,
+    /// TLS with this PEM certificate as the only root (the server's self-signed one).
+    pub tls_root: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,10 +89,14 @@ struct Conn {
     precise: bool,
     stall_group: bool,
     stalled: bool,
-    /// Progress through "\r\n\r\n" at the end of the response head.
-    head_match: u8,
-    status: [u8; 12],
-    status_len: u8,
+    /// The response head so far (empty, without an allocation, once streaming).
+    head: Vec<u8>,
+    /// ICY blocks to take out (the response head had `icy-metaint`).
+    icy: Option<IcyStrip>,
+    /// Non-empty ICY blocks received while counting.
+    titles: u32,
+    /// The TLS session, over TLS.
+    tls: Option<Box<ClientConnection>>,
     parser: Parser,
     next_seq: u64,
     last_seq: u64,
@@ -122,6 +156,12 @@ pub struct Report {
     pub latency_bulk: SparseHist,
     /// Connect attempts that had to be retried.
     pub retries: u64,
+    /// Listeners whose response head had `icy-metaint` (ICY blocks in the stream).
+    pub icy_listeners: u64,
+    /// Non-empty ICY metadata blocks (titles) healthy listeners received during the hold.
+    pub icy_titles: u64,
+    /// The TLS version and cipher suite negotiated (the first session's), over TLS.
+    pub tls_suite: Option<String>,
 }
 
 fn errno() -> i32 {
@@ -153,19 +193,27 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur
 }
 
-struct Client {
-    epoll: RawFd,
-    addr: SocketAddrV4,
-    bind: Ipv4Addr,
-    proto: Proto,
-    request: Vec<u8>,
-    conns: Vec<Conn>,
-    buf: Vec<u8>,
-    hold_from: u64,
+/// Latency samples of the current hold.
+#[derive(Default)]
+struct Stats {
     precise: Hist,
     bulk: Hist,
     /// Reads that brought frames at precise listeners (about one per server write).
     precise_reads: u64,
+}
+
+struct Client {
+    epoll: RawFd,
+    addr: SocketAddrV4,
+    bind: Ipv4Addr,
+    format: Format,
+    request: Vec<u8>,
+    tls: Option<Arc<ClientConfig>>,
+    conns: Vec<Conn>,
+    buf: Vec<u8>,
+    plain: Vec<u8>,
+    hold_from: u64,
+    stats: Stats,
     drain: bool,
     pending_add: Option<(usize, u64)>,
     stall_every: usize,
@@ -175,24 +223,26 @@ struct Client {
 }
 
 /// Runs a client process until `quit` or stdin closes.
-pub fn run(
-    addr: SocketAddrV4,
-    bind: Ipv4Addr,
-    proto: Proto,
-    path: &str,
-    rcvlowat: i32,
-) -> anyhow::Result<()> {
+pub fn run(spec: Spec) -> anyhow::Result<()> {
     raise_fd_limit();
+    let Spec { addr, bind, proto, path, rcvlowat, icy, tls_root } = spec;
     let request = match proto {
         Proto::Ws => format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ),
         Proto::Http => format!(
-            "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: onair-load\r\nAccept: */*\r\n\r\n"
+            "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: onair-load\r\nAccept: */*\r\n{}\r\n",
+            if icy { "Icy-MetaData: 1\r\n" } else { "" }
         ),
     }
     .into_bytes();
+    let format = match proto {
+        Proto::Ws => Format::Ws,
+        Proto::Http if path.ends_with(".mp3") => Format::Mp3,
+        Proto::Http => Format::Ogg,
+    };
+    let tls = tls_root.map(|root| tls_config(&root)).transpose()?;
     // SAFETY: creating an epoll instance has no preconditions.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     anyhow::ensure!(epoll >= 0, "epoll_create1 failed");
@@ -205,14 +255,14 @@ pub fn run(
         epoll,
         addr,
         bind,
-        proto,
+        format,
         request,
+        tls,
         conns: Vec::new(),
         buf: vec![0; READ_BUF],
+        plain: vec![0; PLAIN_BUF],
         hold_from: UNKNOWN,
-        precise: Hist::default(),
-        bulk: Hist::default(),
-        precise_reads: 0,
+        stats: Stats::default(),
         drain: false,
         pending_add: None,
         stall_every: 0,
@@ -220,6 +270,49 @@ pub fn run(
     };
     client.watch(0, libc::EPOLLIN as u32, STDIN_TOKEN, libc::EPOLL_CTL_ADD);
     client.run_loop()
+}
+
+/// A TLS client that trusts exactly the server's certificate (`root`, PEM) and resumes no
+/// session: every listener pays a full handshake, as distinct players would.
+fn tls_config(root: &std::path::Path) -> anyhow::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(root).with_context(|| root.display().to_string())? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Writes a TLS session's pending records to its socket; false on a socket error. Whatever
+/// the socket does not take now waits for EPOLLOUT (`wants_write` stays true).
+fn flush_tls(fd: RawFd, tls: &mut ClientConnection) -> bool {
+    struct Fd(RawFd);
+    impl Write for Fd {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            // SAFETY: writing from a live slice to a socket this process owns.
+            let n = unsafe { libc::write(self.0, data.as_ptr().cast(), data.len()) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(n as usize)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    while tls.wants_write() {
+        match tls.write_tls(&mut Fd(fd)) {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 impl Client {
@@ -299,10 +392,11 @@ impl Client {
                         precise: false,
                         stall_group,
                         stalled: false,
-                        head_match: 0,
-                        status: [0; 12],
-                        status_len: 0,
-                        parser: Parser::new(self.proto == Proto::Http),
+                        head: Vec::new(),
+                        icy: None,
+                        titles: 0,
+                        tls: None,
+                        parser: Parser::new(self.format),
                         next_seq: UNKNOWN,
                         last_seq: UNKNOWN,
                         frames: 0,
@@ -322,10 +416,9 @@ impl Client {
             Some("reset") => {
                 self.hold_from = num(1);
                 let stride = num(2).max(1) as usize;
-                self.precise = Hist::default();
-                self.bulk = Hist::default();
-                self.precise_reads = 0;
+                self.stats = Stats::default();
                 for (i, c) in self.conns.iter_mut().enumerate() {
+                    c.titles = 0;
                     c.frames = 0;
                     c.frames_any = 0;
                     c.lost = 0;
@@ -496,23 +589,72 @@ impl Client {
                     c.state = if c.retries > MAX_RETRIES { State::Failed } else { State::Idle };
                     return;
                 }
-                // SAFETY: writing our request from a live buffer.
-                let n =
-                    unsafe { libc::write(c.fd, self.request.as_ptr().cast(), self.request.len()) };
-                if n != self.request.len() as isize {
+                let fd = c.fd;
+                let sent = match &self.tls {
+                    // The request waits in the session until the handshake is done.
+                    Some(config) => {
+                        let name =
+                            ServerName::IpAddress(std::net::IpAddr::V4(*self.addr.ip()).into());
+                        match ClientConnection::new(Arc::clone(config), name) {
+                            Ok(mut tls) => {
+                                let ok = tls.writer().write_all(&self.request).is_ok()
+                                    && flush_tls(fd, &mut tls);
+                                self.conns[i].tls = Some(Box::new(tls));
+                                ok
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                    None => {
+                        // SAFETY: writing our request from a live buffer.
+                        let n = unsafe {
+                            libc::write(fd, self.request.as_ptr().cast(), self.request.len())
+                        };
+                        n == self.request.len() as isize
+                    }
+                };
+                if !sent {
                     self.close_conn(i);
                     self.conns[i].state = State::Failed;
                     return;
                 }
-                self.watch(c.fd, libc::EPOLLIN as u32, i as u64, libc::EPOLL_CTL_MOD);
                 self.conns[i].state = State::AwaitingHead;
+                self.rearm(i);
             }
-            State::AwaitingHead | State::Streaming => self.read(i),
+            State::AwaitingHead | State::Streaming => {
+                if flags & libc::EPOLLOUT as u32 != 0 {
+                    let c = &mut self.conns[i];
+                    if let Some(tls) = &mut c.tls {
+                        if !flush_tls(c.fd, tls) {
+                            self.close_conn(i);
+                            self.conns[i].state = State::Closed;
+                            return;
+                        }
+                    }
+                    self.rearm(i);
+                }
+                if flags & !(libc::EPOLLOUT as u32) != 0 {
+                    self.read(i);
+                }
+            }
             _ => {}
         }
     }
 
-    /// One read (or, when draining, reads until the socket is empty) and its parsing.
+    /// Watches a connection for reads, and for writes while its TLS session has records
+    /// the socket did not take.
+    fn rearm(&self, i: usize) {
+        let c = &self.conns[i];
+        if c.fd < 0 || c.stalled {
+            return;
+        }
+        let out = c.tls.as_ref().is_some_and(|t| t.wants_write());
+        let events = libc::EPOLLIN as u32 | if out { libc::EPOLLOUT as u32 } else { 0 };
+        self.watch(c.fd, events, i as u64, libc::EPOLL_CTL_MOD);
+    }
+
+    /// One read (or, when draining, reads until the socket is empty), its decryption over
+    /// TLS, and its parsing.
     fn read(&mut self, i: usize) {
         loop {
             let fd = self.conns[i].fd;
@@ -527,95 +669,49 @@ impl Client {
             }
             let now = wire::mono_ns();
             let n = n as usize;
-            let mut start = 0;
-            let c = &mut self.conns[i];
-            if c.state == State::AwaitingHead {
-                while start < n && c.head_match < 4 {
-                    let b = self.buf[start];
-                    if usize::from(c.status_len) < c.status.len() {
-                        c.status[usize::from(c.status_len)] = b;
-                        c.status_len += 1;
-                    }
-                    let want = b"\r\n\r\n"[usize::from(c.head_match)];
-                    c.head_match = if b == want {
-                        c.head_match + 1
-                    } else if b == b'\r' {
-                        1
-                    } else {
-                        0
-                    };
-                    start += 1;
+            let Client { conns, buf, plain, stats, hold_from, drain, rcvlowat, .. } = self;
+            let mut ctx = Ctx {
+                hold_from: *hold_from,
+                drain: *drain,
+                rcvlowat: *rcvlowat,
+                stats,
+                frames: 0,
+                newest: None,
+            };
+            let c = &mut conns[i];
+            let ok = match c.tls.take() {
+                None => consume(c, None, &buf[..n], now, &mut ctx),
+                Some(mut tls) => {
+                    let ok = decrypt(c, &mut tls, &buf[..n], plain, now, &mut ctx);
+                    c.tls = Some(tls);
+                    ok
                 }
-                if c.head_match < 4 {
-                    return;
+            };
+            // One sample per socket read (a TLS read is decrypted in several pieces).
+            if !ctx.drain {
+                if c.precise && ctx.frames > 0 {
+                    ctx.stats.precise_reads += 1;
                 }
-                let code = &c.status[9..12];
-                if code != b"101" && code != b"200" {
-                    self.close_conn(i);
-                    self.conns[i].state = State::Failed;
-                    return;
+                if let (Some(sent_ns), false) = (ctx.newest, c.precise) {
+                    ctx.stats.bulk.record(now.saturating_sub(sent_ns) / 1_000);
                 }
-                c.state = State::Streaming;
-                let lowat = if c.precise { 1 } else { self.rcvlowat };
-                set_int(c.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, lowat);
             }
-            let hold_from = self.hold_from;
-            let counting = hold_from != UNKNOWN && !c.stall_group;
-            let mut newest = None;
-            let mut ping = false;
-            let precise = c.precise;
-            let mut lost = 0;
-            let (next_seq, last_seq) = (&mut c.next_seq, &mut c.last_seq);
-            let (mut frames, mut any, mut skipped, mut close_code) = (0u32, 0u32, 0u32, 0u16);
-            let result = c.parser.feed(&self.buf[start..n], &mut |ev| match ev {
-                Event::Frame { seq, sent_ns } => {
-                    any += u32::from(counting);
-                    if counting && seq >= hold_from {
-                        if *next_seq != UNKNOWN && seq > *next_seq {
-                            lost += seq - (*next_seq).max(hold_from);
-                        }
-                        frames += 1;
-                        if precise {
-                            self.precise.record(now.saturating_sub(sent_ns) / 1_000);
-                        }
-                        newest = Some(sent_ns);
-                    }
-                    *next_seq = seq + 1;
-                    *last_seq = seq;
-                }
-                Event::Skipped(_) => skipped += 1,
-                Event::Ping => ping = true,
-                Event::Close(code) => close_code = code,
-            });
-            c.frames += frames;
-            c.frames_any += any;
-            c.lost += lost;
-            if counting {
-                c.skipped += skipped;
-                c.bytes += n as u64;
-            }
-            if close_code != 0 {
-                c.close_code = close_code;
-            }
-            if precise && frames > 0 && !self.drain {
-                self.precise_reads += 1;
-            }
-            if let (Some(sent_ns), false, false) = (newest, precise, self.drain) {
-                self.bulk.record(now.saturating_sub(sent_ns) / 1_000);
-            }
-            if ping {
-                let pong: [u8; 6] = [0x8A, 0x80, 0, 0, 0, 0];
-                // SAFETY: a 6-byte write from a local array.
-                unsafe { libc::write(fd, pong.as_ptr().cast(), pong.len()) };
-            }
-            if result.is_err() {
+            if !ok {
                 self.close_conn(i);
                 self.conns[i].state = State::Closed;
                 return;
             }
+            self.rearm_if_writing(i);
             if !self.drain {
                 return;
             }
+        }
+    }
+
+    /// After a read over TLS: a pong or a key update may wait to be written.
+    fn rearm_if_writing(&self, i: usize) {
+        if self.conns[i].tls.as_ref().is_some_and(|t| t.wants_write()) {
+            self.rearm(i);
         }
     }
 
@@ -649,6 +745,14 @@ impl Client {
             }
             r.healthy += 1;
             r.precise += u64::from(c.precise);
+            r.icy_listeners += u64::from(c.icy.is_some());
+            r.icy_titles += u64::from(c.titles);
+            if r.tls_suite.is_none() {
+                r.tls_suite = c.tls.as_ref().and_then(|t| {
+                    let (version, suite) = (t.protocol_version()?, t.negotiated_cipher_suite()?);
+                    Some(format!("{version:?} {:?}", suite.suite()))
+                });
+            }
             // Frames after S1 arrived during the drain: not part of the hold.
             let after = if c.last_seq == UNKNOWN { 0 } else { c.last_seq.saturating_sub(until) };
             r.frames += u64::from(c.frames).saturating_sub(after);
@@ -672,12 +776,166 @@ impl Client {
             }
         }
         r.close_codes = codes.into_iter().collect();
-        r.precise_reads = self.precise_reads;
-        r.latency_precise = self.precise.sparse();
-        r.latency_bulk = self.bulk.sparse();
+        r.precise_reads = self.stats.precise_reads;
+        r.latency_precise = self.stats.precise.sparse();
+        r.latency_bulk = self.stats.bulk.sparse();
         r
     }
 }
+
+/// What `consume` needs of the client besides the connection.
+struct Ctx<'a> {
+    hold_from: u64,
+    drain: bool,
+    rcvlowat: i32,
+    stats: &'a mut Stats,
+    /// Counted frames in this socket read (over TLS: in all the records it held).
+    frames: u32,
+    /// The newest of them, as its send time.
+    newest: Option<u64>,
+}
+
+/// Feeds bytes read from a TLS socket to the session and what it decrypts to `consume`;
+/// false when the session or the stream is broken, or the server closed it.
+fn decrypt(
+    c: &mut Conn,
+    tls: &mut ClientConnection,
+    mut raw: &[u8],
+    plain: &mut [u8],
+    now: u64,
+    ctx: &mut Ctx<'_>,
+) -> bool {
+    while !raw.is_empty() {
+        if tls.read_tls(&mut raw).is_err() || tls.process_new_packets().is_err() {
+            return false;
+        }
+        loop {
+            match tls.reader().read(plain) {
+                Ok(0) => return false,
+                Ok(k) => {
+                    if !consume(c, Some(&mut *tls), &plain[..k], now, ctx) {
+                        return false;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return false,
+            }
+        }
+    }
+    if c.state == State::Streaming && tls.wants_write() {
+        // A pong (queued by `consume`) or a post-handshake message.
+        return flush_tls(c.fd, tls);
+    }
+    true
+}
+
+/// Parses bytes a listener received (after TLS): the response head, ICY blocks, frames;
+/// false when the stream is broken or refused. A pong goes into `tls` when the listener is
+/// on TLS (its session is out of `c` meanwhile), else straight to the socket.
+fn consume(
+    c: &mut Conn,
+    tls: Option<&mut ClientConnection>,
+    data: &[u8],
+    now: u64,
+    ctx: &mut Ctx<'_>,
+) -> bool {
+    let mut start = 0;
+    if c.state == State::AwaitingHead {
+        let before = c.head.len();
+        let from = before.saturating_sub(3);
+        c.head.extend_from_slice(&data[..data.len().min(MAX_HEAD - before)]);
+        let Some(end) = c.head[from..].windows(4).position(|w| w == b"\r\n\r\n") else {
+            return c.head.len() < MAX_HEAD;
+        };
+        let head_len = from + end + 4;
+        // The bytes of `data` after the head are the stream's.
+        start = head_len - before;
+        let head = String::from_utf8_lossy(&c.head[..head_len]).into_owned();
+        c.head = Vec::new();
+        let code = head.split_whitespace().nth(1).unwrap_or("");
+        if code != "101" && code != "200" {
+            c.state = State::Failed;
+            return false;
+        }
+        let metaint = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("icy-metaint").then(|| value.trim().parse().ok())?
+        });
+        c.icy = metaint.filter(|&m: &u32| m > 0).map(IcyStrip::new);
+        c.state = State::Streaming;
+        let lowat = if c.precise { 1 } else { ctx.rcvlowat };
+        set_int(c.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, lowat);
+    }
+    let data = &data[start..];
+    let hold_from = ctx.hold_from;
+    let counting = hold_from != UNKNOWN && !c.stall_group;
+    let mut newest = None;
+    let mut ping = false;
+    let precise = c.precise;
+    let mut lost = 0;
+    let (next_seq, last_seq) = (&mut c.next_seq, &mut c.last_seq);
+    let (mut frames, mut any, mut skipped, mut close_code) = (0u32, 0u32, 0u32, 0u16);
+    let stats = &mut *ctx.stats;
+    let parser = &mut c.parser;
+    let mut on = |ev| match ev {
+        Event::Frame { seq, sent_ns } => {
+            any += u32::from(counting);
+            if counting && seq >= hold_from {
+                if *next_seq != UNKNOWN && seq > *next_seq {
+                    lost += seq - (*next_seq).max(hold_from);
+                }
+                frames += 1;
+                if precise {
+                    stats.precise.record(now.saturating_sub(sent_ns) / 1_000);
+                }
+                newest = Some(sent_ns);
+            }
+            *next_seq = seq + 1;
+            *last_seq = seq;
+        }
+        Event::Skipped(_) => skipped += 1,
+        Event::Ping => ping = true,
+        Event::Close(code) => close_code = code,
+    };
+    let result = match &mut c.icy {
+        None => parser.feed(data, &mut on),
+        Some(icy) => match icy.strip(data, &mut |audio| parser.feed(audio, &mut on)) {
+            Ok(titles) => {
+                c.titles += titles * u32::from(counting);
+                Ok(())
+            }
+            Err(err) => Err(err),
+        },
+    };
+    c.frames += frames;
+    c.frames_any += any;
+    c.lost += lost;
+    if counting {
+        c.skipped += skipped;
+        c.bytes += data.len() as u64;
+    }
+    if close_code != 0 {
+        c.close_code = close_code;
+    }
+    ctx.frames += frames;
+    ctx.newest = ctx.newest.max(newest);
+    if ping {
+        match tls {
+            // Sent by `decrypt` once the read is parsed.
+            Some(tls) => {
+                let _ = tls.writer().write_all(&PONG);
+            }
+            // SAFETY: a 6-byte write from a static array.
+            None => unsafe {
+                libc::write(c.fd, PONG.as_ptr().cast(), PONG.len());
+            },
+        }
+    }
+    result.is_ok()
+}
+
+/// A masked, empty pong (the answer to the relay's pings).
+const PONG: [u8; 6] = [0x8A, 0x80, 0, 0, 0, 0];
 
 fn reply<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

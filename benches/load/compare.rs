@@ -21,10 +21,14 @@ use crate::wire;
 
 /// Listeners per load-client process (the open-file limit here is 20 000 per process).
 const PER_CLIENT: usize = 10_000;
-/// Time after the last listener connected before counting starts.
+/// Time after the last listener connected before counting starts (`--quick`: 1 s).
 const SETTLE: Duration = Duration::from_secs(3);
 const KEY: &str = "bench-key-0123456789";
 const ICECAST_PASSWORD: &str = "bench-source-pw";
+/// onair's MP3 stream: `/bench.mp3` would be the Opus stream `bench` (onair names a stream,
+/// not a mount), so the MP3 steps use `/bench-mp3.mp3` on both servers.
+const MP3_STREAM: &str = "bench-mp3";
+const MP3_MOUNT: &str = "/bench-mp3.mp3";
 
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
@@ -37,6 +41,8 @@ pub struct Options {
     pub onair: PathBuf,
     /// Seconds each step holds its listeners.
     pub hold_s: u64,
+    /// Seconds each step of the http, icy and tls scenarios holds.
+    pub suite_hold_s: u64,
     /// Listener counts for the 128 kbit/s stream.
     pub steps: Vec<usize>,
     /// Further counts tried while a server holds (no loss, p99 under a second).
@@ -49,6 +55,14 @@ pub struct Options {
     pub window_listeners: usize,
     /// Listener counts for the 4 Mbit/s stream.
     pub video_steps: Vec<usize>,
+    /// Listener counts of the HTTP scenario (`/bench.ogg` on both servers; then `further`).
+    pub http_steps: Vec<usize>,
+    /// Listener counts of each listener kind in the ICY scenario.
+    pub icy_steps: Vec<usize>,
+    /// Listener counts of each listener kind in the TLS scenario.
+    pub tls_steps: Vec<usize>,
+    /// Now-playing titles set during each hold of the ICY scenario.
+    pub title_changes: u32,
     /// Seconds each video step holds.
     pub video_hold_s: u64,
     /// onair's `send_window_ms` (None: its default).
@@ -86,6 +100,8 @@ impl Kind {
 struct Server {
     kind: Kind,
     port: u16,
+    /// The TLS port (`https://`, and `wss://` on onair), when started with a certificate.
+    tls_port: Option<u16>,
     /// The process whose CPU and memory we measure.
     pid: i32,
     child: Child,
@@ -95,6 +111,15 @@ struct Server {
 impl Server {
     fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The listeners of the audio, stalled, window and video scenarios.
+    fn legacy_kind(&self) -> &'static str {
+        if self.kind == Kind::Onair {
+            "ws"
+        } else {
+            "http ogg"
+        }
     }
 
     fn listen_path(&self, video: bool) -> &'static str {
@@ -129,11 +154,11 @@ impl Server {
         procs::rss_bytes(self.pid).unwrap_or(0)
     }
 
-    /// Listeners the server itself counts on the stream.
-    fn listeners(&self, video: bool) -> Option<u64> {
+    /// Listeners the server itself counts on onair's stream `stream`, or Icecast's `mount`.
+    fn listeners(&self, (stream, mount): (&str, &str)) -> Option<u64> {
         let (path, name) = match self.kind {
-            Kind::Onair => ("/api/streams", if video { "video" } else { "bench" }),
-            Kind::Icecast => ("/status-json.xsl", self.listen_path(video)),
+            Kind::Onair => ("/api/streams", stream),
+            Kind::Icecast => ("/status-json.xsl", mount),
         };
         let body = http_get(self.addr(), path).ok()?;
         let json: serde_json::Value = serde_json::from_str(&body).ok()?;
@@ -165,9 +190,17 @@ impl Server {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    http_get_as(addr, path, None)
+}
+
+/// A GET with Basic auth as `user:password` when given; returns the body.
+fn http_get_as(addr: SocketAddr, path: &str, auth: Option<&str>) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let auth = auth
+        .map(|a| format!("Authorization: Basic {}\r\n", wire::base64(a.as_bytes())))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
@@ -192,7 +225,15 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()>
     bail!("{what} did not listen on port {port} within 15 s")
 }
 
-fn start_onair(opts: &Options, window: Option<u64>, cores: Option<&str>) -> anyhow::Result<Server> {
+/// Starts onair with `send_window_ms = window` (None: no window line, its default) and, with
+/// `tls`, a `[tls]` port. Besides the windows only limits are set: the load needs more
+/// connections than the defaults allow.
+fn start_onair(
+    opts: &Options,
+    window: Option<u64>,
+    cores: Option<&str>,
+    tls: Option<&Tls>,
+) -> anyhow::Result<Server> {
     let port = free_port()?;
     let dir = opts.out.join("onair");
     std::fs::create_dir_all(&dir)?;
@@ -201,19 +242,34 @@ fn start_onair(opts: &Options, window: Option<u64>, cores: Option<&str>) -> anyh
         window.push_str(line);
         window.push('\n');
     }
+    let tls_port = tls.map(|_| free_port()).transpose()?;
+    let tls_table = match (tls, tls_port) {
+        (Some(t), Some(p)) => format!(
+            "[tls]\nlisten = \"127.0.0.1:{p}\"\ncert = {:?}\nkey = {:?}\n",
+            t.cert.display().to_string(),
+            t.key.display().to_string()
+        ),
+        _ => String::new(),
+    };
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\nmax_connections = 40000\nmax_connections_per_ip = 40000\n{window}\
+         {tls_table}\
          [[streams]]\nname = \"bench\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n\
+         [[streams]]\nname = \"{MP3_STREAM}\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n\
          [[streams]]\nname = \"video\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n"
     );
-    let path = dir.join("onair.toml");
+    // One config and log per start (a run starts onair many times): onair-N.toml, onair-N.log.
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let nth = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("onair-{nth}.toml"));
     std::fs::write(&path, config)?;
-    let log = std::fs::File::create(dir.join("onair.log"))?;
+    let log = std::fs::File::create(dir.join(format!("onair-{nth}.log")))?;
     let bin = opts.onair.to_str().context("onair path is not UTF-8")?;
-    let mut child = procs::command(bin, cores)
+    let child = procs::command(bin, cores)
         .args(["serve", "--config"])
         .arg(&path)
         .env("RUST_LOG", std::env::var("ONAIR_LOG").unwrap_or_else(|_| "warn".into()))
+        .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -221,15 +277,31 @@ fn start_onair(opts: &Options, window: Option<u64>, cores: Option<&str>) -> anyh
         .with_context(|| format!("starting {bin} (run `cargo build --release` first)"))?;
     let pid = child.id() as i32;
     procs::track(pid);
-    wait_for_port(port, &mut child, "onair")?;
-    Ok(Server { kind: Kind::Onair, port, pid, child, dir })
+    let mut server = Server { kind: Kind::Onair, port, tls_port, pid, child, dir };
+    let ready = wait_for_port(port, &mut server.child, "onair")
+        .and_then(|()| tls_port.map_or(Ok(()), |p| wait_for_port(p, &mut server.child, "onair")));
+    if let Err(err) = ready {
+        server.stop();
+        return Err(err);
+    }
+    Ok(server)
 }
 
 const ICECAST_USER: &str = "icecast2";
 
-/// Icecast's configuration: our limits, everything else as Debian ships it.
-fn icecast_config(port: u16, dir: &Path) -> String {
+/// Icecast's configuration: our limits, everything else as Debian ships it; with `tls_port`,
+/// a second listen socket with `<ssl>1</ssl>` and the certificate and key in `dir/tls.pem`.
+fn icecast_config(port: u16, tls_port: Option<u16>, dir: &Path) -> String {
     let dir = dir.display();
+    let (tls_socket, tls_cert) = match tls_port {
+        Some(p) => (
+            format!(
+                "<listen-socket>\n    <port>{p}</port>\n    <bind-address>127.0.0.1</bind-address>\n    <ssl>1</ssl>\n  </listen-socket>"
+            ),
+            format!("<ssl-certificate>{dir}/tls.pem</ssl-certificate>"),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
         r#"<icecast>
   <location>onair bench</location>
@@ -258,6 +330,7 @@ fn icecast_config(port: u16, dir: &Path) -> String {
     <port>{port}</port>
     <bind-address>127.0.0.1</bind-address>
   </listen-socket>
+  {tls_socket}
   <fileserve>1</fileserve>
   <paths>
     <basedir>/usr/share/icecast2</basedir>
@@ -265,6 +338,7 @@ fn icecast_config(port: u16, dir: &Path) -> String {
     <webroot>/usr/share/icecast2/web</webroot>
     <adminroot>/usr/share/icecast2/admin</adminroot>
     <pidfile>{dir}/icecast.pid</pidfile>
+    {tls_cert}
   </paths>
   <logging>
     <accesslog>access.log</accesslog>
@@ -277,12 +351,19 @@ fn icecast_config(port: u16, dir: &Path) -> String {
     )
 }
 
-fn start_icecast(cores: Option<&str>) -> anyhow::Result<Server> {
+fn start_icecast(cores: Option<&str>, tls: Option<&Tls>) -> anyhow::Result<Server> {
     let port = free_port()?;
+    let tls_port = tls.map(|_| free_port()).transpose()?;
     // Icecast refuses to run as root: its own user needs a folder it owns.
     let dir = std::env::temp_dir().join(format!("onair-bench-icecast-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("icecast.xml"), icecast_config(port, &dir))?;
+    if let Some(tls) = tls {
+        // One PEM with certificate and key, readable by Icecast's user.
+        let pem = [std::fs::read(&tls.cert)?, std::fs::read(&tls.key)?].concat();
+        std::fs::write(dir.join("tls.pem"), pem)?;
+    }
+    std::fs::write(dir.join("icecast.xml"), icecast_config(port, tls_port, &dir))?;
     let status = std::process::Command::new("chown")
         .args(["-R", &format!("{ICECAST_USER}:")])
         .arg(&dir)
@@ -310,16 +391,26 @@ fn start_icecast(cores: Option<&str>) -> anyhow::Result<Server> {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
+            procs::untrack(child.id() as i32);
             bail!("icecast2 wrote no pid file in {}", dir.display());
         }
         if let Ok(Some(status)) = child.try_wait() {
+            procs::untrack(child.id() as i32);
             bail!("icecast2 exited at start: {status} (see {}/error.log)", dir.display());
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     procs::track(pid);
-    wait_for_port(port, &mut child, "icecast2")?;
-    Ok(Server { kind: Kind::Icecast, port, pid, child, dir })
+    let mut server = Server { kind: Kind::Icecast, port, tls_port, pid, child, dir };
+    let ready = wait_for_port(port, &mut server.child, "icecast2").and_then(|()| {
+        tls_port.map_or(Ok(()), |p| wait_for_port(p, &mut server.child, "icecast2 (TLS)"))
+    });
+    if let Err(err) = ready {
+        server.stop();
+        return Err(err);
+    }
+    Ok(server)
 }
 
 /// One load-client process.
@@ -355,9 +446,13 @@ struct Clients {
     proto: &'static str,
     cores: Option<String>,
     rcvlowat: usize,
+    icy: bool,
+    tls_root: Option<PathBuf>,
 }
 
 impl Clients {
+    /// The listeners of the audio, stalled, window and video scenarios: onair's WebSocket
+    /// ones, Icecast's HTTP ones.
     fn new(server: &Server, video: bool, cores: Option<String>) -> Self {
         let SocketAddr::V4(addr) = server.addr() else { unreachable!("we bind IPv4") };
         Clients {
@@ -367,6 +462,23 @@ impl Clients {
             proto: if server.kind == Kind::Onair { "ws" } else { "http" },
             cores,
             rcvlowat: if video { 128 << 10 } else { 16 << 10 },
+            icy: false,
+            tls_root: None,
+        }
+    }
+
+    /// Listeners of one kind (HTTP, ICY and TLS scenarios).
+    fn of(server: &Server, group: Group, tls: &Tls, cores: Option<String>) -> Self {
+        let port = if group.tls { server.tls_port.unwrap_or(server.port) } else { server.port };
+        Clients {
+            procs: Vec::new(),
+            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            path: group.listen.path().to_owned(),
+            proto: if group.listen == Listen::Ws { "ws" } else { "http" },
+            cores,
+            rcvlowat: 16 << 10,
+            icy: group.icy,
+            tls_root: group.tls.then(|| tls.cert.clone()),
         }
     }
 
@@ -379,6 +491,12 @@ impl Clients {
             .args(["client", "--addr", &self.addr.to_string(), "--bind", &bind.to_string()])
             .args(["--proto", self.proto, "--path", &self.path])
             .args(["--rcvlowat", &self.rcvlowat.to_string()])
+            .args(if self.icy { &["--icy"][..] } else { &[] })
+            .args(
+                self.tls_root
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--tls-root"), p.as_os_str()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -511,30 +629,40 @@ impl Window {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    scenario: &str,
-    server: &Server,
-    clients: &mut Clients,
-    source: &Source,
+/// One hold's parameters.
+struct Hold<'a> {
+    scenario: &'a str,
+    /// Listeners asked for.
     n: usize,
     hold: Duration,
+    /// The server's RSS before these listeners.
     rss_base: u64,
+    /// The stall group stops reading.
     stall: bool,
     feed: Feed,
     connect_s: f64,
+    /// Wait after the hold for frames still in a send window.
     tail: Duration,
+    /// (onair stream, Icecast mount) whose listeners the server counts.
+    counted: (&'a str, &'a str),
+}
+
+fn measure(
+    server: &Server,
+    clients: &mut Clients,
+    source: &Source,
+    h: &Hold<'_>,
 ) -> anyhow::Result<Step> {
     let s0 = source.newest().context("source sent nothing")? + 1;
-    let stride = (n / 200).max(1);
+    let stride = (h.n / 200).max(1);
     clients.broadcast(&format!("reset {s0} {stride}"))?;
-    if stall {
+    if h.stall {
         clients.broadcast("stall")?;
     }
     let late0 = source.late.load(std::sync::atomic::Ordering::Relaxed);
     source.late_max_us.store(0, std::sync::atomic::Ordering::Relaxed);
     let w = Window::open(server, clients);
-    std::thread::sleep(hold);
+    std::thread::sleep(h.hold);
     let s1 = source.newest().context("source stopped")?;
     let secs = w.t0.elapsed().as_secs_f64();
     let server_cpu = server.cpu() - w.server_cpu;
@@ -544,30 +672,38 @@ fn measure(
     let busy = procs::machine_busy_seconds() - w.busy;
     let rss = server.rss();
     // Frames sent just before the end may still be in the server's send window.
-    std::thread::sleep(tail);
-    let server_listeners = server.listeners(feed.video);
+    std::thread::sleep(h.tail);
+    let server_listeners = server.listeners(h.counted);
     let reports = clients.report(s1)?;
     let late = source.late.load(std::sync::atomic::Ordering::Relaxed) - late0;
     Ok(report::step(report::StepInput {
-        scenario,
+        scenario: h.scenario,
         server: server.kind.name(),
-        n,
+        n: h.n,
         reports: &reports,
         expected_frames: s1 + 1 - s0,
-        frame_s: feed.interval.as_secs_f64(),
+        frame_s: h.feed.interval.as_secs_f64(),
         secs,
         server_cpu,
         server_wait,
         client_cpu,
         others_cpu: (busy - server_cpu - client_cpu - self_cpu).max(0.0),
         rss,
-        rss_base,
-        connect_s,
+        rss_base: h.rss_base,
+        connect_s: h.connect_s,
         source_late: late,
         source_late_max_ms: source.late_max_us.load(std::sync::atomic::Ordering::Relaxed) as f64
             / 1000.0,
         server_listeners,
     }))
+}
+
+fn settle(opts: &Options) -> Duration {
+    if opts.quick {
+        Duration::from_secs(1)
+    } else {
+        SETTLE
+    }
 }
 
 fn healthy(step: &Step) -> bool {
@@ -577,21 +713,39 @@ fn healthy(step: &Step) -> bool {
         && step.p99_ms < 1_000.0
 }
 
-fn audio_scenario(
+/// A ladder of listener counts on one server: each step adds listeners to those already
+/// there, settles, holds and measures; then the `further` counts while the server holds.
+struct Ladder<'a> {
+    scenario: &'a str,
+    hold: Duration,
+    /// The listeners' kind (`Step::listener_kind`).
+    kind: String,
+    steps: &'a [usize],
+    further: &'a [usize],
+    feed: Feed,
+    /// Wait after each hold for frames still in a send window.
+    tail: Duration,
+    /// (onair stream, Icecast mount) whose listeners the server counts.
+    counted: (&'a str, &'a str),
+    /// Now-playing titles set during each hold (ICY): (mount, password, changes per hold).
+    titles: Option<(&'a str, &'a str, u32)>,
+}
+
+fn ladder(
     opts: &Options,
     server: &Server,
     source: &Source,
-    pin: &Pinning,
+    clients: &mut Clients,
+    l: &Ladder<'_>,
 ) -> anyhow::Result<Vec<Step>> {
-    let mut steps = Vec::new();
-    let mut clients = Clients::new(server, false, pin.clients.clone());
+    let mut steps: Vec<Step> = Vec::new();
     std::thread::sleep(Duration::from_secs(1));
     let rss_base = server.rss();
-    let hold = Duration::from_secs(opts.hold_s);
-    let mut counts = opts.steps.clone();
-    let further = opts.further.clone();
-    let mut extra = further.into_iter();
+    let hold = l.hold;
+    let mut counts = l.steps.to_vec();
+    let mut extra = l.further.iter().copied();
     let mut i = 0;
+    let name = server.kind.name();
     loop {
         let Some(&n) = counts.get(i) else {
             // Further only while the server holds.
@@ -606,39 +760,105 @@ fn audio_scenario(
         i += 1;
         let t = Instant::now();
         let limit = Duration::from_secs(if opts.quick { 30 } else { 120 });
-        eprintln!("[{}] {n} listeners: connecting", server.kind.name());
+        eprintln!("[{name}] {} {n} listeners: connecting", l.scenario);
         let connected = clients.grow_to(n, 0, limit)?;
         let connect_s = t.elapsed().as_secs_f64();
         eprintln!(
-            "[{}] {n} listeners: {connected} streaming after {connect_s:.1} s; holding {} s",
-            server.kind.name(),
+            "[{name}] {n} listeners: {connected} streaming after {connect_s:.1} s; holding {} s",
             hold.as_secs()
         );
-        std::thread::sleep(SETTLE);
-        let tail = Duration::from_millis(500 + opts.send_window_ms.unwrap_or(0) * 2);
-        let step = measure(
-            "audio",
-            server,
-            &mut clients,
-            source,
+        std::thread::sleep(settle(opts));
+        let titles = l.titles.map(|(mount, password, changes)| {
+            set_titles(server.addr(), mount, password, hold, changes, n)
+        });
+        let h = Hold {
+            scenario: l.scenario,
             n,
             hold,
             rss_base,
-            false,
-            Feed::AUDIO,
+            stall: false,
+            feed: l.feed,
             connect_s,
-            tail,
-        )?;
+            tail: l.tail,
+            counted: l.counted,
+        };
+        let step = measure(server, clients, source, &h);
+        let titles_set = titles.map(|t| t.join().unwrap_or(0));
+        let mut step = step?;
+        step.titles_set = titles_set;
+        step.listener_kind.clone_from(&l.kind);
+        let died = !procs::alive(server.pid);
+        if died {
+            let how = procs::how_it_ended(server.pid).unwrap_or_else(|| "reaped".into());
+            step.note = Some(format!("{name} exited during this step: {how} (see its log)"));
+        }
         eprintln!("{}", report::one_line(&step));
         let stop = step.connected * 2 < n as u64;
         steps.push(step);
+        if died {
+            let note = steps.last().and_then(|s| s.note.as_deref()).unwrap_or("");
+            eprintln!("[{name}] {note}: stopping here");
+            break;
+        }
         if stop {
-            eprintln!("[{}] fewer than half connected: stopping here", server.kind.name());
+            eprintln!("[{name}] fewer than half connected: stopping here");
             break;
         }
     }
-    clients.quit();
     Ok(steps)
+}
+
+/// Sets `changes` now-playing titles on `mount`, spread over `hold`, the way broadcaster
+/// tools do (`/admin/metadata?mode=updinfo&song=...`, the source's credentials); returns how
+/// many the server said it applied.
+fn set_titles(
+    addr: SocketAddr,
+    mount: &str,
+    password: &str,
+    hold: Duration,
+    changes: u32,
+    n: usize,
+) -> std::thread::JoinHandle<u64> {
+    let (mount, auth) = (mount.to_owned(), format!("source:{password}"));
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut applied = 0;
+        for k in 0..changes {
+            let at = hold.mul_f64((f64::from(k) + 0.5) / f64::from(changes));
+            std::thread::sleep(at.saturating_sub(t0.elapsed()));
+            let song = format!("bench+title+{k}+at+{n}+listeners");
+            let path = format!("/admin/metadata?mount={mount}&mode=updinfo&song={song}");
+            match http_get_as(addr, &path, Some(&auth)) {
+                Ok(body) if body.contains("successful") => applied += 1,
+                Ok(body) => eprintln!("title on {mount} not applied: {}", body.trim()),
+                Err(err) => eprintln!("title on {mount}: {err:#}"),
+            }
+        }
+        applied
+    })
+}
+
+fn audio_scenario(
+    opts: &Options,
+    server: &Server,
+    source: &Source,
+    pin: &Pinning,
+) -> anyhow::Result<Vec<Step>> {
+    let mut clients = Clients::new(server, false, pin.clients.clone());
+    let l = Ladder {
+        scenario: "audio",
+        hold: Duration::from_secs(opts.hold_s),
+        kind: server.legacy_kind().into(),
+        steps: &opts.steps,
+        further: &opts.further,
+        feed: Feed::AUDIO,
+        tail: Duration::from_millis(500 + opts.send_window_ms.unwrap_or(0) * 2),
+        counted: ("bench", "/bench.ogg"),
+        titles: None,
+    };
+    let steps = ladder(opts, server, source, &mut clients, &l);
+    clients.quit();
+    steps
 }
 
 fn stall_scenario(
@@ -656,22 +876,22 @@ fn stall_scenario(
     let connected = clients.grow_to(n, 10, Duration::from_secs(120))?;
     let connect_s = t.elapsed().as_secs_f64();
     eprintln!("[{}] {connected} streaming after {connect_s:.1} s", server.kind.name());
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle(opts));
     let tail = Duration::from_millis(500 + opts.send_window_ms.unwrap_or(0) * 2);
     let hold = Duration::from_secs(opts.hold_s);
-    let step = measure(
-        "stalled",
-        server,
-        &mut clients,
-        source,
+    let h = Hold {
+        scenario: "stalled",
         n,
         hold,
         rss_base,
-        true,
-        Feed::AUDIO,
+        stall: true,
+        feed: Feed::AUDIO,
         connect_s,
         tail,
-    )?;
+        counted: ("bench", "/bench.ogg"),
+    };
+    let mut step = measure(server, &mut clients, source, &h)?;
+    step.listener_kind = server.legacy_kind().into();
     eprintln!("{}", report::one_line(&step));
     clients.quit();
     Ok(step)
@@ -692,19 +912,19 @@ fn video_scenario(opts: &Options, server: &Server, pin: &Pinning) -> anyhow::Res
         eprintln!("[{}] video: {connected} streaming; holding", server.kind.name());
         std::thread::sleep(Duration::from_secs(2));
         let tail = Duration::from_millis(800 + opts.send_window_ms.unwrap_or(0) * 2);
-        let step = measure(
-            "video",
-            server,
-            &mut clients,
-            &source,
+        let h = Hold {
+            scenario: "video",
             n,
             hold,
             rss_base,
-            false,
-            Feed::VIDEO,
+            stall: false,
+            feed: Feed::VIDEO,
             connect_s,
             tail,
-        )?;
+            counted: ("video", "/video.ogg"),
+        };
+        let mut step = measure(server, &mut clients, &source, &h)?;
+        step.listener_kind = server.legacy_kind().into();
         eprintln!("{}", report::one_line(&step));
         let ok = healthy(&step) && step.p99_ms < 500.0;
         steps.push(step);
@@ -723,7 +943,7 @@ fn window_scenario(opts: &Options, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
     let n = opts.window_listeners;
     let hold = Duration::from_secs(if opts.quick { 3 } else { 10 });
     for &window in &opts.window_sweep {
-        let server = start_onair(opts, Some(window), pin.server.as_deref())?;
+        let server = start_onair(opts, Some(window), pin.server.as_deref(), None)?;
         let result = (|| -> anyhow::Result<Step> {
             let start = wire::mono_ns() + 200_000_000;
             let source = Source::start(server.target(false), Feed::AUDIO, start)?;
@@ -733,22 +953,22 @@ fn window_scenario(opts: &Options, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
             let t = Instant::now();
             clients.grow_to(n, 0, Duration::from_secs(60))?;
             let connect_s = t.elapsed().as_secs_f64();
-            std::thread::sleep(SETTLE);
+            std::thread::sleep(settle(opts));
             let tail = Duration::from_millis(500 + window * 2);
-            let mut step = measure(
-                "window",
-                &server,
-                &mut clients,
-                &source,
+            let h = Hold {
+                scenario: "window",
                 n,
                 hold,
                 rss_base,
-                false,
-                Feed::AUDIO,
+                stall: false,
+                feed: Feed::AUDIO,
                 connect_s,
                 tail,
-            )?;
+                counted: ("bench", "/bench.ogg"),
+            };
+            let mut step = measure(&server, &mut clients, &source, &h)?;
             step.send_window_ms = Some(window);
+            step.listener_kind = server.legacy_kind().into();
             clients.quit();
             source.stop();
             Ok(step)
@@ -759,6 +979,274 @@ fn window_scenario(opts: &Options, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
         steps.push(step);
     }
     Ok(steps)
+}
+
+/// The self-signed certificate both servers use on their TLS ports, and that the load
+/// clients trust.
+pub struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Makes a P-256 self-signed certificate for 127.0.0.1 (as docs/tooling says, plus
+/// `CA:FALSE`: rustls' verifier refuses a CA certificate as a server's own).
+fn make_cert(out: &Path) -> anyhow::Result<Tls> {
+    let dir = out.join("tls");
+    std::fs::create_dir_all(&dir)?;
+    let tls = Tls { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&tls.key)
+        .arg("-out")
+        .arg(&tls.cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running openssl")?;
+    anyhow::ensure!(status.success(), "openssl could not make a certificate in {}", dir.display());
+    Ok(tls)
+}
+
+/// What a listener asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listen {
+    /// onair's WebSocket listeners, `/listen/bench`.
+    Ws,
+    /// HTTP, `/bench.ogg`: Ogg/Opus.
+    Ogg,
+    /// HTTP, `/bench-mp3.mp3`: MP3.
+    Mp3,
+}
+
+impl Listen {
+    fn path(self) -> &'static str {
+        match self {
+            Listen::Ws => "/listen/bench",
+            Listen::Ogg => "/bench.ogg",
+            Listen::Mp3 => MP3_MOUNT,
+        }
+    }
+}
+
+/// One kind of listener: what it asks for, with ICY metadata or not, over TLS or not.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    listen: Listen,
+    icy: bool,
+    tls: bool,
+}
+
+impl Group {
+    const fn new(listen: Listen, icy: bool, tls: bool) -> Self {
+        Self { listen, icy, tls }
+    }
+
+    /// `ws`, `wss`, `http ogg`, `https ogg`, `http mp3 + icy`, ...
+    fn label(self) -> String {
+        let scheme = match (self.listen, self.tls) {
+            (Listen::Ws, false) => "ws",
+            (Listen::Ws, true) => "wss",
+            (_, false) => "http",
+            (_, true) => "https",
+        };
+        let container = match self.listen {
+            Listen::Ws => "",
+            Listen::Ogg => " ogg",
+            Listen::Mp3 => " mp3",
+        };
+        format!("{scheme}{container}{}", if self.icy { " + icy" } else { "" })
+    }
+
+    fn feed(self) -> Feed {
+        if self.listen == Listen::Mp3 {
+            Feed::MP3
+        } else {
+            Feed::AUDIO
+        }
+    }
+
+    /// The source's mount (Icecast protocol, on both servers).
+    fn mount(self) -> &'static str {
+        if self.listen == Listen::Mp3 {
+            MP3_MOUNT
+        } else {
+            "/bench.ogg"
+        }
+    }
+
+    /// onair's stream.
+    fn stream(self) -> &'static str {
+        if self.listen == Listen::Mp3 {
+            MP3_STREAM
+        } else {
+            "bench"
+        }
+    }
+}
+
+/// onair's value of a top-level setting in these runs: an `--onair-config` line if one sets
+/// it, else the default documented in docs/onair.example.toml (whose values are the
+/// defaults).
+fn onair_setting(opts: &Options, key: &str) -> Option<u64> {
+    let value = |line: &str| -> Option<u64> {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.split('#').next()?.trim().parse().ok())?
+    };
+    opts.onair_config.iter().find_map(|l| value(l)).or_else(|| {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/onair.example.toml");
+        std::fs::read_to_string(example).ok()?.lines().find_map(value)
+    })
+}
+
+/// One kind of listener on one server, on its own fresh server (so that memory per listener
+/// starts from an idle server): onair with its default config (a `[tls]` port added), or
+/// Icecast with a TLS listen socket; the source pushed with the Icecast protocol (PUT) to
+/// both; then the ladder of `steps`.
+#[allow(clippy::too_many_arguments)]
+fn group_run(
+    opts: &Options,
+    kind: Kind,
+    group: Group,
+    tls: &Tls,
+    pin: &Pinning,
+    scenario: &str,
+    steps: &[usize],
+    further: &[usize],
+    titles: Option<u32>,
+) -> anyhow::Result<Vec<Step>> {
+    let server = match kind {
+        Kind::Onair => start_onair(opts, None, pin.server.as_deref(), Some(tls))?,
+        Kind::Icecast => start_icecast(pin.server.as_deref(), Some(tls))?,
+    };
+    eprintln!(
+        "started {} (pid {}) on ports {} and {} (TLS): {scenario}, {} listeners",
+        kind.name(),
+        server.pid,
+        server.port,
+        server.tls_port.unwrap_or(0),
+        group.label()
+    );
+    // The window these listeners get from onair's defaults.
+    let window = match (kind, group.listen) {
+        (Kind::Icecast, _) => None,
+        (Kind::Onair, Listen::Ws) => Some(onair_setting(opts, "send_window_ms").unwrap_or(0)),
+        (Kind::Onair, _) => onair_setting(opts, "http_send_window_ms"),
+    };
+    let result = (|| -> anyhow::Result<Vec<Step>> {
+        let password = if kind == Kind::Onair { KEY } else { ICECAST_PASSWORD };
+        let target = Target::Icecast {
+            addr: server.addr(),
+            mount: group.mount().into(),
+            password: password.into(),
+        };
+        let source = Source::start(target, group.feed(), wire::mono_ns() + 200_000_000)?;
+        std::thread::sleep(Duration::from_millis(1200));
+        let mut clients = Clients::of(&server, group, tls, pin.clients.clone());
+        let l = Ladder {
+            scenario,
+            hold: Duration::from_secs(opts.suite_hold_s),
+            kind: group.label(),
+            steps,
+            further,
+            feed: group.feed(),
+            tail: Duration::from_millis(500 + window.unwrap_or(0) * 2),
+            counted: (group.stream(), group.mount()),
+            titles: titles.map(|changes| (group.mount(), password, changes)),
+        };
+        let steps = ladder(opts, &server, &source, &mut clients, &l);
+        clients.quit();
+        source.stop();
+        steps
+    })();
+    server.stop();
+    let mut steps = result?;
+    for step in &mut steps {
+        step.send_window_ms = window;
+        step.default_config = kind == Kind::Onair && opts.onair_config.is_empty();
+    }
+    Ok(steps)
+}
+
+/// HTTP listeners of `/bench.ogg` on both servers, the same Ogg/Opus source pushed to each.
+fn http_scenario(opts: &Options, tls: &Tls, pin: &Pinning) -> anyhow::Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for &kind in &opts.servers {
+        let group = Group::new(Listen::Ogg, false, false);
+        steps.extend(group_run(
+            opts,
+            kind,
+            group,
+            tls,
+            pin,
+            "http",
+            &opts.http_steps,
+            &opts.further,
+            None,
+        )?);
+    }
+    Ok(steps)
+}
+
+/// ICY metadata: Ogg listeners that ask for it, then MP3 listeners without and with it,
+/// titles changing during each hold.
+fn icy_scenario(
+    opts: &Options,
+    tls: &Tls,
+    pin: &Pinning,
+    results: &mut Results,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let groups = [
+        Group::new(Listen::Ogg, true, false),
+        Group::new(Listen::Mp3, false, false),
+        Group::new(Listen::Mp3, true, false),
+    ];
+    for &kind in &opts.servers {
+        for group in groups {
+            let steps = group_run(
+                opts,
+                kind,
+                group,
+                tls,
+                pin,
+                "icy",
+                &opts.icy_steps,
+                &[],
+                Some(opts.title_changes),
+            )?;
+            results.icy.extend(steps);
+            write_outputs(opts, results, started)?;
+        }
+    }
+    Ok(())
+}
+
+/// Plain and TLS listeners side by side: WebSocket and HTTP on onair, HTTP on Icecast.
+fn tls_scenario(
+    opts: &Options,
+    tls: &Tls,
+    pin: &Pinning,
+    results: &mut Results,
+    started: Instant,
+) -> anyhow::Result<()> {
+    for &kind in &opts.servers {
+        let listens: &[Listen] =
+            if kind == Kind::Onair { &[Listen::Ws, Listen::Ogg] } else { &[Listen::Ogg] };
+        for &listen in listens {
+            for secure in [false, true] {
+                let group = Group::new(listen, false, secure);
+                let steps =
+                    group_run(opts, kind, group, tls, pin, "tls", &opts.tls_steps, &[], None)?;
+                results.tls.extend(steps);
+                write_outputs(opts, results, started)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loopback TCP throughput on this machine now: one connection, 128 KiB writes from core 0,
@@ -822,27 +1310,37 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         stalled: Vec::new(),
         window: Vec::new(),
         video: Vec::new(),
+        http: Vec::new(),
+        icy: Vec::new(),
+        tls: Vec::new(),
         loopback_gbps: None,
         duration_s: 0.0,
         notes: Vec::new(),
     };
+    let has = |s: &str| opts.scenarios.iter().any(|x| x == s);
     let mut servers = Vec::new();
     let result = (|| -> anyhow::Result<()> {
-        for &kind in &opts.servers {
-            let server = match kind {
-                Kind::Onair => start_onair(opts, opts.send_window_ms, pin.server.as_deref())?,
-                Kind::Icecast => start_icecast(pin.server.as_deref())?,
-            };
-            eprintln!("started {} (pid {}) on port {}", kind.name(), server.pid, server.port);
-            servers.push(server);
+        // The WebSocket scenarios share one server of each kind (onair with its send window).
+        if ["audio", "stalled", "video"].iter().any(|s| has(s)) {
+            for &kind in &opts.servers {
+                let server = match kind {
+                    Kind::Onair => {
+                        start_onair(opts, opts.send_window_ms, pin.server.as_deref(), None)?
+                    }
+                    Kind::Icecast => start_icecast(pin.server.as_deref(), None)?,
+                };
+                eprintln!("started {} (pid {}) on port {}", kind.name(), server.pid, server.port);
+                servers.push(server);
+            }
         }
         let start = wire::mono_ns() + 300_000_000;
         let mut sources = Vec::new();
-        for server in &servers {
-            sources.push(Source::start(server.target(false), Feed::AUDIO, start)?);
+        if has("audio") || has("stalled") {
+            for server in &servers {
+                sources.push(Source::start(server.target(false), Feed::AUDIO, start)?);
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
-        std::thread::sleep(Duration::from_secs(1));
-        let has = |s: &str| opts.scenarios.iter().any(|x| x == s);
         if has("audio") {
             for (server, source) in servers.iter().zip(&sources) {
                 let mut steps = audio_scenario(opts, server, source, &pin)?;
@@ -875,6 +1373,23 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 write_outputs(opts, &mut results, started)?;
             }
         }
+        for server in servers.drain(..) {
+            server.stop();
+        }
+        // The HTTP, ICY and TLS scenarios start a fresh server per listener kind.
+        if has("http") || has("icy") || has("tls") {
+            let tls = make_cert(&opts.out)?;
+            if has("http") {
+                results.http = http_scenario(opts, &tls, &pin)?;
+                write_outputs(opts, &mut results, started)?;
+            }
+            if has("icy") {
+                icy_scenario(opts, &tls, &pin, &mut results, started)?;
+            }
+            if has("tls") {
+                tls_scenario(opts, &tls, &pin, &mut results, started)?;
+            }
+        }
         Ok(())
     })();
     for server in servers {
@@ -893,7 +1408,7 @@ fn write_outputs(opts: &Options, results: &mut Results, started: Instant) -> any
     results.duration_s = started.elapsed().as_secs_f64();
     std::fs::write(opts.out.join("results.json"), serde_json::to_string_pretty(results)?)?;
     std::fs::write(opts.out.join("results.md"), report::markdown(results))?;
-    std::fs::write(opts.out.join("chart.svg"), report::svg(results))?;
+    report::write_charts(&opts.out, results)?;
     Ok(())
 }
 

@@ -1,8 +1,10 @@
 //! `load`: onair and Icecast 2 side by side under thousands of listeners.
 //!
 //! `make bench` runs `cargo bench --bench load -- compare`: it starts both servers, pushes the
-//! same stamped stream to each, and steps the number of listeners (see docs/PERFORMANCE.md).
-//! `client` is the listener process it spawns (one epoll loop, thousands of sockets).
+//! same stamped stream to both, and steps the number of listeners (see docs/PERFORMANCE.md):
+//! onair's WebSocket listeners against Icecast's HTTP ones, then HTTP against HTTP (Ogg, MP3,
+//! ICY metadata) and plain against TLS on each server. `client` is the listener process it
+//! spawns (one epoll loop, thousands of sockets, rustls sessions over TLS).
 
 mod client;
 mod compare;
@@ -27,6 +29,8 @@ struct Cli {
     bench: bool,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the comparison (needs root: Icecast runs as its own user).
@@ -34,30 +38,50 @@ enum Command {
         /// A short smoke check instead of the full run.
         #[arg(long)]
         quick: bool,
-        /// Output folder (results.json, results.md, chart.svg).
+        /// Output folder (results.json, results.md, chart.svg, chart-http.svg, the TLS certificate,
+        /// onair's configs and logs).
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench"))]
         out: PathBuf,
         /// The onair release binary (default: the target folder's release/onair).
         #[arg(long)]
         onair: Option<PathBuf>,
-        /// Seconds to hold each step (default 20, quick 5).
+        /// Seconds to hold each step (default 20; quick 5, and 3 in the http, icy and tls
+        /// scenarios).
         #[arg(long)]
         hold: Option<u64>,
-        /// Listener counts, comma-separated (default 100,1000,5000,10000).
+        /// Listener counts of the audio scenario, comma-separated (default 100,1000,5000,10000;
+        /// quick 100,1000).
         #[arg(long, value_delimiter = ',')]
         steps: Option<Vec<usize>>,
-        /// Counts tried after the steps while a server holds (default 15000,19000).
+        /// Counts tried after the steps of the audio and http scenarios while a server holds
+        /// (default 15000,19000; quick none).
         #[arg(long, value_delimiter = ',')]
         further: Option<Vec<usize>>,
-        /// onair's send_window_ms for the side-by-side runs: 40 ms, the radio setting
-        /// (the relay's own default is 0; the window scenario compares several).
+        /// Listener counts of the http scenario (default 1000,2000,5000,10000; quick 100,1000).
+        #[arg(long, value_delimiter = ',')]
+        http_steps: Option<Vec<usize>>,
+        /// Listener counts of each listener kind in the icy scenario (default 2000,5000;
+        /// quick 500).
+        #[arg(long, value_delimiter = ',')]
+        icy_steps: Option<Vec<usize>>,
+        /// Listener counts of each listener kind in the tls scenario (default 500,2000;
+        /// quick 200).
+        #[arg(long, value_delimiter = ',')]
+        tls_steps: Option<Vec<usize>>,
+        /// Now-playing titles set during each hold of the icy scenario (default 4, quick 2).
+        #[arg(long)]
+        title_changes: Option<u32>,
+        /// onair's send_window_ms for the audio, stalled and video scenarios: 40 ms, the radio
+        /// setting (the relay's own default is 0; the window scenario compares several). The
+        /// http, icy and tls scenarios run onair with its default config instead.
         #[arg(long, default_value_t = 40)]
         send_window_ms: u64,
         /// Send windows compared in the window scenario (default 0,20,40,60,100).
         #[arg(long, value_delimiter = ',')]
         window_sweep: Option<Vec<u64>>,
         /// An extra top-level line for onair's config, e.g. "listener_kernel_bytes = 262144"
-        /// (repeatable).
+        /// (repeatable; applies to every scenario, so the http, icy and tls figures are then
+        /// no longer out of the box).
         #[arg(long)]
         onair_config: Vec<String>,
         /// Cores the servers run on: `0` (one core; the load clients get the others) or
@@ -67,8 +91,14 @@ enum Command {
         /// Servers to run: onair, icecast.
         #[arg(long, value_delimiter = ',', default_value = "onair,icecast")]
         servers: Vec<String>,
-        /// Scenarios to run: audio, stalled, window, video.
-        #[arg(long, value_delimiter = ',', default_value = "audio,stalled,window,video")]
+        /// Scenarios to run: audio (WebSocket vs Icecast HTTP), stalled, window, video,
+        /// http (HTTP vs HTTP, /bench.ogg), icy (ICY metadata, Ogg and MP3), tls (plain vs
+        /// TLS on each server).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "audio,stalled,window,video,http,icy,tls"
+        )]
         scenarios: Vec<String>,
     },
     /// Renders results.md and chart.svg again from a results folder's results.json.
@@ -86,7 +116,8 @@ enum Command {
         /// Local address to connect from.
         #[arg(long, default_value = "127.0.0.1")]
         bind: Ipv4Addr,
-        /// `ws` (onair) or `http` (Icecast).
+        /// `ws` (onair's WebSocket listeners) or `http` (Icecast-style: Ogg pages, or MP3
+        /// frames when the path ends in .mp3).
         #[arg(long)]
         proto: String,
         /// Request path.
@@ -95,6 +126,12 @@ enum Command {
         /// SO_RCVLOWAT of bulk listeners.
         #[arg(long, default_value_t = 16384)]
         rcvlowat: i32,
+        /// HTTP: send `Icy-MetaData: 1` and strip the ICY blocks before parsing.
+        #[arg(long)]
+        icy: bool,
+        /// Connect over TLS, trusting only this PEM certificate.
+        #[arg(long)]
+        tls_root: Option<PathBuf>,
     },
 }
 
@@ -110,17 +147,20 @@ fn main() -> anyhow::Result<()> {
             let results: report::Results =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
             std::fs::write(dir.join("results.md"), report::markdown(&results))?;
-            std::fs::write(dir.join("chart.svg"), report::svg(&results))?;
-            Ok(())
+            report::write_charts(&dir, &results)
         }
         Some(Command::Selftest) => {
             selftest();
             eprintln!("load selftest: ok");
             Ok(())
         }
-        Some(Command::Client { addr, bind, proto, path, rcvlowat }) => {
-            let proto = if proto == "ws" { client::Proto::Ws } else { client::Proto::Http };
-            client::run(addr, bind, proto, &path, rcvlowat)
+        Some(Command::Client { addr, bind, proto, path, rcvlowat, icy, tls_root }) => {
+            let proto = match proto.as_str() {
+                "ws" => client::Proto::Ws,
+                "http" => client::Proto::Http,
+                other => anyhow::bail!("unknown protocol {other} (ws or http)"),
+            };
+            client::run(client::Spec { addr, bind, proto, path, rcvlowat, icy, tls_root })
         }
         Some(Command::Compare {
             quick,
@@ -129,6 +169,10 @@ fn main() -> anyhow::Result<()> {
             hold,
             steps,
             further,
+            http_steps,
+            icy_steps,
+            tls_steps,
+            title_changes,
             send_window_ms,
             window_sweep,
             onair_config,
@@ -150,11 +194,17 @@ fn main() -> anyhow::Result<()> {
                     other => Err(anyhow::anyhow!("unknown server {other}")),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            const SCENARIOS: [&str; 7] =
+                ["audio", "stalled", "window", "video", "http", "icy", "tls"];
+            if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+                anyhow::bail!("unknown scenario {bad} (known: {})", SCENARIOS.join(", "));
+            }
             let opts = compare::Options {
                 quick,
                 out,
                 onair: onair.unwrap_or_else(|| release.join("onair")),
                 hold_s: hold.unwrap_or(if quick { 5 } else { 20 }),
+                suite_hold_s: hold.unwrap_or(if quick { 3 } else { 20 }),
                 steps: steps.unwrap_or_else(|| {
                     if quick {
                         vec![100, 1000]
@@ -180,6 +230,28 @@ fn main() -> anyhow::Result<()> {
                 }),
                 window_listeners: if quick { 500 } else { 2000 },
                 video_hold_s: if quick { 3 } else { 6 },
+                http_steps: http_steps.unwrap_or_else(|| {
+                    if quick {
+                        vec![100, 1000]
+                    } else {
+                        vec![1000, 2000, 5000, 10_000]
+                    }
+                }),
+                icy_steps: icy_steps.unwrap_or_else(|| {
+                    if quick {
+                        vec![500]
+                    } else {
+                        vec![2000, 5000]
+                    }
+                }),
+                tls_steps: tls_steps.unwrap_or_else(|| {
+                    if quick {
+                        vec![200]
+                    } else {
+                        vec![500, 2000]
+                    }
+                }),
+                title_changes: title_changes.unwrap_or(if quick { 2 } else { 4 }),
                 send_window_ms: Some(send_window_ms),
                 onair_config,
                 server_cores,
@@ -197,6 +269,8 @@ fn main() -> anyhow::Result<()> {
 fn selftest() {
     wire::selftest::websocket_frames_parse_in_any_split();
     wire::selftest::ogg_pages_parse_in_any_split();
+    wire::selftest::mp3_frames_parse_in_any_split();
+    wire::selftest::icy_blocks_are_stripped_in_any_split();
     wire::selftest::base64_matches_rfc4648();
     hist::selftest::quantiles_are_within_a_few_percent();
 }

@@ -133,6 +133,27 @@ pub fn run_delay_seconds(pid: i32) -> f64 {
     total as f64 / 1e9
 }
 
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, None | Some("Z" | "X"))
+}
+
+/// How a process that exited but was not reaped yet (a zombie child) ended, from the
+/// `exit_code` field of /proc/PID/stat: "exit status N" or "killed by signal N".
+pub fn how_it_ended(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let code: i32 = stat[stat.rfind(')')? + 1..].split_whitespace().last()?.parse().ok()?;
+    Some(match code & 0x7f {
+        0 => format!("exit status {}", (code >> 8) & 0xff),
+        sig => format!(
+            "killed by signal {sig}{}",
+            if code & 0x80 != 0 { " (core dumped)" } else { "" }
+        ),
+    })
+}
+
 /// Resident memory of a process, bytes.
 pub fn rss_bytes(pid: i32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -1,5 +1,5 @@
 //! Results: per-step figures, the machine they were measured on, and three renderings of
-//! them (JSON, a Markdown table, an SVG chart).
+//! them (JSON, Markdown tables, SVG charts).
 
 use std::fmt::Write as _;
 
@@ -84,14 +84,19 @@ impl Machine {
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(default)]
 pub struct Step {
-    /// `audio`, `stalled` or `video`.
+    /// `audio`, `stalled`, `window`, `video`, `http`, `icy` or `tls`.
     pub scenario: String,
     /// `onair` or `icecast`.
     pub server: String,
+    /// What the listeners were: `ws`, `wss`, `http ogg`, `https ogg`, `http mp3 + icy`, ...
+    pub listener_kind: String,
     /// Listeners asked for.
     pub n: usize,
-    /// onair's send window, ms.
+    /// onair's send window for these listeners, ms (`send_window_ms` for WebSocket listeners,
+    /// `http_send_window_ms` for HTTP ones).
     pub send_window_ms: Option<u64>,
+    /// onair ran with its default config (only limits and a `[tls]` port set).
+    pub default_config: bool,
     /// Listeners streaming at the end of the hold.
     pub connected: u64,
     /// Seconds to connect this step's new listeners.
@@ -164,6 +169,16 @@ pub struct Step {
     pub source_late_frames: u64,
     /// The worst source lateness, ms.
     pub source_late_max_ms: f64,
+    /// Healthy listeners whose response head announced `icy-metaint`.
+    pub icy_listeners: u64,
+    /// Non-empty ICY blocks (titles) those listeners received during the hold.
+    pub icy_titles: u64,
+    /// Titles set during the hold that the server said it applied (ICY scenario).
+    pub titles_set: Option<u64>,
+    /// TLS version and cipher suite negotiated, over TLS.
+    pub tls_suite: Option<String>,
+    /// What went wrong in this step (e.g. the server exited).
+    pub note: Option<String>,
 }
 
 /// Everything a run produced.
@@ -181,6 +196,15 @@ pub struct Results {
     pub window: Vec<Step>,
     /// 4 Mbit/s stream.
     pub video: Vec<Step>,
+    /// HTTP listeners on both servers (`/bench.ogg`), onair with its default config.
+    #[serde(default)]
+    pub http: Vec<Step>,
+    /// ICY metadata: Ogg and MP3 HTTP listeners with and without it.
+    #[serde(default)]
+    pub icy: Vec<Step>,
+    /// Plain and TLS listeners on each server.
+    #[serde(default)]
+    pub tls: Vec<Step>,
     /// One loopback TCP connection, 128 KiB writes, measured in the same run.
     pub loopback_gbps: Option<f64>,
     /// Seconds the run took.
@@ -248,8 +272,10 @@ pub fn step(i: StepInput<'_>) -> Step {
     Step {
         scenario: i.scenario.into(),
         server: i.server.into(),
+        listener_kind: String::new(),
         n: i.n,
         send_window_ms: None,
+        default_config: false,
         connected,
         connect_s: i.connect_s,
         hold_s: i.secs,
@@ -287,14 +313,20 @@ pub fn step(i: StepInput<'_>) -> Step {
         stalled: sum(|r| r.stalled),
         source_late_frames: i.source_late,
         source_late_max_ms: i.source_late_max_ms,
+        icy_listeners: sum(|r| r.icy_listeners),
+        icy_titles: sum(|r| r.icy_titles),
+        titles_set: None,
+        tls_suite: i.reports.iter().find_map(|r| r.tls_suite.clone()),
+        note: None,
     }
 }
 
 /// A one-line summary for the progress log.
 pub fn one_line(s: &Step) -> String {
     format!(
-        "[{}] {} n={} conn={} cpu={:.3} CPU-s/1000ls ({:.2} s, waited {:.2} s) frames/write={:.2} rss/l={:.2} KiB lat p50={:.1} p99={:.1} max={:.1} ms (bulk p99 {:.1}) lost={} behind={} (max {}) delivered={:.0}% client={:.0}% others={:.2} cores src_late={} (max {:.0} ms) closes={:?}",
+        "[{} {}] {} n={} conn={} cpu={:.3} CPU-s/1000ls ({:.2} s, waited {:.2} s) frames/write={:.2} rss/l={:.2} KiB lat p50={:.1} p99={:.1} max={:.1} ms (bulk p99 {:.1}) lost={} behind={} (max {}) delivered={:.0}% client={:.0}% others={:.2} cores src_late={} (max {:.0} ms) closes={:?} icy={}/{} titles{}",
         s.server,
+        s.listener_kind,
         s.scenario,
         s.n,
         s.connected,
@@ -315,8 +347,191 @@ pub fn one_line(s: &Step) -> String {
         s.others_cores,
         s.source_late_frames,
         s.source_late_max_ms,
-        s.close_codes
+        s.close_codes,
+        s.icy_listeners,
+        s.icy_titles,
+        s.titles_set.map_or_else(String::new, |t| format!(" ({t} set)"))
     )
+}
+
+/// The server column: onair with the send window its listeners had.
+fn server_label(s: &Step) -> String {
+    match (s.server.as_str(), s.send_window_ms) {
+        ("onair", Some(w)) if s.default_config => format!("onair (default config: {w} ms window)"),
+        ("onair", Some(w)) => format!("onair ({w} ms window)"),
+        (server, _) => server.to_owned(),
+    }
+}
+
+fn delivered_cell(s: &Step) -> String {
+    if s.cpu_per_1000_delivered < 1e6 {
+        format!("{:.3}", s.cpu_per_1000_delivered)
+    } else {
+        "nothing delivered".into()
+    }
+}
+
+/// The table of a ladder (audio, http): one row per step, then onair / Icecast ratios.
+fn ladder_table(md: &mut String, steps: &[Step]) {
+    let _ = writeln!(
+        md,
+        "| listeners | server | listener kind | CPU-s per 1000 listener-s (per 1000 delivered) | server CPU, waited (s) | KiB per listener | RSS MiB | latency p50 / p99 / max ms | listeners lost | load tool CPU | other load (cores) |"
+    );
+    let _ = writeln!(
+        md,
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for s in steps {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.3} ({}) | {:.1}, {:.1} | {:.2} | {:.1} | {} | {} | {:.0} % | {:.2} |",
+            s.n,
+            server_label(s),
+            s.listener_kind,
+            s.cpu_per_1000_ls,
+            delivered_cell(s),
+            s.server_cpu_s,
+            s.server_wait_s,
+            s.rss_per_listener_kib,
+            s.rss_mib,
+            latency_cell(s),
+            lost_cell(s),
+            s.client_cpu_pct,
+            s.others_cores
+        );
+    }
+    let _ = writeln!(md, "\nRatios onair / Icecast (below 1: onair uses less):\n");
+    let _ = writeln!(
+        md,
+        "| listeners | CPU per listener-s | CPU per delivered listener-s | memory per listener | p99 latency |"
+    );
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: |");
+    for o in steps.iter().filter(|s| s.server == "onair") {
+        if let Some(i) = steps.iter().find(|s| s.server == "icecast" && s.n == o.n) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                o.n,
+                ratio(o.cpu_per_1000_ls, i.cpu_per_1000_ls),
+                ratio(o.cpu_per_1000_delivered, i.cpu_per_1000_delivered),
+                ratio(o.rss_per_listener_kib, i.rss_per_listener_kib),
+                if i.samples == 0 { "-".into() } else { ratio(o.p99_ms, i.p99_ms) }
+            );
+        }
+    }
+}
+
+/// ICY: what each server announced and delivered, per listener kind.
+fn icy_table(md: &mut String, steps: &[Step]) {
+    let _ = writeln!(
+        md,
+        "| listeners | server | listener kind | CPU-s per 1000 listener-s (per 1000 delivered) | KiB per listener | latency p50 / p99 / max ms | listeners lost | icy-metaint in head | titles per listener (set) | load tool CPU | other load (cores) |"
+    );
+    let _ = writeln!(
+        md,
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for s in steps {
+        let healthy = s.connected.max(1) as f64;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.3} ({}) | {:.2} | {} | {} | {} | {:.1} ({}) | {:.0} % | {:.2} |",
+            s.n,
+            server_label(s),
+            s.listener_kind,
+            s.cpu_per_1000_ls,
+            delivered_cell(s),
+            s.rss_per_listener_kib,
+            latency_cell(s),
+            lost_cell(s),
+            if s.icy_listeners > 0 {
+                format!("{} listeners", s.icy_listeners)
+            } else {
+                "no".into()
+            },
+            s.icy_titles as f64 / healthy,
+            s.titles_set.map_or_else(|| "-".into(), |t| t.to_string()),
+            s.client_cpu_pct,
+            s.others_cores
+        );
+    }
+    let _ =
+        writeln!(md, "\nRatios onair / Icecast per listener kind (below 1: onair uses less):\n");
+    let _ = writeln!(
+        md,
+        "| listeners | listener kind | CPU per delivered listener-s | memory per listener | p99 latency |"
+    );
+    let _ = writeln!(md, "| ---: | --- | ---: | ---: | ---: |");
+    for o in steps.iter().filter(|s| s.server == "onair") {
+        let twin =
+            |s: &&Step| s.server == "icecast" && s.n == o.n && s.listener_kind == o.listener_kind;
+        if let Some(i) = steps.iter().find(twin) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                o.n,
+                o.listener_kind,
+                ratio(o.cpu_per_1000_delivered, i.cpu_per_1000_delivered),
+                ratio(o.rss_per_listener_kib, i.rss_per_listener_kib),
+                if i.samples == 0 { "-".into() } else { ratio(o.p99_ms, i.p99_ms) }
+            );
+        }
+    }
+}
+
+/// TLS: every step, then each TLS kind against the same kind in plain text.
+fn tls_table(md: &mut String, steps: &[Step]) {
+    let _ = writeln!(
+        md,
+        "| server | listener kind | listeners | CPU-s per 1000 listener-s (per 1000 delivered) | KiB per listener | latency p50 / p99 / max ms | listeners lost | TLS | load tool CPU | other load (cores) |"
+    );
+    let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
+    for s in steps {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.3} ({}) | {:.2} | {} | {} | {} | {:.0} % | {:.2} |",
+            server_label(s),
+            s.listener_kind,
+            s.n,
+            s.cpu_per_1000_ls,
+            delivered_cell(s),
+            s.rss_per_listener_kib,
+            latency_cell(s),
+            lost_cell(s),
+            s.tls_suite.as_deref().unwrap_or("-"),
+            s.client_cpu_pct,
+            s.others_cores
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nTLS against plain, same server, kind and count (issue 12's targets for onair: at most 1.5× the CPU, at most 8 KiB per listener):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| server | listeners | kinds | CPU per delivered listener-s, TLS / plain | KiB per listener, plain → TLS | TLS extra KiB per listener |"
+    );
+    let _ = writeln!(md, "| --- | ---: | --- | ---: | ---: | ---: |");
+    let secure =
+        |s: &&Step| s.listener_kind.starts_with("https") || s.listener_kind.starts_with("wss");
+    for t in steps.iter().filter(secure) {
+        let plain_kind = t.listener_kind.replacen("https", "http", 1).replacen("wss", "ws", 1);
+        let twin = |s: &&Step| s.server == t.server && s.n == t.n && s.listener_kind == plain_kind;
+        if let Some(p) = steps.iter().find(twin) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} → {} | {} | {:.2} → {:.2} | {:.2} |",
+                t.server,
+                t.n,
+                p.listener_kind,
+                t.listener_kind,
+                ratio(t.cpu_per_1000_delivered, p.cpu_per_1000_delivered),
+                p.rss_per_listener_kib,
+                t.rss_per_listener_kib,
+                t.rss_per_listener_kib - p.rss_per_listener_kib
+            );
+        }
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -359,57 +574,11 @@ pub fn markdown(r: &Results) -> String {
         r.duration_s
     );
     if !r.audio.is_empty() {
-        let _ = writeln!(md, "### 128 kbit/s (320 B every 20 ms)\n");
         let _ = writeln!(
             md,
-            "| listeners | server | CPU-s per 1000 listener-s (per 1000 delivered) | server CPU, waited (s) | KiB per listener | RSS MiB | latency p50 / p99 / max ms | listeners lost | load tool CPU | other load (cores) |"
+            "### 128 kbit/s (320 B every 20 ms): onair's WebSocket listeners, Icecast's HTTP listeners\n"
         );
-        let _ =
-            writeln!(md, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        for s in &r.audio {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {:.3} ({}) | {:.1}, {:.1} | {:.2} | {:.1} | {} | {} | {:.0} % | {:.2} |",
-                s.n,
-                match s.send_window_ms {
-                    Some(w) => format!("{} ({w} ms window)", s.server),
-                    None => s.server.clone(),
-                },
-                s.cpu_per_1000_ls,
-                if s.cpu_per_1000_delivered < 1e6 {
-                    format!("{:.3}", s.cpu_per_1000_delivered)
-                } else {
-                    "nothing delivered".into()
-                },
-                s.server_cpu_s,
-                s.server_wait_s,
-                s.rss_per_listener_kib,
-                s.rss_mib,
-                latency_cell(s),
-                lost_cell(s),
-                s.client_cpu_pct,
-                s.others_cores
-            );
-        }
-        let _ = writeln!(md, "\nRatios onair / Icecast (below 1: onair uses less):\n");
-        let _ = writeln!(
-            md,
-            "| listeners | CPU per listener-s | CPU per delivered listener-s | memory per listener | p99 latency |"
-        );
-        let _ = writeln!(md, "| ---: | ---: | ---: | ---: | ---: |");
-        for o in r.audio.iter().filter(|s| s.server == "onair") {
-            if let Some(i) = r.audio.iter().find(|s| s.server == "icecast" && s.n == o.n) {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} |",
-                    o.n,
-                    ratio(o.cpu_per_1000_ls, i.cpu_per_1000_ls),
-                    ratio(o.cpu_per_1000_delivered, i.cpu_per_1000_delivered),
-                    ratio(o.rss_per_listener_kib, i.rss_per_listener_kib),
-                    if i.samples == 0 { "-".into() } else { ratio(o.p99_ms, i.p99_ms) }
-                );
-            }
-        }
+        ladder_table(&mut md, &r.audio);
     }
     if !r.stalled.is_empty() {
         let _ = writeln!(md, "\n### 10 % of listeners stalled (they stop reading)\n");
@@ -485,6 +654,37 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
+    if !r.http.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### HTTP listeners on both: `/bench.ogg`, the same Ogg/Opus source (128 kbit/s, one 320 B packet per 20 ms page) pushed with PUT to each; onair with its default config\n"
+        );
+        ladder_table(&mut md, &r.http);
+    }
+    if !r.icy.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### ICY metadata (`Icy-MetaData: 1`): Ogg/Opus `/bench.ogg`, and MP3 `/bench-mp3.mp3` (128 kbit/s, a 384 B MPEG-1 Layer III frame per 24 ms) without and with it; titles set with `/admin/metadata` during each hold\n"
+        );
+        icy_table(&mut md, &r.icy);
+    }
+    if !r.tls.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### TLS: the same listeners in plain text and over TLS (one self-signed P-256 certificate for both servers; Icecast's own `<ssl>` port)\n"
+        );
+        tls_table(&mut md, &r.tls);
+    }
+    let all = [&r.audio, &r.stalled, &r.window, &r.video, &r.http, &r.icy, &r.tls];
+    for s in all.into_iter().flatten() {
+        if let Some(note) = &s.note {
+            let _ = writeln!(
+                md,
+                "\nNote ({} scenario, {} listeners, {} {}): {note}",
+                s.scenario, s.n, s.server, s.listener_kind
+            );
+        }
+    }
     for note in &r.notes {
         let _ = writeln!(md, "\nNote: {note}");
     }
@@ -495,21 +695,45 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Writes chart.svg (the audio scenario) and chart-http.svg (the http scenario) when they
+/// have steps.
+///
+/// # Errors
+/// When a file cannot be written.
+pub fn write_charts(dir: &std::path::Path, r: &Results) -> anyhow::Result<()> {
+    if !r.audio.is_empty() {
+        let title = "onair vs Icecast 2: one 128 kbit/s stream (320 B every 20 ms), N listeners on loopback; onair: WebSocket listeners, Icecast: HTTP";
+        std::fs::write(dir.join("chart.svg"), svg(r, &r.audio, title))?;
+    }
+    if !r.http.is_empty() {
+        let title = "onair vs Icecast 2: HTTP listeners of /bench.ogg on both (128 kbit/s Ogg/Opus, 20 ms pages), onair's default config";
+        std::fs::write(dir.join("chart-http.svg"), svg(r, &r.http, title))?;
+    }
+    Ok(())
+}
+
 /// Three panels against listeners (log scale): CPU per delivered listener-second, memory per
-/// listener, p99 latency (log scale); onair vs Icecast.
-pub fn svg(r: &Results) -> String {
-    let (w, h) = (1020.0, 380.0);
-    let window = r.audio.iter().find_map(|s| s.send_window_ms).unwrap_or(0);
+/// listener, p99 latency (log scale); onair vs Icecast, over `steps` (one scenario).
+pub fn svg(r: &Results, steps: &[Step], title: &str) -> String {
+    let (w, h) = (1060.0, 380.0);
+    let onair =
+        steps.iter().find(|s| s.server == "onair").map_or_else(|| "onair".into(), server_label);
+    let placement = match r.options.get("server_cores").and_then(|v| v.as_str()).unwrap_or("0") {
+        "all" => "servers and listeners share every core",
+        _ => "server on one core, listeners on the other",
+    };
     let mut out = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="#fff"/>
-<text x="16" y="22" font-size="15" font-weight="bold">onair vs Icecast 2: one 128 kbit/s stream (320 B every 20 ms), N listeners on loopback</text>
+<text x="16" y="22" font-size="14" font-weight="bold">{}</text>
 <text x="16" y="40" fill="#555">{}</text>
-<rect x="16" y="50" width="12" height="4" fill="#d9480f"/><text x="34" y="56">onair ({window} ms send window)</text>
-<rect x="230" y="50" width="12" height="4" fill="#1864ab"/><text x="248" y="56">Icecast {}</text>
-<text x="420" y="56" fill="#555">server on one core, listeners on the other; a hollow dot: nothing of the hold arrived</text>
+<rect x="16" y="50" width="12" height="4" fill="#d9480f"/><text x="34" y="56">{}</text>
+<rect x="300" y="50" width="12" height="4" fill="#1864ab"/><text x="318" y="56">Icecast {}</text>
+<text x="480" y="56" fill="#555">{placement}; a hollow dot: nothing of the hold arrived</text>
 "##,
+        esc(title),
         esc(&r.machine.summary()),
+        esc(&onair),
         esc(r.machine.icecast.trim_start_matches("Icecast "))
     );
     type Metric = fn(&Step) -> Option<f64>;
@@ -522,14 +746,13 @@ pub fn svg(r: &Results) -> String {
         ("server memory per listener, KiB", |s| Some(s.rss_per_listener_kib), false),
         ("p99 ingest-to-listener latency, ms (log)", |s| (s.samples > 0).then_some(s.p99_ms), true),
     ];
-    let ns: Vec<f64> = r.audio.iter().map(|s| s.n as f64).collect();
+    let ns: Vec<f64> = steps.iter().map(|s| s.n as f64).collect();
     let nmin = ns.iter().copied().fold(f64::MAX, f64::min).min(100.0);
     let nmax = ns.iter().copied().fold(0.0, f64::max).max(1000.0);
     let (pw, ph, top) = (290.0, 230.0, 96.0);
     for (k, (title, metric, log)) in panels.iter().enumerate() {
         let left = 60.0 + k as f64 * (pw + 50.0);
-        let values: Vec<f64> =
-            r.audio.iter().filter_map(metric).filter(|v| v.is_finite()).collect();
+        let values: Vec<f64> = steps.iter().filter_map(metric).filter(|v| v.is_finite()).collect();
         let vmax = values.iter().copied().fold(0.0f64, f64::max);
         let x = |n: f64| left + (n.ln() - nmin.ln()) / (nmax.ln() - nmin.ln()) * pw;
         let (ymax, ticks): (f64, Vec<f64>) = if *log {
@@ -581,16 +804,16 @@ pub fn svg(r: &Results) -> String {
             }
         }
         for (server, color) in [("onair", "#d9480f"), ("icecast", "#1864ab")] {
-            let steps: Vec<&Step> = r.audio.iter().filter(|s| s.server == server).collect();
+            let mine: Vec<&Step> = steps.iter().filter(|s| s.server == server).collect();
             let pts: Vec<(f64, f64)> =
-                steps.iter().filter_map(|s| Some((x(s.n as f64), y(metric(s)?)))).collect();
+                mine.iter().filter_map(|s| Some((x(s.n as f64), y(metric(s)?)))).collect();
             let path: Vec<String> = pts.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
             let _ = writeln!(
                 out,
                 r##"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"##,
                 path.join(" ")
             );
-            for s in steps {
+            for s in mine {
                 match metric(s) {
                     Some(v) => {
                         let _ = writeln!(

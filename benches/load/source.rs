@@ -1,5 +1,6 @@
 //! The sources: one thread per server pushing the same stamped frames on the same schedule,
-//! to onair over its WebSocket ingest and to Icecast with the Icecast source protocol (PUT).
+//! over onair's WebSocket ingest or the Icecast source protocol (PUT, which both servers
+//! accept), as Ogg/Opus pages or MP3 frames.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,6 +24,8 @@ pub struct Feed {
     pub video: bool,
     /// Keyframe period in frames (video only).
     pub keyframe_every: u64,
+    /// MP3 frames (`wire::mp3_frame`) instead of Opus-like payloads (Icecast protocol only).
+    pub mp3: bool,
 }
 
 impl Feed {
@@ -32,6 +35,15 @@ impl Feed {
         interval: Duration::from_millis(20),
         video: false,
         keyframe_every: 1,
+        mp3: false,
+    };
+    /// 128 kbit/s MP3: a 384-byte MPEG-1 Layer III frame (48 kHz) every 24 ms.
+    pub const MP3: Feed = Feed {
+        frame_bytes: wire::MP3_FRAME_BYTES,
+        interval: Duration::from_millis(24),
+        video: false,
+        keyframe_every: 1,
+        mp3: true,
     };
     /// 4 Mbit/s: 20 000-byte frames at 25 per second, a keyframe every 2 s.
     pub const VIDEO: Feed = Feed {
@@ -39,6 +51,7 @@ impl Feed {
         interval: Duration::from_millis(40),
         video: true,
         keyframe_every: 50,
+        mp3: false,
     };
 }
 
@@ -54,7 +67,8 @@ pub enum Target {
         /// Stream key.
         key: String,
     },
-    /// Icecast's source protocol.
+    /// The Icecast source protocol (Icecast, and onair's Icecast ingest, where the password
+    /// is the stream's key).
     Icecast {
         /// Server address.
         addr: SocketAddr,
@@ -92,9 +106,10 @@ impl Source {
         let (s, l, lm, st) = (sent.clone(), late.clone(), late_max_us.clone(), stop.clone());
         let thread = std::thread::Builder::new().name("source".into()).spawn(move || {
             let mut payload = wire::payload(feed.frame_bytes);
+            let mut mp3 = wire::mp3_frame();
             let interval = feed.interval.as_nanos() as u64;
             let mut ogg = OggWriter::new(0x6f6e_6169);
-            if let Conn::Icecast(stream) = &mut conn {
+            if let (Conn::Icecast(stream), false) = (&mut conn, feed.mp3) {
                 stream.write_all(&ogg.page(&wire::opus_head(), 0, true))?;
                 stream.write_all(&ogg.page(&wire::opus_tags(), 0, false))?;
             }
@@ -108,7 +123,11 @@ impl Source {
                     l.fetch_add(1, Ordering::Relaxed);
                     lm.fetch_max(lateness, Ordering::Relaxed);
                 }
-                wire::stamp(&mut payload, seq, now);
+                if feed.mp3 {
+                    wire::stamp(&mut mp3[wire::MP3_STAMP_AT..], seq, now);
+                } else {
+                    wire::stamp(&mut payload, seq, now);
+                }
                 match &mut conn {
                     Conn::Onair(stream) => {
                         let key = !feed.video || seq.is_multiple_of(feed.keyframe_every);
@@ -119,6 +138,7 @@ impl Source {
                         message.extend_from_slice(&payload);
                         stream.write_all(&wire::client_frame(0x2, &message))?;
                     }
+                    Conn::Icecast(stream) if feed.mp3 => stream.write_all(&mp3)?,
                     Conn::Icecast(stream) => {
                         let samples = interval / 1_000_000 * 48;
                         stream.write_all(&ogg.page(&payload, (seq + 1) * samples, false))?;
@@ -230,15 +250,16 @@ fn connect(target: &Target, feed: Feed) -> anyhow::Result<Conn> {
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             s.set_nodelay(true)?;
             let auth = wire::base64(format!("source:{password}").as_bytes());
+            let content_type = if feed.mp3 { "audio/mpeg" } else { "application/ogg" };
             write!(
                 s,
                 "PUT {mount} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
-                 User-Agent: onair-load\r\nContent-Type: application/ogg\r\nIce-Public: 0\r\n\
-                 Ice-Name: onair bench\r\nExpect: 100-continue\r\n\r\n"
+                 User-Agent: onair-load\r\nContent-Type: {content_type}\r\nIce-Public: 0\r\n\
+                 Ice-Name: onair bench\r\nIce-Bitrate: 128\r\nExpect: 100-continue\r\n\r\n"
             )?;
             let code = read_head(&mut s)?;
             if code != 100 && code != 200 {
-                bail!("Icecast refused the source: {code}");
+                bail!("{addr} refused the source on {mount}: {code}");
             }
             Ok(Conn::Icecast(s))
         }

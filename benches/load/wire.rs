@@ -1,5 +1,6 @@
-//! Bytes on the wire: the stamped payload, WebSocket frames, Ogg pages, and the streaming
-//! parsers the listeners run over them with a few dozen bytes of state each.
+//! Bytes on the wire: the stamped payload, WebSocket frames, Ogg pages, MP3 frames, ICY
+//! metadata, and the streaming parsers the listeners run over them with a few dozen bytes of
+//! state each.
 
 /// Marks a payload as ours (header frames, Ogg headers and JSON events do not carry it).
 pub const MAGIC: [u8; 4] = *b"oNaB";
@@ -14,10 +15,18 @@ pub fn mono_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Writes the stamp (send time, sequence number, magic) at the start of `payload`; the rest
-/// is a fixed filler.
+/// The first byte of every stamp: an Opus TOC byte (config 31: CELT fullband 20 ms, stereo,
+/// one frame), so that a payload is also a well-formed 20 ms Opus packet for a relay that reads
+/// packet durations (onair's Ogg demuxer does). The send time keeps the other 56 bits of its
+/// 8 bytes: CLOCK_MONOTONIC fits in them for 2.28 years of uptime.
+pub const OPUS_TOC: u8 = 0xFC;
+const TIME_MASK: u64 = (1 << 56) - 1;
+
+/// Writes the stamp (Opus TOC byte and send time, sequence number, magic) at the start of
+/// `payload`; the rest is a fixed filler.
 pub fn stamp(payload: &mut [u8], seq: u64, sent_ns: u64) {
-    payload[..8].copy_from_slice(&sent_ns.to_be_bytes());
+    payload[..8].copy_from_slice(&(sent_ns & TIME_MASK).to_be_bytes());
+    payload[0] = OPUS_TOC;
     payload[8..16].copy_from_slice(&seq.to_be_bytes());
     payload[16..20].copy_from_slice(&MAGIC);
 }
@@ -32,7 +41,7 @@ pub fn read_stamp(bytes: &[u8]) -> Option<(u64, u64)> {
     if bytes.len() < STAMP_BYTES || bytes[16..20] != MAGIC {
         return None;
     }
-    let ns = u64::from_be_bytes(bytes[..8].try_into().ok()?);
+    let ns = u64::from_be_bytes(bytes[..8].try_into().ok()?) & TIME_MASK;
     let seq = u64::from_be_bytes(bytes[8..16].try_into().ok()?);
     Some((seq, ns))
 }
@@ -148,6 +157,127 @@ pub fn opus_tags() -> Vec<u8> {
     tags
 }
 
+/// The header of every MP3 frame the sources send: MPEG-1 Layer III, 128 kbit/s, 48 kHz, no
+/// CRC, no padding, joint stereo, "original".
+pub const MP3_HEADER: [u8; 4] = [0xFF, 0xFB, 0x94, 0x44];
+/// Bytes in such a frame (144 × 128 000 / 48 000); it lasts 1152 / 48 000 s = 24 ms.
+pub const MP3_FRAME_BYTES: usize = 384;
+/// Where the stamp sits in an MP3 frame: after the header and 32 bytes of side information,
+/// all zero (no granule carries audio data: a decoder plays silence and the stamp is ancillary
+/// data, so the frame is valid MP3).
+pub const MP3_STAMP_AT: usize = 36;
+
+/// An MP3 frame template: `MP3_HEADER`, zero side information, a filler; `stamp` its bytes
+/// from `MP3_STAMP_AT` on.
+pub fn mp3_frame() -> Vec<u8> {
+    let mut frame = payload(MP3_FRAME_BYTES);
+    frame[..4].copy_from_slice(&MP3_HEADER);
+    frame[4..MP3_STAMP_AT].fill(0);
+    frame
+}
+
+/// Length of an MPEG audio frame from its 4-byte header (any version and layer; not
+/// free-format), as ISO 11172-3 and 13818-3 define it.
+pub fn mp3_frame_len(h: &[u8]) -> Option<usize> {
+    if h.len() < 4 || h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
+        return None;
+    }
+    let version = (h[1] >> 3) & 3; // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+    let layer = 4 - ((h[1] >> 1) & 3); // 1, 2 or 3 (4: reserved)
+    let (bi, ri) = (usize::from(h[2] >> 4), usize::from((h[2] >> 2) & 3));
+    if version == 1 || layer == 4 || bi == 0 || bi == 15 || ri == 3 {
+        return None;
+    }
+    const V1: [[u32; 15]; 3] = [
+        [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+        [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+        [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+    ];
+    const V2: [[u32; 15]; 2] = [
+        [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+        [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+    ];
+    let kbps = match (version, layer) {
+        (3, l) => V1[usize::from(l - 1)][bi],
+        (_, 1) => V2[0][bi],
+        _ => V2[1][bi],
+    };
+    let rate = [44_100, 48_000, 32_000][ri] >> [2, 0, 1, 0][usize::from(version)];
+    let padding = u32::from((h[2] >> 1) & 1);
+    let bits = kbps * 1000;
+    let len = match (layer, version) {
+        (1, _) => (12 * bits / rate + padding) * 4,
+        (2, _) | (3, 3) => 144 * bits / rate + padding,
+        _ => 72 * bits / rate + padding,
+    };
+    Some(len as usize)
+}
+
+/// Takes the ICY metadata blocks out of a listener's byte stream, as a player does:
+/// `icy-metaint` bytes of audio, a length byte, 16 × length bytes of metadata, and again.
+#[derive(Debug, Clone, Copy)]
+pub struct IcyStrip {
+    metaint: u32,
+    audio_left: u32,
+    meta_left: u16,
+}
+
+impl IcyStrip {
+    /// A stripper for the `icy-metaint` of the response head.
+    pub fn new(metaint: u32) -> Self {
+        Self { metaint, audio_left: metaint, meta_left: 0 }
+    }
+
+    /// Passes the audio bytes of `data` to `audio`, in order, and returns how many non-empty
+    /// metadata blocks (titles) began in it.
+    ///
+    /// # Errors
+    /// The first error of `audio`.
+    pub fn strip(
+        &mut self,
+        mut data: &[u8],
+        audio: &mut impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<u32, String> {
+        let mut titles = 0;
+        while !data.is_empty() {
+            if self.meta_left > 0 {
+                let k = usize::from(self.meta_left).min(data.len());
+                data = &data[k..];
+                self.meta_left -= k as u16;
+                if self.meta_left == 0 {
+                    self.audio_left = self.metaint;
+                }
+            } else if self.audio_left == 0 {
+                let len = u16::from(data[0]) * 16;
+                data = &data[1..];
+                if len > 0 {
+                    titles += 1;
+                    self.meta_left = len;
+                } else {
+                    self.audio_left = self.metaint;
+                }
+            } else {
+                let k = (self.audio_left as usize).min(data.len());
+                audio(&data[..k])?;
+                data = &data[k..];
+                self.audio_left -= k as u32;
+            }
+        }
+        Ok(titles)
+    }
+}
+
+/// The container a parser reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// onair's WebSocket frames.
+    Ws,
+    /// Ogg pages, one stamped packet per page.
+    Ogg,
+    /// MP3 frames, the stamp at `MP3_STAMP_AT`.
+    Mp3,
+}
+
 /// What a parser found in the bytes it was fed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
@@ -166,15 +296,16 @@ pub enum Event {
     Close(u16),
 }
 
-/// Bytes of a message's start kept to decode it.
-const STASH: usize = 40;
+/// Bytes of a message's start kept to decode it (an MP3 frame's stamp ends at body byte 52).
+const STASH: usize = 56;
 
-/// A streaming parser over server→client WebSocket frames (onair) or Ogg pages (Icecast).
-/// It keeps only the first bytes of each message: about 60 bytes per connection.
+/// A streaming parser over server→client WebSocket frames (onair), Ogg pages or MP3 frames
+/// (HTTP listeners). It keeps only the first bytes of each message: about 90 bytes per
+/// connection.
 #[derive(Debug)]
 pub struct Parser {
-    ogg: bool,
-    /// Header bytes gathered so far (WebSocket: up to 10, Ogg: 27).
+    format: Format,
+    /// Header bytes gathered so far (WebSocket: up to 10, Ogg: 27, MP3: 4).
     head: [u8; 27],
     head_len: u8,
     /// Ogg: lacing values still to read.
@@ -189,10 +320,10 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// A parser for WebSocket frames, or Ogg pages when `ogg`.
-    pub fn new(ogg: bool) -> Self {
+    /// A parser for this container.
+    pub fn new(format: Format) -> Self {
         Self {
-            ogg,
+            format,
             head: [0; 27],
             head_len: 0,
             lacing_left: 0,
@@ -230,7 +361,11 @@ impl Parser {
             if data.is_empty() {
                 return Ok(());
             }
-            data = if self.ogg { self.ogg_head(data)? } else { self.ws_head(data)? };
+            data = match self.format {
+                Format::Ws => self.ws_head(data)?,
+                Format::Ogg => self.ogg_head(data)?,
+                Format::Mp3 => self.mp3_head(data)?,
+            };
         }
     }
 
@@ -303,6 +438,22 @@ impl Parser {
         Ok(data)
     }
 
+    fn mp3_head<'a>(&mut self, data: &'a [u8]) -> Result<&'a [u8], String> {
+        let mut data = data;
+        while self.head_len < 4 {
+            let Some((&b, rest)) = data.split_first() else { return Ok(data) };
+            self.head[usize::from(self.head_len)] = b;
+            self.head_len += 1;
+            data = rest;
+        }
+        let len = mp3_frame_len(&self.head[..4])
+            .filter(|&len| len > 4)
+            .ok_or_else(|| format!("lost MP3 frame sync at {:02x?}", &self.head[..4]))?;
+        self.opcode = 0xFE;
+        self.start_body(len as u64 - 4);
+        Ok(data)
+    }
+
     fn finish_message(&mut self, on: &mut impl FnMut(Event)) {
         self.in_body = false;
         let stash = &self.stash[..usize::from(self.stash_len)];
@@ -310,6 +461,12 @@ impl Parser {
             // Ogg page: the packet is our payload.
             0xFF => {
                 if let Some((seq, sent_ns)) = read_stamp(stash) {
+                    on(Event::Frame { seq, sent_ns });
+                }
+            }
+            // MP3 frame: the stamp after the side information.
+            0xFE => {
+                if let Some((seq, sent_ns)) = stash.get(MP3_STAMP_AT - 4..).and_then(read_stamp) {
                     on(Event::Frame { seq, sent_ns });
                 }
             }
@@ -376,7 +533,7 @@ pub mod selftest {
         wire.extend(server_frame(2, &big));
         wire.extend(server_frame(8, &4008u16.to_be_bytes()));
         for step in [1, 3, 1000, 1 << 20] {
-            let events = collect(&mut Parser::new(false), &wire, step);
+            let events = collect(&mut Parser::new(Format::Ws), &wire, step);
             assert_eq!(
                 events,
                 vec![
@@ -402,9 +559,67 @@ pub mod selftest {
             wire.extend(w.page(&p, 960 * (seq + 1), false));
         }
         for step in [1, 7, 4096] {
-            let events = collect(&mut Parser::new(true), &wire, step);
+            let events = collect(&mut Parser::new(Format::Ogg), &wire, step);
             let want: Vec<_> = (0..3).map(|s| Event::Frame { seq: s, sent_ns: s * 10 }).collect();
             assert_eq!(events, want, "step {step}");
+        }
+    }
+
+    /// MP3 frames (with an ID3-free start), split at every size; our frame header agrees
+    /// with the frame length tables.
+    pub fn mp3_frames_parse_in_any_split() {
+        assert_eq!(mp3_frame_len(&MP3_HEADER), Some(MP3_FRAME_BYTES));
+        assert_eq!(mp3_frame_len(&[0xFF, 0xFB, 0x90, 0x44]), Some(417), "128k 44.1 kHz");
+        assert_eq!(mp3_frame_len(&[0xFF, 0xFB, 0x92, 0x44]), Some(418), "padded");
+        assert_eq!(mp3_frame_len(&[0xFF, 0xF3, 0x84, 0xC4]), Some(192), "MPEG-2 64k 24 kHz");
+        let mut wire = Vec::new();
+        for seq in 0..4 {
+            let mut frame = mp3_frame();
+            stamp(&mut frame[MP3_STAMP_AT..], seq, seq * 10 + 1);
+            wire.extend(frame);
+        }
+        for step in [1, 5, 383, 384, 4096] {
+            let events = collect(&mut Parser::new(Format::Mp3), &wire, step);
+            let want: Vec<_> =
+                (0..4).map(|s| Event::Frame { seq: s, sent_ns: s * 10 + 1 }).collect();
+            assert_eq!(events, want, "step {step}");
+        }
+    }
+
+    /// ICY blocks (empty and not) are taken out before parsing, at every split.
+    pub fn icy_blocks_are_stripped_in_any_split() {
+        let mut audio = Vec::new();
+        for seq in 0..6 {
+            let mut frame = mp3_frame();
+            stamp(&mut frame[MP3_STAMP_AT..], seq, 5);
+            audio.extend(frame);
+        }
+        let metaint = 500;
+        let title = b"StreamTitle='a';";
+        let mut wire = Vec::new();
+        for (i, chunk) in audio.chunks(metaint).enumerate() {
+            wire.extend_from_slice(chunk);
+            if chunk.len() == metaint {
+                if i % 2 == 0 {
+                    wire.push(1);
+                    wire.extend_from_slice(title);
+                } else {
+                    wire.push(0);
+                }
+            }
+        }
+        for step in [1, 17, 500, 501, 1 << 20] {
+            let mut icy = IcyStrip::new(metaint as u32);
+            let mut parser = Parser::new(Format::Mp3);
+            let (mut events, mut titles) = (Vec::new(), 0);
+            for chunk in wire.chunks(step) {
+                titles += icy
+                    .strip(chunk, &mut |a| parser.feed(a, &mut |e| events.push(e)))
+                    .expect("valid stream");
+            }
+            let want: Vec<_> = (0..6).map(|s| Event::Frame { seq: s, sent_ns: 5 }).collect();
+            assert_eq!(events, want, "step {step}");
+            assert_eq!(titles, 2, "step {step}");
         }
     }
 

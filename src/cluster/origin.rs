@@ -68,7 +68,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, stream: Arc<Stream>, cancel: Canc
         last_session: 0,
         max_payload: DEFAULT_MAX_PAYLOAD,
     };
-    let (mut tap, first): (Tap, Vec<Tapped>) = stream.tap();
+    let (mut tap, first): (Tap, Vec<Tapped>) = stream.session_tap();
     let mut batch: VecDeque<Tapped> = first.into();
     let mut heartbeat = interval(cluster.heartbeat());
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);

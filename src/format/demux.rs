@@ -292,9 +292,14 @@ impl OggDemux {
                 self.stage = OggStage::Vorbis(Durations::new(info));
             }
             OggStage::Opus => {
-                let samples = opus::packet_samples(&packet)?;
-                let pts = self.clock.advance(opus::SAMPLE_RATE, samples);
-                out.push(Event::Frame { pts, data: packet });
+                // Ogg allows zero-length packets and liquidsoap ends every chained link with
+                // one on its EOS page. It holds no Opus frame (no TOC, no duration): drop it,
+                // as libopusfile does, instead of forwarding what no decoder can take.
+                if !packet.is_empty() {
+                    let samples = opus::packet_samples(&packet)?;
+                    let pts = self.clock.advance(opus::SAMPLE_RATE, samples);
+                    out.push(Event::Frame { pts, data: packet });
+                }
                 self.stage = OggStage::Opus;
             }
             OggStage::Vorbis(mut durations) => {
@@ -333,18 +338,27 @@ struct Clock {
 
 impl Clock {
     /// The pts of a frame of `samples` at `rate`, then moves past it.
+    /// Saturates at `u64::MAX` microseconds rather than wrapping: the rate and the sample
+    /// counts come from the source.
     fn advance(&mut self, rate: u32, samples: u32) -> u64 {
         if rate != self.rate {
             if self.rate > 0 {
-                self.base_us += self.samples * 1_000_000 / u64::from(self.rate);
+                self.base_us = self.base_us.saturating_add(micros(self.samples, self.rate));
             }
             self.samples = 0;
             self.rate = rate;
         }
-        let pts = self.base_us + self.samples * 1_000_000 / u64::from(rate.max(1));
-        self.samples += u64::from(samples);
+        let pts = self.base_us.saturating_add(micros(self.samples, rate));
+        self.samples = self.samples.saturating_add(u64::from(samples));
         pts
     }
+}
+
+/// `samples` at `rate` in microseconds, computed in 128 bits (`samples * 1_000_000` overflows
+/// u64 long before the result does).
+fn micros(samples: u64, rate: u32) -> u64 {
+    let us = u128::from(samples) * 1_000_000 / u128::from(rate.max(1));
+    u64::try_from(us).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Default)]
@@ -477,10 +491,65 @@ mod tests {
                 &mut pages,
             );
             w.write(&[(opus::write_tags("t", None), 0)], 0, false, &mut scratch, &mut pages);
-            w.write(&[(Bytes::new(), 0)], 0, false, &mut scratch, &mut pages);
+            w.write(&[(Bytes::from_static(&[0xFB]), 0)], 0, false, &mut scratch, &mut pages);
             pages.concat()
         };
-        assert_eq!(run(&bad_opus, 50).unwrap_err(), DemuxError::Opus(OpusError::EmptyPacket));
+        assert_eq!(
+            run(&bad_opus, 50).unwrap_err(),
+            DemuxError::Opus(OpusError::BadPacket("code 3 packet without a frame count"))
+        );
+    }
+
+    /// Link `serial` as liquidsoap's `%opus` writes it: its EOS page ends with a zero-length
+    /// packet after the audio.
+    fn liquidsoap_link(serial: u32, title: &str) -> Vec<u8> {
+        let (mut scratch, mut pages) = (BytesMut::new(), Vec::new());
+        let mut writer = PageWriter::new(serial);
+        writer.write(
+            &[(OpusHead::synthesize(2, 48_000), 0)],
+            FLAG_BOS,
+            false,
+            &mut scratch,
+            &mut pages,
+        );
+        let meta = Metadata { title: Some(title.into()), ..Metadata::default() };
+        let tags = opus::write_tags("Liquidsoap", Some(&meta));
+        writer.write(&[(tags, 0)], 0, false, &mut scratch, &mut pages);
+        let audio = [
+            (Bytes::from_static(&[0xFC, 1, 2]), 960),
+            (Bytes::from_static(&[0xFC, 3, 4]), 1920),
+            (Bytes::new(), 1920),
+        ];
+        writer.write(&audio, 0, true, &mut scratch, &mut pages);
+        pages.concat()
+    }
+
+    #[test]
+    fn an_empty_packet_ending_a_chained_link_is_skipped_and_the_source_stays() {
+        // Regression: liquidsoap's `%opus` with a track change every few seconds was closed at
+        // every change ("empty Opus packet").
+        let mut data = liquidsoap_link(7, "One");
+        data.extend_from_slice(&liquidsoap_link(8, "Two"));
+        let events = run(&data, 33).unwrap();
+        let titles: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Metadata(m) => m.title.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(titles, ["One", "Two"]);
+        let frames: Vec<&Event> =
+            events.iter().filter(|e| matches!(e, Event::Frame { .. })).collect();
+        assert_eq!(frames.len(), 4, "the empty packets are not frames: {events:?}");
+        let pts: Vec<u64> = frames
+            .iter()
+            .map(|e| match e {
+                Event::Frame { pts, .. } => *pts,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(pts, [0, 20_000, 40_000, 60_000], "they take no time either");
     }
 
     /// xorshift64: deterministic noise for the robustness test.
@@ -557,6 +626,21 @@ mod tests {
         assert!(pts.windows(2).all(|w| w[0] <= w[1]), "monotonic");
         let last = *pts.last().unwrap();
         assert!((8_900_000..9_100_000).contains(&last), "the last frame starts near 9 s: {last}");
+    }
+
+    /// `samples * 1_000_000` overflowed u64 (a panic in debug builds) once a link had counted
+    /// about 1.8e13 samples, which a source declaring a tiny Vorbis rate reaches far sooner.
+    #[test]
+    fn the_clock_does_not_overflow_on_huge_sample_counts() {
+        let mut clock = Clock::default();
+        clock.advance(1, 0);
+        clock.samples = u64::MAX / 1000;
+        let pts = clock.advance(1, 4096);
+        assert_eq!(pts, u64::MAX, "saturates instead of wrapping");
+        assert_eq!(clock.advance(2, 4096), u64::MAX, "a rate change keeps it saturated");
+        let mut clock = Clock::default();
+        clock.advance(48_000, 960);
+        assert_eq!(clock.advance(48_000, 960), 20_000);
     }
 
     #[test]

@@ -4,11 +4,14 @@
 //! - [`demux`]: an Icecast source's body (Ogg/Opus, Ogg/Vorbis, MP3) into tracks, headers,
 //!   frames and now playing; [`mux`]: frames back into Ogg or MP3 (with ICY) for a listener.
 //! - [`ogg`]: pages, CRC, packets; [`opus`] and [`vorbis`]: their Ogg headers and packet
-//!   durations; [`mp3`]: MPEG audio frame sync; [`icy`]: ICY metadata interleaving.
+//!   durations; [`mp3`]: MPEG audio frame sync; [`icy`]: ICY metadata interleaving;
+//!   [`mp4`]: fragmented MP4 for Opus; [`id3`]: the ID3 tags of HLS packed audio.
 
 pub mod demux;
 pub mod icy;
+pub mod id3;
 pub mod mp3;
+pub mod mp4;
 pub mod mux;
 pub mod ogg;
 pub mod opus;

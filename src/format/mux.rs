@@ -1,273 +1,317 @@
-//! Writing a stream back into a container for an HTTP listener: Ogg (Opus, Vorbis) or MP3,
-//! with ICY metadata blocks when asked for.
+//! Writing a stream into the container its HTTP listeners read, once for all of them: Ogg
+//! pages for Opus and Vorbis, MP3 frames as they are.
 //!
-//! Pure: frames, now playing and source changes in, pieces of container bytes out (each with
-//! the media frames its last byte completes). An Ogg listener gets its own logical stream:
-//! fresh BOS headers, its own serial, page sequence and granule positions; payloads are shared
-//! slices of the source's frames, only page headers are written per listener.
+//! Pure: a stream's source changes, header frames, media frames and now playing go in; each
+//! media frame comes out with its [`Rendition`], shared by every HTTP listener (the way the
+//! WebSocket header is framed once). An Ogg stream is a chain of logical streams: a new one
+//! starts (with a fresh serial) when the source or its codec header changes, and ends with an
+//! EOS page. A listener that joins or skips gets the chain's header pages ([`Chain::head`],
+//! with the current now playing in its comment) and then joins at a page boundary: every
+//! frame is a page of its own. Players accept the jump in page sequence numbers that this
+//! makes, as they do from Icecast.
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::icy::{metadata_block, IcyInterleaver};
 use super::ogg::{PageWriter, FLAG_BOS};
 use super::opus::{self, OpusHead};
 use super::vorbis::{self, Durations, VorbisInfo};
 use super::Container;
-use crate::protocol::{Codec, FrameHeader, Metadata, Track, TrackKind};
+use crate::protocol::{Codec, Metadata, Track, TrackKind};
 
-/// Most packets coalesced into one Ogg page when a listener is behind.
-const MAX_PACKETS_PER_PAGE: usize = 50;
 /// Vendor string of the `OpusTags` and Vorbis comments written for listeners.
 const VENDOR: &str = concat!("onair ", env!("CARGO_PKG_VERSION"));
 
-/// Container bytes to write, in order, each with the media frames its last byte completes.
-pub type Pieces = VecDeque<(Bytes, u32)>;
+/// The container an HTTP listener reads for a codec; `None` when onair serves that codec
+/// over WebSocket only.
+pub fn container_for(codec: Codec) -> Option<Container> {
+    match codec {
+        Codec::Opus | Codec::Vorbis => Some(Container::Ogg),
+        Codec::Mp3 => Some(Container::Mp3),
+        _ => None,
+    }
+}
 
-/// Why a listener's container can no longer carry the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MuxError {
-    /// The new source sends a codec this container does not carry.
-    #[error("the new source sends {codec:?}, which {container:?} does not carry")]
-    CodecChanged {
-        /// The listener's container.
-        container: Container,
-        /// The new source's audio codec, if it has audio.
-        codec: Option<Codec>,
+/// The audio track HTTP listeners hear: the first audio track whose codec has a container.
+pub fn http_track(tracks: &[Track]) -> Option<&Track> {
+    tracks.iter().find(|t| t.kind == TrackKind::Audio && container_for(t.codec).is_some())
+}
+
+/// A media frame as HTTP listeners receive it.
+#[derive(Clone, Debug)]
+pub enum Rendition {
+    /// An MP3 frame, as the source sent it.
+    Mp3(Bytes),
+    /// An Ogg page holding the frame, and the logical stream it belongs to.
+    Ogg {
+        /// The page header (27 bytes and the lacing values).
+        head: Bytes,
+        /// The packet: the source's own bytes, shared (a packet too large for one page comes
+        /// as whole pages here, and `head` is empty).
+        body: Bytes,
+        /// The chain link (logical stream) of the page.
+        chain: Arc<Chain>,
     },
 }
 
-fn push(out: &mut Pieces, piece: Bytes, frames: u32) {
-    if !piece.is_empty() || frames > 0 {
-        out.push_back((piece, frames));
+impl Rendition {
+    /// Bytes this rendition holds that the source's frame does not (a page header).
+    pub fn extra_bytes(&self) -> usize {
+        match self {
+            Rendition::Mp3(_) => 0,
+            Rendition::Ogg { head, body, .. } => {
+                head.len() + if head.is_empty() { body.len() } else { 0 }
+            }
+        }
     }
 }
 
-/// One listener's container writer: stream frames and events in, container bytes out.
+/// One logical Ogg stream of a stream's chain.
 #[derive(Debug)]
-pub struct Mux {
-    container: Container,
-    track: Option<Track>,
-    /// The newest `OpusHead` of the track.
-    head: Option<Bytes>,
-    chain: Option<Chain>,
-    metadata: Option<Metadata>,
-    icy: Option<IcyInterleaver>,
-    scratch: BytesMut,
-    pages: Vec<Bytes>,
-    batch: Vec<(Bytes, u64)>,
-    split: Vec<Bytes>,
-    serials: RandomState,
-    chains: u64,
+pub struct Chain {
+    id: u64,
+    /// BOS page and comment (and Vorbis setup) pages; the comment follows now playing.
+    head: Mutex<Bytes>,
+    /// The end-of-stream page of the link before this one, and that link's id.
+    after: Option<(u64, Bytes)>,
 }
 
-/// The listener's current Ogg logical stream.
+impl Chain {
+    /// Numbers links in the order they started (never 0).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The header pages a listener writes before this link's first page.
+    pub fn head(&self) -> Bytes {
+        self.head.lock().expect("chain head lock poisoned").clone()
+    }
+
+    /// The EOS page that ends link `previous`, when this link follows it directly.
+    pub fn end_of(&self, previous: u64) -> Option<&Bytes> {
+        self.after.as_ref().filter(|(id, _)| *id == previous).map(|(_, eos)| eos)
+    }
+}
+
+/// The open link of an Ogg chain.
 #[derive(Debug)]
-struct Chain {
+struct Link {
+    shared: Arc<Chain>,
     writer: PageWriter,
-    head: Bytes,
     granule: u64,
+    /// The codec header the link was opened with (OpusHead, or the three Vorbis headers).
+    header: Bytes,
     /// Vorbis packet durations (Opus packets carry theirs in the TOC byte).
     vorbis: Option<Durations>,
+    /// Pages the head takes (audio pages are numbered after them).
+    head_pages: usize,
 }
 
-impl Mux {
-    /// A muxer for `container`, starting from the stream's tracks and now playing; `icy_metaint`
-    /// turns on ICY metadata blocks.
-    pub fn new(
-        container: Container,
-        tracks: &[Track],
-        metadata: Option<Metadata>,
-        icy_metaint: Option<usize>,
-    ) -> Self {
-        let mut icy = icy_metaint.map(IcyInterleaver::new);
-        if let (Some(icy), Some(meta)) = (&mut icy, &metadata) {
-            icy.set_block(metadata_block(&meta.display_title(), meta.url.as_deref()));
-        }
+/// One stream's muxer.
+#[derive(Debug)]
+pub struct StreamMux {
+    track: Option<Track>,
+    /// The newest valid codec header of the track.
+    header: Option<Bytes>,
+    link: Option<Link>,
+    /// The EOS page of the link that just ended, for the next one.
+    ended: Option<(u64, Bytes)>,
+    metadata: Option<Metadata>,
+    links: u64,
+    serials: RandomState,
+    scratch: BytesMut,
+    pages: Vec<Bytes>,
+}
+
+impl Default for StreamMux {
+    fn default() -> Self {
         Self {
-            container,
-            track: pick_track(container, tracks),
-            head: None,
-            chain: None,
-            metadata,
-            icy,
+            track: None,
+            header: None,
+            link: None,
+            ended: None,
+            metadata: None,
+            links: 0,
+            serials: RandomState::new(),
             scratch: BytesMut::new(),
             pages: Vec::new(),
-            batch: Vec::new(),
-            split: Vec::new(),
-            serials: RandomState::new(),
-            chains: 0,
         }
     }
+}
 
-    /// Now playing changed: ICY listeners get the new title in their next metadata block.
-    pub fn metadata(&mut self, meta: Metadata, out: &mut Pieces) {
-        self.flush(out);
-        if let Some(icy) = &mut self.icy {
-            icy.set_block(metadata_block(&meta.display_title(), meta.url.as_deref()));
-        }
-        self.metadata = Some(meta);
+impl StreamMux {
+    /// The container of the current source (`None` before any source, or for a codec that is
+    /// not served over HTTP).
+    pub fn container(&self) -> Option<Container> {
+        self.track.as_ref().and_then(|t| container_for(t.codec))
     }
 
-    /// A new source with these tracks: its header starts a new Ogg stream.
-    ///
-    /// # Errors
-    /// `CodecChanged` when the new source's codec does not fit this container.
-    pub fn source(&mut self, tracks: &[Track], out: &mut Pieces) -> Result<(), MuxError> {
-        self.flush(out);
-        self.head = None;
-        self.track = pick_track(self.container, tracks);
-        if self.track.is_none() {
-            let codec = tracks.iter().find(|t| t.kind == TrackKind::Audio).map(|t| t.codec);
-            return Err(MuxError::CodecChanged { container: self.container, codec });
-        }
-        Ok(())
+    /// A new source with these tracks: the current Ogg link ends.
+    pub fn source(&mut self, tracks: &[Track]) {
+        self.end_link();
+        self.track = http_track(tracks).cloned();
+        self.header = None;
     }
 
-    /// One frame of the stream: codec configuration (a header frame) or media. Media frames
-    /// are batched into pages until `flush` (or the batch is full).
-    pub fn frame(&mut self, header: FrameHeader, payload: Bytes, out: &mut Pieces) {
-        let Some(track) = &self.track else { return };
-        if header.track != track.id {
+    /// A header frame (codec configuration) on `track`. An Ogg link opened with another
+    /// header ends; invalid headers are ignored.
+    pub fn header(&mut self, track: u8, payload: &Bytes) {
+        let Some(t) = self.track.as_ref().filter(|t| t.id == track) else { return };
+        let valid = match t.codec {
+            Codec::Opus => OpusHead::parse(payload).is_ok(),
+            Codec::Vorbis => vorbis_headers(payload).is_some(),
+            _ => false,
+        };
+        if !valid {
+            debug!(track, "header frame that HTTP listeners cannot use: ignored");
             return;
         }
-        match self.container {
-            Container::Mp3 if !header.is_header() => self.emit_one(payload, 1, out),
-            Container::Ogg if header.is_header() => {
-                let valid = match track.codec {
-                    Codec::Vorbis => vorbis_headers(&payload).is_some(),
-                    _ => OpusHead::parse(&payload).is_ok(),
-                };
-                if valid {
-                    self.head = Some(payload);
-                }
-            }
-            Container::Ogg => {
-                if payload.is_empty() {
-                    return;
-                }
-                self.open_chain(out);
-                let Some(chain) = &mut self.chain else { return };
-                let samples = match &mut chain.vorbis {
-                    Some(durations) => durations.next(&payload).map_err(|e| e.to_string()),
-                    None => opus::packet_samples(&payload).map_err(|e| e.to_string()),
-                };
-                let samples = match samples {
-                    Ok(samples) => samples,
-                    Err(err) => {
-                        debug!(%err, "dropping a packet an Ogg listener cannot carry");
-                        return;
-                    }
-                };
-                chain.granule += u64::from(samples);
-                self.batch.push((payload, chain.granule));
-                if self.batch.len() >= MAX_PACKETS_PER_PAGE {
-                    self.flush(out);
-                }
-            }
-            Container::Mp3 | Container::WebM => {}
+        if self.link.as_ref().is_some_and(|link| link.header != *payload) {
+            self.end_link();
+        }
+        self.header = Some(payload.clone());
+    }
+
+    /// Now playing changed: links opened from now on, and the open link's head, carry it in
+    /// their comment header.
+    pub fn metadata(&mut self, meta: Option<Metadata>) {
+        self.metadata = meta;
+        let Some(link) = &self.link else { return };
+        let (shared, header, reserved) =
+            (Arc::clone(&link.shared), link.header.clone(), link.head_pages);
+        let (head, pages) = self.head_pages(shared.id, &header);
+        // A head that would take more pages would collide with the audio pages' numbers.
+        if pages <= reserved {
+            *shared.head.lock().expect("chain head lock poisoned") = head;
         }
     }
 
-    /// Starts a new logical stream when there is none or the header changed: EOS on the old
-    /// one, then the BOS page (`OpusHead`, or Vorbis's identification header) and the comment
-    /// (and Vorbis setup) pages, with a fresh serial.
-    fn open_chain(&mut self, out: &mut Pieces) {
-        let Some(track) = &self.track else { return };
-        let head = match (&self.head, track.codec) {
-            (Some(head), _) => head.clone(),
+    /// A media frame on `track`: what HTTP listeners write for it, if they hear that track.
+    pub fn frame(&mut self, track: u8, payload: &Bytes) -> Option<Rendition> {
+        let t = self.track.as_ref().filter(|t| t.id == track)?;
+        match t.codec {
+            Codec::Mp3 => Some(Rendition::Mp3(payload.clone())),
+            Codec::Opus | Codec::Vorbis if !payload.is_empty() => self.page(payload),
+            _ => None,
+        }
+    }
+
+    /// Ends the open Ogg link and returns its EOS page (a recording's file ends with it); the
+    /// next frame opens a new link with its header pages. `None` when no link is open.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        let mut link = self.link.take()?;
+        link.writer.end(link.granule, &mut self.scratch, &mut self.pages);
+        self.ended = None;
+        Some(concat(&mut self.pages))
+    }
+
+    /// Puts one packet on a page of its own, opening a link first if there is none.
+    fn page(&mut self, packet: &Bytes) -> Option<Rendition> {
+        if self.link.is_none() {
+            self.open_link()?;
+        }
+        let link = self.link.as_mut()?;
+        let samples = match &mut link.vorbis {
+            Some(durations) => durations.next(packet).map_err(|e| e.to_string()),
+            None => opus::packet_samples(packet).map_err(|e| e.to_string()),
+        };
+        let samples = match samples {
+            Ok(samples) => samples,
+            Err(err) => {
+                debug!(%err, "a packet HTTP listeners cannot carry: dropped");
+                return None;
+            }
+        };
+        link.granule += u64::from(samples);
+        link.writer.write(
+            &[(packet.clone(), link.granule)],
+            0,
+            false,
+            &mut self.scratch,
+            &mut self.pages,
+        );
+        let (head, body) = match self.pages.as_slice() {
+            // The usual case: one page, its header and the packet itself (no copy).
+            [head, body] if body == packet => (head.clone(), packet.clone()),
+            _ => (Bytes::new(), concat(&mut self.pages)),
+        };
+        self.pages.clear();
+        Some(Rendition::Ogg { head, body, chain: Arc::clone(&link.shared) })
+    }
+
+    /// Opens a link: the track's header (a synthesized OpusHead when an Opus source sent
+    /// none; Vorbis cannot be decoded without the source's setup header, so it waits).
+    fn open_link(&mut self) -> Option<()> {
+        let track = self.track.as_ref()?;
+        let header = match (&self.header, track.codec) {
+            (Some(header), _) => header.clone(),
             (None, Codec::Opus) => {
                 let head = OpusHead::synthesize(
                     track.channels.unwrap_or(2),
                     track.sample_rate.unwrap_or(48_000),
                 );
-                self.head = Some(head.clone());
+                self.header = Some(head.clone());
                 head
             }
-            // Vorbis cannot be decoded without the source's setup header: wait for it.
-            (None, _) => return,
+            (None, _) => return None,
         };
-        if self.chain.as_ref().is_some_and(|c| c.head == head) {
-            return;
-        }
-        self.flush(out);
-        if let Some(mut old) = self.chain.take() {
-            old.writer.write(&[], 0, true, &mut self.scratch, &mut self.pages);
-        }
-        let mut hasher = self.serials.build_hasher();
-        hasher.write_u64(self.chains);
-        self.chains += 1;
-        let mut writer = PageWriter::new(hasher.finish() as u32);
-        // RFC 7845 and the Vorbis I spec: the identification header alone on the BOS page, the
-        // other headers on the following page(s), audio on pages after that.
+        self.links += 1;
+        let id = self.links;
+        let (head, head_pages) = self.head_pages(id, &header);
+        let vorbis = vorbis_headers(&header).map(|(_, info)| Durations::new(info));
+        let mut writer = PageWriter::new(self.serial(id));
+        writer.skip(head_pages);
+        let shared = Arc::new(Chain { id, head: Mutex::new(head), after: self.ended.take() });
+        self.link = Some(Link { shared, writer, granule: 0, header, vorbis, head_pages });
+        Some(())
+    }
+
+    /// Ends the open link with an EOS page, kept for the next link's listeners.
+    fn end_link(&mut self) {
+        let Some(mut link) = self.link.take() else { return };
+        link.writer.end(link.granule, &mut self.scratch, &mut self.pages);
+        self.ended = Some((link.shared.id, concat(&mut self.pages)));
+    }
+
+    /// The header pages of link `id`: RFC 7845 and the Vorbis I spec put the identification
+    /// header alone on the BOS page and the other headers on the following page(s).
+    fn head_pages(&mut self, id: u64, header: &Bytes) -> (Bytes, usize) {
+        let mut writer = PageWriter::new(self.serial(id));
         let (scratch, pages) = (&mut self.scratch, &mut self.pages);
-        let vorbis = match vorbis_headers(&head) {
-            Some(([ident, _, setup], info)) => {
+        let count = match vorbis_headers(header) {
+            Some(([ident, _, setup], _)) => {
                 let comment = vorbis::write_comment(VENDOR, self.metadata.as_ref());
-                writer.write(&[(ident, 0)], FLAG_BOS, false, scratch, pages);
-                writer.write(&[(comment, 0), (setup, 0)], 0, false, scratch, pages);
-                Some(Durations::new(info))
+                writer.write(&[(ident, 0)], FLAG_BOS, false, scratch, pages)
+                    + writer.write(&[(comment, 0), (setup, 0)], 0, false, scratch, pages)
             }
             None => {
                 let tags = opus::write_tags(VENDOR, self.metadata.as_ref());
-                writer.write(&[(head.clone(), 0)], FLAG_BOS, false, scratch, pages);
-                writer.write(&[(tags, 0)], 0, false, scratch, pages);
-                None
+                writer.write(&[(header.clone(), 0)], FLAG_BOS, false, scratch, pages)
+                    + writer.write(&[(tags, 0)], 0, false, scratch, pages)
             }
         };
-        self.emit_pages(0, out);
-        self.chain = Some(Chain { writer, head, granule: 0, vorbis });
+        (concat(pages), count)
     }
 
-    /// Writes the batched packets as a page.
-    pub fn flush(&mut self, out: &mut Pieces) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let Some(chain) = &mut self.chain else {
-            self.batch.clear();
-            return;
-        };
-        chain.writer.write(&self.batch, 0, false, &mut self.scratch, &mut self.pages);
-        let frames = self.batch.len() as u32;
-        self.batch.clear();
-        self.emit_pages(frames, out);
-    }
-
-    fn emit_pages(&mut self, frames: u32, out: &mut Pieces) {
-        let last = self.pages.len().saturating_sub(1);
-        let pages = std::mem::take(&mut self.pages);
-        for (i, piece) in pages.into_iter().enumerate() {
-            self.emit_one(piece, if i == last { frames } else { 0 }, out);
-        }
-    }
-
-    /// Queues one piece of container bytes, through the ICY interleaver if there is one.
-    fn emit_one(&mut self, piece: Bytes, frames: u32, out: &mut Pieces) {
-        let Some(icy) = &mut self.icy else {
-            push(out, piece, frames);
-            return;
-        };
-        icy.push(piece, &mut self.split);
-        let last = self.split.len().saturating_sub(1);
-        for (i, part) in self.split.drain(..).enumerate() {
-            push(out, part, if i == last { frames } else { 0 });
-        }
+    /// The serial of link `id`: random per stream, different per link.
+    fn serial(&self, id: u64) -> u32 {
+        let mut hasher = self.serials.build_hasher();
+        hasher.write_u64(id);
+        hasher.finish() as u32
     }
 }
 
-/// The first audio track whose codec the container carries.
-fn pick_track(container: Container, tracks: &[Track]) -> Option<Track> {
-    let fits = |codec: Codec| match container {
-        Container::Ogg => matches!(codec, Codec::Opus | Codec::Vorbis),
-        Container::Mp3 => codec == Codec::Mp3,
-        Container::WebM => false,
-    };
-    tracks.iter().find(|t| t.kind == TrackKind::Audio && fits(t.codec)).cloned()
+/// The pieces of some pages as one buffer (one iovec per page for every listener).
+fn concat(pieces: &mut Vec<Bytes>) -> Bytes {
+    let mut all = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for piece in pieces.drain(..) {
+        all.extend_from_slice(&piece);
+    }
+    all.freeze()
 }
 
 /// A Vorbis header frame's three headers and what they say; `None` when it is not one.
@@ -280,50 +324,15 @@ fn vorbis_headers(frame: &Bytes) -> Option<([Bytes; 3], VorbisInfo)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::ogg::{parse_page, Packetizer};
-    use crate::protocol::{FLAG_HEADER, FLAG_KEYFRAME};
+    use crate::format::ogg::{parse_page, Packetizer, FLAG_EOS};
 
     fn opus_track() -> Track {
         Track::audio(0, Codec::Opus, 48_000, 2, None)
     }
 
-    /// What a listener's stream carries, in order.
-    enum In {
-        Frame(FrameHeader, Bytes),
-        Metadata(Metadata),
-        Source(Vec<Track>),
-    }
-
-    fn binary(flags: u8, pts: u64, payload: &[u8]) -> In {
-        In::Frame(FrameHeader { flags, track: 0, pts }, Bytes::copy_from_slice(payload))
-    }
-
-    /// Feeds everything, then flushes, as a listener does with one batch.
-    fn feed(mux: &mut Mux, input: Vec<In>, out: &mut Pieces) -> Result<(), MuxError> {
-        for item in input {
-            match item {
-                In::Frame(header, payload) => mux.frame(header, payload, out),
-                In::Metadata(meta) => mux.metadata(meta, out),
-                In::Source(tracks) => mux.source(&tracks, out)?,
-            }
-        }
-        mux.flush(out);
-        Ok(())
-    }
-
-    /// Everything queued, concatenated, and the frames it completes.
-    fn take_all(out: &mut Pieces) -> (Vec<u8>, u64) {
-        let mut bytes = Vec::new();
-        let mut frames = 0;
-        for (piece, n) in out.drain(..) {
-            bytes.extend_from_slice(&piece);
-            frames += u64::from(n);
-        }
-        (bytes, frames)
-    }
-
     /// Parses an Ogg byte stream into (serial, sequence, granule, flags, packets) per page.
-    fn parse_pages(mut bytes: BytesMut) -> Vec<(u32, u32, u64, u8, Vec<Bytes>)> {
+    fn parse_pages(bytes: &[u8]) -> Vec<(u32, u32, u64, u8, Vec<Bytes>)> {
+        let mut bytes = BytesMut::from(bytes);
         let mut out = Vec::new();
         let mut packetizer = Packetizer::new(1 << 20);
         while let Some(page) = parse_page(&mut bytes).unwrap() {
@@ -335,57 +344,77 @@ mod tests {
         out
     }
 
-    #[test]
-    fn ogg_listener_gets_headers_then_audio_with_granules() {
-        let mut mux = Mux::new(
-            Container::Ogg,
-            &[opus_track()],
-            Some(Metadata { title: Some("Song".into()), ..Metadata::default() }),
-            None,
-        );
-        let head = OpusHead::synthesize(2, 48_000);
-        let frames = vec![
-            binary(FLAG_HEADER, 0, &head),
-            binary(FLAG_KEYFRAME, 0, &[0xFC, 1]),
-            binary(FLAG_KEYFRAME, 20_000, &[0xFC | 1, 2, 3]),
-        ];
-        let mut out = Pieces::new();
-        feed(&mut mux, frames, &mut out).unwrap();
-        let (bytes, count) = take_all(&mut out);
-        assert_eq!(count, 2);
-        let pages = parse_pages(BytesMut::from(&bytes[..]));
-        assert_eq!(pages.len(), 3, "OpusHead, OpusTags, one page of audio");
-        assert_eq!(pages[0].3, FLAG_BOS);
-        assert_eq!(pages[0].4[0], head);
-        let tags = opus::parse_tags(&pages[1].4[0], opus::TAGS_MAGIC).unwrap();
-        assert_eq!(tags.title.as_deref(), Some("Song"));
-        assert_eq!(pages[2].2, 960 + 1920);
-        assert_eq!(
-            pages[2].4,
-            vec![Bytes::from_static(&[0xFC, 1]), Bytes::from_static(&[0xFD, 2, 3])]
-        );
-        let serial = pages[0].0;
-        assert!(pages.iter().enumerate().all(|(i, p)| p.0 == serial && p.1 == i as u32));
-
-        // A new source with a different header: the old stream ends, a new one begins.
-        let other = OpusHead::synthesize(1, 44_100);
-        let frames = vec![
-            In::Source(vec![opus_track()]),
-            binary(FLAG_HEADER, 0, &other),
-            binary(FLAG_KEYFRAME, 0, &[0xFC, 9]),
-        ];
-        feed(&mut mux, frames, &mut out).unwrap();
-        let (bytes, _) = take_all(&mut out);
-        let pages = parse_pages(BytesMut::from(&bytes[..]));
-        assert_eq!(pages[0].0, serial);
-        assert!(pages[0].3 & crate::format::ogg::FLAG_EOS != 0);
-        assert_ne!(pages[1].0, serial, "a fresh serial");
-        assert_eq!((pages[1].1, pages[1].3), (0, FLAG_BOS));
-        assert_eq!(pages[3].2, 960, "granule restarts");
+    fn ogg(rendition: Option<Rendition>) -> (Bytes, Arc<Chain>) {
+        match rendition {
+            Some(Rendition::Ogg { head, body, chain }) => ([head, body].concat().into(), chain),
+            other => panic!("not an Ogg page: {other:?}"),
+        }
     }
 
     #[test]
-    fn vorbis_listener_gets_three_header_packets_then_audio_with_granules() {
+    fn opus_frames_become_one_page_each_after_the_head() {
+        let mut mux = StreamMux::default();
+        mux.source(&[opus_track()]);
+        mux.metadata(Some(Metadata { title: Some("Song".into()), ..Metadata::default() }));
+        let head = OpusHead::synthesize(2, 48_000);
+        mux.header(0, &head);
+        let (first, chain) = ogg(mux.frame(0, &Bytes::from_static(&[0xFC, 1])));
+        let (second, same) = ogg(mux.frame(0, &Bytes::from_static(&[0xFD, 2, 3])));
+        assert!(Arc::ptr_eq(&chain, &same));
+        let mut stream = chain.head().to_vec();
+        stream.extend_from_slice(&first);
+        stream.extend_from_slice(&second);
+        let pages = parse_pages(&stream);
+        assert_eq!(pages.len(), 4, "OpusHead, OpusTags, then a page per frame");
+        assert_eq!((pages[0].3, &pages[0].4[0]), (FLAG_BOS, &head));
+        let tags = opus::parse_tags(&pages[1].4[0], opus::TAGS_MAGIC).unwrap();
+        assert_eq!(tags.title.as_deref(), Some("Song"));
+        assert_eq!((pages[2].2, pages[3].2), (960, 960 + 1920), "granules count samples");
+        let serial = pages[0].0;
+        assert!(pages.iter().enumerate().all(|(i, p)| p.0 == serial && p.1 == i as u32));
+        // A late joiner's head carries the title of now, not of when the link opened.
+        mux.metadata(Some(Metadata { title: Some("Next".into()), ..Metadata::default() }));
+        let pages = parse_pages(&chain.head());
+        let tags = opus::parse_tags(&pages[1].4[0], opus::TAGS_MAGIC).unwrap();
+        assert_eq!(tags.title.as_deref(), Some("Next"));
+        assert_eq!(pages[1].1, 1, "the same page numbers");
+    }
+
+    #[test]
+    fn a_new_source_or_header_starts_a_new_link_after_an_eos_page() {
+        let mut mux = StreamMux::default();
+        mux.source(&[opus_track()]);
+        mux.header(0, &OpusHead::synthesize(2, 48_000));
+        let (_, first) = ogg(mux.frame(0, &Bytes::from_static(&[0xFC, 1])));
+        // The same header again changes nothing.
+        mux.header(0, &OpusHead::synthesize(2, 48_000));
+        let (_, same) = ogg(mux.frame(0, &Bytes::from_static(&[0xFC, 1])));
+        assert_eq!(first.id(), same.id());
+        mux.source(&[opus_track()]);
+        let (page, second) = ogg(mux.frame(0, &Bytes::from_static(&[0xFC, 9])));
+        assert_ne!(first.id(), second.id());
+        let eos = second.end_of(first.id()).expect("the EOS of the link before");
+        let ended = parse_pages(eos);
+        assert_eq!(ended[0].0, parse_pages(&first.head())[0].0, "the old serial");
+        assert!(ended[0].3 & FLAG_EOS != 0);
+        assert_eq!(ended[0].2, 1920, "the old link's last granule");
+        assert!(second.end_of(second.id()).is_none());
+        let pages = parse_pages(&second.head());
+        assert_ne!(pages[0].0, ended[0].0, "a fresh serial");
+        assert_eq!(
+            OpusHead::parse(&pages[0].4[0]).unwrap().channels,
+            2,
+            "a synthesized head: this source sent none"
+        );
+        assert_eq!(parse_pages(&page)[0].2, 960, "granules restart");
+        // A new header on the same source: another link.
+        mux.header(0, &OpusHead::synthesize(1, 44_100));
+        let (_, third) = ogg(mux.frame(0, &Bytes::from_static(&[0xFC, 9])));
+        assert!(third.id() > second.id());
+    }
+
+    #[test]
+    fn vorbis_waits_for_its_headers_and_counts_block_sizes() {
         let mut file = BytesMut::from(&include_bytes!("../../samples/music.ogg")[..]);
         let mut packetizer = Packetizer::new(1 << 20);
         let mut packets = Vec::new();
@@ -395,58 +424,45 @@ mod tests {
         let header = vorbis::pack_headers(&packets[0], &packets[1], &packets[2]);
         let mut track = opus_track();
         (track.codec, track.sample_rate) = (Codec::Vorbis, Some(44_100));
-        let meta = Metadata { title: Some("Live".into()), ..Metadata::default() };
-        let mut mux = Mux::new(Container::Ogg, &[track], Some(meta), None);
-        let mut frames = vec![binary(FLAG_HEADER, 0, &header)];
-        // A late joiner: audio from the middle of the stream.
-        frames.extend(packets[40..60].iter().map(|p| binary(FLAG_KEYFRAME, 0, p)));
-        let mut out = Pieces::new();
-        feed(&mut mux, frames, &mut out).unwrap();
-        let (bytes, count) = take_all(&mut out);
-        assert_eq!(count, 20);
-        let pages = parse_pages(BytesMut::from(&bytes[..]));
-        assert_eq!((pages[0].3, &pages[0].4[0]), (FLAG_BOS, &packets[0]));
-        assert_eq!(pages[1].4.len(), 2, "comment and setup headers on their own page");
-        let comment = opus::parse_tags(&pages[1].4[0], vorbis::COMMENT_MAGIC).unwrap();
-        assert_eq!(comment.title.as_deref(), Some("Live"), "a fresh comment with now playing");
-        assert_eq!(pages[1].4[1], packets[2]);
+        let mut mux = StreamMux::default();
+        mux.source(&[track]);
+        assert!(mux.frame(0, &packets[40]).is_none(), "no setup header yet");
+        mux.header(0, &header);
+        let renditions: Vec<_> = packets[40..60].iter().map(|p| ogg(mux.frame(0, p))).collect();
+        let head = parse_pages(&renditions[0].1.head());
+        assert_eq!((head[0].3, &head[0].4[0]), (FLAG_BOS, &packets[0]));
+        assert_eq!(head[1].4.len(), 2, "comment and setup headers on their own page");
+        assert_eq!(head[1].4[1], packets[2]);
         let info = VorbisInfo::parse(&packets[0], &packets[2]).unwrap();
         let mut durations = Durations::new(info);
         let expected: u64 =
             packets[40..60].iter().map(|p| u64::from(durations.next(p).unwrap())).sum();
-        assert_eq!(pages.last().unwrap().2, expected, "granule counts from this listener's start");
+        let last = parse_pages(&renditions[19].0);
+        assert_eq!(last[0].2, expected, "granule counts from the link's start");
     }
 
     #[test]
-    fn a_source_without_a_header_gets_a_synthesized_one() {
-        let mut mux = Mux::new(Container::Ogg, &[opus_track()], None, None);
-        let frames = vec![binary(FLAG_KEYFRAME, 0, &[0xFC, 1])];
-        let mut out = Pieces::new();
-        feed(&mut mux, frames, &mut out).unwrap();
-        let (bytes, _) = take_all(&mut out);
-        let pages = parse_pages(BytesMut::from(&bytes[..]));
-        assert_eq!(OpusHead::parse(&pages[0].4[0]).unwrap().channels, 2);
-    }
-
-    #[test]
-    fn mp3_listener_with_icy_gets_frames_and_titles() {
-        let mut track = opus_track();
-        track.codec = Codec::Mp3;
-        let mut mux = Mux::new(Container::Mp3, &[track.clone()], None, Some(10));
-        let frames = vec![
-            binary(FLAG_KEYFRAME, 0, b"0123456"),
-            In::Metadata(Metadata { title: Some("T".into()), ..Metadata::default() }),
-            binary(FLAG_KEYFRAME, 0, b"789abcdef"),
-        ];
-        let mut out = Pieces::new();
-        feed(&mut mux, frames, &mut out).unwrap();
-        let (bytes, count) = take_all(&mut out);
-        assert_eq!(count, 2);
-        let mut expected = b"0123456789".to_vec();
-        expected.extend_from_slice(&metadata_block("T", None));
-        expected.extend_from_slice(b"abcdef");
-        assert_eq!(bytes, expected);
-        let frames = vec![In::Source(vec![opus_track()])];
-        assert!(feed(&mut mux, frames, &mut out).is_err(), "an Opus source on an MP3 listener");
+    fn mp3_frames_go_out_as_they_are_and_other_codecs_not_at_all() {
+        let mut mux = StreamMux::default();
+        let mut mp3 = opus_track();
+        mp3.codec = Codec::Mp3;
+        mux.source(&[mp3]);
+        assert_eq!(mux.container(), Some(Container::Mp3));
+        let frame = Bytes::from_static(b"\xff\xfbframe");
+        assert!(matches!(mux.frame(0, &frame), Some(Rendition::Mp3(b)) if b == frame));
+        assert!(mux.frame(1, &frame).is_none(), "another track");
+        let video = Track {
+            id: 0,
+            kind: TrackKind::Video,
+            codec: Codec::Vp8,
+            sample_rate: None,
+            channels: None,
+            width: None,
+            height: None,
+            bitrate: None,
+        };
+        mux.source(&[video]);
+        assert_eq!(mux.container(), None);
+        assert!(mux.frame(0, &frame).is_none());
     }
 }

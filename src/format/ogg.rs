@@ -255,6 +255,23 @@ impl PageWriter {
         self.serial
     }
 
+    /// Leaves out `pages` sequence numbers (pages written elsewhere with this serial).
+    pub fn skip(&mut self, pages: usize) {
+        self.sequence = self.sequence.wrapping_add(pages as u32);
+    }
+
+    /// Ends the logical stream: an empty EOS page at `granule` (the last one written).
+    pub fn end(&mut self, granule: u64, scratch: &mut BytesMut, out: &mut Vec<Bytes>) {
+        let mut page = OpenPage {
+            flags: FLAG_EOS,
+            granule,
+            lacing: [0; MAX_SEGMENTS],
+            segments: 0,
+            parts: Vec::new(),
+        };
+        self.flush(&mut page, scratch, out);
+    }
+
     /// Lays `packets` (each with the granule position after it) out as pages and appends
     /// them to `out`: each page's header is written into `scratch` and frozen, followed by
     /// slices of the packets. `flags` (e.g. `FLAG_BOS`) go on the first page, `FLAG_EOS` on the

@@ -71,6 +71,8 @@ pub struct OpusHead {
     pub pre_skip: u16,
     /// Sample rate of the original input (informational).
     pub input_sample_rate: u32,
+    /// Gain to apply on output, in Q7.8 dB.
+    pub output_gain: i16,
     /// Channel mapping family (0: mono/stereo).
     pub mapping_family: u8,
 }
@@ -99,6 +101,7 @@ impl OpusHead {
             channels,
             pre_skip: u16::from_le_bytes([packet[10], packet[11]]),
             input_sample_rate: u32::from_le_bytes([packet[12], packet[13], packet[14], packet[15]]),
+            output_gain: i16::from_le_bytes([packet[16], packet[17]]),
             mapping_family,
         })
     }

@@ -2,40 +2,50 @@
 //! `/admin/listclients`, `/admin/killsource` and `/status-json.xsl` in Icecast's JSON shape.
 //!
 //! Admin requests authenticate with HTTP Basic: the stream's key (for that stream only) or the
-//! relay's `admin_password`. Answers are Icecast's small XML documents, so existing tools
+//! relay's `admin_password`; `listclients` (listener addresses) needs `admin_password`. Answers are Icecast's small XML documents, so existing tools
 //! (libshout, butt, liquidsoap, monitoring scripts) read them unchanged.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{parse_mount, REALM, SERVER_ID};
-use crate::auth::admin_matches;
+use crate::auth::{self, admin_matches};
 use crate::error::Refusal;
 use crate::format::Container;
 use crate::http::{Request, Response};
 use crate::node::Node;
 use crate::protocol::{truncate, Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
 use crate::relay::Stream;
+use crate::time::{iso8601, rfc822};
 
-/// Answers an admin or status request.
+/// Answers an admin or status request. Only `/status-json.xsl` carries CORS headers: no page
+/// of another site may read an `/admin` answer, and a cross-site `/admin` request is refused
+/// before anything runs (a logged-in admin's browser would otherwise run it for the page).
 pub fn serve(node: &Node, request: &Request, peer: SocketAddr) -> Response {
-    let response = answer(node, request, peer).with_header("Server", SERVER_ID);
-    // TODO(#14): no CORS on /admin (cross-site requests are refused there).
-    response.with_cors(&node.config, request)
+    if request.path == "/status-json.xsl" {
+        let params = query_pairs(request.query.as_deref().unwrap_or(""));
+        let mount = params.iter().find(|(k, _)| k == "mount").map(|(_, v)| v.as_str());
+        let response = status_json(node, request, mount).with_header("Server", SERVER_ID);
+        return response.with_cors(&node.config, request);
+    }
+    if auth::is_cross_site(request) {
+        let refusal = Refusal::CrossSite;
+        info!(%peer, path = %request.path, "admin request refused: sent by a page of another site");
+        node.metrics.refused(&refusal.label());
+        return Response::refusal(&refusal).with_header("Server", SERVER_ID);
+    }
+    answer(node, request, peer).with_header("Server", SERVER_ID)
 }
 
 fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     let params = query_pairs(request.query.as_deref().unwrap_or(""));
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    if request.path == "/status-json.xsl" {
-        return status_json(node, request, param("mount"));
-    }
     let command = request.path.trim_start_matches("/admin/");
     if !matches!(
         command,
@@ -53,10 +63,27 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
     else {
         return xml_response(400, "Source does not exist", 0);
     };
-    if !admin_matches(&node.config, stream, request) {
+    let presented = request.header("authorization").is_some();
+    let matches = || admin_matches(&node.config, stream, request);
+    let verified = match node.logins.verify(peer.ip(), presented, matches) {
+        Ok(verified) => verified,
+        Err(throttled) => {
+            let refusal = Refusal::from(throttled);
+            info!(%peer, path = %request.path, "admin request refused: too many failed logins");
+            node.metrics.refused(&refusal.label());
+            return Response::refusal(&refusal);
+        }
+    };
+    if !verified {
         let refusal = Refusal::AdminCredentials;
-        info!(%peer, path = %request.path, "admin request refused: wrong credentials");
-        node.metrics.refused(&refusal.label());
+        if request.header("authorization").is_none() {
+            // libshout asks without credentials first and retries on the challenge: not a
+            // refusal worth a log line or a metric.
+            debug!(%peer, path = %request.path, "admin request without credentials: sending a challenge");
+        } else {
+            info!(%peer, path = %request.path, "admin request refused: wrong credentials");
+            node.metrics.refused(&refusal.label());
+        }
         return Response::refusal(&refusal)
             .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
     }
@@ -95,12 +122,21 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
                 return xml_response(503, "Cluster unavailable", 0);
             }
             if !stream.set_metadata(meta) {
+                info!(stream = %name, %peer, %title, "admin metadata refused: no source connected");
                 return xml_response(400, "Source does not exist", 0);
             }
             info!(stream = %name, %peer, %title, "now playing set by admin request");
             xml_response(200, "Metadata update successful", 1)
         }
-        "listclients" => listclients(node, stream),
+        // Listener addresses and User-Agents are personal data: for the operator only, as
+        // in Icecast, not for whoever holds a stream's key.
+        "listclients" if !auth::admin_password_matches(&node.config, request) => {
+            let refusal = Refusal::AdminOnly;
+            info!(%peer, path = %request.path, "admin request refused: listclients needs admin_password");
+            node.metrics.refused(&refusal.label());
+            Response::refusal(&refusal)
+        }
+        "listclients" => listclients(node, stream, param("mount").unwrap_or_default()),
         _ => {
             if let Some((cluster, origin)) = node.relayed_from(stream) {
                 if cluster.forward_kick(name, &origin) {
@@ -145,10 +181,14 @@ fn xml_escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn listclients(node: &Node, stream: &Stream) -> Response {
+/// The listeners of a stream, under the mount the request named (as Icecast answers).
+fn listclients(node: &Node, stream: &Stream, asked: &str) -> Response {
     let name = &stream.config().name;
     let clients = node.directory.clients(name);
-    let mount = format!("/{name}.{}", extension(stream));
+    let mount = match parse_mount(asked) {
+        Some((_, Some(_))) => asked.to_owned(),
+        _ => format!("/{name}.{}", extension(stream)),
+    };
     let mut body = format!(
         "<?xml version=\"1.0\"?>\n<icestats><source mount=\"{}\"><Listeners>{}</Listeners>",
         xml_escape(&mount),
@@ -178,7 +218,7 @@ fn extension(stream: &Stream) -> &'static str {
 }
 
 /// `GET /status-json.xsl`: Icecast 2.4's JSON status; `source` is an object when exactly one
-/// stream is live, an array when several are, absent when none is.
+/// public stream is live, an array when several are, absent when none is.
 fn status_json(node: &Node, request: &Request, mount: Option<&str>) -> Response {
     let host = request
         .header("host")
@@ -189,6 +229,9 @@ fn status_json(node: &Node, request: &Request, mount: Option<&str>) -> Response 
     let mut sources: Vec<Value> = node
         .streams
         .iter()
+        // A private stream is not listed at all, as Icecast's hidden mounts: directories
+        // and scrapers read this.
+        .filter(|s| s.config().listen_secret.is_none())
         .filter(|s| s.is_live() && only.is_none_or(|n| n == s.config().name))
         .map(|s| source_json(node, s, &host))
         .collect();
@@ -287,7 +330,7 @@ fn source_json(node: &Node, stream: &Arc<Stream>, host: &str) -> Value {
 
 /// Decodes a query string. Values that are not UTF-8 are read as Latin-1, the charset older
 /// Icecast clients use for `song=`.
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -327,49 +370,9 @@ fn percent_decode(text: &str) -> String {
     }
 }
 
-/// Seconds since the epoch as (year, month, day, hour, minute, second, weekday 0 = Sunday).
-fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, usize) {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let weekday = ((days + 4).rem_euclid(7)) as usize;
-    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60, weekday)
-}
-
-fn iso8601(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, _) = civil(time);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
-}
-
-fn rfc822(time: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let (y, mo, d, h, mi, s, wd) = civil(time);
-    format!("{}, {d:02} {} {y:04} {h:02}:{mi:02}:{s:02} +0000", DAYS[wd], MONTHS[(mo - 1) as usize])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_format_like_icecast() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_709_632_800); // 2024-03-05 10:00:00 UTC
-        assert_eq!(iso8601(t), "2024-03-05T10:00:00+0000");
-        assert_eq!(rfc822(t), "Tue, 05 Mar 2024 10:00:00 +0000");
-        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00+0000");
-    }
 
     #[test]
     fn query_values_decode_as_utf8_or_latin1() {

@@ -11,14 +11,15 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::RateLimit;
 use crate::auth;
+use crate::conn::Conn;
+use crate::deadline::Deadline;
 use crate::directory::{IceInfo, Registration, SourceInfo};
 use crate::error::Refusal;
 use crate::format::demux::{Demuxer, Event, TRACK};
@@ -44,7 +45,7 @@ const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// # Errors
 /// Socket errors while answering; everything after the answer is logged here.
 pub async fn serve(
-    mut socket: TcpStream,
+    mut socket: Deadline<Conn>,
     peer: SocketAddr,
     node: &Node,
     request: &Request,
@@ -52,7 +53,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> crate::Result<()> {
     let path = request.path.as_str();
-    let (mut source, mut framing) = match admit(node, request) {
+    let (mut source, mut framing) = match admit(node, peer, request) {
         Ok(admitted) => admitted,
         Err(Refusal::WrongPassword) if request.header("authorization").is_none() => {
             // libshout always asks without credentials first and retries on this challenge.
@@ -70,7 +71,6 @@ pub async fn serve(
     }
     answer.push_str(&format!("HTTP/1.0 200 OK\r\nServer: {SERVER_ID}\r\n\r\n"));
     socket.write_all(answer.as_bytes()).await?;
-    let _ = socket.set_nodelay(true);
 
     let ice = IceInfo::from_request(request);
     let user_agent = request.header("user-agent").map(str::to_owned);
@@ -207,11 +207,17 @@ impl Session<'_> {
 
 /// The checks before the answer: a stream, its key as the password, a container the relay
 /// reads, a body it can delimit, no other live source.
-fn admit(node: &Node, request: &Request) -> Result<(SourceHandle, Framing), Refusal> {
+fn admit(
+    node: &Node,
+    peer: SocketAddr,
+    request: &Request,
+) -> Result<(SourceHandle, Framing), Refusal> {
     let stream = parse_mount(&request.path)
         .and_then(|(name, _)| node.streams.get(name))
         .ok_or(Refusal::NoSuchMount)?;
-    if !auth::source_password_matches(stream, request) {
+    let presented = request.header("authorization").is_some();
+    let matches = || auth::source_password_matches(stream, request);
+    if !node.logins.verify(peer.ip(), presented, matches)? {
         return Err(Refusal::WrongPassword);
     }
     let hint = request.header("content-type").and_then(Container::from_content_type);
@@ -224,7 +230,7 @@ fn admit(node: &Node, request: &Request) -> Result<(SourceHandle, Framing), Refu
 }
 
 /// Answers 401 with a Basic challenge, without counting it as a refusal.
-async fn challenge(socket: &mut TcpStream) -> crate::Result<()> {
+async fn challenge(socket: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> crate::Result<()> {
     let response = Response::refusal(&Refusal::WrongPassword)
         .with_header("Server", SERVER_ID)
         .with_header("WWW-Authenticate", format!("Basic realm=\"{REALM}\""));
@@ -235,7 +241,7 @@ async fn challenge(socket: &mut TcpStream) -> crate::Result<()> {
 
 /// Refuses a source request (with Icecast's headers), then drains what it still sends.
 async fn refuse(
-    socket: &mut TcpStream,
+    socket: &mut (impl AsyncRead + AsyncWrite + Unpin),
     node: &Node,
     peer: SocketAddr,
     request: &Request,
@@ -252,7 +258,7 @@ async fn refuse(
 
 /// Reads and drops what a refused source is still sending, briefly: closing a socket with
 /// unread data resets the connection, and the peer may lose our answer with it.
-async fn linger(socket: &mut TcpStream) {
+async fn linger(socket: &mut (impl AsyncRead + Unpin)) {
     let mut sink = [0u8; 4096];
     let _ = timeout(LINGER, async {
         let mut total = 0;
@@ -266,16 +272,20 @@ async fn linger(socket: &mut TcpStream) {
     .await;
 }
 
-/// How the request body is delimited.
+/// How a source's request body is delimited, and its decoder (public for the fuzz target).
 #[derive(Debug)]
-enum Framing {
+pub enum Framing {
     /// Until the source closes (what Icecast sources do).
     UntilClose,
     /// `Content-Length` bytes.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
-    Chunked(Chunk),
+    Chunked(ChunkState),
 }
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkState(Chunk);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
@@ -287,9 +297,15 @@ enum Chunk {
 }
 
 impl Framing {
-    fn of(request: &Request) -> Option<Self> {
+    /// A chunked body's decoder at its start.
+    pub fn chunked() -> Self {
+        Framing::Chunked(ChunkState(Chunk::Size))
+    }
+
+    /// The framing a request's headers announce; `None` for a bad `Content-Length`.
+    pub fn of(request: &Request) -> Option<Self> {
         if request.header_has_token("transfer-encoding", "chunked") {
-            return Some(Framing::Chunked(Chunk::Size));
+            return Some(Self::chunked());
         }
         match request.header("content-length") {
             Some(len) => len.trim().parse().ok().map(Framing::Length),
@@ -297,8 +313,16 @@ impl Framing {
         }
     }
 
-    /// Moves body bytes from `raw` to `body`; true once the body is complete.
-    fn decode(&mut self, raw: &mut BytesMut, body: &mut BytesMut) -> Result<bool, &'static str> {
+    /// Moves body bytes from `raw` to `body`; true once the body is complete. A chunk-size
+    /// or trailer line longer than `MAX_CHUNK_LINE_BYTES` is an error, not a wait.
+    ///
+    /// # Errors
+    /// What is wrong with a chunked body's framing.
+    pub fn decode(
+        &mut self,
+        raw: &mut BytesMut,
+        body: &mut BytesMut,
+    ) -> Result<bool, &'static str> {
         match self {
             Framing::UntilClose => {
                 if body.is_empty() {
@@ -316,7 +340,7 @@ impl Framing {
                 *left -= n as u64;
                 Ok(*left == 0)
             }
-            Framing::Chunked(state) => loop {
+            Framing::Chunked(ChunkState(state)) => loop {
                 match *state {
                     Chunk::Size | Chunk::Trailer => {
                         let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
@@ -384,7 +408,7 @@ mod tests {
         let wire =
             b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\n";
         for split in 1..wire.len() {
-            let mut framing = Framing::Chunked(Chunk::Size);
+            let mut framing = Framing::chunked();
             let (mut raw, mut body) = (BytesMut::new(), BytesMut::new());
             let mut done = false;
             for piece in wire.chunks(split) {
@@ -394,10 +418,10 @@ mod tests {
             assert!(done, "split {split}");
             assert_eq!(&body[..], b"helloabcdefghijklmnopqrstuvwxyz", "split {split}");
         }
-        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut framing = Framing::chunked();
         let mut raw = BytesMut::from(&b"zz\r\n"[..]);
         assert!(framing.decode(&mut raw, &mut BytesMut::new()).is_err());
-        let mut framing = Framing::Chunked(Chunk::Size);
+        let mut framing = Framing::chunked();
         let mut raw = BytesMut::from(&vec![b'1'; 2000][..]);
         assert!(framing.decode(&mut raw, &mut BytesMut::new()).is_err(), "unbounded size line");
     }

@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,6 +21,8 @@ use tracing::{debug, info, warn};
 use super::RateLimit;
 use crate::auth;
 use crate::config::Config;
+use crate::conn::Conn;
+use crate::deadline::Deadline;
 use crate::error::{Closing, Refusal};
 use crate::http::{self, Request};
 use crate::node::Node;
@@ -33,7 +34,7 @@ use crate::relay::{SourceHandle, SourceKind};
 /// # Errors
 /// Socket and WebSocket errors; refusals and protocol violations are answered here.
 pub async fn accept(
-    mut socket: TcpStream,
+    mut socket: Deadline<Conn>,
     peer: SocketAddr,
     node: &Node,
     request: &Request,
@@ -41,7 +42,7 @@ pub async fn accept(
     leftover: &[u8],
     cancel: CancellationToken,
 ) -> crate::Result<()> {
-    let (source, accept) = match admit(node, request, name, leftover) {
+    let (source, accept) = match admit(node, peer, request, name, leftover) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             let challenge = [("WWW-Authenticate", "Bearer realm=\"onair\"".to_owned())];
@@ -51,8 +52,7 @@ pub async fn accept(
         }
     };
     socket.write_all(&http::switching_protocols(&accept)).await?;
-    socket.set_nodelay(true)?;
-    info!(stream = %name, %peer, "source connected");
+    info!(stream = %name, %peer, tls = socket.get_ref().is_tls(), "source connected");
     let result = serve(socket, source, &node.config, peer, cancel).await;
     info!(stream = %name, %peer, "source disconnected");
     result
@@ -62,6 +62,7 @@ pub async fn accept(
 /// allowed page, to a stream that exists, with its key, not taken.
 fn admit(
     node: &Node,
+    peer: SocketAddr,
     request: &Request,
     name: &str,
     leftover: &[u8],
@@ -71,7 +72,8 @@ fn admit(
         return Err(Refusal::OriginNotAllowed);
     }
     let stream = node.streams.get(name).ok_or(Refusal::NoSuchStream)?;
-    if !auth::source_key_matches(stream, request) {
+    let presented = auth::presents_source_key(request);
+    if !node.logins.verify(peer.ip(), presented, || auth::source_key_matches(stream, request))? {
         return Err(Refusal::WrongKey);
     }
     if !leftover.is_empty() {
@@ -98,7 +100,7 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
 /// # Errors
 /// Socket and WebSocket errors; protocol violations are handled here with a close code.
 pub async fn serve(
-    socket: TcpStream,
+    socket: impl AsyncRead + AsyncWrite + Unpin,
     mut source: SourceHandle,
     config: &Config,
     peer: SocketAddr,
@@ -138,10 +140,20 @@ pub async fn serve(
                     }
                     Some(Err(err)) => return Err(err.into()),
                 };
-                if let Message::Binary(data) = &msg {
-                    if !rate.take(data.len()) {
-                        break Closing::RateLimited(max_bitrate);
+                // Text is charged like media: a flood of metadata is a flood.
+                let len = match &msg {
+                    Message::Binary(data) => data.len(),
+                    Message::Text(text) => {
+                        let max = config.max_text_message_bytes;
+                        if text.len() > max {
+                            break Closing::TooBig { size: text.len(), max };
+                        }
+                        text.len()
                     }
+                    _ => 0,
+                };
+                if !rate.take(len) {
+                    break Closing::RateLimited(max_bitrate);
                 }
                 match handle(&mut source, &mut started, msg) {
                     Ok(true) => {}

@@ -1,9 +1,11 @@
-//! One listener driver: an epoll loop on its own thread that serves many listeners.
+//! One listener driver: an epoll loop on its own thread that serves many listeners, WebSocket
+//! and HTTP, plain and TLS.
 //!
 //! The loop does the I/O: it takes new listeners, reads what they send (pings, close),
-//! writes their batches with one vectored write each, pings idle peers and closes the slow
-//! and the silent. *When* each listener is served is decided by its `Schedule` (pure, in
-//! `schedule.rs`): idle at its stream's head, pending for a send window, ready, or blocked.
+//! writes their batches with one vectored write each (for TLS listeners, one record per
+//! batch, sealed here: `tls.rs`), pings idle WebSocket peers and closes the slow and the silent. *When*
+//! each listener is served is decided by its `Schedule` (pure, in `schedule.rs`): idle at its
+//! stream's head, pending for a send window, ready, or blocked.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -14,13 +16,17 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use super::http::HttpWriter;
+use super::outbox::{Outbox, Piece};
 use super::schedule::{Place, Schedule};
+use super::tls::{Opened, Records, MAX_PLAINTEXT};
 use super::{
-    Command, DriverHandle, Ending, Lease, NewListener, Outbox, Settings, MAX_LISTENER_MESSAGE_BYTES,
+    Command, DriverHandle, Ending, Lease, ListenerKind, NewListener, Settings,
+    MAX_LISTENER_MESSAGE_BYTES,
 };
 use crate::error::Closing;
 use crate::protocol::close;
-use crate::relay::{Consumer, Fill, Stream, Watcher};
+use crate::relay::{Consumer, Fill, Stream, Watcher, MAX_FILL_ENTRIES};
 use crate::websocket::{ClientEvent, ClientReader, WireFrame, OP_PING, OP_PONG};
 
 const WAKER: Token = Token(usize::MAX);
@@ -68,6 +74,10 @@ impl Watcher for Wake {
 /// One listener. Most of a listener's memory is here: no task, no buffer when idle.
 struct Conn {
     socket: TcpStream,
+    /// A TLS listener's keys and sequence numbers: what it writes is sealed here.
+    tls: Option<Box<Records>>,
+    /// An HTTP listener's container state; `None` for a WebSocket listener.
+    http: Option<Box<HttpWriter>>,
     consumer: Consumer,
     /// What the socket has not taken yet (control frames, or a batch it took in part);
     /// `None` when nothing is owed, which is most of the time.
@@ -82,9 +92,10 @@ struct Conn {
     _lease: Lease,
 }
 
-/// The listeners of one stream on this driver.
+/// The listeners of one stream with one send window on this driver.
 struct Group {
     stream: Arc<Stream>,
+    window: Duration,
     /// The stream's head when last looked at.
     seen: u64,
     /// Written since the stream's counters were last told: they are shared with the other
@@ -124,6 +135,9 @@ struct Driver {
     /// The batch being written; only what a socket does not take moves to the listener.
     scratch: Outbox,
     read_buf: Box<[u8]>,
+    /// TLS records being sealed, and plaintext being opened, for one listener at a time.
+    wire: Vec<u8>,
+    plaintext: bytes::BytesMut,
     now: Instant,
     /// `now` in milliseconds since `epoch`.
     now_ms: u64,
@@ -169,6 +183,8 @@ impl Driver {
             reread: Vec::new(),
             scratch: Outbox::default(),
             read_buf: vec![0; 16 << 10].into_boxed_slice(),
+            wire: Vec::with_capacity(MAX_PLAINTEXT + 512),
+            plaintext: bytes::BytesMut::new(),
             now,
             now_ms: 0,
             epoch: now,
@@ -278,7 +294,7 @@ impl Driver {
     }
 
     fn add(&mut self, listener: NewListener) {
-        let NewListener { socket, peer, leftover, consumer, first, lease } = listener;
+        let NewListener { socket, tls, peer, leftover, consumer, first, kind, lease } = listener;
         let mut socket = TcpStream::from_std(socket);
         let slot = self.free.pop().map_or(self.conns.len(), |slot| slot as usize);
         let Ok(token_slot) = u32::try_from(slot) else {
@@ -294,13 +310,27 @@ impl Driver {
             self.free.push(token_slot);
             return;
         }
-        let group = self.group_of(consumer.stream());
+        let (mut http, window) = match kind {
+            ListenerKind::WebSocket => (None, self.settings.send_window),
+            ListenerKind::Http(writer) => (Some(writer), self.settings.http_send_window),
+        };
+        let group = self.group_of(consumer.stream(), window);
         let now = self.now_ms;
-        let first = first.iter().map(WireFrame::from).collect();
+        let mut out = Outbox::default();
+        for item in &first {
+            match &mut http {
+                None => out.items.push_back(Piece::from(item)),
+                // A codec change cannot come first; a listener that got one leaves on its
+                // next batch.
+                Some(writer) => drop(writer.push(item, &mut out.items)),
+            }
+        }
         let conn = Conn {
             socket,
+            tls,
+            http,
             consumer,
-            out: Some(Box::new(Outbox { items: first, offset: 0 })),
+            out: Some(Box::new(out)),
             reader: None,
             closing: None,
             last_heard: now,
@@ -329,13 +359,15 @@ impl Driver {
         }
     }
 
-    fn group_of(&mut self, stream: &Arc<Stream>) -> u32 {
-        if let Some(at) = self.groups.iter().position(|g| Arc::ptr_eq(&g.stream, stream)) {
+    fn group_of(&mut self, stream: &Arc<Stream>, window: Duration) -> u32 {
+        let known = |g: &Group| Arc::ptr_eq(&g.stream, stream) && g.window == window;
+        if let Some(at) = self.groups.iter().position(known) {
             return at as u32;
         }
         stream.watch(&self.watcher);
         let seen = stream.head_seq();
-        self.groups.push(Group { stream: Arc::clone(stream), seen, sent: Sent::default() });
+        let stream = Arc::clone(stream);
+        self.groups.push(Group { stream, window, seen, sent: Sent::default() });
         (self.groups.len() - 1) as u32
     }
 
@@ -362,8 +394,7 @@ impl Driver {
             }
             let (first_at, bytes) = group.stream.arrivals_since(group.seen);
             group.seen = head;
-            let window = self.settings.send_window;
-            self.schedule.head_moved(at as u32, first_at, bytes, window, self.now);
+            self.schedule.head_moved(at as u32, first_at, bytes, group.window, self.now);
         }
     }
 
@@ -395,9 +426,12 @@ impl Driver {
                 return;
             };
             let group = self.schedule.group(slot as u32) as usize;
-            if let Some(out) = conn.out.as_deref_mut().filter(|out| !out.is_empty()) {
-                let sent = &mut self.groups[group].sent;
-                match write_out(&conn.socket, out, sent) {
+            let sent = &mut self.groups[group].sent;
+            let owed = conn.out.as_deref_mut().filter(|out| !out.is_empty());
+            if owed.is_some() || conn.tls.as_ref().is_some_and(|tls| tls.pending().is_some()) {
+                let mut empty = Outbox::default();
+                let out = owed.unwrap_or(&mut empty);
+                match write_out(&conn.socket, conn.tls.as_deref_mut(), out, sent, &mut self.wire) {
                     // An idle listener keeps no buffer.
                     Wrote::All => conn.out = None,
                     Wrote::Blocked => return self.schedule.block(slot as u32),
@@ -405,10 +439,18 @@ impl Driver {
                 }
             }
             if let Some((code, _)) = conn.closing {
-                let _ = conn.socket.shutdown(Shutdown::Write);
+                end_session(conn, &mut self.wire);
                 return self.remove(slot, Ending::Closed(code));
             }
-            let fill = take_batch(&mut conn.consumer, &mut self.scratch, batch_bytes);
+            let fill = match take_batch(conn, &mut self.scratch, batch_bytes) {
+                Ok(fill) => fill,
+                Err(err) => {
+                    self.scratch.clear();
+                    debug!(stream = %conn.consumer.stream().config().name, %err, "http listener closed");
+                    end_session(conn, &mut self.wire);
+                    return self.remove(slot, Ending::Closed(close::NORMAL));
+                }
+            };
             if fill.at_head {
                 conn.caught_up_at = now;
             }
@@ -419,7 +461,8 @@ impl Driver {
                 continue;
             }
             let sent = &mut self.groups[group].sent;
-            match write_out(&conn.socket, &mut self.scratch, sent) {
+            let tls = conn.tls.as_deref_mut();
+            match write_out(&conn.socket, tls, &mut self.scratch, sent, &mut self.wire) {
                 Wrote::All if fill.at_head => return self.schedule.make_idle(slot as u32),
                 Wrote::All => {}
                 Wrote::Blocked => {
@@ -451,28 +494,49 @@ impl Driver {
             let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else {
                 return;
             };
-            match conn.socket.read(&mut self.read_buf) {
+            let n = match conn.socket.read(&mut self.read_buf) {
                 Ok(0) => return self.remove(slot, Ending::PeerClosed),
-                Ok(n) => {
-                    conn.last_heard = self.now_ms;
-                    conn.reader
-                        .get_or_insert_with(|| {
-                            Box::new(ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &[]))
-                        })
-                        .buffer()
-                        .extend_from_slice(&self.read_buf[..n]);
-                    total += n;
-                    if !self.handle_client_frames(slot) {
-                        return;
-                    }
-                    if total >= READ_BUDGET {
-                        self.reread.push(slot as u32);
-                        return;
-                    }
-                }
+                Ok(n) => n,
                 Err(err) if err.kind() == ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) if err.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return self.remove(slot, Ending::Failed),
+            };
+            conn.last_heard = self.now_ms;
+            total += n;
+            let mut peer_closed = false;
+            let data = match conn.tls.as_deref_mut() {
+                None => &self.read_buf[..n],
+                Some(records) => {
+                    self.plaintext.clear();
+                    match records.open(&self.read_buf[..n], &mut self.plaintext) {
+                        Ok(Opened::Data) => {}
+                        Ok(Opened::Closed) => peer_closed = true,
+                        Err(err) => {
+                            debug!(stream = %conn.consumer.stream().config().name, %err, "tls listener dropped");
+                            return self.remove(slot, Ending::Failed);
+                        }
+                    }
+                    &self.plaintext[..]
+                }
+            };
+            // An HTTP listener has nothing to say after its request: read and drop.
+            if conn.http.is_none() && !data.is_empty() {
+                conn.reader
+                    .get_or_insert_with(|| {
+                        Box::new(ClientReader::new(MAX_LISTENER_MESSAGE_BYTES, &[]))
+                    })
+                    .buffer()
+                    .extend_from_slice(data);
+                if !self.handle_client_frames(slot) {
+                    return;
+                }
+            }
+            if peer_closed {
+                return self.remove(slot, Ending::PeerClosed);
+            }
+            if total >= READ_BUDGET {
+                self.reread.push(slot as u32);
+                return;
             }
         }
         self.release_idle_reader(slot);
@@ -526,7 +590,11 @@ impl Driver {
         }
         let out = conn.out.get_or_insert_with(Box::default);
         out.truncate_to_boundary();
-        out.items.push_back(why.frame());
+        // An HTTP listener has no close frame: what is half written is finished, then the
+        // connection ends.
+        if conn.http.is_none() {
+            out.items.push_back(Piece::Ws(why.frame()));
+        }
         conn.closing = Some((why.code(), now + ms(CLOSE_TIMEOUT)));
         self.flush_control(slot);
     }
@@ -539,12 +607,14 @@ impl Driver {
         }
         let group = self.schedule.group(slot as u32) as usize;
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_deref_mut) else { return };
-        let Some(out) = conn.out.as_deref_mut() else { return };
-        match write_out(&conn.socket, out, &mut self.groups[group].sent) {
+        let mut empty = Outbox::default();
+        let out = conn.out.as_deref_mut().unwrap_or(&mut empty);
+        let sent = &mut self.groups[group].sent;
+        match write_out(&conn.socket, conn.tls.as_deref_mut(), out, sent, &mut self.wire) {
             Wrote::All => {
                 conn.out = None;
                 if let Some((code, _)) = conn.closing {
-                    let _ = conn.socket.shutdown(Shutdown::Write);
+                    end_session(conn, &mut self.wire);
                     self.remove(slot, Ending::Closed(code));
                 }
             }
@@ -570,6 +640,9 @@ impl Driver {
             {
                 conn.consumer.stream().metrics().too_slow.inc();
                 self.close(slot, &Closing::TooSlow);
+            } else if conn.http.is_some() {
+                // HTTP listeners cannot be pinged: TCP keepalive and failed writes find the
+                // vanished ones.
             } else if now >= conn.last_heard + ms(settings.dead_peer_timeout) {
                 self.close(slot, &Closing::DeadPeer("no answer to pings"));
             } else if now >= conn.next_ping {
@@ -607,44 +680,131 @@ impl Driver {
         let name = &conn.consumer.stream().config().name;
         // Asked of the socket (still open) rather than kept: 32 bytes per listener.
         let peer = conn.socket.peer_addr().map_or_else(|_| "?".to_owned(), |p| p.to_string());
+        let kind = if conn.http.is_some() { "http" } else { "websocket" };
+        let tls = conn.tls.is_some();
         match ending {
             Ending::Closed(close::TOO_SLOW) | Ending::Dropped(close::TOO_SLOW) => {
-                info!(stream = %name, %peer, "listener closed: too slow");
+                info!(stream = %name, %peer, kind, tls, "listener closed: too slow");
             }
-            ending => debug!(stream = %name, %peer, ?ending, "listener left"),
+            ending => debug!(stream = %name, %peer, kind, tls, ?ending, "listener left"),
         }
     }
 }
 
 /// Writes `out` until it is empty or the socket is full (edge-triggered readiness needs a
-/// `WouldBlock` before the next writable event).
-fn write_out(socket: &TcpStream, out: &mut Outbox, sent: &mut Sent) -> Wrote {
+/// `WouldBlock` before the next writable event). A TLS listener's pieces are sealed into one
+/// record of up to 16 KiB per write, after what the socket did not take last time.
+fn write_out(
+    socket: &TcpStream,
+    tls: Option<&mut Records>,
+    out: &mut Outbox,
+    sent: &mut Sent,
+    wire: &mut Vec<u8>,
+) -> Wrote {
     let mut socket = socket;
-    while !out.is_empty() {
-        match out.write_with(|iov| socket.write_vectored(iov)) {
-            Ok((bytes, frames)) => {
-                sent.bytes += bytes as u64;
-                sent.frames += frames;
-                if bytes == 0 {
-                    return Wrote::Failed;
+    let Some(records) = tls else {
+        while !out.is_empty() {
+            match out.write_with(|iov| socket.write_vectored(iov)) {
+                Ok((0, _)) => return Wrote::Failed,
+                Ok((bytes, frames)) => {
+                    sent.bytes += bytes as u64;
+                    sent.frames += frames;
                 }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Wrote::Failed,
             }
+        }
+        return Wrote::All;
+    };
+    while let Some(pending) = records.pending() {
+        match socket.write(pending) {
+            Ok(0) => return Wrote::Failed,
+            Ok(n) => records.advance(n),
             Err(err) if err.kind() == ErrorKind::WouldBlock => return Wrote::Blocked,
             Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(_) => return Wrote::Failed,
         }
     }
+    while !out.is_empty() {
+        wire.clear();
+        let taken = records.seal_data(wire, |plaintext| {
+            out.write_with(|iov| {
+                let before = plaintext.len();
+                for part in iov {
+                    let room = MAX_PLAINTEXT - (plaintext.len() - before);
+                    plaintext.extend_from_slice(&part[..part.len().min(room)]);
+                }
+                Ok(plaintext.len() - before)
+            })
+        });
+        match taken {
+            Ok((0, _)) | Err(_) => return Wrote::Failed,
+            Ok((bytes, frames)) => {
+                sent.bytes += bytes as u64;
+                sent.frames += frames;
+            }
+        }
+        let mut at = 0;
+        while at < wire.len() {
+            match socket.write(&wire[at..]) {
+                Ok(0) => return Wrote::Failed,
+                Ok(n) => at += n,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    records.keep(&wire[at..]);
+                    return Wrote::Blocked;
+                }
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Wrote::Failed,
+            }
+        }
+    }
     Wrote::All
 }
 
+/// The end of a listener's session on our side: a TLS close_notify (best effort), then no
+/// more writes.
+fn end_session(conn: &mut Conn, wire: &mut Vec<u8>) {
+    if let Some(records) = conn.tls.as_deref_mut() {
+        if records.pending().is_none() {
+            wire.clear();
+            records.seal_close(wire);
+            let _ = (&conn.socket).write(wire);
+        }
+    }
+    let _ = conn.socket.shutdown(Shutdown::Write);
+}
+
 /// Takes the next batch from the ring into the outbox and counts skips.
-fn take_batch(consumer: &mut Consumer, out: &mut Outbox, max_bytes: usize) -> Fill {
-    let fill = consumer.fill(&mut out.items, max_bytes);
+///
+/// # Errors
+/// An HTTP listener whose container no longer fits the stream's codec.
+fn take_batch(
+    conn: &mut Conn,
+    out: &mut Outbox,
+    max_bytes: usize,
+) -> Result<Fill, super::http::CodecChanged> {
+    let consumer = &mut conn.consumer;
+    let fill = match conn.http.as_deref_mut() {
+        None => consumer.fill(&mut out.items, max_bytes),
+        Some(writer) => {
+            let mut failed = None;
+            let fill = consumer.fill_with(max_bytes, MAX_FILL_ENTRIES, |item| {
+                if failed.is_none() {
+                    failed = writer.push(item, &mut out.items).err();
+                }
+            });
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            fill
+        }
+    };
     if fill.skipped > 0 {
         consumer.stream().metrics().frames_skipped.inc_by(fill.skipped);
         debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "listener lagged; resumed at a start point");
     }
-    fill
+    Ok(fill)
 }
 
 /// A duration in whole milliseconds (the unit of a listener's times).

@@ -1,27 +1,31 @@
-//! One HTTP listener: `GET /{stream}.ogg` (Ogg/Opus), `/{stream}.mp3` (MP3) or `/{stream}`
-//! (whichever the source sends), with Icecast's response headers and ICY metadata on request.
+//! One HTTP listener: `GET /{stream}.ogg` (Ogg/Opus, Ogg/Vorbis), `/{stream}.mp3` (MP3) or
+//! `/{stream}` (whichever the source sends), with Icecast's response headers and ICY metadata
+//! on request (`Icy-MetaData: 1`).
 //!
-//! Same policy as the WebSocket listeners, in a task of its own: the ring is the only queue
-//! (`Consumer::fill` with `listener_batch_bytes`), a bounded outbox written with vectored
-//! writes, skip ahead when lagging, close after `slow_listener_timeout` behind. A `Mux`
-//! (`format::mux`) writes the stream into the listener's container.
+//! The request is checked and answered here, on tokio; then the socket goes to a listener
+//! driver like a WebSocket listener's, with the same policy (the ring is the only queue, one
+//! vectored write per batch, skip ahead when lagging, close when behind for too long) and a
+//! send window of its own (`http_send_window_ms`: players buffer seconds of HTTP audio). The
+//! container is written once per stream (`format::mux`); what is per listener is only where it
+//! is in the Ogg chain and its ICY byte count (`HttpWriter`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tokio::io::AsyncWriteExt;
+use tokio::time::timeout;
+use tracing::debug;
 
+use super::outbox::Piece;
+use super::{Hub, Lease, ListenerKind, NewListener};
 use crate::auth::check_listen_access;
-use crate::config::Config;
+use crate::conn::Conn;
 use crate::directory::Client;
 use crate::error::Refusal;
-use crate::format::mux::{Mux, MuxError};
+use crate::format::icy::IcyInterleaver;
+use crate::format::mux::{container_for, http_track, Rendition};
 use crate::format::Container;
 use crate::http::{self, Request};
 use crate::icecast::{parse_mount, SERVER_ID};
@@ -32,16 +36,17 @@ use crate::relay::{Consumer, Item, Stream};
 /// Time to write the response head.
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves one HTTP listener until it leaves, is too slow, or the relay shuts down.
+/// Checks an HTTP listener's request, answers it, and hands the listener to a driver.
 ///
 /// # Errors
-/// Socket errors; they end only this listener.
-pub async fn serve(
-    mut socket: TcpStream,
+/// Socket errors while answering.
+pub async fn accept(
+    mut socket: Conn,
     peer: SocketAddr,
     node: &Node,
+    hub: &Hub,
     request: &Request,
-    cancel: CancellationToken,
+    lease: Lease,
 ) -> crate::Result<()> {
     let (consumer, first, container) = match admit(node, request) {
         Ok(admitted) => admitted,
@@ -53,25 +58,23 @@ pub async fn serve(
         }
     };
     let name = consumer.stream().config().name.clone();
-    let (tracks, metadata) = match first.first() {
-        Some(Item::Event(hello)) => match hello.get() {
-            ListenerEvent::Hello { tracks, metadata, .. } => (tracks.clone(), metadata.clone()),
-            _ => (Vec::new(), None),
-        },
-        _ => (Vec::new(), None),
-    };
+    let tracks = hello_tracks(&first).to_vec();
     let icy = request.header("icy-metadata").map(str::trim) == Some("1");
     let head = response_head(node, request, &name, container, &tracks, icy);
+    let written = timeout(HEAD_TIMEOUT, async {
+        socket.write_all(head.as_bytes()).await?;
+        if request.method == "HEAD" {
+            socket.shutdown().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+    written?;
     if request.method == "HEAD" {
-        drop(consumer);
-        timeout(HEAD_TIMEOUT, async {
-            socket.write_all(head.as_bytes()).await?;
-            socket.shutdown().await
-        })
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         return Ok(());
     }
+    tune(socket.tcp(), &node.config);
     let client = Client {
         stream: name.clone(),
         peer,
@@ -79,19 +82,22 @@ pub async fn serve(
         connected: StdInstant::now(),
         kind: "http",
     };
-    let _registration = node.directory.add_client(client, consumer.stream().listener_count());
-    timeout(HEAD_TIMEOUT, socket.write_all(head.as_bytes()))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    tune(&socket, &node.config);
-    let mux = Mux::new(container, &tracks, metadata, icy.then_some(node.config.icy_metaint));
-    debug!(stream = %name, %peer, ?container, icy, "http listener connected");
-    match run(socket, consumer, first, mux, &node.config, cancel).await? {
-        Ending::TooSlow => info!(stream = %name, %peer, "http listener closed: too slow"),
-        Ending::CodecChanged(err) => {
-            info!(stream = %name, %peer, reason = %err, "http listener closed")
-        }
-        ending => debug!(stream = %name, %peer, ?ending, "http listener left"),
+    let listed = node.directory.add_client(client, consumer.stream().listener_count());
+    let crate::conn::Parts { socket, tls, .. } = socket.into_parts().await?;
+    let writer = HttpWriter::new(container, icy.then_some(node.config.icy_metaint));
+    debug!(stream = %name, %peer, ?container, icy, tls = tls.is_some(), "http listener connected");
+    let listener = NewListener {
+        socket,
+        tls,
+        peer,
+        leftover: Bytes::new(),
+        consumer,
+        first,
+        kind: ListenerKind::Http(Box::new(writer)),
+        lease: Box::new((lease, listed)),
+    };
+    if let Err(listener) = hub.add(listener) {
+        debug!(stream = %name, peer = %listener.peer, "http listener refused: the relay is shutting down");
     }
     Ok(())
 }
@@ -112,15 +118,19 @@ fn admit(node: &Node, request: &Request) -> Result<(Consumer, Vec<Item>, Contain
         None => None,
     };
     let (consumer, first) = Stream::subscribe(stream)?;
-    let tracks = match first.first() {
+    let container = choose(name, wanted, hello_tracks(&first)).map_err(Refusal::Listen)?;
+    Ok((consumer, first, container))
+}
+
+/// The tracks `hello` announces (the first item a listener gets).
+fn hello_tracks(first: &[Item]) -> &[Track] {
+    match first.first() {
         Some(Item::Event(hello)) => match hello.get() {
-            ListenerEvent::Hello { tracks, .. } => tracks.as_slice(),
+            ListenerEvent::Hello { tracks, .. } => tracks,
             _ => &[],
         },
         _ => &[],
-    };
-    let container = choose(name, wanted, tracks).map_err(Refusal::Listen)?;
-    Ok((consumer, first, container))
+    }
 }
 
 /// Picks the container for a listener: the one its URL asks for, if the stream's codec fits.
@@ -226,7 +236,7 @@ fn response_head(
 /// No Nagle delay and a small kernel send buffer (as for WebSocket listeners), and TCP
 /// keepalive: an HTTP listener cannot be pinged, and while the source is offline nothing is
 /// written that would notice a vanished peer.
-fn tune(socket: &TcpStream, config: &Config) {
+fn tune(socket: &tokio::net::TcpStream, config: &crate::config::Config) {
     super::websocket::tune_socket(socket, config.listener_kernel_bytes);
     let sock = socket2::SockRef::from(socket);
     let keepalive = socket2::TcpKeepalive::new().with_time(config.ping_interval);
@@ -235,108 +245,89 @@ fn tune(socket: &TcpStream, config: &Config) {
     }
 }
 
-/// How an HTTP listener session ended.
-#[derive(Debug)]
-enum Ending {
-    PeerClosed,
-    Shutdown,
-    TooSlow,
-    CodecChanged(MuxError),
+/// The stream's source changed to a codec this listener's container cannot carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the new source sends {codec:?}, which {container:?} does not carry")]
+pub struct CodecChanged {
+    /// The listener's container.
+    pub container: Container,
+    /// The new source's audio codec, if it has audio.
+    pub codec: Option<Codec>,
 }
 
-/// Container bytes waiting to be written; each piece carries the media frames its last byte
-/// completes.
-type Outbox = super::outbox::Outbox<(Bytes, u32)>;
+/// What one HTTP listener's bytes are, beyond the stream's: where it is in the Ogg chain, and
+/// its ICY byte count. Pure: items in, pieces out.
+#[derive(Debug)]
+pub struct HttpWriter {
+    container: Container,
+    /// The Ogg link it is in (0: none yet).
+    link: u64,
+    icy: Option<IcyInterleaver>,
+    split: Vec<Bytes>,
+}
 
-/// Writes a batch of the stream into the container.
-fn feed(mux: &mut Mux, items: &mut VecDeque<Item>, out: &mut Outbox) -> Result<(), MuxError> {
-    for item in items.drain(..) {
+impl HttpWriter {
+    /// A writer for `container`; `icy_metaint` turns on ICY metadata blocks.
+    pub fn new(container: Container, icy_metaint: Option<usize>) -> Self {
+        Self { container, link: 0, icy: icy_metaint.map(IcyInterleaver::new), split: Vec::new() }
+    }
+
+    /// Appends what the listener writes for `item` to `out`.
+    ///
+    /// # Errors
+    /// `CodecChanged` when a new source's codec does not fit the listener's container.
+    pub fn push(&mut self, item: &Item, out: &mut VecDeque<Piece>) -> Result<(), CodecChanged> {
         match item {
-            Item::Frame(frame) => mux.frame(frame.header(), frame.payload(), &mut out.items),
-            Item::Event(event) => match event.get() {
-                ListenerEvent::Metadata(meta) => mux.metadata(meta.clone(), &mut out.items),
-                ListenerEvent::Source { tracks: Some(tracks), .. } => {
-                    mux.source(tracks, &mut out.items)?;
+            Item::Frame(frame) => match frame.http() {
+                Some(Rendition::Mp3(bytes)) if self.container == Container::Mp3 => {
+                    self.emit(bytes.clone(), 1, out);
                 }
-                _ => mux.flush(&mut out.items),
+                Some(Rendition::Ogg { head, body, chain }) if self.container == Container::Ogg => {
+                    if chain.id() != self.link {
+                        if let Some(eos) = chain.end_of(self.link) {
+                            self.emit(eos.clone(), 0, out);
+                        }
+                        self.emit(chain.head(), 0, out);
+                        self.link = chain.id();
+                    }
+                    self.emit(head.clone(), 0, out);
+                    self.emit(body.clone(), 1, out);
+                }
+                _ => {}
+            },
+            Item::Event(event) => match event.get() {
+                ListenerEvent::Metadata(_) | ListenerEvent::Hello { .. } => {
+                    if let (Some(icy), Some(block)) = (&mut self.icy, event.icy_block()) {
+                        icy.set_block(block.clone());
+                    }
+                }
+                ListenerEvent::Source { tracks: Some(tracks), .. } => {
+                    let fits = http_track(tracks).and_then(|t| container_for(t.codec));
+                    if fits != Some(self.container) {
+                        let codec =
+                            tracks.iter().find(|t| t.kind == TrackKind::Audio).map(|t| t.codec);
+                        return Err(CodecChanged { container: self.container, codec });
+                    }
+                }
+                ListenerEvent::Source { tracks: None, .. } | ListenerEvent::Skipped { .. } => {}
             },
         }
+        Ok(())
     }
-    mux.flush(&mut out.items);
-    Ok(())
-}
 
-async fn run(
-    mut socket: TcpStream,
-    mut consumer: Consumer,
-    first: Vec<Item>,
-    mut mux: Mux,
-    config: &Config,
-    cancel: CancellationToken,
-) -> std::io::Result<Ending> {
-    let metrics = consumer.stream().metrics().clone();
-    let mut out = Outbox::default();
-    let mut frames: VecDeque<Item> = first.into();
-    if let Err(err) = feed(&mut mux, &mut frames, &mut out) {
-        return Ok(Ending::CodecChanged(err));
-    }
-    let mut caught_up_at = Instant::now();
-    let mut discard = [0u8; 512];
-    loop {
-        while out.is_empty() {
-            let fill = consumer.fill(&mut frames, config.listener_batch_bytes);
-            if fill.skipped > 0 {
-                metrics.frames_skipped.inc_by(fill.skipped);
-                debug!(stream = %consumer.stream().config().name, skipped = fill.skipped, "http listener lagged; resumed at a start point");
-            }
-            if let Err(err) = feed(&mut mux, &mut frames, &mut out) {
-                return Ok(Ending::CodecChanged(err));
-            }
-            if fill.at_head {
-                if out.is_empty() {
-                    caught_up_at = Instant::now();
-                }
-                break;
-            }
+    /// Queues container bytes, through the ICY interleaver if there is one.
+    fn emit(&mut self, piece: Bytes, frames: u32, out: &mut VecDeque<Piece>) {
+        if piece.is_empty() && frames == 0 {
+            return;
         }
-        let interest = if out.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
+        let Some(icy) = &mut self.icy else {
+            out.push_back(Piece::Bytes(piece, frames));
+            return;
         };
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                let _ = timeout(std::time::Duration::from_secs(1), socket.shutdown()).await;
-                return Ok(Ending::Shutdown);
-            }
-            ready = socket.ready(interest) => {
-                let ready = ready?;
-                if ready.is_readable() {
-                    // HTTP listeners have nothing to say after the request: read and drop.
-                    match socket.try_read(&mut discard) {
-                        Ok(0) => return Ok(Ending::PeerClosed),
-                        Ok(_) => {}
-                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(err) => return Err(err),
-                    }
-                }
-                if ready.is_writable() && !out.is_empty() {
-                    match out.write_to(&socket) {
-                        Ok((bytes, frames)) => {
-                            metrics.bytes_out.inc_by(bytes as u64);
-                            metrics.frames_out.inc_by(frames);
-                        }
-                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(err) => return Err(err),
-                    }
-                }
-            }
-            () = consumer.changed(), if out.is_empty() => {}
-            () = sleep_until(caught_up_at + config.slow_listener_timeout), if !out.is_empty() => {
-                metrics.too_slow.inc();
-                return Ok(Ending::TooSlow);
-            }
+        icy.push(piece, &mut self.split);
+        let last = self.split.len().saturating_sub(1);
+        for (i, part) in self.split.drain(..).enumerate() {
+            out.push_back(Piece::Bytes(part, if i == last { frames } else { 0 }));
         }
     }
 }
@@ -361,5 +352,150 @@ mod tests {
             "waits for a source"
         );
         assert!(choose("r", None, &[]).is_err());
+    }
+
+    use std::sync::Arc;
+
+    use crate::config::StreamConfig;
+    use crate::format::icy::metadata_block;
+    use crate::format::ogg::{parse_page, Packetizer, FLAG_BOS, FLAG_EOS};
+    use crate::format::opus::OpusHead;
+    use crate::metrics::StreamMetrics;
+    use crate::protocol::{encode_frame, FrameHeader, Metadata, FLAG_HEADER, FLAG_KEYFRAME};
+    use crate::relay::{SourceHandle, SourceKind};
+
+    fn stream() -> Arc<Stream> {
+        let mut config = StreamConfig::new("test", Some("k"));
+        config.burst = std::time::Duration::ZERO;
+        Stream::new(config, StreamMetrics::default())
+    }
+
+    fn push(source: &mut SourceHandle, flags: u8, pts: u64, body: &[u8]) {
+        let header = FrameHeader { flags, track: 0, pts };
+        source.frame(header, encode_frame(header, body)).unwrap();
+    }
+
+    /// What a listener has been written so far: everything its consumer has, through `writer`.
+    fn written(
+        consumer: &mut Consumer,
+        first: &[Item],
+        writer: &mut HttpWriter,
+    ) -> Result<(Vec<u8>, u64), CodecChanged> {
+        let mut out = VecDeque::new();
+        for item in first {
+            writer.push(item, &mut out)?;
+        }
+        let mut failed = None;
+        consumer.fill_with(usize::MAX, usize::MAX, |item| {
+            if failed.is_none() {
+                failed = writer.push(item, &mut out).err();
+            }
+        });
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        let (mut bytes, mut frames) = (Vec::new(), 0);
+        for piece in out {
+            let Piece::Bytes(piece, n) = piece else { panic!("an HTTP listener writes bytes") };
+            bytes.extend_from_slice(&piece);
+            frames += u64::from(n);
+        }
+        Ok((bytes, frames))
+    }
+
+    /// (serial, sequence, flags, packets) of each page.
+    fn pages(bytes: &[u8]) -> Vec<(u32, u32, u8, Vec<Bytes>)> {
+        let mut buf = bytes::BytesMut::from(bytes);
+        let mut packetizer = Packetizer::new(1 << 20);
+        let mut out = Vec::new();
+        while let Some(page) = parse_page(&mut buf).unwrap() {
+            let mut packets = Vec::new();
+            packetizer.push(&page, &mut packets).unwrap();
+            out.push((page.serial, page.sequence, page.flags, packets));
+        }
+        assert!(buf.is_empty(), "whole pages only");
+        out
+    }
+
+    #[test]
+    fn an_ogg_listener_joins_at_a_link_head_and_hears_a_switch_as_a_new_link() {
+        let stream = stream();
+        let mut dj = stream.attach(SourceKind::AutoDj).unwrap();
+        dj.start(vec![opus_track()]).unwrap();
+        push(&mut dj, FLAG_HEADER, 0, &OpusHead::synthesize(2, 48_000));
+        for i in 0..5 {
+            push(&mut dj, FLAG_KEYFRAME, i * 20_000, &[0xFC, i as u8]);
+        }
+        let (mut consumer, first) = stream.subscribe().unwrap();
+        let mut writer = HttpWriter::new(Container::Ogg, None);
+        // Burst 0: it joins at the newest frame, after the link's head.
+        let (bytes, frames) = written(&mut consumer, &first, &mut writer).unwrap();
+        let joined = pages(&bytes);
+        assert_eq!(frames, 1);
+        assert_eq!(joined.len(), 3, "BOS, tags, one audio page: {joined:?}");
+        assert_eq!((joined[0].2, joined[0].1), (FLAG_BOS, 0));
+        assert_eq!(joined[2].1, 6, "the stream's own page number: a jump players accept");
+        let serial = joined[0].0;
+
+        let mut live = stream.attach(SourceKind::Live).unwrap();
+        live.start(vec![opus_track()]).unwrap();
+        push(&mut live, FLAG_HEADER, 0, &OpusHead::synthesize(1, 44_100));
+        push(&mut live, FLAG_KEYFRAME, 0, &[0xFC, 9]);
+        let (bytes, frames) = written(&mut consumer, &[], &mut writer).unwrap();
+        let switched = pages(&bytes);
+        assert_eq!(frames, 1);
+        assert_eq!(
+            (switched[0].0, switched[0].2 & FLAG_EOS),
+            (serial, FLAG_EOS),
+            "the old link ends"
+        );
+        assert_ne!(switched[1].0, serial, "a new link");
+        assert_eq!(switched[1].2, FLAG_BOS);
+        assert_eq!(
+            OpusHead::parse(&switched[1].3[0]).unwrap().channels,
+            1,
+            "the live source's head"
+        );
+        assert_eq!(switched[3].3[0], Bytes::from_static(&[0xFC, 9]));
+    }
+
+    #[test]
+    fn icy_blocks_come_every_metaint_bytes_with_the_title_once() {
+        let stream = stream();
+        let mut source = stream.attach(SourceKind::Live).unwrap();
+        let mut mp3 = opus_track();
+        mp3.codec = Codec::Mp3;
+        source.start(vec![mp3]).unwrap();
+        let (mut consumer, first) = stream.subscribe().unwrap();
+        let mut writer = HttpWriter::new(Container::Mp3, Some(10));
+        push(&mut source, FLAG_KEYFRAME, 0, b"0123456");
+        source.metadata(Metadata { title: Some("T".into()), ..Metadata::default() }).unwrap();
+        push(&mut source, FLAG_KEYFRAME, 1, b"789abcdef");
+        push(&mut source, FLAG_KEYFRAME, 2, b"ghijklmnopq");
+        let (bytes, frames) = written(&mut consumer, &first, &mut writer).unwrap();
+        assert_eq!(frames, 3);
+        let mut expected = b"0123456789".to_vec();
+        expected.extend_from_slice(&metadata_block("T", None));
+        expected.extend_from_slice(b"abcdefghij");
+        expected.push(0); // unchanged title: an empty block
+        expected.extend_from_slice(b"klmnopq");
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn a_source_in_another_codec_ends_the_listener() {
+        let stream = stream();
+        let mut source = stream.attach(SourceKind::Live).unwrap();
+        source.start(vec![opus_track()]).unwrap();
+        let (mut consumer, first) = stream.subscribe().unwrap();
+        let mut writer = HttpWriter::new(Container::Ogg, None);
+        assert!(written(&mut consumer, &first, &mut writer).is_ok());
+        drop(source);
+        let mut mp3 = opus_track();
+        mp3.codec = Codec::Mp3;
+        let mut other = stream.attach(SourceKind::Live).unwrap();
+        other.start(vec![mp3]).unwrap();
+        let err = written(&mut consumer, &[], &mut writer).unwrap_err();
+        assert_eq!(err.codec, Some(Codec::Mp3));
     }
 }

@@ -17,6 +17,7 @@ pub mod echo;
 pub mod http;
 pub mod outbox;
 mod schedule;
+pub mod tls;
 pub mod websocket;
 
 use std::net::SocketAddr;
@@ -29,7 +30,6 @@ use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::relay::Consumer;
-use crate::websocket::WireFrame;
 
 /// Largest message a listener may send (it has nothing to say but pings and close).
 pub const MAX_LISTENER_MESSAGE_BYTES: usize = 4096;
@@ -47,23 +47,29 @@ pub enum Ending {
     Failed,
 }
 
-/// Frames waiting to be written to a WebSocket listener.
-pub(crate) type Outbox = outbox::Outbox<WireFrame>;
-
 /// What a listener holds for as long as it is connected (its connection permit, its place
 /// in the per-address count and in the client list); dropped when it leaves.
 pub(crate) type Lease = Box<dyn Send>;
 
-/// A listener whose upgrade is done, on its way to a driver.
+/// What a listener reads: the stream's WebSocket messages, or its container over HTTP.
+pub(crate) enum ListenerKind {
+    WebSocket,
+    Http(Box<http::HttpWriter>),
+}
+
+/// A listener whose upgrade (or HTTP answer) is done, on its way to a driver.
 pub(crate) struct NewListener {
     /// The socket, non-blocking.
     pub socket: std::net::TcpStream,
+    /// A TLS listener's record layer (its handshake done, every record of it written).
+    pub tls: Option<Box<tls::Records>>,
     pub peer: SocketAddr,
     /// Bytes the peer sent after its request head.
     pub leftover: Bytes,
     pub consumer: Consumer,
     /// `hello` and the stream's headers.
     pub first: Vec<crate::relay::Item>,
+    pub kind: ListenerKind,
     pub lease: Lease,
 }
 
@@ -75,6 +81,7 @@ struct Settings {
     slow_listener_timeout: Duration,
     batch_bytes: usize,
     send_window: Duration,
+    http_send_window: Duration,
 }
 
 enum Command {
@@ -112,6 +119,7 @@ impl Hub {
             slow_listener_timeout: config.slow_listener_timeout,
             batch_bytes: config.listener_batch_bytes,
             send_window: config.send_window,
+            http_send_window: config.http_send_window,
         };
         Self {
             settings,
@@ -211,10 +219,12 @@ mod tests {
         let (consumer, first) = stream.subscribe().unwrap();
         let listener = NewListener {
             socket,
+            tls: None,
             peer,
             leftover: Bytes::new(),
             consumer,
             first,
+            kind: ListenerKind::WebSocket,
             lease: Box::new(()),
         };
         (listener, client)

@@ -1,8 +1,9 @@
 //! What a listener is owed: a queue of shared buffers written with one vectored write.
 //!
 //! Both kinds of listener use it: WebSocket listeners queue `WireFrame`s (a header computed
-//! once per frame, and the ring's payload), HTTP listeners queue container pieces (page
-//! headers made for them, payloads sliced from the ring). Nothing is copied per listener.
+//! once per frame, and the ring's payload), HTTP listeners queue container bytes (Ogg pages and
+//! MP3 frames written once per stream, ICY blocks made once per title). Nothing is copied per
+//! listener.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -17,59 +18,63 @@ const MAX_IOV: usize = 128;
 /// catch-up) is given back, so an idle listener costs little memory.
 const KEEP_PIECES: usize = 4;
 
-/// One queued piece: its bytes (in at most two parts) and what it completes.
-pub trait Piece {
+/// One queued piece: a WebSocket message (its header computed once, its payload shared) or
+/// container bytes (an Ogg page, an MP3 frame, an ICY block: shared too).
+#[derive(Clone, Debug)]
+pub enum Piece {
+    /// A WebSocket frame.
+    Ws(WireFrame),
+    /// Container bytes and the media frames their last byte completes.
+    Bytes(Bytes, u32),
+}
+
+impl Piece {
     /// The bytes, in order; the second part may be empty.
-    fn parts(&self) -> [&[u8]; 2];
+    fn parts(&self) -> [&[u8]; 2] {
+        match self {
+            Piece::Ws(frame) => [frame.head(), &frame.payload()[..]],
+            Piece::Bytes(bytes, _) => [&bytes[..], &[]],
+        }
+    }
+
     /// Media frames that writing the piece's last byte completes.
-    fn frames(&self) -> u64;
+    fn frames(&self) -> u64 {
+        match self {
+            Piece::Ws(frame) => u64::from(frame.is_binary()),
+            Piece::Bytes(_, frames) => u64::from(*frames),
+        }
+    }
+
     /// Total length.
-    fn wire_len(&self) -> usize {
-        self.parts().iter().map(|part| part.len()).sum()
+    pub fn wire_len(&self) -> usize {
+        match self {
+            Piece::Ws(frame) => frame.wire_len(),
+            Piece::Bytes(bytes, _) => bytes.len(),
+        }
+    }
+
+    fn is_control(&self) -> bool {
+        matches!(self, Piece::Ws(frame) if frame.is_control())
     }
 }
 
-impl Piece for WireFrame {
-    fn parts(&self) -> [&[u8]; 2] {
-        [self.head(), &self.payload()[..]]
-    }
-
-    fn frames(&self) -> u64 {
-        u64::from(self.is_binary())
-    }
-
-    fn wire_len(&self) -> usize {
-        WireFrame::wire_len(self)
-    }
-}
-
-/// A container piece and the media frames its last byte completes.
-impl Piece for (Bytes, u32) {
-    fn parts(&self) -> [&[u8]; 2] {
-        [&self.0[..], &[]]
-    }
-
-    fn frames(&self) -> u64 {
-        u64::from(self.1)
+/// A WebSocket listener queues the message of each item.
+impl From<&crate::relay::Item> for Piece {
+    fn from(item: &crate::relay::Item) -> Self {
+        Piece::Ws(item.wire().clone())
     }
 }
 
 /// Pieces waiting to be written, the first possibly in part.
-#[derive(Debug)]
-pub struct Outbox<T> {
+#[derive(Debug, Default)]
+pub struct Outbox {
     /// The pieces, oldest first.
-    pub items: VecDeque<T>,
+    pub items: VecDeque<Piece>,
     /// Bytes of the first piece already written.
     pub offset: usize,
 }
 
-impl<T> Default for Outbox<T> {
-    fn default() -> Self {
-        Self { items: VecDeque::new(), offset: 0 }
-    }
-}
-
-impl<T: Piece> Outbox<T> {
+impl Outbox {
     /// Whether everything was written.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -134,17 +139,15 @@ impl<T: Piece> Outbox<T> {
         }
         wrote
     }
-}
 
-impl Outbox<WireFrame> {
     /// Queues a control frame at the next frame boundary, ahead of media but behind other
     /// control frames (pongs answer pings in order).
     pub fn push_control(&mut self, frame: WireFrame) {
         let mut at = usize::from(self.offset > 0).min(self.items.len());
-        while self.items.get(at).is_some_and(WireFrame::is_control) {
+        while self.items.get(at).is_some_and(Piece::is_control) {
             at += 1;
         }
-        self.items.insert(at, frame);
+        self.items.insert(at, Piece::Ws(frame));
     }
 
     /// Control frames waiting at the front (to bound the pongs a ping flood can queue).
@@ -164,9 +167,9 @@ mod tests {
 
     #[test]
     fn partial_writes_resume_mid_piece_and_count_completed_frames() {
-        let mut out: Outbox<(Bytes, u32)> = Outbox::default();
-        out.items.push_back((Bytes::from_static(b"abc"), 0));
-        out.items.push_back((Bytes::from_static(b"defg"), 2));
+        let mut out = Outbox::default();
+        out.items.push_back(Piece::Bytes(Bytes::from_static(b"abc"), 0));
+        out.items.push_back(Piece::Bytes(Bytes::from_static(b"defg"), 2));
         let mut sink = Vec::new();
         let mut take = |limit: usize| {
             out.write_with(|iov| {
@@ -190,8 +193,8 @@ mod tests {
     #[test]
     fn a_batch_queue_keeps_its_room_after_a_write() {
         // A driver fills and writes one queue for every listener: it must not reallocate.
-        let mut out: Outbox<(Bytes, u32)> = Outbox::default();
-        out.items.extend((0..40).map(|_| (Bytes::from_static(b"frame"), 1)));
+        let mut out = Outbox::default();
+        out.items.extend((0..40).map(|_| Piece::Bytes(Bytes::from_static(b"frame"), 1)));
         let room = out.items.capacity();
         let written = out.write_with(|iov| Ok(iov.iter().map(|part| part.len()).sum())).unwrap();
         assert_eq!(written, (200, 40));
@@ -201,13 +204,20 @@ mod tests {
 
     #[test]
     fn control_frames_go_ahead_of_media_but_not_into_a_half_written_frame() {
-        let mut out: Outbox<WireFrame> = Outbox::default();
-        out.items.push_back(WireFrame::binary(Bytes::from_static(b"one")));
-        out.items.push_back(WireFrame::binary(Bytes::from_static(b"two")));
+        let mut out = Outbox::default();
+        out.items.push_back(Piece::Ws(WireFrame::binary(Bytes::from_static(b"one"))));
+        out.items.push_back(Piece::Ws(WireFrame::binary(Bytes::from_static(b"two"))));
         out.offset = 1;
         out.push_control(WireFrame::new(crate::websocket::OP_PONG, Bytes::from_static(b"a")));
         out.push_control(WireFrame::new(crate::websocket::OP_PONG, Bytes::from_static(b"b")));
-        let payloads: Vec<_> = out.items.iter().map(|f| f.payload().clone()).collect();
+        let payloads: Vec<_> = out
+            .items
+            .iter()
+            .map(|p| match p {
+                Piece::Ws(f) => f.payload().clone(),
+                Piece::Bytes(b, _) => b.clone(),
+            })
+            .collect();
         assert_eq!(payloads, ["one", "a", "b", "two"].map(|s| Bytes::from(s.as_bytes())));
         assert_eq!(out.control_frames(), 2);
     }

@@ -9,8 +9,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{Hub, Lease, NewListener};
+use super::{Hub, Lease, ListenerKind, NewListener};
 use crate::auth::check_listen_access;
+use crate::conn::Conn;
+use crate::deadline::{set_user_timeout, Deadline};
 use crate::directory::Client;
 use crate::error::Refusal;
 use crate::http::{self, Request};
@@ -23,7 +25,7 @@ use crate::relay::{Consumer, Item, Stream};
 /// Socket errors while answering.
 #[allow(clippy::too_many_arguments)] // TODO(#12): one hand-off for every kind of listener
 pub async fn accept(
-    mut socket: TcpStream,
+    mut socket: Deadline<Conn>,
     peer: SocketAddr,
     node: &Node,
     hub: &Hub,
@@ -40,7 +42,10 @@ pub async fn accept(
         }
     };
     socket.write_all(&http::switching_protocols(&accept)).await?;
-    tune_socket(&socket, node.config.listener_kernel_bytes);
+    // From here the driver bounds what the listener is sent (4008), not the deadline.
+    let socket = socket.into_inner();
+    tune_socket(socket.tcp(), node.config.listener_kernel_bytes);
+    set_user_timeout(socket.tcp(), node.config.write_timeout);
     debug!(stream = %name, %peer, "listener connected");
     let client = Client {
         stream: name.to_owned(),
@@ -50,9 +55,22 @@ pub async fn accept(
         kind: "websocket",
     };
     let listed = node.directory.add_client(client, consumer.stream().listener_count());
-    let socket = socket.into_std()?;
-    let listener =
-        NewListener { socket, peer, leftover, consumer, first, lease: Box::new((lease, listed)) };
+    let parts = socket.into_parts().await?;
+    let leftover = if parts.unread.is_empty() {
+        leftover
+    } else {
+        [&leftover[..], &parts.unread].concat().into()
+    };
+    let listener = NewListener {
+        socket: parts.socket,
+        tls: parts.tls,
+        peer,
+        leftover,
+        consumer,
+        first,
+        kind: ListenerKind::WebSocket,
+        lease: Box::new((lease, listed)),
+    };
     if let Err(listener) = hub.add(listener) {
         debug!(stream = %name, peer = %listener.peer, "listener refused: the relay is shutting down");
     }

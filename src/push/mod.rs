@@ -6,7 +6,10 @@
 //! → `publish` sends them to the relay's `/ingest/{stream}` and reconnects when it goes away.
 //! Everything but `publish` and `pace` is synchronous and free of network I/O.
 
+mod audience;
 pub mod autodj;
+#[cfg(feature = "capture")]
+pub mod capture;
 mod decode;
 mod encode;
 mod mp4;
@@ -36,39 +39,103 @@ pub const DEFAULT_STEREO_BITRATE: u32 = 128_000;
 /// Default Opus bitrate for a mono stream, in bits per second.
 pub const DEFAULT_MONO_BITRATE: u32 = 64_000;
 
-const EXIT_CODES_HELP: &str = "\
+/// `onair push --help`'s closing text; `$capture` holds what only the capture build offers.
+macro_rules! exit_codes_help {
+    ($code5:literal, $transient:literal, $examples:literal) => {
+        concat!(
+            "\
 Exit codes:
   0  the playlist finished (never with --loop), or the push was stopped
   1  fatal error: no input could be decoded, the relay refused the source for good, ...
   2  usage error: bad flag, missing input file, malformed --to URL
   3  the relay refused the key (401): missing or wrong --key
   4  the relay has no stream of that name (404)
-
+",
+            $code5,
+            "
 Transient failures (connection refused, relay restarting, 409 another source is live,
 503, any 5xx, a connection dropped mid-stream) are retried for ever, backing off from
-0.5 s to 10 s; the playout pauses meanwhile and resumes where it stopped.
+0.5 s to 10 s; the playout pauses meanwhile and resumes where it stopped.",
+            $transient,
+            "
 
 Examples:
   onair push --to ws://127.0.0.1:8000/ingest/radio --key SECRET music/ jingles/id.flac
   onair push --to ws://127.0.0.1:8000/ingest/radio --key SECRET --loop --shuffle music/
   onair push --to http://relay.example:8000/ingest/talk --channels 1 show.m3u
   ffmpeg -i input.mkv -f s16le -ar 48000 -ac 2 - | \\
-      onair push --to ws://127.0.0.1:8000/ingest/radio --key SECRET --title Live -";
+      onair push --to ws://127.0.0.1:8000/ingest/radio --key SECRET --title Live -",
+            $examples
+        )
+    };
+}
+
+#[cfg(feature = "capture")]
+const EXIT_CODES_HELP: &str = exit_codes_help!(
+    "  5  the input device (--input) is missing or cannot be opened, or it failed or
+     stopped delivering audio while live (unplugged, its sound server died): no retry,
+     the connection is closed so the relay's auto-DJ (if any) takes over at once
+",
+    " A live
+input (--input) does not pause: what it captures while the relay is away is dropped
+(counted) and the stream resumes at the live edge.",
+    "
+  onair push --list-inputs
+  onair push --to ws://127.0.0.1:8000/ingest/radio --key SECRET --input --title \"Morning show\"
+  onair push --to ws://127.0.0.1:8000/ingest/radio --key SECRET --input hw:CARD=USB,DEV=0 --quiet"
+);
+#[cfg(not(feature = "capture"))]
+const EXIT_CODES_HELP: &str = exit_codes_help!("", "", "");
+
+/// `onair push --help`'s description; the second paragraph only where `--input` exists.
+macro_rules! push_about {
+    ($what:literal, $live:literal) => {
+        concat!(
+            "Play files, folders, playlists",
+            $what,
+            " into a relay stream in real time.\n\n\
+            Each input is decoded (WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A), resampled to 48 kHz and \
+            encoded into one continuous Opus stream of 20 ms packets, paced by the clock. \
+            Listeners see each track's title, artist and album (from its tags, or its file name). \
+            Files that cannot be decoded are reported and skipped.",
+            $live
+        )
+    };
+}
+
+#[cfg(feature = "capture")]
+const PUSH_ABOUT: &str = push_about!(
+    " or a sound card's input",
+    "\n\n\
+    With --input the audio comes live from an ALSA capture device instead, paced by the \
+    device's own clock; the terminal shows the input level (peak and RMS in dBFS, a clip \
+    indicator), the bitrate, the time on air and the listener count (from the relay's \
+    /api/streams). Lines typed on standard input become the now-playing title \
+    (`Artist - Title`, or just a title)."
+);
+#[cfg(not(feature = "capture"))]
+const PUSH_ABOUT: &str = push_about!("", "");
 
 /// Command-line flags of `onair push`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(
-    about = "Play files, folders or playlists into a relay stream in real time",
-    long_about = "Play files, folders or playlists into a relay stream in real time.\n\n\
-        Each input is decoded (WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A), resampled to 48 kHz and \
-        encoded into one continuous Opus stream of 20 ms packets, paced by the clock. Listeners \
-        see each track's title, artist and album (from its tags, or its file name). Files that \
-        cannot be decoded are reported and skipped.",
-    after_help = EXIT_CODES_HELP
+#[cfg_attr(
+    feature = "capture",
+    command(
+        about = "Play files, playlists or a sound card's input into a relay stream in real time"
+    )
 )]
+#[cfg_attr(
+    not(feature = "capture"),
+    command(about = "Play files, folders or playlists into a relay stream in real time")
+)]
+#[command(long_about = PUSH_ABOUT, after_help = EXIT_CODES_HELP)]
 pub struct PushArgs {
     /// Ingest URL of the stream: ws://HOST:PORT/ingest/NAME (http://, https:// and wss:// too).
     #[arg(long, value_name = "URL", env = "ONAIR_PUSH_URL", hide_env_values = true)]
+    #[cfg_attr(
+        feature = "capture",
+        arg(required_unless_present = "list_inputs", default_value = "")
+    )]
     pub to: String,
 
     /// The stream's source key, sent as `Authorization: Bearer KEY`.
@@ -77,8 +144,29 @@ pub struct PushArgs {
 
     /// Files, folders (played recursively in name order) and .m3u/.m3u8 playlists, or `-` for
     /// raw PCM on standard input.
-    #[arg(value_name = "INPUT", required = true)]
+    #[cfg_attr(
+        feature = "capture",
+        arg(value_name = "INPUT", required_unless_present_any = ["input", "list_inputs"], conflicts_with = "input")
+    )]
+    #[cfg_attr(not(feature = "capture"), arg(value_name = "INPUT", required = true))]
     pub inputs: Vec<PathBuf>,
+
+    /// Capture live from an ALSA input device instead of files: a name from --list-inputs
+    /// (or a unique part of it); without a name, the system's default input.
+    #[cfg(feature = "capture")]
+    #[arg(
+        long,
+        value_name = "DEVICE",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with_all = ["looping", "shuffle", "fast"]
+    )]
+    pub input: Option<String>,
+
+    /// List the input devices (name, default marker, channels, rates, formats) and exit.
+    #[cfg(feature = "capture")]
+    #[arg(long, exclusive = true)]
+    pub list_inputs: bool,
 
     /// Start over when the playlist ends (for ever).
     #[arg(long = "loop")]
@@ -108,13 +196,22 @@ pub struct PushArgs {
     #[arg(long, default_value_t = 48_000, value_parser = clap::value_parser!(u32).range(8_000..=384_000))]
     pub rate: u32,
 
-    /// Title shown to listeners for stdin input.
+    /// Title shown to listeners for stdin or live input [default: `stdin`, or `Live`].
     #[arg(long)]
     pub title: Option<String>,
 
-    /// Artist shown to listeners for stdin input.
+    /// Artist shown to listeners for stdin or live input.
     #[arg(long)]
     pub artist: Option<String>,
+
+    /// No status line, even on a terminal: plain log lines, and a summary line every
+    /// --stats-every (for services; the default when stderr is not a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Seconds between summary lines (level, listeners, drops) without a status line; 0: none.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub stats_every: u64,
 }
 
 impl PushArgs {
@@ -138,6 +235,13 @@ impl PushArgs {
                 ..protocol::Metadata::default()
             },
             seed: None,
+            #[cfg(feature = "capture")]
+            capture: self.input.as_ref().map(|device| capture::CaptureConfig {
+                device: Some(device.clone()).filter(|d| !d.is_empty()),
+                channels: self.channels,
+            }),
+            #[cfg(feature = "capture")]
+            titles_from_stdin: self.input.is_some(),
         }
     }
 }
@@ -196,6 +300,9 @@ pub enum PushError {
         /// Close reason sent by the relay.
         reason: String,
     },
+    /// The input device is missing, cannot be opened, failed or stopped delivering audio.
+    #[error("{0}")]
+    Input(String),
     /// None of the inputs could be decoded (or a folder held no audio files).
     #[error("nothing to play: {0}")]
     NoPlayableInput(String),
@@ -211,12 +318,14 @@ pub enum PushError {
 }
 
 impl PushError {
-    /// Process exit status: 1 fatal, 2 usage, 3 unauthorized (401), 4 unknown stream (404).
+    /// Process exit status: 1 fatal, 2 usage, 3 unauthorized (401), 4 unknown stream (404),
+    /// 5 input device.
     pub fn exit_code(&self) -> u8 {
         match self {
             PushError::Usage(_) => 2,
             PushError::Unauthorized { .. } => 3,
             PushError::UnknownStream { .. } => 4,
+            PushError::Input(_) => 5,
             _ => 1,
         }
     }
@@ -238,7 +347,12 @@ pub async fn push(args: PushArgs) -> Result<(), PushError> {
 pub async fn run(args: PushArgs, shutdown: impl Future<Output = ()>) -> Result<(), PushError> {
     let target = Target::parse(&args.to, args.key.clone())?;
     let playout = Playout::spawn(args.playout_config())?;
-    publish::publish(playout, &target, args.fast, shutdown).await
+    let options = publish::Options {
+        fast: args.fast,
+        quiet: args.quiet,
+        stats_every: std::time::Duration::from_secs(args.stats_every),
+    };
+    publish::publish(playout, &target, options, shutdown).await
 }
 
 #[cfg(test)]
@@ -287,5 +401,6 @@ mod tests {
         assert_eq!(PushError::Unauthorized { url: url.clone(), body: body.clone() }.exit_code(), 3);
         assert_eq!(PushError::UnknownStream { url, body }.exit_code(), 4);
         assert_eq!(PushError::NoPlayableInput(String::new()).exit_code(), 1);
+        assert_eq!(PushError::Input(String::new()).exit_code(), 5);
     }
 }

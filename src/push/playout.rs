@@ -3,14 +3,20 @@
 //!
 //! Used by `onair push` and by the relay's in-process auto-DJ. The channel is the only buffer:
 //! when the consumer stops pulling (e.g. while disconnected) the thread blocks, so the playout
-//! pauses instead of dropping audio. Dropping the `Playout` stops the thread at its next packet.
+//! pauses instead of dropping audio. A live input (`capture`) is the exception: the device does
+//! not wait, so its packets are dropped (and counted) when the channel is full. Dropping the
+//! `Playout` stops the thread at its next packet.
 
 use std::path::PathBuf;
+#[cfg(feature = "capture")]
+use std::sync::Arc;
 use std::thread;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+#[cfg(feature = "capture")]
+use super::capture::{Capture, CaptureConfig, InputStats};
 use super::decode::{bound_metadata, FileDecoder, PcmChunk, PcmReader, PcmSpec};
 use super::encode::{EncodedFrame, StreamEncoder, SAMPLE_RATE};
 use super::playlist::{Entry, Playlist};
@@ -39,6 +45,12 @@ pub struct PlayoutConfig {
     pub stdin_metadata: protocol::Metadata,
     /// Fixed shuffle seed (tests); `None` seeds from the clock.
     pub seed: Option<u64>,
+    /// Capture live from this device instead of playing `inputs`.
+    #[cfg(feature = "capture")]
+    pub capture: Option<CaptureConfig>,
+    /// With `capture`: each line read on stdin becomes the title (`Artist - Title` splits).
+    #[cfg(feature = "capture")]
+    pub titles_from_stdin: bool,
 }
 
 impl Default for PlayoutConfig {
@@ -53,6 +65,10 @@ impl Default for PlayoutConfig {
             pcm: PcmSpec::default(),
             stdin_metadata: protocol::Metadata::default(),
             seed: None,
+            #[cfg(feature = "capture")]
+            capture: None,
+            #[cfg(feature = "capture")]
+            titles_from_stdin: false,
         }
     }
 }
@@ -86,6 +102,8 @@ pub struct Playout {
     bitrate: u32,
     error: Option<PushError>,
     done: bool,
+    #[cfg(feature = "capture")]
+    input: Option<Arc<InputStats>>,
 }
 
 impl std::fmt::Debug for Message {
@@ -105,6 +123,10 @@ impl Playout {
     /// `Usage` for bad settings or a missing input, `NoPlayableInput` when the inputs hold no
     /// entries at all, `Encoder` when libopus refuses the settings.
     pub fn spawn(cfg: PlayoutConfig) -> Result<Playout, PushError> {
+        #[cfg(feature = "capture")]
+        if let Some(capture) = cfg.capture.clone() {
+            return Self::spawn_capture(cfg, capture);
+        }
         if cfg.inputs.is_empty() {
             return Err(PushError::Usage("no inputs given".into()));
         }
@@ -132,12 +154,90 @@ impl Playout {
         let header = encoder.header();
         let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
         let (channels, bitrate) = (cfg.channels, cfg.bitrate);
-        let engine = Engine { cfg, playlist, encoder, tx };
+        let engine = Engine {
+            cfg,
+            playlist,
+            encoder,
+            tx,
+            #[cfg(feature = "capture")]
+            live: None,
+        };
         thread::Builder::new()
             .name("onair-playout".into())
             .spawn(move || engine.run(first))
             .map_err(|err| PushError::Fatal(format!("cannot start the playout thread: {err}")))?;
-        Ok(Playout { rx, header, channels, bitrate, error: None, done: false })
+        Ok(Playout {
+            rx,
+            header,
+            channels,
+            bitrate,
+            error: None,
+            done: false,
+            #[cfg(feature = "capture")]
+            input: None,
+        })
+    }
+
+    /// Starts a live playout: the thread opens the device, then encodes what it captures.
+    /// A device that cannot be opened is reported as the playout's error before any output.
+    #[cfg(feature = "capture")]
+    fn spawn_capture(cfg: PlayoutConfig, capture: CaptureConfig) -> Result<Playout, PushError> {
+        if !cfg.inputs.is_empty() {
+            return Err(PushError::Usage("--input takes no files".into()));
+        }
+        if !(6_000..=510_000).contains(&cfg.bitrate) {
+            return Err(PushError::Usage(format!("bitrate {} is outside 6k..510k", cfg.bitrate)));
+        }
+        let encoder = StreamEncoder::new(cfg.channels, cfg.bitrate)?;
+        let header = encoder.header();
+        let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
+        let (channels, bitrate) = (cfg.channels, cfg.bitrate);
+        let stats = Arc::new(InputStats::default());
+        let titles = cfg.titles_from_stdin.then(titles_from_stdin).flatten();
+        let live = Live { capture, stats: stats.clone(), titles, held: None };
+        let playlist = Playlist::new(Vec::new(), false, None);
+        let engine = Engine { cfg, playlist, encoder, tx, live: Some(live) };
+        thread::Builder::new()
+            .name("onair-capture".into())
+            .spawn(move || engine.run_live())
+            .map_err(|err| PushError::Fatal(format!("cannot start the capture thread: {err}")))?;
+        Ok(Playout { rx, header, channels, bitrate, error: None, done: false, input: Some(stats) })
+    }
+
+    /// The live input's level meter and counters, when the playout captures from a device.
+    #[cfg(feature = "capture")]
+    pub fn input_stats(&self) -> Option<Arc<InputStats>> {
+        self.input.clone()
+    }
+
+    /// Whether the playout is live: paced by its device and never paused, so what queued
+    /// while nobody pulled is stale.
+    pub fn is_live(&self) -> bool {
+        #[cfg(feature = "capture")]
+        return self.input.is_some();
+        #[cfg(not(feature = "capture"))]
+        return false;
+    }
+
+    /// The next output if one is ready now, without waiting.
+    pub fn try_next(&mut self) -> Option<Output> {
+        if self.done {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(Message::Output(output)) => Some(output),
+            // Leave the end (or the error) for `next` to report.
+            Ok(Message::Done) => {
+                self.done = true;
+                None
+            }
+            Ok(Message::Failed(err)) => {
+                self.done = true;
+                self.error = Some(err);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// The one track of the stream: id 0, Opus audio at 48 kHz.
@@ -211,6 +311,47 @@ struct Engine {
     playlist: Playlist,
     encoder: StreamEncoder,
     tx: mpsc::Sender<Message>,
+    #[cfg(feature = "capture")]
+    live: Option<Live>,
+}
+
+/// What a live playout adds: the device, its meter and counters, typed titles.
+#[cfg(feature = "capture")]
+struct Live {
+    capture: CaptureConfig,
+    stats: Arc<InputStats>,
+    titles: Option<std::sync::mpsc::Receiver<String>>,
+    /// Metadata the full channel did not take yet: sent before any further frame.
+    held: Option<protocol::Metadata>,
+}
+
+/// Reads lines from stdin on a thread of its own; `None` if the thread cannot start.
+#[cfg(feature = "capture")]
+fn titles_from_stdin() -> Option<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = thread::Builder::new().name("onair-titles".into()).spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            let line = line.trim();
+            if !line.is_empty() && tx.send(line.to_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    spawned.ok().map(|_| rx)
+}
+
+/// A typed now-playing line: `Artist - Title`, or just a title.
+#[cfg(feature = "capture")]
+fn typed_metadata(line: &str) -> protocol::Metadata {
+    let (artist, title) = match line.split_once(" - ") {
+        Some((artist, title)) if !artist.trim().is_empty() && !title.trim().is_empty() => {
+            (Some(artist.trim().to_owned()), title.trim().to_owned())
+        }
+        _ => (None, line.to_owned()),
+    };
+    protocol::Metadata { title: Some(title), artist, ..protocol::Metadata::default() }
 }
 
 impl Engine {
@@ -326,7 +467,86 @@ impl Engine {
     }
 
     fn send(&mut self, output: Output) -> Result<(), Halt> {
+        #[cfg(feature = "capture")]
+        if self.live.is_some() {
+            return self.send_live(output);
+        }
         self.tx.blocking_send(Message::Output(output)).map_err(|_| Halt::Stopped)
+    }
+}
+
+#[cfg(feature = "capture")]
+impl Engine {
+    fn run_live(mut self) {
+        let last = match self.play_live() {
+            Ok(()) => Message::Done,
+            Err(Halt::Stopped) => return,
+            Err(Halt::Failed(err)) => Message::Failed(err),
+        };
+        let _ = self.tx.blocking_send(last);
+    }
+
+    /// Like stdin in `play`: one track, PCM chunks into the encoder, until the consumer goes
+    /// away or the device fails; typed lines start new tracks.
+    fn play_live(&mut self) -> Result<(), Halt> {
+        let live = self.live.as_ref().expect("play_live runs only for a live playout");
+        let (cfg, stats) = (live.capture.clone(), live.stats.clone());
+        // Open first: a device that cannot be opened fails before anything goes on air.
+        let mut capture = Capture::open(&cfg, stats)?;
+        let mut meta = self.cfg.stdin_metadata.clone();
+        if meta.title.is_none() && meta.artist.is_none() {
+            meta.title = Some("Live".into());
+        }
+        self.start_track(meta)?;
+        loop {
+            let chunk = capture.next_chunk()?;
+            let typed = self.live.as_ref().and_then(|l| l.titles.as_ref()?.try_recv().ok());
+            if let Some(line) = typed {
+                tracing::info!(device = capture.device(), title = %line, "typed title");
+                self.start_track(typed_metadata(&line))?;
+            }
+            self.push(chunk)?;
+        }
+    }
+
+    /// Never waits: a frame the full channel does not take is dropped and counted; metadata is
+    /// held and goes first once there is room, so titles are neither lost nor reordered.
+    fn send_live(&mut self, output: Output) -> Result<(), Halt> {
+        use tokio::sync::mpsc::error::TrySendError;
+        let live = self.live.as_mut().expect("send_live runs only for a live playout");
+        if let Some(held) = live.held.take() {
+            match self.tx.try_send(Message::Output(Output::Metadata(held))) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Message::Output(Output::Metadata(held)))) => {
+                    live.held = Some(held);
+                }
+                Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Closed(_)) => return Err(Halt::Stopped),
+            }
+        }
+        let output = match output {
+            Output::Metadata(meta) if live.held.is_some() => {
+                live.held = Some(meta); // the newer title replaces the held one
+                return Ok(());
+            }
+            Output::Frame { .. } if live.held.is_some() => {
+                live.stats.count_dropped_packets(1);
+                return Ok(());
+            }
+            output => output,
+        };
+        match self.tx.try_send(Message::Output(output)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Message::Output(Output::Metadata(meta)))) => {
+                live.held = Some(meta);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => {
+                live.stats.count_dropped_packets(1);
+                Ok(())
+            }
+            Err(TrySendError::Closed(_)) => Err(Halt::Stopped),
+        }
     }
 }
 

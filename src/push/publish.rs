@@ -20,9 +20,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::audience::{Audience, StreamsApi};
 use super::pace::Pacer;
 use super::playout::{Output, Playout};
-use super::status::{ConnState, Status};
+use super::status::{ConnState, Status, StatusConfig};
 use super::PushError;
 use crate::protocol::{self, FrameHeader, SourceMessage, FLAG_HEADER, FLAG_KEYFRAME};
 
@@ -167,14 +168,29 @@ impl Backoff {
 enum Failure {
     /// Worth retrying after a backoff.
     Retry(String),
+    /// Another source is live on the stream (409): wait for it to leave.
+    Busy(String),
     /// Retrying cannot help.
     Fatal(PushError),
 }
 
-/// How a session ended without failure.
+/// How a session ended without a connection failure.
 enum End {
     Finished,
     Shutdown,
+    /// The playout failed (e.g. the input device went away): close, then report it.
+    Failed(PushError),
+}
+
+/// How `onair push` runs besides where it pushes.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Send as fast as the relay takes it (files only; a live input is paced by its device).
+    pub(crate) fast: bool,
+    /// No status line.
+    pub(crate) quiet: bool,
+    /// Summary lines when there is no status line; zero for none.
+    pub(crate) stats_every: Duration,
 }
 
 /// What carries over from one connection to the next.
@@ -198,7 +214,7 @@ struct Session {
 pub(crate) async fn publish(
     playout: Playout,
     target: &Target,
-    fast: bool,
+    options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PushError> {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -206,13 +222,23 @@ pub(crate) async fn publish(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.subsec_nanos().into());
     let mut backoff = Backoff::new(seed);
+    let status = Status::new(StatusConfig {
+        quiet: options.quiet,
+        stats_every: options.stats_every,
+        audience: Audience::new(StreamsApi::from_ingest(&target.url)),
+        #[cfg(feature = "capture")]
+        input: playout.input_stats(),
+    });
+    // NOTE: a live input is paced by its device's clock; pacing it again by the system clock
+    // would let the two drift apart until a buffer overflows.
+    let live = playout.is_live();
     let mut session = Session {
         playout,
-        pacer: Pacer::new(fast),
+        pacer: Pacer::new(options.fast || live),
         pending: None,
         metadata: None,
         next_pts: 0,
-        status: Status::new(),
+        status,
     };
     let url = target.display();
     // Connect only once there is something to send: a playlist that cannot be decoded at all
@@ -244,13 +270,14 @@ pub(crate) async fn publish(
                 }
                 match result {
                     Ok(end) => {
-                        let reason = match end {
-                            End::Finished => "playlist finished",
-                            End::Shutdown => "source stopped",
+                        let (reason, result) = match end {
+                            End::Finished => ("playlist finished", Ok(())),
+                            End::Shutdown => ("source stopped", Ok(())),
+                            End::Failed(err) => ("source failed", Err(err)),
                         };
                         close(&mut ws, reason).await;
                         tracing::info!(%url, reason, "disconnected");
-                        return Ok(());
+                        return result;
                     }
                     Err(failure) => failure,
                 }
@@ -259,9 +286,18 @@ pub(crate) async fn publish(
         };
         match failure {
             Failure::Fatal(err) => return Err(err),
-            Failure::Retry(why) => {
+            Failure::Retry(_) | Failure::Busy(_) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(%url, err = %why, retry_in_ms = delay.as_millis() as u64, "relay unavailable; will retry");
+                let retry_in_ms = delay.as_millis() as u64;
+                match failure {
+                    Failure::Busy(why) => {
+                        tracing::warn!(%url, relay_says = %why, retry_in_ms, "another source is live on this stream; will try again")
+                    }
+                    Failure::Retry(why) => {
+                        tracing::warn!(%url, err = %why, retry_in_ms, "relay unavailable; will retry")
+                    }
+                    Failure::Fatal(_) => {}
+                }
                 let retry_at = Instant::now() + delay;
                 loop {
                     let left = retry_at.saturating_duration_since(Instant::now());
@@ -308,7 +344,8 @@ fn classify_connect_error(err: tungstenite::Error, target: &Target) -> Failure {
             match status {
                 401 => Failure::Fatal(PushError::Unauthorized { url, body }),
                 404 => Failure::Fatal(PushError::UnknownStream { url, body }),
-                408 | 409 | 425 | 429 | 500..=599 => {
+                409 => Failure::Busy(body),
+                408 | 425 | 429 | 500..=599 => {
                     Failure::Retry(format!("refused with {status}: {body}"))
                 }
                 _ => Failure::Fatal(PushError::Refused { status, body }),
@@ -362,6 +399,9 @@ impl Session {
         ws: &mut Ws,
         mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<End, Failure> {
+        if self.playout.is_live() {
+            self.skip_to_live_edge();
+        }
         let start = SourceMessage::Start { tracks: self.playout.tracks() };
         send(ws, Message::text(protocol::encode_source_message(&start))).await?;
         // NOTE: the header frame carries FLAG_HEADER only: OpusHead is configuration, not audio
@@ -388,7 +428,7 @@ impl Session {
                     Some(output) => self.pending = Some(output),
                     None => {
                         return match self.playout.take_error() {
-                            Some(err) => Err(Failure::Fatal(err)),
+                            Some(err) => Ok(End::Failed(err)),
                             None => Ok(End::Finished),
                         };
                     }
@@ -426,6 +466,33 @@ impl Session {
             }
             self.pending = None;
         }
+    }
+}
+
+impl Session {
+    /// Drops the audio a live input queued while nobody sent it (before the first connection,
+    /// or while the relay was away): it is stale, and sending it would delay the stream for
+    /// good. The newest title is kept.
+    fn skip_to_live_edge(&mut self) {
+        let mut dropped = 0u64;
+        let queued = std::iter::from_fn(|| self.playout.try_next());
+        for output in self.pending.take().into_iter().chain(queued.collect::<Vec<_>>()) {
+            match output {
+                Output::Metadata(meta) => self.metadata = Some(meta),
+                Output::Frame { pts, .. } => {
+                    dropped += 1;
+                    self.next_pts = pts + super::FRAME_DURATION_US;
+                }
+            }
+        }
+        if let Some(meta) = &self.metadata {
+            self.status.track(meta);
+        }
+        #[cfg(feature = "capture")]
+        if let Some(stats) = self.playout.input_stats() {
+            stats.count_dropped_packets(dropped);
+        }
+        tracing::debug!(dropped, "live input: skipped to the live edge");
     }
 }
 
@@ -495,9 +562,11 @@ mod tests {
         assert_eq!(err.exit_code(), 4);
         let Failure::Fatal(err) = refused(403) else { panic!("403 is permanent") };
         assert_eq!(err.exit_code(), 1);
-        for status in [409, 503, 500, 502] {
+        for status in [503, 500, 502] {
             assert!(matches!(refused(status), Failure::Retry(_)), "{status}");
         }
+        // Another source is live: wait for it, and say so.
+        assert!(matches!(refused(409), Failure::Busy(body) if body == "why"));
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let target = Target::parse("ws://h/ingest/a", None).unwrap();
         assert!(matches!(classify_connect_error(io.into(), &target), Failure::Retry(_)));

@@ -47,6 +47,8 @@ pub struct Consumer {
     stream: Arc<Stream>,
     pos: Position,
     head: watch::Receiver<u64>,
+    /// Counted among the stream's listeners (false for the relay's own readers).
+    counted: bool,
 }
 
 /// Where a consumer is, and which versions of the stream's state it has seen.
@@ -74,6 +76,16 @@ impl Stream {
             return Err(StreamFull(max));
         }
         self.metrics.listeners.inc();
+        Ok(self.cursor(true))
+    }
+
+    /// A reader of everything the stream carries that is not a listener: it is not counted
+    /// and `max_listeners` does not apply (the relay's own readers: the HLS segmenter).
+    pub fn tap(self: &Arc<Self>) -> (Consumer, Vec<Item>) {
+        self.cursor(false)
+    }
+
+    fn cursor(self: &Arc<Self>, counted: bool) -> (Consumer, Vec<Item>) {
         let state = self.lock();
         let on_air = &state.on_air;
         let hello = ListenerEvent::Hello {
@@ -96,7 +108,7 @@ impl Stream {
             session_seq: on_air.session_seq,
         };
         drop(state);
-        Ok((Consumer { stream: Arc::clone(self), pos, head: self.head.subscribe() }, first))
+        (Consumer { stream: Arc::clone(self), pos, head: self.head.subscribe(), counted }, first)
     }
 }
 
@@ -115,19 +127,35 @@ impl Consumer {
     }
 
     /// Appends what is between the cursor and the head to `out`, up to about `max_bytes` and
-    /// `MAX_FILL_ENTRIES` (at least one entry). A consumer that fell off the ring first gets a
-    /// `skipped` event and the stream's current state, then continues from the newest start
-    /// point.
-    /// Items go into `out` as whatever the listener queues (`Item`s, or a WebSocket
-    /// listener's `WireFrame`s).
+    /// `MAX_FILL_ENTRIES` in all (at least one entry). Items go into `out` as whatever the
+    /// listener queues (`Item`s, or a WebSocket listener's messages). See `fill_with`.
     pub fn fill<T: for<'a> From<&'a Item>>(
         &mut self,
         out: &mut VecDeque<T>,
         max_bytes: usize,
     ) -> Fill {
+        let room = MAX_FILL_ENTRIES.saturating_sub(out.len()).max(1);
+        self.fill_with(max_bytes, room, |item| out.push_back(T::from(item)))
+    }
+
+    /// Hands what is between the cursor and the head to `emit`, up to about `max_bytes` and
+    /// `max_items` (at least one entry). A consumer that fell off the ring first gets a
+    /// `skipped` event and the stream's current state, then continues from the newest start
+    /// point. `emit` runs under the stream's lock: it must only queue.
+    pub fn fill_with(
+        &mut self,
+        max_bytes: usize,
+        max_items: usize,
+        mut emit: impl FnMut(&Item),
+    ) -> Fill {
         self.head.borrow_and_update();
         let state = self.stream.lock();
         let mut fill = Fill::default();
+        let emitted = std::cell::Cell::new(0usize);
+        let mut emit = |item: &Item| {
+            emitted.set(emitted.get() + 1);
+            emit(item);
+        };
         let ring = &state.ring;
         if self.pos.cursor < ring.oldest_seq() {
             let (cursor, number) =
@@ -135,12 +163,11 @@ impl Consumer {
             fill.skipped = number.saturating_sub(self.pos.next_number);
             self.pos.cursor = cursor;
             self.pos.next_number = number;
-            let skipped = Item::Event(Event::new(ListenerEvent::Skipped { frames: fill.skipped }));
-            out.push_back(T::from(&skipped));
-            self.pos.resync(&state, out);
+            emit(&Item::Event(Event::new(ListenerEvent::Skipped { frames: fill.skipped })));
+            self.pos.resync(&state, &mut emit);
         }
-        let room = MAX_FILL_ENTRIES.saturating_sub(out.len()).max(1);
         let mut taken = 0;
+        let room = max_items.saturating_sub(emitted.get()).max(1);
         for entry in ring.from(self.pos.cursor) {
             if fill.bytes >= max_bytes || taken == room {
                 break;
@@ -174,7 +201,7 @@ impl Consumer {
             }
             fill.bytes += entry.item.wire().wire_len();
             taken += 1;
-            out.push_back(T::from(&entry.item));
+            emit(&entry.item);
         }
         fill.at_head = self.pos.cursor >= ring.next_seq();
         fill
@@ -183,7 +210,7 @@ impl Consumer {
 
 impl Position {
     /// After a jump: what changed while this consumer was away, so it can carry on.
-    fn resync<T: for<'a> From<&'a Item>>(&mut self, state: &State, out: &mut VecDeque<T>) {
+    fn resync(&mut self, state: &State, emit: &mut impl FnMut(&Item)) {
         let on_air = &state.on_air;
         if on_air.session_seq > self.session_seq {
             let live = state.sources.on_air.is_some();
@@ -191,17 +218,16 @@ impl Position {
                 state: if live { SourceState::Online } else { SourceState::Offline },
                 tracks: live.then(|| on_air.tracks.clone()),
             };
-            out.push_back(T::from(&Item::Event(Event::new(event))));
+            emit(&Item::Event(Event::new(event)));
         }
         if on_air.header_version > self.header_version {
-            out.extend(
-                on_air.headers.iter().map(|(_, frame)| T::from(&Item::Frame(frame.clone()))),
-            );
+            for (_, frame) in &on_air.headers {
+                emit(&Item::Frame(frame.clone()));
+            }
         }
         if on_air.metadata_version > self.metadata_version {
             if let Some(meta) = &on_air.metadata {
-                let event = Event::new(ListenerEvent::Metadata(meta.clone()));
-                out.push_back(T::from(&Item::Event(event)));
+                emit(&Item::Event(Event::new(ListenerEvent::Metadata(meta.clone()))));
             }
         }
         self.session_seq = on_air.session_seq;
@@ -213,7 +239,9 @@ impl Position {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.stream.listeners.fetch_sub(1, Ordering::AcqRel);
-        self.stream.metrics.listeners.dec();
+        if self.counted {
+            self.stream.listeners.fetch_sub(1, Ordering::AcqRel);
+            self.stream.metrics.listeners.dec();
+        }
     }
 }

@@ -6,28 +6,47 @@
 //! fan-out clones refcounts and never encodes per listener. Pure: no locks, no I/O.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::source::SourceKind;
+use crate::format::icy::metadata_block;
+use crate::format::mux::Rendition;
 use crate::protocol::{FrameHeader, ListenerEvent, FRAME_HEADER_BYTES};
 use crate::websocket::WireFrame;
 
 /// A media frame as its source sent it (frame header and payload), framed once for
-/// WebSocket listeners.
+/// WebSocket listeners and written once into the HTTP listeners' container.
 #[derive(Clone, Debug)]
 pub struct Frame {
     header: FrameHeader,
     wire: WireFrame,
+    http: Option<Rendition>,
 }
 
 impl Frame {
     /// A frame from a source's binary message; `header` was decoded from its first bytes.
     pub fn new(header: FrameHeader, message: Bytes) -> Self {
         debug_assert!(message.len() >= FRAME_HEADER_BYTES);
-        Self { header, wire: WireFrame::binary(message) }
+        Self { header, wire: WireFrame::binary(message), http: None }
+    }
+
+    /// The same frame with what HTTP listeners write for it.
+    pub fn with_http(self, http: Option<Rendition>) -> Self {
+        Self { http, ..self }
+    }
+
+    /// What HTTP listeners write for this frame (`None`: they skip it).
+    pub fn http(&self) -> Option<&Rendition> {
+        self.http.as_ref()
+    }
+
+    /// Bytes this frame holds beyond the source's message (an Ogg page header).
+    fn extra_bytes(&self) -> usize {
+        self.http.as_ref().map_or(0, Rendition::extra_bytes)
     }
 
     /// The decoded frame header.
@@ -53,26 +72,79 @@ impl Frame {
 
 /// Something listeners are told, as a typed value and as the JSON text message they receive.
 #[derive(Clone, Debug)]
-pub struct Event {
-    event: Arc<ListenerEvent>,
+pub struct Event(Arc<EventData>);
+
+#[derive(Debug)]
+struct EventData {
+    event: ListenerEvent,
     wire: WireFrame,
+    /// Which slot went on air, for a `source online` event the switch made (not sent).
+    source: Option<SourceKind>,
+    /// For a relayed session (`SourceKind::Remote`): whether its origin plays a live source.
+    relayed_live: bool,
+    /// The ICY metadata block of now playing, made for the first listener that needs it.
+    icy: OnceLock<Option<Bytes>>,
 }
 
 impl Event {
     /// Encodes `event` once.
     pub fn new(event: ListenerEvent) -> Self {
-        let wire = WireFrame::text(event.to_json());
-        Self { event: Arc::new(event), wire }
+        Self::with_source(event, None)
     }
 
-    /// The event as a value (what an HTTP listener's muxer reads).
+    /// Encodes `event` once, noting which kind of source it puts on air (the recorder reads
+    /// it; listeners never see it).
+    pub fn with_source(event: ListenerEvent, source: Option<SourceKind>) -> Self {
+        let wire = WireFrame::text(event.to_json());
+        Self(Arc::new(EventData { event, wire, source, relayed_live: false, icy: OnceLock::new() }))
+    }
+
+    /// Encodes `event` once for a session relayed from another node of a cluster (kind
+    /// `Remote`); `live`: its origin plays a live source, not an auto-DJ.
+    pub fn relayed(event: ListenerEvent, live: bool) -> Self {
+        let wire = WireFrame::text(event.to_json());
+        let source = Some(SourceKind::Remote);
+        Self(Arc::new(EventData { event, wire, source, relayed_live: live, icy: OnceLock::new() }))
+    }
+
+    /// The kind of source a `source online` event put on air, when the switch said so (a
+    /// consumer's resync after a skip makes events that do not).
+    pub fn source_kind(&self) -> Option<SourceKind> {
+        self.0.source
+    }
+
+    /// What the session plays, `Live` or `AutoDj`, wherever its source is: a relayed session
+    /// plays what its origin does. `None` as for [`Event::source_kind`].
+    pub fn plays(&self) -> Option<SourceKind> {
+        match self.0.source? {
+            SourceKind::Remote if self.0.relayed_live => Some(SourceKind::Live),
+            SourceKind::Remote => Some(SourceKind::AutoDj),
+            kind => Some(kind),
+        }
+    }
+
+    /// The event as a value (what an HTTP listener reads).
     pub fn get(&self) -> &ListenerEvent {
-        &self.event
+        &self.0.event
     }
 
     /// The WebSocket text message listeners receive.
     pub fn wire(&self) -> &WireFrame {
-        &self.wire
+        &self.0.wire
+    }
+
+    /// The ICY metadata block HTTP listeners get for the now playing this event carries (a
+    /// `metadata` event, or `hello` with now playing), made once for all of them.
+    pub fn icy_block(&self) -> Option<&Bytes> {
+        let block = self.0.icy.get_or_init(|| {
+            let meta = match &self.0.event {
+                ListenerEvent::Metadata(meta) => meta,
+                ListenerEvent::Hello { metadata: Some(meta), .. } => meta,
+                _ => return None,
+            };
+            Some(metadata_block(&meta.display_title(), meta.url.as_deref()))
+        });
+        block.as_ref()
     }
 }
 
@@ -97,6 +169,14 @@ impl Item {
     /// Whether this is a media frame.
     pub fn is_frame(&self) -> bool {
         matches!(self, Item::Frame(_))
+    }
+
+    /// Bytes it holds: its WebSocket message and what HTTP listeners write, when a copy.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Item::Frame(frame) => frame.wire.wire_len() + frame.extra_bytes(),
+            Item::Event(event) => event.wire().wire_len(),
+        }
     }
 }
 
@@ -144,6 +224,8 @@ pub(super) struct Entry {
 pub(super) struct Ring {
     entries: VecDeque<Entry>,
     bytes: usize,
+    /// Bytes held outside the entries that count against `max_bytes` (the stored headers).
+    reserved: usize,
     next_seq: u64,
     next_number: u64,
     max_entries: usize,
@@ -155,6 +237,7 @@ impl Ring {
         Self {
             entries: VecDeque::with_capacity(max_entries.min(4096)),
             bytes: 0,
+            reserved: 0,
             next_seq: 0,
             next_number: 0,
             max_entries,
@@ -194,15 +277,27 @@ impl Ring {
     fn push(&mut self, item: Item, mark: Mark) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.bytes += item.wire().wire_len();
+        self.bytes += item.bytes();
         self.entries.push_back(Entry { seq, mark, item, at: Instant::now() });
+        self.evict();
+        seq
+    }
+
+    /// Counts `bytes` held outside the entries against the byte bound (replacing what was
+    /// reserved before), evicting what no longer fits.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.reserved = bytes;
+        self.evict();
+    }
+
+    /// Evicts the oldest entries past either bound; the newest is kept however large it is.
+    fn evict(&mut self) {
         while self.entries.len() > self.max_entries
-            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+            || (self.bytes + self.reserved > self.max_bytes && self.entries.len() > 1)
         {
             let Some(old) = self.entries.pop_front() else { break };
-            self.bytes -= old.item.wire().wire_len();
+            self.bytes -= old.item.bytes();
         }
-        seq
     }
 
     /// Entries from `seq` on (from the oldest kept when `seq` is older).
@@ -246,7 +341,7 @@ impl Ring {
 
     #[cfg(test)]
     pub fn len_and_bytes(&self) -> (usize, usize) {
-        let sum = self.entries.iter().map(|e| e.item.wire().wire_len()).sum::<usize>();
+        let sum = self.entries.iter().map(|e| e.item.bytes()).sum::<usize>();
         assert_eq!(sum, self.bytes, "the byte count follows the entries");
         (self.entries.len(), self.bytes)
     }

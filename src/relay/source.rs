@@ -61,6 +61,14 @@ pub enum SourceError {
     /// A frame names an undeclared track.
     #[error("frame on track {0}, which the start message did not declare")]
     UnknownTrack(u8),
+    /// A header frame larger than its codec's configuration can be.
+    #[error("header frame of {size} bytes, its codec's limit is {max}")]
+    HeaderTooLarge {
+        /// Its payload's size.
+        size: usize,
+        /// `Codec::max_header_bytes` of the track.
+        max: usize,
+    },
 }
 
 /// What a source slot remembers, so the auto-DJ resumes with its own headers and title.
@@ -73,7 +81,7 @@ pub(super) struct Slot {
     pub headers: Vec<(FrameHeader, Bytes)>,
     pub metadata: Option<Metadata>,
     /// A remote source whose origin is live: it outranks the local auto-DJ.
-    outranks_autodj: bool,
+    pub outranks_autodj: bool,
 }
 
 /// Decides whether a local source may attach to a stream, and hears when one attaches and
@@ -117,6 +125,11 @@ impl Sources {
             SourceKind::AutoDj => &mut self.autodj,
             SourceKind::Remote => &mut self.remote,
         }
+    }
+
+    /// The live slot while its source is connected but has not declared its tracks.
+    pub fn unstarted_live_mut(&mut self) -> Option<&mut Slot> {
+        self.live.as_mut().filter(|slot| slot.tracks.is_none())
     }
 
     /// The slot of the source on air.
@@ -173,11 +186,6 @@ impl Stream {
     /// reference: the gate's owner keeps it alive.
     pub fn set_gate(&self, gate: &Arc<dyn Gate>) {
         let _ = self.gate.set(Arc::downgrade(gate));
-    }
-
-    /// Which source is on air: `live`, `autodj` or `remote`; `None` when nobody is.
-    pub fn on_air(&self) -> Option<SourceKind> {
-        self.lock().sources.on_air.map(|(kind, _)| kind)
     }
 
     /// Whether a source of `kind` is attached (on air or not).
@@ -290,10 +298,15 @@ impl SourceHandle {
         let mut state = self.stream.lock();
         let slot = self.slot(&mut state);
         let Some(tracks) = &slot.tracks else { return Err(SourceError::NotStarted) };
-        if !tracks.iter().any(|t| t.id == header.track) {
+        let Some(track) = tracks.iter().find(|t| t.id == header.track) else {
             return Err(SourceError::UnknownTrack(header.track));
-        }
+        };
         if header.is_header() {
+            // Headers are kept for every late joiner, outside the flow of frames: bound them.
+            let (size, max) = (message.len() - FRAME_HEADER_BYTES, track.codec.max_header_bytes());
+            if size > max {
+                return Err(SourceError::HeaderTooLarge { size, max });
+            }
             match slot.headers.iter_mut().find(|(h, _)| h.track == header.track) {
                 Some(stored) => *stored = (header, message.clone()),
                 None => slot.headers.push((header, message.clone())),
@@ -307,7 +320,8 @@ impl SourceHandle {
         Ok(true)
     }
 
-    /// Sets now playing; listeners get it at once if this source is on air.
+    /// Sets now playing; listeners get it if this source is on air, at most a few times a
+    /// second (`Stream::offer_metadata`: a burst is coalesced, the latest wins).
     ///
     /// # Errors
     /// `NotStarted` before `start`.
@@ -318,8 +332,7 @@ impl SourceHandle {
             return Err(SourceError::NotStarted);
         }
         slot.metadata = Some(meta.clone());
-        if self.is_on_air(&state) {
-            self.stream.push_metadata(&mut state, meta);
+        if self.is_on_air(&state) && self.stream.offer_metadata(&mut state, meta) {
             self.stream.commit(state);
         }
         Ok(())

@@ -20,8 +20,7 @@ use crate::protocol::{ListenerEvent, Metadata, Track};
 #[derive(Clone, Debug)]
 pub enum Tapped {
     /// A source went on air (`kind` says which, `None`: nobody, the stream went offline);
-    /// its headers and now playing follow as `Frame`s and `Metadata`. `kind` is also `None`
-    /// for a session too old to tell (more than 16 switches behind).
+    /// its headers and now playing follow as `Frame`s and `Metadata`.
     Session {
         /// Who went on air.
         kind: Option<SourceKind>,
@@ -45,7 +44,9 @@ pub struct Tap {
 impl Stream {
     /// A tap from the head on, and what it must hand on first: the session on air now (a
     /// `Session` with its headers and now playing), or an offline `Session` when none is.
-    pub fn tap(self: &Arc<Self>) -> (Tap, Vec<Tapped>) {
+    /// (`Stream::tap` is the other kind of reader that is not a listener: a `Consumer` with
+    /// a burst and `hello`, for the HLS segmenter and the recorder.)
+    pub fn session_tap(self: &Arc<Self>) -> (Tap, Vec<Tapped>) {
         let state = self.lock();
         let mut first = VecDeque::new();
         current_session(&state, &mut first);
@@ -95,12 +96,7 @@ impl Tap {
                     }
                 }
                 (Item::Event(event), _) => {
-                    let kind = state
-                        .on_air
-                        .sessions
-                        .iter()
-                        .find(|(seq, _)| *seq == entry.seq)
-                        .and_then(|(_, kind)| *kind);
+                    let kind = event.source_kind();
                     let tracks = match event.get() {
                         ListenerEvent::Source { tracks: Some(tracks), .. } => tracks.clone(),
                         _ => Vec::new(),
@@ -205,7 +201,7 @@ mod tests {
         autodj.frame(header, head).unwrap();
         push(&mut autodj, 0, b"dj 0");
 
-        let (mut tap, first) = stream.tap();
+        let (mut tap, first) = stream.session_tap();
         assert_eq!(stream.listener_count(), 0, "a tap is not counted");
         let first: Vec<String> = first.into_iter().map(describe).collect();
         assert_eq!(first, ["session autodj 1", "dj head"], "the session on air, then its header");
@@ -241,7 +237,7 @@ mod tests {
         let stream = Stream::new(config, StreamMetrics::default());
         let mut live = stream.attach(SourceKind::Live).unwrap();
         live.start(audio()).unwrap();
-        let (mut tap, _) = stream.tap();
+        let (mut tap, _) = stream.session_tap();
         for i in 0..20 {
             push(&mut live, i, format!("f{i}").as_bytes());
         }
@@ -263,15 +259,15 @@ mod tests {
         let mut remote = stream.attach(SourceKind::Remote).unwrap();
         remote.restart(audio(), Vec::new(), None, false);
         push(&mut remote, 0, b"remote autodj");
-        assert_eq!(stream.on_air(), Some(SourceKind::AutoDj), "the local auto-DJ first");
+        assert_eq!(stream.on_air_kind(), Some(SourceKind::AutoDj), "the local auto-DJ first");
         remote.restart(audio(), Vec::new(), None, true);
         push(&mut remote, 1, b"remote live");
-        assert_eq!(stream.on_air(), Some(SourceKind::Remote), "then a live source elsewhere");
+        assert_eq!(stream.on_air_kind(), Some(SourceKind::Remote), "then a live source elsewhere");
         let mut live = stream.attach(SourceKind::Live).unwrap();
         live.start(audio()).unwrap();
         push(&mut remote, 2, b"muted");
         push(&mut live, 0, b"here");
-        assert_eq!(stream.on_air(), Some(SourceKind::Live), "a live source here above all");
+        assert_eq!(stream.on_air_kind(), Some(SourceKind::Live), "a live source here above all");
         drop(live);
         push(&mut remote, 3, b"remote again");
         assert_eq!(
@@ -296,11 +292,11 @@ mod tests {
             Ok(())
         }
         fn attached(&self, stream: &Stream, kind: SourceKind) {
-            let on_air = stream.on_air().map_or("none", SourceKind::as_str);
+            let on_air = stream.on_air_kind().map_or("none", SourceKind::as_str);
             self.calls.lock().unwrap().push(format!("attached {} ({on_air})", kind.as_str()));
         }
         fn detached(&self, stream: &Stream, kind: SourceKind) {
-            let on_air = stream.on_air().map_or("none", SourceKind::as_str);
+            let on_air = stream.on_air_kind().map_or("none", SourceKind::as_str);
             self.calls.lock().unwrap().push(format!("detached {} ({on_air})", kind.as_str()));
         }
     }

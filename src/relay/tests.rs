@@ -45,6 +45,27 @@ fn json(text: &[u8]) -> serde_json::Value {
 }
 
 #[test]
+fn a_title_set_before_the_first_frame_goes_on_air_with_the_source() {
+    // Regression: ezstream's and liquidsoap's first title (an `/admin/metadata` request right
+    // after connecting, before the first MP3 frame) was refused with 400.
+    let stream = stream(1000, 100);
+    assert!(!stream.set_metadata(Metadata::default()), "no source at all");
+    let (mut consumer, _) = stream.subscribe().unwrap();
+    let mut source = stream.attach(SourceKind::Live).unwrap();
+    let title = Metadata { title: Some("First".into()), ..Metadata::default() };
+    assert!(stream.set_metadata(title.clone()), "kept for the connected source");
+    assert!(drain(&mut consumer).0.is_empty(), "not on air yet");
+    source.start(audio()).unwrap();
+    let (events, _, _) = drain(&mut consumer);
+    assert_eq!(events[0]["state"], "online");
+    assert_eq!(events[1]["type"], "metadata");
+    assert_eq!(events[1]["title"], "First");
+    assert_eq!(stream.metadata(), Some(title));
+    drop(source);
+    assert!(!stream.set_metadata(Metadata::default()), "gone again");
+}
+
+#[test]
 fn late_joiner_gets_hello_header_and_a_burst_cut_on_frames() {
     let stream = stream(1000, 100);
     let mut source = stream.attach(SourceKind::Live).unwrap();
@@ -340,4 +361,72 @@ fn a_source_switch_is_never_split_by_a_frame() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     pusher.join().unwrap();
     assert_eq!(hand_backs, 3000);
+}
+
+/// Header frames were kept outside `ring_bytes`: what a stream held could exceed its budget
+/// by every track's header.
+#[test]
+fn stored_headers_count_against_ring_bytes() {
+    let mut config = StreamConfig::new("test", Some("k"));
+    config.ring_bytes = 2_000;
+    let stream = Stream::new(config, StreamMetrics::default());
+    let mut source = stream.attach(SourceKind::Live).unwrap();
+    source.start(audio()).unwrap();
+    push(&mut source, FLAG_HEADER, 0, 0, &[7u8; 400]);
+    for i in 0..100 {
+        push(&mut source, FLAG_KEYFRAME, 0, i * 20_000, &[1u8; 100]);
+    }
+    let (ring, headers) = {
+        let state = stream.lock();
+        let headers: usize = state.on_air.headers.iter().map(|(_, f)| f.wire().wire_len()).sum();
+        (state.ring.len_and_bytes().1, headers)
+    };
+    assert_eq!(headers, 414, "the header is stored (4 bytes of WebSocket header, 410 of frame)");
+    assert!(ring + headers <= 2_000, "ring {ring} + headers {headers} over ring_bytes");
+}
+
+/// Each metadata message became a ring entry and woke every listener.
+#[tokio::test(start_paused = true)]
+async fn now_playing_bursts_wait_for_the_interval_and_the_latest_wins() {
+    let stream = stream(1000, 0);
+    let mut source = stream.attach(SourceKind::Live).unwrap();
+    source.start(audio()).unwrap();
+    let (mut consumer, _) = stream.subscribe().unwrap();
+    let title = |t: &str| Metadata { title: Some(t.into()), ..Metadata::default() };
+    for i in 0..100 {
+        source.metadata(title(&format!("t{i}"))).unwrap();
+    }
+    push(&mut source, FLAG_KEYFRAME, 0, 0, b"x");
+    let titles = |events: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        events.iter().filter(|e| e["type"] == "metadata").map(|e| e["title"].clone()).collect()
+    };
+    let (events, _, _) = drain(&mut consumer);
+    assert_eq!(titles(events), vec![serde_json::json!("t0")], "the first goes at once");
+    tokio::time::advance(METADATA_INTERVAL / 2).await;
+    push(&mut source, FLAG_KEYFRAME, 0, 20_000, b"x");
+    let (events, frames, _) = drain(&mut consumer);
+    assert!(titles(events).is_empty(), "held within the interval");
+    assert_eq!(frames, vec![20_000]);
+    assert_eq!(stream.info().metadata, Some(title("t0")), "now playing is what listeners got");
+    tokio::time::advance(METADATA_INTERVAL / 2).await;
+    push(&mut source, FLAG_KEYFRAME, 0, 40_000, b"x");
+    let (events, frames, _) = drain(&mut consumer);
+    assert_eq!(titles(events), vec![serde_json::json!("t99")], "then the latest, before the frame");
+    assert_eq!(frames, vec![40_000]);
+    // With no frame coming, the held title goes when the interval ends.
+    source.metadata(title("paused")).unwrap();
+    assert!(titles(drain(&mut consumer).0).is_empty());
+    tokio::time::advance(METADATA_INTERVAL).await;
+    assert_eq!(titles(drain(&mut consumer).0), vec![serde_json::json!("paused")]);
+    // A new source starts afresh: what the old one held back is dropped, and its own first
+    // title goes out at once.
+    source.metadata(title("held")).unwrap();
+    drop(source);
+    let mut again = stream.attach(SourceKind::Live).unwrap();
+    again.start(audio()).unwrap();
+    again.metadata(title("new show")).unwrap();
+    tokio::time::advance(METADATA_INTERVAL).await;
+    push(&mut again, FLAG_KEYFRAME, 0, 0, b"x");
+    let (events, _, _) = drain(&mut consumer);
+    assert_eq!(titles(events), vec![serde_json::json!("new show")]);
 }

@@ -12,6 +12,7 @@ mod api;
 mod router;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,8 +28,10 @@ use tracing::error;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::hls::HlsStream;
 use crate::listener::Hub;
 use crate::node::Node;
+use crate::record::Recordings;
 use crate::relay::Stream;
 
 pub use admission::{Admission, Limits};
@@ -38,10 +41,13 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pending connections the kernel queues before `accept`.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
-/// A running node's server side: its shared state, its listener drivers and its limits.
+/// A running node's server side: its shared state, its listener drivers, its HLS windows
+/// and its limits.
 pub struct Server {
     node: Arc<Node>,
     listeners: Hub,
+    hls: HashMap<String, Arc<HlsStream>>,
+    recordings: Option<Arc<Recordings>>,
     limits: Arc<Limits>,
     web_root: PathBuf,
 }
@@ -53,7 +59,14 @@ impl Server {
         let listeners = Hub::new(&config);
         let node = Node::new(config);
         let limits = Limits::new(&node.config, node.metrics.connections.clone());
-        Arc::new(Self { node, listeners, limits, web_root })
+        let hls = if node.config.hls {
+            let hls = |s: &Arc<Stream>| (s.config().name.clone(), HlsStream::new(&node.config, s));
+            node.streams.iter().map(hls).collect()
+        } else {
+            HashMap::new()
+        };
+        let recordings = Recordings::new(&node.config);
+        Arc::new(Self { node, listeners, hls, recordings, limits, web_root })
     }
 
     /// The node this server serves.
@@ -70,8 +83,23 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> crate::Result<()> {
+        self.serve(listener, None, shutdown).await
+    }
+
+    /// Serves plain connections on `plain` and, with `tls`, TLS connections on its listener
+    /// with its certificate, until `shutdown` completes; then drains both.
+    ///
+    /// # Errors
+    /// Never fails today; the `Result` leaves room for fatal listener errors.
+    pub async fn serve(
+        self: Arc<Self>,
+        plain: TcpListener,
+        tls: Option<(TcpListener, Arc<tls::Terminator>)>,
+        shutdown: impl Future<Output = ()>,
+    ) -> crate::Result<()> {
         let (cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
-        if let Ok(addr) = listener.local_addr() {
+        let stop = CancellationToken::new();
+        if let Ok(addr) = plain.local_addr() {
             info!(%addr, "listening");
         }
         #[cfg(feature = "cluster")]
@@ -96,30 +124,65 @@ impl Server {
         };
         for stream in self.node.streams.iter() {
             if let Some(playlist) = &stream.config().playlist {
+                // In a cluster the auto-DJ runs on the node that holds its lease.
                 #[cfg(all(feature = "cluster", feature = "source"))]
                 if let Some(cluster) = &cluster {
                     cluster.spawn_autodj(&sessions, stream, playlist, cancel.child_token());
-                    continue;
+                } else {
+                    spawn_autodj(&sessions, stream, playlist, cancel.child_token());
                 }
+                #[cfg(not(all(feature = "cluster", feature = "source")))]
                 spawn_autodj(&sessions, stream, playlist, cancel.child_token());
             }
+            if let Some(hls) = self.hls.get(&stream.config().name) {
+                let (stream, hls) = (Arc::clone(stream), Arc::clone(hls));
+                sessions.spawn(crate::hls::run(stream, hls, cancel.child_token()));
+            }
+            if let Some(recordings) = self.recordings.as_ref().filter(|_| stream.config().record) {
+                let metrics = self.node.metrics.recording(&stream.config().name);
+                let (stream, recordings) = (Arc::clone(stream), Arc::clone(recordings));
+                sessions.spawn(crate::record::run(
+                    stream,
+                    recordings,
+                    metrics,
+                    cancel.child_token(),
+                ));
+            }
         }
-        accept::accept_loop(&listener, shutdown, |socket, peer| {
+        if let Some(recordings) = &self.recordings {
+            let (recordings, node) = (Arc::clone(recordings), Arc::clone(&self.node));
+            sessions.spawn(crate::record::sweep(recordings, node, cancel.child_token()));
+        }
+        let plain_loop = accept::accept_loop(&plain, stop.cancelled(), |socket, peer| {
             let server = Arc::clone(&self);
             let cancel = cancel.child_token();
             sessions.spawn(async move {
-                if let Err(err) = router::connection(socket, peer, &server, cancel).await {
-                    if err.is_expected() {
-                        debug!(%peer, %err, "connection ended");
-                    } else {
-                        warn!(%peer, %err, "connection failed");
-                    }
-                }
+                let result = router::connection(socket, peer, &server, cancel).await;
+                log_ending(peer, result);
             });
-        })
-        .await;
+        });
+        let tls_loop = async {
+            let Some((listener, terminator)) = &tls else { return };
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "listening for tls");
+            }
+            accept::accept_loop(listener, stop.cancelled(), |socket, peer| {
+                let (server, acceptor) = (Arc::clone(&self), terminator.acceptor());
+                let cancel = cancel.child_token();
+                sessions.spawn(async move {
+                    let result = tls::connection(socket, peer, &server, acceptor, cancel).await;
+                    log_ending(peer, result);
+                });
+            })
+            .await;
+        };
+        let watch = async {
+            shutdown.await;
+            stop.cancel();
+        };
+        tokio::join!(watch, plain_loop, tls_loop);
         info!(open = sessions.len(), "shutting down");
-        drop(listener);
+        drop((plain, tls));
         cancel.cancel();
         sessions.close();
         // The connection tasks end first: one may be handing a listener to a driver, and that
@@ -132,6 +195,20 @@ impl Server {
             warn!(open = sessions.len(), "drain timed out");
         }
         Ok(())
+    }
+}
+
+/// One log line for a connection that failed: debug when the peer simply went away.
+fn log_ending(peer: SocketAddr, result: crate::Result<()>) {
+    if let Err(err) = result {
+        if err.is_write_stall() {
+            // As for a listener closed for being too slow: policy, worth a line by default.
+            info!(%peer, %err, "connection dropped: the peer stopped reading");
+        } else if err.is_expected() {
+            debug!(%peer, %err, "connection ended");
+        } else {
+            warn!(%peer, %err, "connection failed");
+        }
     }
 }
 

@@ -1,28 +1,27 @@
 //! `https://` and `wss://` served directly, with rustls, on a second port.
 //!
-//! Each TLS connection is decrypted here and relayed over loopback to the relay's own plain
-//! port, so every endpoint (ingest, listeners, the API) works the same behind TLS without a
-//! second code path. Trade-off: a hop through the kernel per TLS connection, and the relay
-//! sees TLS peers as 127.0.0.1 (exempt from the per-address limit; this module applies it).
-//! The certificate is reloaded on SIGHUP (`main.rs`) without dropping anyone.
+//! A TLS connection is let in by the same limits as a plain one (counted on its real
+//! address), shakes hands here, and then takes the same path: the router, the sessions, and
+//! for listeners the same driver threads, which encrypt what they write (one record per
+//! batch). The certificate is reloaded on SIGHUP (`main.rs`) without dropping anyone.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::{Server, DRAIN_TIMEOUT};
+use super::Server;
 use crate::config::TlsConfig;
+use crate::conn::Conn;
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +66,7 @@ impl Terminator {
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    pub(super) fn acceptor(&self) -> TlsAcceptor {
         self.acceptor.read().expect("tls acceptor lock poisoned").clone()
     }
 }
@@ -88,74 +87,45 @@ fn load(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A listener's session leaves rustls after the handshake: the driver seals its records.
+    crate::listener::tls::prepare(&mut config);
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts TLS connections on `listener` and relays each to the plain port `plain`, until
-/// `shutdown` completes.
-pub async fn run(
-    listener: TcpListener,
-    plain: SocketAddr,
-    terminator: Arc<Terminator>,
-    server: Arc<Server>,
-    shutdown: impl Future<Output = ()>,
-) {
-    let (cancel, sessions) = (CancellationToken::new(), TaskTracker::new());
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "listening for tls");
-    }
-    super::accept::accept_loop(&listener, shutdown, |socket, peer| {
-        let (acceptor, server, cancel) =
-            (terminator.acceptor(), Arc::clone(&server), cancel.child_token());
-        sessions.spawn(async move {
-            let Ok(_place) = server.limits.admit_address(peer.ip()) else {
-                debug!(%peer, "tls connection refused: per-address limit");
-                return;
-            };
-            let handshake =
-                timeout(server.node.config.handshake_timeout, acceptor.accept(socket)).await;
-            let mut tls = match handshake {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => return debug!(%peer, %err, "tls handshake failed"),
-                Err(_) => return debug!(%peer, "tls handshake timed out"),
-            };
-            let mut inner = match TcpStream::connect(plain).await {
-                Ok(inner) => inner,
-                Err(err) => return warn!(%peer, %err, "cannot reach the relay's plain port"),
-            };
-            let _ = inner.set_nodelay(true);
-            tokio::select! {
-                () = relay_bytes(&mut tls, &mut inner) => {}
-                () = async { cancel.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {}
-            }
-        });
-    })
-    .await;
-    cancel.cancel();
-    sessions.close();
-    let _ = timeout(DRAIN_TIMEOUT, sessions.wait()).await;
-}
-
-/// Copies both ways until the node's side closes (the node decides when a connection ends:
-/// a closed listener must not live on as a half-open TLS session), or the client leaves.
-async fn relay_bytes(tls: &mut tokio_rustls::server::TlsStream<TcpStream>, inner: &mut TcpStream) {
-    use tokio::io::AsyncWriteExt;
-    let (mut tls_read, mut tls_write) = tokio::io::split(tls);
-    let (mut inner_read, mut inner_write) = inner.split();
-    let to_client = async {
-        let _ = tokio::io::copy(&mut inner_read, &mut tls_write).await;
-        let _ = tls_write.shutdown().await;
-    };
-    let to_relay = async {
-        let _ = tokio::io::copy(&mut tls_read, &mut inner_write).await;
-        let _ = inner_write.shutdown().await;
-    };
-    tokio::pin!(to_client, to_relay);
-    tokio::select! {
-        () = &mut to_client => {}
-        () = &mut to_relay => {
-            // The client is done sending; let the relay finish its answer, briefly.
-            let _ = timeout(std::time::Duration::from_secs(5), to_client).await;
+/// One TLS connection: let in by the limits (the connection permit and the peer's real
+/// address, before the handshake), the handshake (within `handshake_timeout`), then the same
+/// routing as a plain connection.
+pub(super) async fn connection(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    server: &Server,
+    acceptor: TlsAcceptor,
+    cancel: CancellationToken,
+) -> crate::Result<()> {
+    let admission = match server.limits.admit(peer.ip()) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            // No answer: the peer expects a handshake, a plain-text refusal would be noise.
+            server.node.metrics.refused(&refusal.label());
+            info!(%peer, reason = %refusal, "tls connection refused");
+            let _ = socket.shutdown().await;
+            return Ok(());
         }
-    }
+    };
+    let handshake = tokio::select! {
+        () = cancel.cancelled() => return Ok(()),
+        handshake = timeout(server.node.config.handshake_timeout, acceptor.accept(socket)) => handshake,
+    };
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            debug!(%peer, %err, "tls handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            debug!(%peer, "tls handshake timed out");
+            return Ok(());
+        }
+    };
+    super::router::serve(Conn::Tls(Box::new(tls)), peer, server, admission, cancel).await
 }

@@ -8,7 +8,7 @@ import { ONAIR_BIN, launchBrowser, openBroadcaster, openPlayer, playerStatus, st
 
 for (const [path, name] of [['/', 'player'], ['/broadcast', 'broadcaster']]) {
   test(`the ${name} page loads cleanly, labels every control and fits a phone`, async (t) => {
-    const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET' }, { name: 'talk', key: 'OTHER' }] });
+    const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'browser-test-key-0123' }, { name: 'talk', key: 'browser-other-key-0123' }] });
     const browser = await launchBrowser(t, { viewport: { width: 360, height: 740 } });
     const page = await browser.newPage();
     const res = await page.goto(relay.base + path);
@@ -54,7 +54,7 @@ test('the keyboard starts and stops the player; an offline stream says so', asyn
 });
 
 test('a private stream plays from a signed link and explains itself without one', async (t) => {
-  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET', extra: 'listen_secret = "a-private-listening-secret"\n' }] });
+  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'browser-test-key-0123', extra: 'listen_secret = "a-private-listening-secret"\n' }] });
   const signed = spawnSync(ONAIR_BIN, ['sign', 'radio', '--secret', 'a-private-listening-secret', '--base', relay.base], { encoding: 'utf8' });
   assert.equal(signed.status, 0, signed.stderr);
   // First line: the WebSocket link; second: the web player link to share.
@@ -82,7 +82,7 @@ test('a private stream plays from a signed link and explains itself without one'
 });
 
 test('choosing another stream in the list switches playback to it', async (t) => {
-  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET' }, { name: 'talk', key: 'SECRET' }] });
+  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'browser-test-key-0123' }, { name: 'talk', key: 'browser-test-key-0123' }] });
   const wav = writeToneWav(join(tempDir(t), 'tone.wav'));
   const browser = await launchBrowser(t, { args: [`--use-file-for-fake-audio-capture=${wav}`] });
   const talk = await openBroadcaster(browser, relay, { stream: 'talk' });

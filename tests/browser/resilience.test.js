@@ -87,7 +87,7 @@ test('player recovers from a skip, a janked page and a source that restarts its 
 test('a listener that stalls is skipped forward by the relay, then plays audio and video again', async (t) => {
   // A small ring and kernel buffer so that a stalled page falls out of the ring in seconds.
   const relay = await startRelay(t, {
-    streams: [{ name: 'radio', key: 'SECRET', extra: 'ring_frames = 30\n' }],
+    streams: [{ name: 'radio', key: 'browser-test-key-0123', extra: 'ring_frames = 30\n' }],
     extra: 'listener_kernel_bytes = 4096\nslow_listener_timeout_ms = 30000\n',
   });
   const wav = writeToneWav(join(tempDir(t), 'tone.wav'));

@@ -19,7 +19,7 @@ async function nowPlaying(page, title, artist) {
 }
 
 try {
-  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'SECRET' }, { name: 'studio', key: 'SECRET' }, { name: 'night-shift', key: 'SECRET' }] });
+  const relay = await startRelay(t, { streams: [{ name: 'radio', key: 'browser-test-key-0123' }, { name: 'studio', key: 'browser-test-key-0123' }, { name: 'night-shift', key: 'browser-test-key-0123' }] });
   const wav = writeToneWav(join(tempDir(t), 'tone.wav'), { freq: 440, amplitude: 0.3 });
   const browser = await launchBrowser(t, { args: [`--use-file-for-fake-audio-capture=${wav}`] });
 

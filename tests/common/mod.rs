@@ -35,6 +35,30 @@ pub async fn within_secs<F: Future>(secs: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")
 }
 
+/// The power of `freq` in 48 kHz samples (Goertzel).
+pub fn tone_power(samples: &[f32], freq: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / 48_000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in samples {
+        let s0 = f64::from(v) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+/// The share of `freq` in the power at it and at 440 Hz, 500 Hz, 1 kHz and 2 kHz (the test
+/// tones and their neighbours): near 1 when `freq` is what plays.
+pub fn tone_share(samples: &[f32], freq: f64) -> f64 {
+    let at = tone_power(samples, freq);
+    let others: f64 = [440.0, 500.0, 1_000.0, 2_000.0]
+        .iter()
+        .filter(|&&f| (f - freq).abs() > 1.0)
+        .map(|&f| tone_power(samples, f))
+        .sum();
+    at / (at + others)
+}
+
 /// A file of `samples/`.
 pub fn sample(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name)
@@ -284,5 +308,41 @@ pub async fn raw_close_code(tcp: &mut TcpStream) -> (u16, usize) {
             0x9 => pings += 1,
             _ => {}
         }
+    }
+}
+
+/// A directory for a test's web root, removed when dropped.
+pub struct WebRoot(pub std::path::PathBuf);
+
+impl WebRoot {
+    /// An empty web root, unique to this test process and `name`.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("onair-web-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the web root");
+        Self(dir)
+    }
+
+    /// Writes `path` (creating its folders) under the root.
+    pub fn file(&self, path: &str, text: &str) -> &Self {
+        let path = self.0.join(path);
+        std::fs::create_dir_all(path.parent().expect("a file has a folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write a web file");
+        self
+    }
+
+    /// `index.html` and a sparse file of `len` bytes at `/big.wasm` (no disk space used).
+    pub fn with_big_file(name: &str, len: u64) -> Self {
+        let root = Self::new(name);
+        root.file("index.html", "<!doctype html><title>x</title>");
+        std::fs::File::create(root.0.join("big.wasm"))
+            .and_then(|f| f.set_len(len))
+            .expect("a sparse file");
+        root
+    }
+}
+
+impl Drop for WebRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -12,7 +12,7 @@ import { chromium } from 'playwright-core';
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const ONAIR_BIN = process.env.ONAIR_BIN ?? join(REPO, 'target/debug/onair');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-export const KEY = 'SECRET';
+export const KEY = 'browser-test-key-0123';
 
 const children = new Set();
 process.on('exit', () => {
@@ -246,6 +246,81 @@ export function measureTone(page) {
     }
     return { freq: best, rms };
   });
+}
+
+/**
+ * A page whose `<audio id="a">` goes through an analyser (CORS-enabled, so the samples are
+ * readable); `attach(audio)` runs in the page to give the element its source (a plain `src`,
+ * hls.js). The page keeps `globalThis.probe` for `audioState`.
+ * @param {{newPage: () => Promise<import('playwright-core').Page>}} browser
+ * @param {string} url
+ * @param {{script?: string, attach?: string}} [opts] a script to load first, and the body of
+ *   `attach(audio, url, probe)` (default: `audio.src = url`)
+ */
+export async function openAnalysedAudio(browser, url, { script, attach = 'audio.src = url;' } = {}) {
+  const page = await browser.newPage();
+  await page.setContent('<audio id="a" crossorigin="anonymous"></audio>');
+  if (script) await page.addScriptTag({ path: script });
+  await page.evaluate(([src, body]) => {
+    const audio = /** @type {HTMLAudioElement} */ (document.getElementById('a'));
+    const ctx = new AudioContext();
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 16384;
+    ctx.createMediaElementSource(audio).connect(analyser);
+    analyser.connect(ctx.destination);
+    /** @type {any} */
+    const probe = { audio, ctx, analyser, errors: [] };
+    /** @type {any} */ (globalThis).probe = probe;
+    audio.addEventListener('error', () => probe.errors.push(audio.error?.message ?? 'error'));
+    // eslint-disable-next-line no-new-func
+    new Function('audio', 'url', 'probe', body)(audio, src, probe);
+    return audio.play().catch(() => {});
+  }, [url, attach]);
+  return page;
+}
+
+/**
+ * The analysed element's playback time, errors, dominant frequency (FFT peak between 100 Hz
+ * and 4 kHz), its level, and how far behind the wall clock it plays when `probe.hls` knows.
+ * @param {import('playwright-core').Page} page
+ */
+export function audioState(page) {
+  return page.evaluate(() => {
+    const { audio, ctx, analyser, errors, hls } = globalThis.probe;
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    const hz = ctx.sampleRate / analyser.fftSize;
+    let best = 0;
+    for (let i = Math.ceil(100 / hz); i < 4000 / hz; i++) if (bins[i] > bins[best]) best = i;
+    const playing = hls?.playingDate;
+    return {
+      time: audio.currentTime,
+      paused: audio.paused,
+      errors,
+      freq: best * hz,
+      level: bins[best],
+      behindMs: playing ? Date.now() - playing.getTime() : null,
+    };
+  });
+}
+
+/**
+ * Waits until the analysed element has played `seconds` more and hears `freq` (±15 Hz).
+ * @param {import('playwright-core').Page} page
+ * @param {number} freq
+ */
+export async function hearsTone(page, freq, { seconds = 1.5, timeout = 25_000 } = {}) {
+  const start = (await audioState(page)).time;
+  /** @type {any} */
+  let last;
+  await waitFor(async () => {
+    last = await audioState(page);
+    if (last.errors.length) throw new Error(`playback error: ${last.errors.join(', ')}`);
+    return last.time - start >= seconds && Math.abs(last.freq - freq) <= 15 && last.level > -60;
+  }, { timeout, what: `${freq} Hz for ${seconds} s of playback` }).catch((err) => {
+    throw new Error(`${err.message}; last ${JSON.stringify(last)}`);
+  });
+  return last;
 }
 
 /** Opens the player page on a stream and presses play; returns the page. */
