@@ -81,6 +81,11 @@ pub const DEFAULT_LEASE_MS: u64 = 3_000;
 pub const MIN_LEASE_MS: u64 = 500;
 /// Longest `lease_ms`: a dead node's streams stay taken this long.
 pub const MAX_LEASE_MS: u64 = 60_000;
+/// Messages a cluster node's subscription holds per stream before NATS drops messages for it:
+/// about five seconds of 50 frames a second.
+pub const SUBSCRIPTION_MESSAGES_PER_STREAM: usize = 256;
+/// Bounds of `[cluster] subscription_capacity`.
+pub const SUBSCRIPTION_CAPACITY: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 /// Longest HLS part (LL-HLS `PART-TARGET`): hls.js plays about 1-2 s behind live with these.
 pub const DEFAULT_HLS_PART_MS: u64 = 200;
 /// Longest HLS segment (`EXT-X-TARGETDURATION`).
@@ -218,6 +223,10 @@ pub struct ClusterConfig {
     pub tls_client: Option<(PathBuf, PathBuf)>,
     /// Refuse to talk to NATS without TLS.
     pub tls_required: bool,
+    /// Messages the node's NATS subscriptions may hold before NATS drops messages for it (a
+    /// slow consumer); `None`: `SUBSCRIPTION_MESSAGES_PER_STREAM` per stream (at least 4
+    /// streams' worth).
+    pub subscription_capacity: Option<usize>,
 }
 
 impl ClusterConfig {
@@ -233,6 +242,7 @@ impl ClusterConfig {
             tls_ca: None,
             tls_client: None,
             tls_required: false,
+            subscription_capacity: None,
         }
     }
 }
@@ -338,6 +348,7 @@ struct RawCluster {
     tls_key: Option<PathBuf>,
     #[serde(default)]
     tls_required: bool,
+    subscription_capacity: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -876,6 +887,19 @@ fn cluster(
             return Err(fail(Some(table), "cluster: `tls_key` needs `tls_cert`".into()));
         }
     };
+    let subscription_capacity = match raw.subscription_capacity {
+        Some(n) if !SUBSCRIPTION_CAPACITY.contains(n.get_ref()) => {
+            return Err(fail(
+                Some(n.span()),
+                format!(
+                    "cluster.subscription_capacity must be {}-{}",
+                    SUBSCRIPTION_CAPACITY.start(),
+                    SUBSCRIPTION_CAPACITY.end()
+                ),
+            ));
+        }
+        n => n.map(Spanned::into_inner),
+    };
     Ok(ClusterConfig {
         nats,
         node,
@@ -886,6 +910,7 @@ fn cluster(
         tls_ca: raw.tls_ca,
         tls_client,
         tls_required: raw.tls_required,
+        subscription_capacity,
     })
 }
 
@@ -1001,6 +1026,7 @@ key = "SECRET-0123456789"
         let cluster = config.cluster.unwrap();
         assert_eq!((cluster.node.as_str(), cluster.lease), ("edge-1", Duration::from_secs(3)));
         assert!(cluster.user.is_some() && cluster.tls_client.is_some());
+        assert_eq!(cluster.subscription_capacity, Some(1024));
     }
 
     #[test]
@@ -1033,6 +1059,7 @@ key = "SECRET-0123456789"
             ("[cluster]\nnats = \"x:4222\"\nuser = \"u\"\n", 3, "go together"),
             ("[cluster]\nnats = \"x:4222\"\nprefix = \"a.*\"\n", 3, "cluster.prefix"),
             ("[cluster]\nnats = \"x:4222\"\nnodes = \"a\"\n", 3, "unknown field"),
+            ("[cluster]\nnats = \"x:4222\"\nsubscription_capacity = 0\n", 3, "subscription_capacity"),
             ("\nip_limit_ipv6_prefix = 0\n", 2, "ip_limit_ipv6_prefix must be 1-128"),
             ("listen = [\n", 1, ""),
             (

@@ -941,3 +941,84 @@ async fn a_private_stream_followed_on_another_node_keeps_its_signed_link_and_sta
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_falls_behind_nats_counts_it_skips_stale_frames_and_recovers() {
+    let nats = Nats::start();
+    // Node b's subscription holds 2 messages: a burst of large frames overflows it at once.
+    let mut config = node_config(&nats, "b", &[radio(), StreamConfig::new("other", None)]);
+    config.cluster.as_mut().unwrap().subscription_capacity = Some(2);
+    let b = TestRelay::start_with(config).await;
+    let (mut radio_on_b, _) = listener(&b, "radio").await;
+    let (mut other_on_b, _) = listener(&b, "other").await;
+    // The test plays origin x of both streams, straight on NATS.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let session = format!(
+        r#"{{"type":"session","session":1,"live":true,"tracks":{},"headers":[]}}"#,
+        r#"[{"id":0,"kind":"audio","codec":"opus","sample_rate":48000,"channels":2}]"#
+    );
+    poll("b following x", 10, || async {
+        for stream in ["radio", "other"] {
+            let subject = format!("onair.s.{stream}.x.c");
+            client.publish(subject, session.clone().into()).await.unwrap();
+        }
+        client.flush().await.unwrap();
+        let (radio, other) = (stream_info(&b, "radio").await, stream_info(&b, "other").await);
+        (radio["origin"] == "x" && other["origin"] == "x").then_some(())
+    })
+    .await;
+    assert_eq!(next_event(&mut radio_on_b).await["state"], "online");
+    assert_eq!(next_event(&mut other_on_b).await["state"], "online");
+
+    let big = vec![0x55u8; 32 << 10];
+    for i in 0..600u64 {
+        client.publish("onair.s.radio.x.f", frame(i * 20_000, &big).into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let counted = |metrics: &str, reason: &str| {
+        let series = format!("onair_cluster_dropped_total{{reason=\"{reason}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&series))?;
+        line.rsplit(' ').next()?.parse::<u64>().ok()
+    };
+    // Counted, and what waited behind the drop was stale: skipped, not played late.
+    poll("the slow consumer counted and stale frames skipped", 10, || async {
+        let (_, metrics) = http_get(&b, "/metrics").await;
+        let moved = |reason| counted(&metrics, reason).is_some_and(|n| n > 0);
+        (moved("slow_consumer") && moved("stale")).then_some(())
+    })
+    .await;
+
+    // Both streams recover at once: frames sent now reach b's listeners, on the same
+    // connections, and nothing older arrives after them.
+    let pts = |frame: &Vec<u8>| decode_frame_header(frame).unwrap().pts;
+    let after = 1_000_000_000u64;
+    let pump = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0..250u64 {
+                for stream in ["radio", "other"] {
+                    let message = frame(after + i * 20_000, b"after the burst");
+                    client.publish(format!("onair.s.{stream}.x.f"), message.into()).await.unwrap();
+                }
+                client.flush().await.unwrap();
+                sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    for ws in [&mut radio_on_b, &mut other_on_b] {
+        within_secs(5, async {
+            loop {
+                let (_, frames) = read_frames(ws, 1).await;
+                if pts(&frames[0]) >= after {
+                    break;
+                }
+            }
+        })
+        .await;
+        let (events, frames) = read_frames(ws, 10).await;
+        assert!(frames.iter().all(|f| pts(f) >= after), "live, nothing stale after it");
+        assert!(events.iter().all(|e| e["state"] != "offline"), "{events:?}");
+    }
+    pump.abort();
+    b.shutdown().await;
+}

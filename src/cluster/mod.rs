@@ -23,6 +23,7 @@ pub mod subject;
 pub mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, SUBSCRIPTION_MESSAGES_PER_STREAM};
 use crate::metrics::ClusterMetrics;
 use crate::node::{ClusterView, Node};
 use crate::protocol::Metadata;
@@ -44,9 +45,6 @@ use subject::Subjects;
 pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// A node's counts are forgotten after this many intervals without a report.
 const STATS_EXPIRY_INTERVALS: u32 = 3;
-/// Messages the follower's subscription may hold per stream before NATS drops (slow consumer):
-/// about five seconds of 50 frames a second.
-const SUBSCRIPTION_MESSAGES_PER_STREAM: usize = 256;
 
 /// One node's part of a cluster: its NATS connection and what it knows of the others.
 pub struct Cluster {
@@ -64,6 +62,11 @@ pub struct Cluster {
     peers: Mutex<HashMap<String, stats::Peer>>,
     /// Per stream with a key: whether a local live source is attached (and wants the lease).
     live_wanted: HashMap<String, watch::Sender<bool>>,
+    /// Messages NATS dropped because this node read too slowly (slow consumer), so far: the
+    /// follower resyncs when it moves.
+    slow_consumer: Arc<AtomicU64>,
+    /// Messages each subscription holds before NATS drops for it.
+    subscription_capacity: usize,
 }
 
 /// Where a relayed stream comes from.
@@ -93,10 +96,14 @@ impl Cluster {
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let metrics = node.metrics.cluster.clone();
-        let capacity = SUBSCRIPTION_MESSAGES_PER_STREAM * node.config.streams.len().max(4);
-        let client = connect_options(&config, metrics.clone(), capacity)
-            .connect(config.nats.clone())
-            .await?;
+        let capacity = config
+            .subscription_capacity
+            .unwrap_or_else(|| SUBSCRIPTION_MESSAGES_PER_STREAM * node.config.streams.len().max(4));
+        let slow_consumer = Arc::new(AtomicU64::new(0));
+        let options = connect_options(&config, metrics.clone(), capacity, &slow_consumer);
+        // Returns at once: with `retry_on_initial_connect` the client connects in the
+        // background, and the node serves its own streams meanwhile.
+        let client = options.connect(config.nats.clone()).await?;
         let live_wanted = node
             .config
             .streams
@@ -114,6 +121,8 @@ impl Cluster {
             origins: Mutex::default(),
             peers: Mutex::default(),
             live_wanted,
+            slow_consumer,
+            subscription_capacity: capacity,
         });
         info!(node = %cluster.config.node, nats = ?cluster.config.nats, "cluster node starting");
         for stream in node.streams.iter() {
@@ -134,6 +143,11 @@ impl Cluster {
         tasks.spawn(stats::run(Arc::clone(&cluster), cancel));
         let _ = node.cluster.set(Arc::clone(&cluster) as Arc<dyn ClusterView>);
         Ok(cluster)
+    }
+
+    /// Messages NATS dropped for this node so far because it read too slowly.
+    fn slow_consumer_drops(&self) -> u64 {
+        self.slow_consumer.load(Ordering::Relaxed)
     }
 
     /// Runs the auto-DJ of `stream` on whichever node holds its lease: this one while it does.
@@ -180,12 +194,15 @@ impl Cluster {
     }
 }
 
-/// The NATS connection: reconnects for ever, never echoes our own messages, logs its events.
+/// The NATS connection: reconnects for ever, never echoes our own messages, logs its events
+/// (a slow consumer is counted here and logged by the follower, once per burst).
 fn connect_options(
     config: &ClusterConfig,
     metrics: ClusterMetrics,
     capacity: usize,
+    slow_consumer: &Arc<AtomicU64>,
 ) -> ConnectOptions {
+    let slow_consumer = Arc::clone(slow_consumer);
     let heartbeat = config.lease / 3;
     let mut options = ConnectOptions::new()
         .name(format!("onair {}", config.node))
@@ -201,6 +218,7 @@ fn connect_options(
         .connection_timeout(config.lease)
         .event_callback(move |event| {
             let metrics = metrics.clone();
+            let slow_consumer = Arc::clone(&slow_consumer);
             async move {
                 match event {
                     Event::Connected => {
@@ -213,9 +231,10 @@ fn connect_options(
                             "cluster: disconnected from nats; local streams carry on, reconnecting"
                         );
                     }
+                    // One per message dropped: counted, logged by the follower once per burst.
                     Event::SlowConsumer(_) => {
                         metrics.dropped("slow_consumer", 1);
-                        warn!("cluster: this node reads too slowly: nats dropped messages for it");
+                        slow_consumer.fetch_add(1, Ordering::Relaxed);
                     }
                     Event::ServerError(err) => error!(%err, "cluster: nats server error"),
                     // Every failed reconnection attempt: `Disconnected` said it once.
