@@ -419,6 +419,8 @@ async fn after_a_nats_restart_remote_streams_resume_on_the_same_connections() {
 struct Serve {
     child: std::process::Child,
     addr: SocketAddr,
+    /// Its log lines so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Serve {
@@ -439,16 +441,27 @@ impl Serve {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let lines = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening addr=").nth(1) {
                     let _ = tx.send(addr.trim().to_owned());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(10)).expect("the node logs its address");
         let _ = std::fs::remove_file(&path);
-        Self { child, addr: addr.parse().unwrap() }
+        Self { child, addr: addr.parse().unwrap(), log }
+    }
+
+    /// Waits until a log line contains `text`.
+    async fn logged(&self, text: &str) {
+        poll(&format!("`{text}` in the log"), 10, || async {
+            self.log.lock().unwrap().iter().any(|l| l.contains(text)).then_some(())
+        })
+        .await;
     }
 
     fn kill(&mut self) {
@@ -1021,4 +1034,76 @@ async fn a_node_that_falls_behind_nats_counts_it_skips_stale_frames_and_recovers
     }
     pump.abort();
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_nats_a_node_serves_its_own_streams_and_followed_streams_come_back_with_it() {
+    // NATS is down when the nodes start: they start anyway and serve their own streams.
+    let mut nats = Nats::unstarted();
+    let nodes = within_secs(10, start_nodes(&nats, &["a", "b"], &[radio()])).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (mut on_a, _) = listener(a, "radio").await;
+    let (mut on_b, hello) = listener(b, "radio").await;
+    assert_eq!(hello["live"], false);
+    let mut source = source(a, "radio", "SECRET-KEY-0123456789").await;
+    source.send(Message::binary(header_frame(b"OpusHead"))).await.unwrap();
+    let pump = tokio::spawn(async move {
+        for i in 0..3000u64 {
+            if source.send(Message::binary(frame(i * 20_000, &i.to_be_bytes()))).await.is_err() {
+                return;
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    });
+    read_frames(&mut on_a, 20).await;
+    let (_, metrics) = http_get(a, "/metrics").await;
+    assert!(metrics.contains("onair_cluster_connected 0"), "{metrics}");
+    assert_eq!(stream_info(b, "radio").await["live"], false, "nothing to follow without NATS");
+
+    // NATS comes up: b follows a's stream, on the listener's connection of before.
+    nats.restart();
+    within_secs(15, until_state(&mut on_b, "online")).await;
+    read_frames(&mut on_b, 10).await;
+    wait_relayed(b, "radio", "a").await;
+
+    // NATS goes down while they run: a's listener hears on, b's hears the stream go offline.
+    nats.stop();
+    let pts = |frame: &Vec<u8>| decode_frame_header(frame).unwrap().pts;
+    let (_, frames) = within_secs(3, read_frames(&mut on_a, 50)).await;
+    assert!(frames.windows(2).all(|w| pts(&w[1]) > pts(&w[0])), "a plays on without a pause");
+    within_secs(10, until_state(&mut on_b, "offline")).await;
+    let (_, metrics) = http_get(b, "/metrics").await;
+    assert!(metrics.contains("onair_cluster_connected 0"), "{metrics}");
+    assert_eq!(stream_info(b, "radio").await["live"], false);
+
+    // NATS is back on the same port: the stream resumes on b's connection, live.
+    let during = {
+        let (_, frames) = read_frames(&mut on_a, 1).await;
+        pts(&frames[0])
+    };
+    nats.restart();
+    within_secs(15, until_state(&mut on_b, "online")).await;
+    let (_, frames) = read_frames(&mut on_b, 10).await;
+    assert!(frames.iter().skip(1).all(|f| pts(f) > during), "from where a is now");
+    pump.abort();
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_cannot_reach_nats_says_so_once_and_when_it_connects() {
+    let mut nats = Nats::unstarted();
+    let config = format!(
+        "[cluster]\nnats = \"{}\"\nnode = \"a\"\nlease_ms = 500\n\
+         [[streams]]\nname = \"radio\"\nkey = \"SECRET-KEY-0123456789\"\n",
+        nats.url()
+    );
+    let node = Serve::start(&config);
+    node.logged("cluster: cannot reach nats; serving this node's own streams").await;
+    assert_eq!(api(node.addr, "radio").await["live"], false, "it serves meanwhile");
+    nats.restart();
+    node.logged("cluster: connected to nats").await;
+    let warnings = node.log.lock().unwrap().iter().filter(|l| l.contains("cannot reach")).count();
+    assert_eq!(warnings, 1, "said once, not per attempt");
 }

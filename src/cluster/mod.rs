@@ -140,6 +140,7 @@ impl Cluster {
         }
         tasks.spawn(follower::run(Arc::clone(&cluster), cancel.clone()));
         tasks.spawn(command::run(Arc::clone(&cluster), cancel.clone()));
+        tasks.spawn(warn_unreachable(Arc::clone(&cluster), cancel.clone()));
         tasks.spawn(stats::run(Arc::clone(&cluster), cancel));
         let _ = node.cluster.set(Arc::clone(&cluster) as Arc<dyn ClusterView>);
         Ok(cluster)
@@ -191,6 +192,22 @@ impl Cluster {
 
     fn origins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Origin>> {
         self.origins.lock().expect("cluster origins lock poisoned")
+    }
+}
+
+/// Says once, a lease after start, that NATS cannot be reached (a client that never connected
+/// reports nothing else but a debug line per attempt); "connected" follows when it can.
+async fn warn_unreachable(cluster: Arc<Cluster>, cancel: CancellationToken) {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => return,
+        () = tokio::time::sleep(cluster.config.lease) => {}
+    }
+    if !cluster.connected() {
+        warn!(
+            nats = %cluster.config.nats.join(", "),
+            "cluster: cannot reach nats; serving this node's own streams, other nodes' streams are offline here until it can; retrying"
+        );
     }
 }
 

@@ -21,6 +21,15 @@ impl Nats {
         Self::start_with("")
     }
 
+    /// A free port and a store for a server that is not running yet: `restart` starts it
+    /// (nodes configured with `url` meanwhile find nothing listening there).
+    pub fn unstarted() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("onair-nats-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { port, dir, config: None, child: None }
+    }
+
     /// Like `start`, with these lines of nats-server configuration (e.g. `max_payload: 4096`).
     pub fn start_with(config: &str) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -69,7 +78,7 @@ impl Nats {
         }
     }
 
-    /// Stops the server and starts it again on the same port with the same store.
+    /// Stops the server (if it runs) and starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
