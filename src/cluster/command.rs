@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::Cluster;
 use crate::protocol::{validate_metadata, Metadata};
+use crate::relay::KickReason;
 
 /// A command for the origin of a stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,7 +103,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, cancel: CancellationToken) {
                 }
             }
             Command::Kick { .. } => {
-                if stream.kick_live() {
+                if stream.kick_live(KickReason::Operator) {
                     info!(stream = %name, "source removal requested by an admin request to another node");
                 }
             }

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::subject::{Lease, Subjects};
 use super::Cluster;
-use crate::relay::Stream;
+use crate::relay::{KickReason, Stream};
 
 /// What trying to take a lease found.
 #[derive(Debug)]
@@ -194,7 +194,7 @@ pub(super) async fn live(
                 Ok(Claim::Taken(node)) => {
                     warn!(stream = %name, %node, "cluster: the stream is live on another node: closing this node's live source");
                     cluster.metrics.dropped("live_elsewhere", 1);
-                    stream.kick_live();
+                    stream.kick_live(KickReason::LiveElsewhere);
                 }
                 Err(err) => {
                     if !warned {

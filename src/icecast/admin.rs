@@ -21,7 +21,7 @@ use crate::format::Container;
 use crate::http::{Request, Response};
 use crate::node::Node;
 use crate::protocol::{truncate, Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
-use crate::relay::Stream;
+use crate::relay::{KickReason, Stream};
 use crate::time::{iso8601, rfc822};
 
 /// Answers an admin or status request. Only `/status-json.xsl` carries CORS headers: no page
@@ -145,7 +145,7 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
                 }
                 return xml_response(503, "Cluster unavailable", 0);
             }
-            if stream.kick_live() {
+            if stream.kick_live(KickReason::Operator) {
                 info!(stream = %name, %peer, "source removal requested by admin");
                 xml_response(200, "Source Removed", 1)
             } else {

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 
 pub use consumer::{Consumer, Fill, StreamFull, MAX_FILL_ENTRIES, SERVER_NAME};
 pub use ring::{Event, Frame, Item};
-pub use source::{AttachError, Gate, SourceError, SourceHandle, SourceKind};
+pub use source::{AttachError, Gate, KickReason, SourceError, SourceHandle, SourceKind};
 pub use stats::StreamInfo;
 pub use stream::{Stream, Watcher, METADATA_INTERVAL};
 pub use tap::{Tap, Tapped};

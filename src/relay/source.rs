@@ -10,7 +10,7 @@
 //! below the local auto-DJ too. A [`Gate`] set on the stream decides whether a local source may
 //! attach at all (one live source cluster-wide).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -75,13 +75,24 @@ pub enum SourceError {
 #[derive(Debug, Default)]
 pub(super) struct Slot {
     id: u64,
-    /// Cancelled when an operator removes this source.
+    /// Cancelled when this source must leave (`kick_reason` says why).
     kick: CancellationToken,
+    kick_reason: OnceLock<KickReason>,
     pub tracks: Option<Vec<Track>>,
     pub headers: Vec<(FrameHeader, Bytes)>,
     pub metadata: Option<Metadata>,
     /// A remote source whose origin is live: it outranks the local auto-DJ.
     pub outranks_autodj: bool,
+}
+
+/// Why a source was told to leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KickReason {
+    /// An operator removed it (`/admin/killsource`).
+    Operator,
+    /// Another node of the cluster holds the stream's live lease: the source lost the race of
+    /// two that connected to two nodes at the same time.
+    LiveElsewhere,
 }
 
 /// Decides whether a local source may attach to a stream, and hears when one attaches and
@@ -206,10 +217,12 @@ impl Stream {
         Ok(SourceHandle { stream: Arc::clone(self), kind, id })
     }
 
-    /// Asks the live source to leave (admin `killsource`); false when there is none.
-    pub fn kick_live(&self) -> bool {
+    /// Asks the live source to leave, for `reason`; false when there is none.
+    pub fn kick_live(&self, reason: KickReason) -> bool {
         match self.lock().sources.slot(SourceKind::Live) {
             Some(slot) => {
+                // The first reason given wins: the session reads it once it sees the kick.
+                let _ = slot.kick_reason.set(reason);
                 slot.kick.cancel();
                 true
             }
@@ -233,10 +246,17 @@ impl SourceHandle {
         &self.stream
     }
 
-    /// Cancelled when an operator removes this source: its session should close.
+    /// Cancelled when this source must leave (an operator removed it, or the stream is live
+    /// on another node): its session should close, with [`SourceHandle::kick_reason`].
     pub fn kicked(&self) -> CancellationToken {
         let mut state = self.stream.lock();
         self.slot(&mut state).kick.clone()
+    }
+
+    /// Why this source was told to leave (`Operator` when it was not).
+    pub fn kick_reason(&self) -> KickReason {
+        let mut state = self.stream.lock();
+        self.slot(&mut state).kick_reason.get().copied().unwrap_or(KickReason::Operator)
     }
 
     fn slot<'a>(&self, state: &'a mut State) -> &'a mut Slot {
