@@ -17,14 +17,18 @@ RUN_PACKAGES := gcc libc6-dev cmake libasound2-dev pkg-config
 INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mpv
 # pulseaudio and libasound2-plugins make the headless capture device of tests/capture.rs.
 CAPTURE_PACKAGES := pulseaudio libasound2-plugins
+# nats-server (with JetStream) carries the cluster (`make cluster`, tests/cluster.rs).
+CLUSTER_PACKAGES := nats-server
 # Real peers for tests; nginx-light and haproxy are the reverse proxies of tests/proxy.rs
-# (docs/DEPLOY.md); openssl makes test certificates; systemd-analyze (systemd),
+# (docs/DEPLOY.md), nginx-light also docs/CLUSTER.md's balancer in tests/cluster.rs; openssl
+# makes test certificates; systemd-analyze (systemd),
 # systemd-nspawn (systemd-container) and debootstrap check the service and the package.
 # Node.js and python3-venv: see deps-node and deps-test.
 TEST_PACKAGES := $(RUN_PACKAGES) ffmpeg sox opus-tools chromium libshout-tools icecast2 openssl \
   nginx-light haproxy \
   systemd systemd-container debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES) $(CAPTURE_PACKAGES)
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES) $(CAPTURE_PACKAGES) \
+  $(CLUSTER_PACKAGES)
 # cargo-deb reads the binary's library needs with dpkg-shlibdeps (dpkg-dev) and strips it (binutils).
 DEB_PACKAGES := $(RUN_PACKAGES) dpkg-dev binutils
 # icecast2 is the relay the benchmark compares with; openssl makes its TLS certificate.
@@ -43,11 +47,12 @@ BIN ?= target/release/onair
 
 .PHONY: run test build release autobahn fuzz soak lint lint-relay-only fmt-check fix doc bench install \
   install-config uninstall deb package-test deps-run deps-test deps-node deps-deb deps-bench \
-  browser-test help
+  browser-test help cluster deps-cluster bench-cluster
 
 help:
 	@echo "make run      build and start the relay on $(LISTEN) with a demo station (LISTEN=ADDR:PORT)"
 	@echo "make test     fmt check, clippy, cargo test, browser, interop and package tests"
+	@echo "make cluster  nats-server and three nodes on 127.0.0.1:8001-8003 sharing a demo station"
 	@echo "make release  build target/release/onair"
 	@echo "make install  install binary, web player, systemd unit, /etc/onair/onair.toml (PREFIX, DESTDIR)"
 	@echo "make deb      build a Debian package in target/debian/"
@@ -97,6 +102,13 @@ deps-deb: deps-node
 
 deps-bench:
 	$(call apt_install,$(BENCH_PACKAGES))
+
+deps-cluster: deps-run
+	$(call apt_install,nats-server)
+
+# Three nodes and a nats-server on 127.0.0.1 for a try (docs/CLUSTER.md); Ctrl-C stops them.
+cluster: deps-cluster build
+	tests/cluster-demo.sh
 
 build: deps-run
 	$(CARGO) build
@@ -235,3 +247,9 @@ bench: deps-bench
 	$(CARGO) bench --bench ring --bench protocol $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.3,)
 	$(CARGO) bench --bench load -- compare $(if $(QUICK),--quick,) $(BENCH_ARGS)
 	$(CARGO) bench --bench record -- $(if $(QUICK),--quick,)
+	$(MAKE) --no-print-directory bench-cluster
+
+# The cluster's costs: two release nodes on one nats-server (docs/CLUSTER.md has the numbers).
+bench-cluster: deps-bench deps-cluster
+	$(CARGO) build --release --bin onair
+	$(CARGO) bench --bench cluster -- $(if $(QUICK),--quick,)

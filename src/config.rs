@@ -75,6 +75,19 @@ fn default_listener_threads() -> usize {
 
 /// Audio bytes between two ICY metadata blocks for HTTP listeners that ask for them.
 pub const DEFAULT_ICY_METAINT: usize = 16_000;
+/// First token of every cluster subject and the lease bucket's name.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "onair";
+/// How long a cluster lease lasts without being renewed (it is renewed three times as often).
+pub const DEFAULT_LEASE_MS: u64 = 3_000;
+/// Shortest `lease_ms`: the lease is renewed over the network every third of it.
+pub const MIN_LEASE_MS: u64 = 500;
+/// Longest `lease_ms`: a dead node's streams stay taken this long.
+pub const MAX_LEASE_MS: u64 = 60_000;
+/// Messages a cluster node's subscription holds per stream before NATS drops messages for it:
+/// about five seconds of 50 frames a second.
+pub const SUBSCRIPTION_MESSAGES_PER_STREAM: usize = 256;
+/// Bounds of `[cluster] subscription_capacity`.
+pub const SUBSCRIPTION_CAPACITY: std::ops::RangeInclusive<usize> = 1..=1_000_000;
 /// Longest HLS part (LL-HLS `PART-TARGET`): hls.js plays about 1-2 s behind live with these.
 pub const DEFAULT_HLS_PART_MS: u64 = 200;
 /// Longest HLS segment (`EXT-X-TARGETDURATION`).
@@ -167,6 +180,8 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// Audio bytes between ICY metadata blocks (`icy-metaint`).
     pub icy_metaint: usize,
+    /// Share the streams with other nodes through NATS; `None`: a single node.
+    pub cluster: Option<ClusterConfig>,
     /// Serve every Opus and MP3 stream over HLS (`/{stream}.m3u8`).
     pub hls: bool,
     /// Longest HLS part.
@@ -190,6 +205,53 @@ pub struct Config {
     pub recordings_max_bytes: Option<u64>,
     /// The streams, in file order.
     pub streams: Vec<StreamConfig>,
+}
+
+/// `[cluster]`: several nodes serve one set of streams through NATS (docs/CLUSTER.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://host:4222`, `tls://host:4222`, or `host:port`).
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster (letters, digits, `-`, `_`). Default: the
+    /// host name's first label.
+    pub node: String,
+    /// First token of every subject and the lease bucket's name, so several clusters can
+    /// share one NATS.
+    pub prefix: String,
+    /// How long a lease (a stream's live source, its auto-DJ) outlives its node's last renewal.
+    pub lease: Duration,
+    /// NATS user and password.
+    pub user: Option<(String, String)>,
+    /// NATS token.
+    pub token: Option<String>,
+    /// PEM file of the CA certificates that sign the NATS servers' certificates.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for NATS servers that verify clients.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// Refuse to talk to NATS without TLS.
+    pub tls_required: bool,
+    /// Messages the node's NATS subscriptions may hold before NATS drops messages for it (a
+    /// slow consumer); `None`: `SUBSCRIPTION_MESSAGES_PER_STREAM` per stream (at least 4
+    /// streams' worth).
+    pub subscription_capacity: Option<usize>,
+}
+
+impl ClusterConfig {
+    /// A cluster of `nats` with every other setting at its default.
+    pub fn new(nats: &str, node: &str) -> Self {
+        Self {
+            nats: vec![nats.to_owned()],
+            node: node.to_owned(),
+            prefix: DEFAULT_CLUSTER_PREFIX.to_owned(),
+            lease: Duration::from_millis(DEFAULT_LEASE_MS),
+            user: None,
+            token: None,
+            tls_ca: None,
+            tls_client: None,
+            tls_required: false,
+            subscription_capacity: None,
+        }
+    }
 }
 
 /// `[tls]`: serve `https://` and `wss://` on a second port.
@@ -270,6 +332,7 @@ struct RawConfig {
     cors_origins: Option<Vec<String>>,
     admin_password: Option<Spanned<String>>,
     icy_metaint: Option<Spanned<usize>>,
+    cluster: Option<Spanned<RawCluster>>,
     hls: Option<bool>,
     hls_part_ms: Option<Spanned<u64>>,
     hls_segment_ms: Option<Spanned<u64>>,
@@ -282,6 +345,31 @@ struct RawConfig {
     recordings_max_bytes: Option<Spanned<u64>>,
     #[serde(default)]
     streams: Vec<RawStream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    nats: Spanned<OneOrMany>,
+    node: Option<Spanned<String>>,
+    prefix: Option<Spanned<String>>,
+    lease_ms: Option<Spanned<u64>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<Spanned<PathBuf>>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    tls_required: bool,
+    subscription_capacity: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -343,6 +431,7 @@ impl Default for Config {
             cors_origins: vec!["*".to_owned()],
             admin_password: None,
             icy_metaint: DEFAULT_ICY_METAINT,
+            cluster: None,
             hls: true,
             hls_part: Duration::from_millis(DEFAULT_HLS_PART_MS),
             hls_segment: Duration::from_millis(DEFAULT_HLS_SEGMENT_MS),
@@ -402,6 +491,14 @@ impl Config {
             if let Some(playlist) = &mut stream.playlist {
                 if playlist.is_relative() {
                     *playlist = base.join(&*playlist);
+                }
+            }
+        }
+        if let Some(cluster) = &mut config.cluster {
+            let paths = cluster.tls_client.iter_mut().flat_map(|(c, k)| [c, k]);
+            for path in cluster.tls_ca.iter_mut().chain(paths) {
+                if path.is_relative() {
+                    *path = base.join(&*path);
                 }
             }
         }
@@ -573,6 +670,9 @@ impl Config {
             p => p.map(Spanned::into_inner),
         };
         config.icy_metaint = positive(raw.icy_metaint, "icy_metaint", DEFAULT_ICY_METAINT)?;
+        if let Some(raw_cluster) = raw.cluster {
+            config.cluster = Some(cluster(raw_cluster, &fail)?);
+        }
         config.hls = raw.hls.unwrap_or(true);
         config.hls_part = millis(raw.hls_part_ms, "hls_part_ms", DEFAULT_HLS_PART_MS)?;
         let segment_span = raw.hls_segment_ms.as_ref().map(Spanned::span);
@@ -739,6 +839,158 @@ impl Config {
     }
 }
 
+/// Validates `[cluster]`.
+fn cluster(
+    raw: Spanned<RawCluster>,
+    fail: &dyn Fn(Option<Range<usize>>, String) -> ConfigError,
+) -> Result<ClusterConfig, ConfigError> {
+    let table = raw.span();
+    let raw = raw.into_inner();
+    let nats_span = raw.nats.span();
+    let urls = match raw.nats.into_inner() {
+        OneOrMany::One(url) => vec![url],
+        OneOrMany::Many(urls) => urls,
+    };
+    if urls.is_empty() {
+        return Err(fail(Some(nats_span), "cluster.nats: give at least one NATS URL".into()));
+    }
+    let mut nats = Vec::with_capacity(urls.len());
+    for url in urls {
+        if !valid_nats_url(&url) {
+            return Err(fail(
+                Some(nats_span.clone()),
+                format!(
+                    "cluster.nats: `{url}` is not a NATS URL (nats://host:port, tls://host:port or host:port)"
+                ),
+            ));
+        }
+        nats.push(url);
+    }
+    let node = match raw.node {
+        Some(node) if !valid_token(node.get_ref()) => {
+            return Err(fail(
+                Some(node.span()),
+                format!("cluster.node `{}`: use 1-64 letters, digits, `-` or `_`", node.get_ref()),
+            ));
+        }
+        Some(node) => node.into_inner(),
+        None => default_node_name(),
+    };
+    let prefix = match raw.prefix {
+        Some(prefix) if !prefix.get_ref().split('.').all(valid_token) => {
+            return Err(fail(
+                Some(prefix.span()),
+                format!(
+                    "cluster.prefix `{}`: use tokens of letters, digits, `-` or `_`, joined by `.`",
+                    prefix.get_ref()
+                ),
+            ));
+        }
+        Some(prefix) => prefix.into_inner(),
+        None => DEFAULT_CLUSTER_PREFIX.to_owned(),
+    };
+    let lease = match raw.lease_ms {
+        Some(ms) if !(MIN_LEASE_MS..=MAX_LEASE_MS).contains(ms.get_ref()) => {
+            return Err(fail(
+                Some(ms.span()),
+                format!("cluster.lease_ms must be {MIN_LEASE_MS}-{MAX_LEASE_MS}"),
+            ));
+        }
+        Some(ms) => Duration::from_millis(ms.into_inner()),
+        None => Duration::from_millis(DEFAULT_LEASE_MS),
+    };
+    let user = match (raw.user, raw.password) {
+        (Some(user), Some(password)) => Some((user.into_inner(), password.into_inner())),
+        (None, None) => None,
+        (Some(span), None) | (None, Some(span)) => {
+            return Err(fail(
+                Some(span.span()),
+                "cluster: `user` and `password` go together".into(),
+            ));
+        }
+    };
+    if let (Some(token), Some(_)) = (&raw.token, &user) {
+        return Err(fail(
+            Some(token.span()),
+            "cluster: give a `token` or a `user`, not both".into(),
+        ));
+    }
+    let tls_client = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.into_inner(), key)),
+        (None, None) => None,
+        (Some(cert), None) => {
+            return Err(fail(Some(cert.span()), "cluster: `tls_cert` needs `tls_key`".into()));
+        }
+        (None, Some(_)) => {
+            return Err(fail(Some(table), "cluster: `tls_key` needs `tls_cert`".into()));
+        }
+    };
+    let subscription_capacity = match raw.subscription_capacity {
+        Some(n) if !SUBSCRIPTION_CAPACITY.contains(n.get_ref()) => {
+            return Err(fail(
+                Some(n.span()),
+                format!(
+                    "cluster.subscription_capacity must be {}-{}",
+                    SUBSCRIPTION_CAPACITY.start(),
+                    SUBSCRIPTION_CAPACITY.end()
+                ),
+            ));
+        }
+        n => n.map(Spanned::into_inner),
+    };
+    Ok(ClusterConfig {
+        nats,
+        node,
+        prefix,
+        lease,
+        user,
+        token: raw.token.map(Spanned::into_inner),
+        tls_ca: raw.tls_ca,
+        tls_client,
+        tls_required: raw.tls_required,
+        subscription_capacity,
+    })
+}
+
+/// `nats://host:port`, `tls://host:port`, `host:port` or `host`, with optional `user:pass@`.
+fn valid_nats_url(url: &str) -> bool {
+    let rest = url.strip_prefix("nats://").or_else(|| url.strip_prefix("tls://")).unwrap_or(url);
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    !host_port.is_empty()
+        && !host_port.contains(['/', ' ', '?', '#'])
+        && host_port.rsplit_once(':').is_none_or(|(host, port)| {
+            !host.is_empty()
+                && (port.parse::<u16>().is_ok() || host.ends_with(']') && port.is_empty())
+        })
+}
+
+/// A NATS subject token onair writes: node names, stream names, prefix parts.
+fn valid_token(token: &str) -> bool {
+    valid_stream_name(token)
+}
+
+/// The host name's first label, made a valid node name (`onair` when there is none).
+fn default_node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let host = if ok { String::from_utf8_lossy(&buf[..len]).into_owned() } else { String::new() };
+    let label: String = host
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
+        .collect();
+    if label.is_empty() {
+        "onair".to_owned()
+    } else {
+        label
+    }
+}
+
 /// What a per-address limit counts a peer as: an IPv4 address as is, an IPv6 address cut to
 /// its first `ipv6_prefix` bits. `ip` must be canonical (a mapped IPv4 address already turned
 /// into one), or every IPv4 peer of a dual-stack socket would fall into `::ffff:0:0/96`.
@@ -801,6 +1053,18 @@ key = "SECRET-0123456789"
             .replace("# key =", "key =");
         let config = Config::parse(&uncommented, "onair.example.toml").unwrap();
         assert_eq!(config.tls.map(|t| t.listen.port()), Some(8443));
+        // And so is the commented-out [cluster] table (token and user are alternatives).
+        let cluster: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [cluster]"))
+            .filter(|l| !l.starts_with("# token"))
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let config = Config::parse(&cluster, "onair.example.toml").unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!((cluster.node.as_str(), cluster.lease), ("edge-1", Duration::from_secs(3)));
+        assert!(cluster.user.is_some() && cluster.tls_client.is_some());
+        assert_eq!(cluster.subscription_capacity, Some(1024));
     }
 
     #[test]
@@ -826,6 +1090,14 @@ key = "SECRET-0123456789"
             ("listen = \"127.0.0.1:1\"\nsend_window_ms = 5000\n", 2, "send_window_ms"),
             ("listen = \"127.0.0.1:1\"\nlistener_threads = 0\n", 2, "listener_threads must be > 0"),
             ("\nlistener_threads = 65\n", 2, "listener_threads must be at most 64"),
+            ("[cluster]\nnats = \"http://x/\"\n", 2, "not a NATS URL"),
+            ("[cluster]\nnats = []\n", 2, "at least one NATS URL"),
+            ("[cluster]\nnats = \"x:4222\"\nnode = \"edge.1\"\n", 3, "cluster.node"),
+            ("[cluster]\nnats = \"x:4222\"\nlease_ms = 100\n", 3, "lease_ms must be"),
+            ("[cluster]\nnats = \"x:4222\"\nuser = \"u\"\n", 3, "go together"),
+            ("[cluster]\nnats = \"x:4222\"\nprefix = \"a.*\"\n", 3, "cluster.prefix"),
+            ("[cluster]\nnats = \"x:4222\"\nnodes = \"a\"\n", 3, "unknown field"),
+            ("[cluster]\nnats = \"x:4222\"\nsubscription_capacity = 0\n", 3, "subscription_capacity"),
             ("\nip_limit_ipv6_prefix = 0\n", 2, "ip_limit_ipv6_prefix must be 1-128"),
             ("listen = [\n", 1, ""),
             (
@@ -854,6 +1126,21 @@ key = "SECRET-0123456789"
             assert!(err.to_string().contains(what), "{text:?}: {err}");
             assert!(err.to_string().starts_with(&format!("x.toml:{line}:")), "{err}");
         }
+    }
+
+    #[test]
+    fn the_cluster_table_takes_one_url_or_a_list_and_names_the_node() {
+        let text = "[cluster]\nnats = \"nats://127.0.0.1:4222\"\nnode = \"edge-1\"\n";
+        let cluster = Config::parse(text, "x.toml").unwrap().cluster.unwrap();
+        assert_eq!(cluster, ClusterConfig::new("nats://127.0.0.1:4222", "edge-1"));
+        let text = "[cluster]\nnats = [\"tls://a:4222\", \"u:p@b:4222\", \"c\"]\nlease_ms = 1500\n\
+                    user = \"onair\"\npassword = \"pw\"\ntls_ca = \"ca.pem\"\n";
+        let cluster = Config::parse(text, "x.toml").unwrap().cluster.unwrap();
+        assert_eq!(cluster.nats.len(), 3);
+        assert_eq!(cluster.lease, Duration::from_millis(1500));
+        assert_eq!(cluster.user, Some(("onair".into(), "pw".into())));
+        assert!(valid_token(&cluster.node), "the default node name is a subject token");
+        assert!(Config::parse("", "x.toml").unwrap().cluster.is_none(), "one node by default");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::auth::{Denied, Throttled};
 use crate::http::MAX_REQUEST_HEAD_BYTES;
 use crate::protocol::{close, FrameError, MessageError};
-use crate::relay::{AttachError, SourceError, StreamFull};
+use crate::relay::{AttachError, KickReason, SourceError, StreamFull};
 use crate::websocket::ClientError;
 
 /// Everything that can end a session unexpectedly.
@@ -261,6 +261,9 @@ pub enum Closing {
     /// An operator removed the source.
     #[error("removed by an operator")]
     Kicked,
+    /// Another node of the cluster holds the stream's live lease.
+    #[error("the stream is live on another node")]
+    LiveElsewhere,
 }
 
 impl Closing {
@@ -287,6 +290,7 @@ impl Closing {
             Closing::TooSlow => close::TOO_SLOW,
             Closing::DeadPeer(_) => close::DEAD_PEER,
             Closing::Kicked => close::KICKED,
+            Closing::LiveElsewhere => close::LIVE_ELSEWHERE,
         }
     }
 }
@@ -298,6 +302,15 @@ impl From<SourceError> for Closing {
             SourceError::NotStarted => Closing::NotStarted,
             SourceError::UnknownTrack(track) => Closing::UnknownTrack(track),
             SourceError::HeaderTooLarge { size, max } => Closing::TooBig { size, max },
+        }
+    }
+}
+
+impl From<KickReason> for Closing {
+    fn from(reason: KickReason) -> Self {
+        match reason {
+            KickReason::Operator => Closing::Kicked,
+            KickReason::LiveElsewhere => Closing::LiveElsewhere,
         }
     }
 }
@@ -353,6 +366,7 @@ mod tests {
             (Closing::TooSlow, 4008),
             (Closing::DeadPeer("x"), 4009),
             (Closing::Kicked, 4010),
+            (Closing::LiveElsewhere, 4011),
         ];
         for (closing, code) in table {
             assert_eq!(closing.code(), code, "{closing:?}");

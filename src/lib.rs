@@ -31,9 +31,12 @@
 //!   settings, counters, errors.
 //! - [`push`] (feature `source`): `onair push` and the auto-DJ, live capture with feature `capture`;
 //!   [`inspect`]: `onair listen`.
+//! - `cluster` (feature `cluster`): several nodes share their streams through NATS.
 #![deny(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod deadline;

@@ -104,7 +104,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -196,6 +196,9 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    if !cfg!(feature = "cluster") && config.cluster.is_some() {
+        anyhow::bail!("the config has a [cluster] table but this build has no `cluster` feature");
+    }
     check_open_files(&config);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -221,6 +224,9 @@ fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Re
                 info!(stream = %stream.name, "ingest at ws://{addr}/ingest/{}, listen at ws://{addr}/listen/{}", stream.name, stream.name);
             }
             info!("web player at http://{addr}/");
+            if let Some(cluster) = &config.cluster {
+                info!(node = %cluster.node, "cluster node: streams shared through nats at {}", cluster.nats.join(", "));
+            }
             if let Some(tls) = &config.tls {
                 info!("and over tls at https://{}/ (wss:// for WebSockets)", tls.listen);
             }

@@ -83,6 +83,32 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections refused or closed by policy, by reason.
     pub refusals: Family<ReasonLabel, Counter>,
+    /// The cluster's figures (all zero on a node that runs alone).
+    pub cluster: ClusterMetrics,
+}
+
+/// What a cluster node counts (`cluster/`).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterMetrics {
+    /// 1 while the node is connected to NATS.
+    pub connected: Gauge,
+    /// Frames this node published for its own sources.
+    pub published_frames: Counter,
+    /// Bytes of those frames.
+    pub published_bytes: Counter,
+    /// Frames received from other nodes and fed to the local rings.
+    pub relayed_frames: Counter,
+    /// Messages dropped, by reason (`disconnected`, `lagged`, `malformed`, `slow_consumer`, ...).
+    pub dropped: Family<ReasonLabel, Counter>,
+    /// Listeners of each stream on every node of the cluster.
+    pub listeners: Family<StreamLabel, Gauge>,
+}
+
+impl ClusterMetrics {
+    /// Counts `n` dropped messages.
+    pub fn dropped(&self, reason: &str, n: u64) {
+        self.dropped.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc_by(n);
+    }
 }
 
 /// One stream's handles into `Metrics`.
@@ -140,6 +166,7 @@ impl Metrics {
             recording_errors: Family::default(),
             connections: Gauge::default(),
             refusals: Family::default(),
+            cluster: ClusterMetrics::default(),
         };
         registry.register("frames_in", "Frames received from sources", metrics.frames_in.clone());
         registry.register("bytes_in", "Bytes received from sources", metrics.bytes_in.clone());
@@ -198,6 +225,30 @@ impl Metrics {
             "refusals",
             "Connections refused or closed by policy",
             metrics.refusals.clone(),
+        );
+        let cluster = &metrics.cluster;
+        let sub = registry.sub_registry_with_prefix("cluster");
+        sub.register("connected", "1 while connected to NATS", cluster.connected.clone());
+        sub.register(
+            "published_frames",
+            "Frames published for this node's sources",
+            cluster.published_frames.clone(),
+        );
+        sub.register(
+            "published_bytes",
+            "Bytes of the frames published",
+            cluster.published_bytes.clone(),
+        );
+        sub.register(
+            "relayed_frames",
+            "Frames received from other nodes",
+            cluster.relayed_frames.clone(),
+        );
+        sub.register("dropped", "Cluster messages dropped, by reason", cluster.dropped.clone());
+        sub.register(
+            "listeners",
+            "Listeners on every node of the cluster",
+            cluster.listeners.clone(),
         );
         Self { registry, ..metrics }
     }

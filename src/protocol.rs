@@ -276,7 +276,12 @@ pub fn decode_source_message(text: &str) -> Result<SourceMessage, MessageError> 
     Ok(msg)
 }
 
-fn validate_tracks(tracks: &[Track]) -> Result<(), MessageError> {
+/// Checks a track list as a `start` message must declare it (also used for tracks relayed by
+/// another cluster node).
+///
+/// # Errors
+/// `InvalidStart` with the reason.
+pub fn validate_tracks(tracks: &[Track]) -> Result<(), MessageError> {
     let invalid = |why: String| Err(MessageError::InvalidStart(why));
     if tracks.is_empty() {
         return invalid("no tracks".into());
@@ -312,7 +317,11 @@ fn validate_tracks(tracks: &[Track]) -> Result<(), MessageError> {
     Ok(())
 }
 
-fn validate_metadata(meta: &Metadata) -> Result<(), MessageError> {
+/// Checks now-playing fields against `MAX_METADATA_FIELD_BYTES`.
+///
+/// # Errors
+/// `MetadataTooLong` naming the field.
+pub fn validate_metadata(meta: &Metadata) -> Result<(), MessageError> {
     let fields = [
         ("title", &meta.title),
         ("artist", &meta.artist),
@@ -385,7 +394,7 @@ impl ListenerEvent {
     }
 }
 
-/// WebSocket close codes used by onair: the standard ones it sends and its own (4000-4010).
+/// WebSocket close codes used by onair: the standard ones it sends and its own (4000-4011).
 /// `error::Closing` maps every reason to one of these; nothing else names a code.
 pub mod close {
     /// The session is over (standard "normal closure").
@@ -418,6 +427,9 @@ pub mod close {
     pub const DEAD_PEER: u16 = 4009;
     /// An operator removed the source (admin action).
     pub const KICKED: u16 = 4010;
+    /// The stream is live on another node of the cluster: this source lost the race for its
+    /// live lease. Like a 409, worth retrying later.
+    pub const LIVE_ELSEWHERE: u16 = 4011;
 
     /// Whether a source closed with `code` would be refused again for the same reason if it
     /// reconnected and sent the same thing (its messages were refused, or an operator removed

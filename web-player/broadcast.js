@@ -351,7 +351,7 @@ export class Broadcaster {
         this.fail(`${fatal}${reason ? `: ${reason}` : ''}`);
         return false;
       }
-      const why = { 1001: 'the relay is restarting', 4006: 'sending faster than the stream allows', 4009: 'the connection timed out' }[code] ?? `connection lost${code && code !== 1006 ? ` (${code}${reason ? `: ${reason}` : ''})` : ''}`;
+      const why = { 1001: 'the relay is restarting', 4006: 'sending faster than the stream allows', 4009: 'the connection timed out', 4011: 'another source went live on another node' }[code] ?? `connection lost${code && code !== 1006 ? ` (${code}${reason ? `: ${reason}` : ''})` : ''}`;
       this.setState('reconnecting', `${why}; ${retry}`, true);
       return true;
     }

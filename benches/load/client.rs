@@ -385,7 +385,7 @@ impl Client {
                 let first = self.conns.len();
                 for _ in 0..n {
                     let i = self.conns.len();
-                    let stall_group = self.stall_every > 0 && i % self.stall_every == 0;
+                    let stall_group = self.stall_every > 0 && i.is_multiple_of(self.stall_every);
                     self.conns.push(Conn {
                         fd: -1,
                         state: State::Idle,

@@ -130,7 +130,7 @@ impl Source {
                 }
                 match &mut conn {
                     Conn::Onair(stream) => {
-                        let key = !feed.video || seq % feed.keyframe_every == 0;
+                        let key = !feed.video || seq.is_multiple_of(feed.keyframe_every);
                         let mut message = Vec::with_capacity(10 + payload.len());
                         message.push(u8::from(key));
                         message.push(0);

@@ -21,7 +21,7 @@ use crate::format::Container;
 use crate::http::{Request, Response};
 use crate::node::Node;
 use crate::protocol::{truncate, Codec, Metadata, TrackKind, MAX_METADATA_FIELD_BYTES};
-use crate::relay::Stream;
+use crate::relay::{KickReason, Stream};
 use crate::time::{iso8601, rfc822};
 
 /// Answers an admin or status request. Only `/status-json.xsl` carries CORS headers: no page
@@ -113,6 +113,14 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
                 return xml_response(400, "No metadata given (use song=...)", 0);
             }
             let title = meta.display_title();
+            // In a cluster, a stream relayed from another node gets it from its origin.
+            if let Some((cluster, origin)) = node.relayed_from(stream) {
+                if cluster.forward_metadata(name, &origin, meta) {
+                    info!(stream = %name, %peer, %title, %origin, "now playing sent to the origin node");
+                    return xml_response(200, "Metadata update successful", 1);
+                }
+                return xml_response(503, "Cluster unavailable", 0);
+            }
             if !stream.set_metadata(meta) {
                 info!(stream = %name, %peer, %title, "admin metadata refused: no source connected");
                 return xml_response(400, "Source does not exist", 0);
@@ -130,7 +138,14 @@ fn answer(node: &Node, request: &Request, peer: SocketAddr) -> Response {
         }
         "listclients" => listclients(node, stream, param("mount").unwrap_or_default()),
         _ => {
-            if stream.kick_live() {
+            if let Some((cluster, origin)) = node.relayed_from(stream) {
+                if cluster.forward_kick(name, &origin) {
+                    info!(stream = %name, %peer, %origin, "source removal sent to the origin node");
+                    return xml_response(200, "Source Removed", 1);
+                }
+                return xml_response(503, "Cluster unavailable", 0);
+            }
+            if stream.kick_live(KickReason::Operator) {
                 info!(stream = %name, %peer, "source removal requested by admin");
                 xml_response(200, "Source Removed", 1)
             } else {
@@ -283,6 +298,8 @@ fn source_json(node: &Node, stream: &Arc<Stream>, host: &str) -> Value {
     source.insert("genre".into(), json!(ice.genre.as_deref().unwrap_or("various")));
     source.insert("listener_peak".into(), json!(node.directory.listener_peak(name, listeners)));
     source.insert("listeners".into(), json!(listeners));
+    // Not Icecast's: the stream's listeners on every node of a cluster.
+    source.insert("cluster_listeners".into(), json!(node.cluster_listeners(stream)));
     let ext = if container == Container::Mp3 { "mp3" } else { "ogg" };
     source.insert("listenurl".into(), json!(format!("http://{host}/{name}.{ext}")));
     if let Some(r) = samplerate {

@@ -28,7 +28,7 @@ use crate::http::{self, Request, Response};
 use crate::icecast::{parse_mount, REALM, SERVER_ID};
 use crate::node::Node;
 use crate::protocol::{encode_frame, FrameHeader, FLAG_HEADER, FLAG_KEYFRAME};
-use crate::relay::{SourceError, SourceHandle, SourceKind};
+use crate::relay::{KickReason, SourceError, SourceHandle, SourceKind};
 
 /// Bytes read from the socket at a time.
 const READ_BYTES: usize = 16 << 10;
@@ -137,7 +137,7 @@ pub async fn serve(
         tokio::select! {
             biased;
             () = cancel.cancelled() => break Outcome::Shutdown,
-            () = kick.cancelled() => break Outcome::Kicked,
+            () = kick.cancelled() => break Outcome::Kicked(session.source.kick_reason()),
             read = timeout(node.config.dead_peer_timeout, socket.read_buf(&mut raw)) => match read {
                 Err(_) => break Outcome::Bad(format!("nothing received for {:?}", node.config.dead_peer_timeout)),
                 Ok(Ok(0)) => break Outcome::Ended,
@@ -161,8 +161,11 @@ pub async fn serve(
         Outcome::Shutdown => {
             info!(stream = %name, %peer, frames, "closing icecast source: relay shutting down")
         }
-        Outcome::Kicked => {
+        Outcome::Kicked(KickReason::Operator) => {
             info!(stream = %name, %peer, frames, "icecast source removed by an admin request")
+        }
+        Outcome::Kicked(KickReason::LiveElsewhere) => {
+            warn!(stream = %name, %peer, frames, "closing icecast source: the stream is live on another node")
         }
         Outcome::Bad(reason) => {
             node.metrics.refused("bad_source_data");
@@ -180,7 +183,7 @@ pub async fn serve(
 enum Outcome {
     Ended,
     Shutdown,
-    Kicked,
+    Kicked(KickReason),
     Bad(String),
     Io(std::io::Error),
 }

@@ -121,7 +121,7 @@ pub async fn serve(
         tokio::select! {
             biased;
             () = cancel.cancelled() => break Closing::ShuttingDown,
-            () = kicked.cancelled() => break Closing::Kicked,
+            () = kicked.cancelled() => break Closing::from(source.kick_reason()),
             _ = ping.tick() => {
                 if last_heard.elapsed() > config.dead_peer_timeout {
                     break Closing::DeadPeer("no answer to pings");

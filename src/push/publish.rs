@@ -370,6 +370,10 @@ fn classify_close(frame: Option<CloseFrame>) -> Failure {
         // Our messages were refused: sending them again would be refused again.
         return Failure::Fatal(PushError::Closed { code, reason });
     }
+    if code == protocol::close::LIVE_ELSEWHERE {
+        // Another source won the stream on another node: as a 409, wait for it to leave.
+        return Failure::Busy(reason);
+    }
     Failure::Retry(format!("closed by the relay with {code}: {reason}"))
 }
 
@@ -585,6 +589,7 @@ mod tests {
             Failure::Fatal(PushError::Closed { code: 4000, .. })
         ));
         assert!(matches!(classify_close(frame(4010)), Failure::Fatal(_)));
+        assert!(matches!(classify_close(frame(4011)), Failure::Busy(_)), "as a 409");
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl Status {
         self.window.push_back(bytes);
         self.window_bytes += bytes;
         self.frames += 1;
-        if self.frames % REDRAW_EVERY_FRAMES == 0 {
+        if self.frames.is_multiple_of(REDRAW_EVERY_FRAMES) {
             self.redraw();
         }
     }

@@ -162,12 +162,13 @@ impl Recorder {
                 ListenerEvent::Hello { live, tracks, metadata, .. } => {
                     self.set_metadata(metadata.clone());
                     if *live {
-                        self.begin(self.stream.on_air_kind(), tracks);
+                        self.begin(self.stream.on_air_plays(), tracks);
                     }
                 }
                 ListenerEvent::Source { state: SourceState::Online, tracks } => {
-                    // A consumer's resync after a skip does not say which slot is on air.
-                    let kind = event.source_kind().or_else(|| self.stream.on_air_kind());
+                    // A consumer's resync after a skip does not say which slot is on air. A
+                    // stream relayed from another node is recorded as what its origin plays.
+                    let kind = event.plays().or_else(|| self.stream.on_air_plays());
                     self.set_metadata(None);
                     self.begin(kind, tracks.as_deref().unwrap_or_default());
                 }
@@ -203,7 +204,8 @@ impl Recorder {
         let recorded = match kind {
             Some(SourceKind::Live) => true,
             Some(SourceKind::AutoDj) => config.record_autodj,
-            None => false,
+            // `plays()` never says Remote: a relayed session plays live or the auto-DJ.
+            Some(SourceKind::Remote) | None => false,
         };
         if !recorded {
             return;

@@ -7,13 +7,16 @@
 //!
 //! `Streams` is built once from the config and shared read-only; each `Stream` holds its own
 //! lock, so streams never contend. Listener drivers register as [`Watcher`]s to be woken when
-//! a stream's head moves; tasks wait on `Consumer::changed`.
+//! a stream's head moves; tasks wait on `Consumer::changed`. A cluster node feeds relayed
+//! frames through a `SourceKind::Remote` handle, reads what its own sources play through a
+//! [`Tap`], and refuses a second live source cluster-wide through a [`Gate`].
 
 mod consumer;
 mod ring;
 mod source;
 mod stats;
 mod stream;
+mod tap;
 #[cfg(test)]
 mod tests;
 
@@ -25,9 +28,10 @@ use crate::metrics::Metrics;
 
 pub use consumer::{Consumer, Fill, StreamFull, MAX_FILL_ENTRIES, SERVER_NAME};
 pub use ring::{Event, Frame, Item};
-pub use source::{AttachError, SourceError, SourceHandle, SourceKind};
+pub use source::{AttachError, Gate, KickReason, SourceError, SourceHandle, SourceKind};
 pub use stats::StreamInfo;
 pub use stream::{Stream, Watcher, METADATA_INTERVAL};
+pub use tap::{Tap, Tapped};
 
 /// All streams of a relay, by name.
 #[derive(Debug, Default)]

@@ -80,6 +80,8 @@ struct EventData {
     wire: WireFrame,
     /// Which slot went on air, for a `source online` event the switch made (not sent).
     source: Option<SourceKind>,
+    /// For a relayed session (`SourceKind::Remote`): whether its origin plays a live source.
+    relayed_live: bool,
     /// The ICY metadata block of now playing, made for the first listener that needs it.
     icy: OnceLock<Option<Bytes>>,
 }
@@ -94,13 +96,31 @@ impl Event {
     /// it; listeners never see it).
     pub fn with_source(event: ListenerEvent, source: Option<SourceKind>) -> Self {
         let wire = WireFrame::text(event.to_json());
-        Self(Arc::new(EventData { event, wire, source, icy: OnceLock::new() }))
+        Self(Arc::new(EventData { event, wire, source, relayed_live: false, icy: OnceLock::new() }))
+    }
+
+    /// Encodes `event` once for a session relayed from another node of a cluster (kind
+    /// `Remote`); `live`: its origin plays a live source, not an auto-DJ.
+    pub fn relayed(event: ListenerEvent, live: bool) -> Self {
+        let wire = WireFrame::text(event.to_json());
+        let source = Some(SourceKind::Remote);
+        Self(Arc::new(EventData { event, wire, source, relayed_live: live, icy: OnceLock::new() }))
     }
 
     /// The kind of source a `source online` event put on air, when the switch said so (a
     /// consumer's resync after a skip makes events that do not).
     pub fn source_kind(&self) -> Option<SourceKind> {
         self.0.source
+    }
+
+    /// What the session plays, `Live` or `AutoDj`, wherever its source is: a relayed session
+    /// plays what its origin does. `None` as for [`Event::source_kind`].
+    pub fn plays(&self) -> Option<SourceKind> {
+        match self.0.source? {
+            SourceKind::Remote if self.0.relayed_live => Some(SourceKind::Live),
+            SourceKind::Remote => Some(SourceKind::AutoDj),
+            kind => Some(kind),
+        }
     }
 
     /// The event as a value (what an HTTP listener reads).

@@ -4,8 +4,13 @@
 //! and now playing, and dropping it frees the slot. A live source outranks the auto-DJ: it
 //! takes over when it sends `start` (the auto-DJ keeps running, muted) and hands back when it
 //! leaves; listeners hear a `source online` event either way.
+//!
+//! A third slot, `Remote`, carries a stream relayed from another node of a cluster
+//! (`cluster/`): it ranks below a local live source and, when its origin plays an auto-DJ,
+//! below the local auto-DJ too. A [`Gate`] set on the stream decides whether a local source may
+//! attach at all (one live source cluster-wide).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,6 +26,8 @@ pub enum SourceKind {
     Live,
     /// The built-in auto-DJ playing the stream's playlist.
     AutoDj,
+    /// Frames relayed from the stream's origin on another node of the cluster.
+    Remote,
 }
 
 impl SourceKind {
@@ -29,6 +36,7 @@ impl SourceKind {
         match self {
             SourceKind::Live => "live",
             SourceKind::AutoDj => "autodj",
+            SourceKind::Remote => "remote",
         }
     }
 }
@@ -67,11 +75,39 @@ pub enum SourceError {
 #[derive(Debug, Default)]
 pub(super) struct Slot {
     id: u64,
-    /// Cancelled when an operator removes this source.
+    /// Cancelled when this source must leave (`kick_reason` says why).
     kick: CancellationToken,
+    kick_reason: OnceLock<KickReason>,
     pub tracks: Option<Vec<Track>>,
     pub headers: Vec<(FrameHeader, Bytes)>,
     pub metadata: Option<Metadata>,
+    /// A remote source whose origin is live: it outranks the local auto-DJ.
+    pub outranks_autodj: bool,
+}
+
+/// Why a source was told to leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KickReason {
+    /// An operator removed it (`/admin/killsource`).
+    Operator,
+    /// Another node of the cluster holds the stream's live lease: the source lost the race of
+    /// two that connected to two nodes at the same time.
+    LiveElsewhere,
+}
+
+/// Decides whether a local source may attach to a stream, and hears when one attaches and
+/// detaches: how a cluster keeps one live source per stream across nodes (`cluster/`).
+/// Called without the stream's lock held; must not block.
+pub trait Gate: Send + Sync {
+    /// Whether a source of `kind` may attach now.
+    ///
+    /// # Errors
+    /// `Busy` when the stream is live on another node.
+    fn admit(&self, stream: &Stream, kind: SourceKind) -> Result<(), AttachError>;
+    /// A source of `kind` attached.
+    fn attached(&self, stream: &Stream, kind: SourceKind);
+    /// The source of `kind` detached (its handle was dropped).
+    fn detached(&self, stream: &Stream, kind: SourceKind);
 }
 
 /// The two slots and who is on air.
@@ -79,6 +115,7 @@ pub(super) struct Slot {
 pub(super) struct Sources {
     live: Option<Slot>,
     autodj: Option<Slot>,
+    remote: Option<Slot>,
     pub on_air: Option<(SourceKind, u64)>,
     pub on_air_since: Option<Instant>,
     next_id: u64,
@@ -89,6 +126,7 @@ impl Sources {
         match kind {
             SourceKind::Live => self.live.as_ref(),
             SourceKind::AutoDj => self.autodj.as_ref(),
+            SourceKind::Remote => self.remote.as_ref(),
         }
     }
 
@@ -96,6 +134,7 @@ impl Sources {
         match kind {
             SourceKind::Live => &mut self.live,
             SourceKind::AutoDj => &mut self.autodj,
+            SourceKind::Remote => &mut self.remote,
         }
     }
 
@@ -116,10 +155,16 @@ impl Sources {
         fn started(slot: &Option<Slot>) -> Option<&Slot> {
             slot.as_ref().filter(|s| s.tracks.is_some())
         }
-        let want = match (started(&self.live), started(&self.autodj)) {
+        // Live here, then live elsewhere, then the auto-DJ here, then one elsewhere.
+        let remote = started(&self.remote);
+        let want = match (started(&self.live), remote.filter(|s| s.outranks_autodj)) {
             (Some(s), _) => Some((SourceKind::Live, s.id)),
-            (None, Some(s)) => Some((SourceKind::AutoDj, s.id)),
-            (None, None) => None,
+            (None, Some(s)) => Some((SourceKind::Remote, s.id)),
+            (None, None) => match (started(&self.autodj), remote) {
+                (Some(s), _) => Some((SourceKind::AutoDj, s.id)),
+                (None, Some(s)) => Some((SourceKind::Remote, s.id)),
+                (None, None) => None,
+            },
         };
         if want == self.on_air {
             return None;
@@ -134,8 +179,32 @@ impl Stream {
     /// Reserves the stream for a source of this kind.
     ///
     /// # Errors
-    /// `Busy` when a source of the same kind is already attached.
+    /// `Busy` when a source of the same kind is already attached, or when the stream's
+    /// [`Gate`] refuses (the stream is live on another node).
     pub fn attach(self: &Arc<Self>, kind: SourceKind) -> Result<SourceHandle, AttachError> {
+        let gate = self.gate.get().and_then(std::sync::Weak::upgrade);
+        if let Some(gate) = &gate {
+            gate.admit(self, kind)?;
+        }
+        let handle = self.reserve(kind)?;
+        if let Some(gate) = gate {
+            gate.attached(self, kind);
+        }
+        Ok(handle)
+    }
+
+    /// Sets the stream's gate (once; later calls are ignored). The stream keeps a weak
+    /// reference: the gate's owner keeps it alive.
+    pub fn set_gate(&self, gate: &Arc<dyn Gate>) {
+        let _ = self.gate.set(Arc::downgrade(gate));
+    }
+
+    /// Whether a source of `kind` is attached (on air or not).
+    pub fn has_source(&self, kind: SourceKind) -> bool {
+        self.lock().sources.slot(kind).is_some()
+    }
+
+    fn reserve(self: &Arc<Self>, kind: SourceKind) -> Result<SourceHandle, AttachError> {
         let mut state = self.lock();
         let sources = &mut state.sources;
         sources.next_id += 1;
@@ -148,10 +217,12 @@ impl Stream {
         Ok(SourceHandle { stream: Arc::clone(self), kind, id })
     }
 
-    /// Asks the live source to leave (admin `killsource`); false when there is none.
-    pub fn kick_live(&self) -> bool {
+    /// Asks the live source to leave, for `reason`; false when there is none.
+    pub fn kick_live(&self, reason: KickReason) -> bool {
         match self.lock().sources.slot(SourceKind::Live) {
             Some(slot) => {
+                // The first reason given wins: the session reads it once it sees the kick.
+                let _ = slot.kick_reason.set(reason);
                 slot.kick.cancel();
                 true
             }
@@ -175,10 +246,17 @@ impl SourceHandle {
         &self.stream
     }
 
-    /// Cancelled when an operator removes this source: its session should close.
+    /// Cancelled when this source must leave (an operator removed it, or the stream is live
+    /// on another node): its session should close, with [`SourceHandle::kick_reason`].
     pub fn kicked(&self) -> CancellationToken {
         let mut state = self.stream.lock();
         self.slot(&mut state).kick.clone()
+    }
+
+    /// Why this source was told to leave (`Operator` when it was not).
+    pub fn kick_reason(&self) -> KickReason {
+        let mut state = self.stream.lock();
+        self.slot(&mut state).kick_reason.get().copied().unwrap_or(KickReason::Operator)
     }
 
     fn slot<'a>(&self, state: &'a mut State) -> &'a mut Slot {
@@ -203,6 +281,31 @@ impl SourceHandle {
         slot.tracks = Some(tracks);
         self.stream.switch_if_needed(state);
         Ok(())
+    }
+
+    /// Starts a new session on this handle, replacing its tracks, headers and now playing
+    /// (a `Remote` source whose origin switched sources, or a first start). If it is on air,
+    /// listeners hear it as a switch: `source online`, the headers and now playing, under one
+    /// lock. `live`: for a `Remote` source, whether its origin plays a live source (which
+    /// outranks the local auto-DJ) rather than an auto-DJ.
+    pub fn restart(
+        &mut self,
+        tracks: Vec<Track>,
+        headers: Vec<(FrameHeader, Bytes)>,
+        metadata: Option<Metadata>,
+        live: bool,
+    ) {
+        let mut state = self.stream.lock();
+        state.sources.next_id += 1;
+        let id = state.sources.next_id;
+        let slot = self.slot(&mut state);
+        slot.id = id;
+        slot.tracks = Some(tracks);
+        slot.headers = headers;
+        slot.metadata = metadata;
+        slot.outranks_autodj = live;
+        self.id = id;
+        self.stream.switch_if_needed(state);
     }
 
     /// Pushes one binary frame message (header and payload, exactly as received).
@@ -261,5 +364,8 @@ impl Drop for SourceHandle {
         let mut state = self.stream.lock();
         *state.sources.slot_mut(self.kind) = None;
         self.stream.switch_if_needed(state);
+        if let Some(gate) = self.stream.gate.get().and_then(std::sync::Weak::upgrade) {
+            gate.detached(&self.stream, self.kind);
+        }
     }
 }

@@ -6,14 +6,14 @@
 //! committed at once: listeners are woken once per change, after the lock is released.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::ring::{Event, Frame, Ring};
-use super::source::{SourceKind, Sources};
+use super::source::{Gate, SourceKind, Sources};
 use super::stats::Bitrate;
 use crate::config::StreamConfig;
 use crate::format::mux::StreamMux;
@@ -74,6 +74,9 @@ pub struct Stream {
     watchers: Mutex<Vec<Arc<dyn Watcher>>>,
     pub(super) listeners: AtomicUsize,
     pub(super) metrics: StreamMetrics,
+    /// Decides whether a local source may attach (set by a cluster; weak: the cluster owns
+    /// the streams it guards).
+    pub(super) gate: OnceLock<Weak<dyn Gate>>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -100,6 +103,7 @@ impl Stream {
             watchers: Mutex::default(),
             listeners: AtomicUsize::new(0),
             metrics,
+            gate: OnceLock::new(),
         })
     }
 
@@ -126,6 +130,20 @@ impl Stream {
     /// The kind of source on air, if any.
     pub fn on_air_kind(&self) -> Option<SourceKind> {
         self.lock().sources.on_air.map(|(kind, _)| kind)
+    }
+
+    /// What the source on air plays, `Live` or `AutoDj`, wherever it is: a stream relayed from
+    /// another node plays what its origin does.
+    pub fn on_air_plays(&self) -> Option<SourceKind> {
+        let state = self.lock();
+        match state.sources.on_air? {
+            (SourceKind::Remote, _) => {
+                let live =
+                    state.sources.slot(SourceKind::Remote).is_some_and(|s| s.outranks_autodj);
+                Some(if live { SourceKind::Live } else { SourceKind::AutoDj })
+            }
+            (kind, _) => Some(kind),
+        }
     }
 
     /// The latest now-playing information.
@@ -247,8 +265,8 @@ impl Stream {
     }
 
     /// Appends a source online/offline event: a new session for listeners.
-    fn push_source_event(&self, state: &mut State, event: ListenerEvent, kind: Option<SourceKind>) {
-        let seq = state.ring.push_event(Event::with_source(event, kind));
+    fn push_source_event(&self, state: &mut State, event: Event) {
+        let seq = state.ring.push_event(event);
         state.on_air.session_seq = seq;
         state.on_air.header_version = seq;
     }
@@ -309,11 +327,12 @@ impl Stream {
             state.mux.source(&[]);
             self.metrics.live.set(0);
             let offline = ListenerEvent::Source { state: SourceState::Offline, tracks: None };
-            self.push_source_event(&mut state, offline, None);
+            self.push_source_event(&mut state, Event::new(offline));
             return self.commit(state);
         };
         let tracks = slot.tracks.clone().unwrap_or_default();
         let headers = slot.headers.clone();
+        let slot_live = slot.outranks_autodj;
         let metadata = slot.metadata.clone();
         self.metrics.live.set(1);
         state.on_air.start_track = tracks.iter().find(|t| t.kind == TrackKind::Video).map(|t| t.id);
@@ -323,7 +342,11 @@ impl Stream {
         state.mux.source(&tracks);
         state.mux.metadata(metadata.clone());
         let online = ListenerEvent::Source { state: SourceState::Online, tracks: Some(tracks) };
-        self.push_source_event(&mut state, online, Some(kind));
+        let event = match kind {
+            SourceKind::Remote => Event::relayed(online, slot_live),
+            kind => Event::with_source(online, Some(kind)),
+        };
+        self.push_source_event(&mut state, event);
         for (header, message) in headers {
             self.push_frame(&mut state, header, message);
         }

@@ -245,6 +245,14 @@ mod properties {
     }
 
     proptest! {
+        // Failing cases are kept beside this file (tests.regressions), not in a folder at the
+        // top of the repository.
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+            )),
+            ..ProptestConfig::default()
+        })]
         /// Any interleaving of pushes and reads keeps order, never yields a frame twice, and
         /// reports exactly the frames a consumer never got.
         #[test]

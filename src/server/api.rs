@@ -18,6 +18,7 @@ use super::Server;
 use crate::auth;
 use crate::error::Refusal;
 use crate::http::{Request, Response};
+use crate::metrics::StreamLabel;
 use crate::node::Node;
 use crate::relay::{Stream, StreamInfo};
 
@@ -68,7 +69,9 @@ fn content_security_policy(request: &Request) -> String {
 
 /// `GET /api/streams`. A private stream (`listen_secret`) is listed by name, whether it is
 /// live and that it is private, nothing more: the player opened from a signed link finds it,
-/// nobody learns what it plays, to whom, or how much.
+/// nobody learns what it plays, to whom, or how much (nor, in a cluster, where). A public
+/// stream also has its listeners on every node of the cluster (`cluster_listeners`) and the
+/// node its source is on (`origin`).
 fn streams_json(server: &Server) -> Response {
     #[derive(serde::Serialize)]
     #[serde(untagged)]
@@ -85,11 +88,20 @@ fn streams_json(server: &Server) -> Response {
         hls_listeners: usize,
         /// Its shows are recorded (`/api/recordings/{stream}` lists them).
         recorded: bool,
+        /// Its listeners on every node of the cluster (`listeners` on a node that runs alone).
+        cluster_listeners: usize,
+        /// In a cluster, the node its source is on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     }
     #[derive(serde::Serialize)]
     struct Body {
+        /// This node's name, in a cluster.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
         streams: Vec<Listing>,
     }
+    let node = &server.node;
     let listing = |stream: &Arc<Stream>| match stream.config().listen_secret {
         Some(_) => Listing::Private {
             name: stream.config().name.clone(),
@@ -100,9 +112,12 @@ fn streams_json(server: &Server) -> Response {
             stream: stream.info(),
             hls_listeners: server.hls.get(&stream.config().name).map_or(0, |h| h.listeners()),
             recorded: server.recordings.is_some() && stream.config().record,
+            cluster_listeners: node.cluster_listeners(stream),
+            origin: node.origin(stream),
         })),
     };
-    let body = Body { streams: server.node.streams.iter().map(listing).collect() };
+    let name = node.cluster.get().map(|c| c.node().to_owned());
+    let body = Body { node: name, streams: node.streams.iter().map(listing).collect() };
     let json = serde_json::to_vec(&body).expect("stream info always serializes");
     Response::new(200, "application/json", json).with_header("Cache-Control", "no-store")
 }
@@ -136,6 +151,9 @@ fn metrics(server: &Server, request: &Request, peer: SocketAddr) -> Response {
         if let Some(hls) = server.hls.get(name) {
             node.metrics.set_hls_listeners(name, hls.listeners());
         }
+        let label = StreamLabel { stream: name.clone() };
+        let cluster = i64::try_from(node.cluster_listeners(stream)).unwrap_or(i64::MAX);
+        node.metrics.cluster.listeners.get_or_create(&label).set(cluster);
     }
     let hidden: Vec<&str> = if full {
         Vec::new()

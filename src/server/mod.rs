@@ -23,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+#[cfg(feature = "cluster")]
+use tracing::error;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
@@ -112,8 +114,36 @@ impl Server {
         if !config.trusted_proxies.is_empty() {
             info!(trusted_proxies = %config.trusted_proxies, "client addresses from these proxies' headers");
         }
+        #[cfg(feature = "cluster")]
+        #[cfg_attr(not(feature = "source"), allow(unused_variables))]
+        let cluster = match &self.node.config.cluster {
+            Some(config) => {
+                let cluster = crate::cluster::Cluster::start(
+                    &self.node,
+                    config.clone(),
+                    &sessions,
+                    cancel.child_token(),
+                );
+                match cluster.await {
+                    Ok(cluster) => Some(cluster),
+                    Err(err) => {
+                        error!(%err, "cluster: cannot use the nats settings; serving as a single node");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         for stream in self.node.streams.iter() {
             if let Some(playlist) = &stream.config().playlist {
+                // In a cluster the auto-DJ runs on the node that holds its lease.
+                #[cfg(all(feature = "cluster", feature = "source"))]
+                if let Some(cluster) = &cluster {
+                    cluster.spawn_autodj(&sessions, stream, playlist, cancel.child_token());
+                } else {
+                    spawn_autodj(&sessions, stream, playlist, cancel.child_token());
+                }
+                #[cfg(not(all(feature = "cluster", feature = "source")))]
                 spawn_autodj(&sessions, stream, playlist, cancel.child_token());
             }
             if let Some(hls) = self.hls.get(&stream.config().name) {

@@ -19,6 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// A client WebSocket as the tests use it.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+pub mod nats;
 pub mod wav;
 
 /// Every await that could hang gets this long.
