@@ -271,6 +271,7 @@ fn selftest() {
     wire::selftest::ogg_pages_parse_in_any_split();
     wire::selftest::mp3_frames_parse_in_any_split();
     wire::selftest::icy_blocks_are_stripped_in_any_split();
+    wire::selftest::mp3_joined_mid_frame_finds_its_sync();
     wire::selftest::base64_matches_rfc4648();
     hist::selftest::quantiles_are_within_a_few_percent();
 }

@@ -317,6 +317,8 @@ pub struct Parser {
     stash: [u8; STASH],
     stash_len: u8,
     in_body: bool,
+    /// MP3: frames found in a row since the parser last looked for a frame sync.
+    mp3_run: u8,
 }
 
 impl Parser {
@@ -332,6 +334,7 @@ impl Parser {
             stash: [0; STASH],
             stash_len: 0,
             in_body: false,
+            mp3_run: 0,
         }
     }
 
@@ -446,9 +449,20 @@ impl Parser {
             self.head_len += 1;
             data = rest;
         }
-        let len = mp3_frame_len(&self.head[..4])
-            .filter(|&len| len > 4)
-            .ok_or_else(|| format!("lost MP3 frame sync at {:02x?}", &self.head[..4]))?;
+        let Some(len) = mp3_frame_len(&self.head[..4]).filter(|&len| len > 4) else {
+            // A listener may join anywhere in an MP3 stream (Icecast's burst does not start
+            // at a frame): a player looks for a frame sync, and so does this parser until two
+            // frames in a row have been found. After that, a frame that is not where the
+            // last one ended is a stream that lost bytes.
+            if self.mp3_run >= 2 {
+                return Err(format!("lost MP3 frame sync at {:02x?}", &self.head[..4]));
+            }
+            self.mp3_run = 0;
+            self.head.copy_within(1..4, 0);
+            self.head_len = 3;
+            return Ok(data);
+        };
+        self.mp3_run = self.mp3_run.saturating_add(1);
         self.opcode = 0xFE;
         self.start_body(len as u64 - 4);
         Ok(data)
@@ -621,6 +635,30 @@ pub mod selftest {
             assert_eq!(events, want, "step {step}");
             assert_eq!(titles, 2, "step {step}");
         }
+    }
+
+    /// An MP3 listener that joins mid-frame (Icecast's burst) finds the next frame sync, as a
+    /// player does; once in sync, a frame that is not where the last one ended is an error.
+    pub fn mp3_joined_mid_frame_finds_its_sync() {
+        let mut audio = Vec::new();
+        for seq in 0..5 {
+            let mut frame = mp3_frame();
+            stamp(&mut frame[MP3_STAMP_AT..], seq, 5);
+            audio.extend(frame);
+        }
+        for step in [1, 7, 1 << 20] {
+            let mut parser = Parser::new(Format::Mp3);
+            let mut events = Vec::new();
+            for chunk in audio[100..].chunks(step) {
+                parser.feed(chunk, &mut |e| events.push(e)).expect("resynchronised");
+            }
+            let want: Vec<_> = (1..5).map(|s| Event::Frame { seq: s, sent_ns: 5 }).collect();
+            assert_eq!(events, want, "step {step}");
+        }
+        let mut cut = audio.clone();
+        cut.remove(MP3_FRAME_BYTES * 3 + 10);
+        let mut parser = Parser::new(Format::Mp3);
+        assert!(parser.feed(&cut, &mut |_| {}).is_err(), "a byte lost after the sync");
     }
 
     /// RFC 4648 vectors.
