@@ -11,6 +11,7 @@
 //! | `OPTIONS` | CORS preflight, libshout's `OPTIONS *` probe |
 //! | `/echo` (only with `echo_endpoint`) | `listener::echo` |
 //! | `/api/recordings/{stream}`, `/recordings/{stream}/{file}` | `record::serve` |
+//! | `GET /{stream}.m3u8`, `/hls/{stream}/{file}` (the connection may be kept alive) | `hls` |
 //! | anything else | `api.rs`: `/healthz`, `/api/streams`, `/metrics`, the web player |
 
 use std::net::SocketAddr;
@@ -90,7 +91,10 @@ pub(super) async fn admit(
     }
 }
 
-/// Reads a connection's request head and routes it.
+/// Reads a connection's request head and routes it. HLS requests of a client that keeps
+/// its connection alive are answered here, one after the other on the same connection, each
+/// next head awaited for up to `handshake_timeout` (an idle connection then closes quietly);
+/// anything else is routed and ends the connection.
 pub(super) async fn serve(
     mut socket: Conn,
     peer: SocketAddr,
@@ -100,27 +104,40 @@ pub(super) async fn serve(
 ) -> crate::Result<()> {
     let node = &server.node;
     let mut buf = BytesMut::with_capacity(1024);
-    let head = tokio::select! {
-        () = cancel.cancelled() => return Ok(()),
-        head = timeout(node.config.handshake_timeout, http::read_request(&mut socket, &mut buf)) => head,
-    };
-    let request = match head {
-        Err(_) => {
-            let refusal = Refusal::HeadTimeout;
-            node.metrics.refused(&refusal.label());
-            let _ = Response::refusal(&refusal).send(&mut socket, false).await;
-            return Err(Error::HandshakeTimeout(node.config.handshake_timeout));
+    let mut answered = 0u64;
+    let request = loop {
+        let head = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            head = timeout(node.config.handshake_timeout, http::read_request(&mut socket, &mut buf)) => head,
+        };
+        let request = match head {
+            // A kept-alive connection that asks nothing more is closed without a word.
+            Err(_) if answered > 0 => return Ok(()),
+            Err(_) => {
+                let refusal = Refusal::HeadTimeout;
+                node.metrics.refused(&refusal.label());
+                let _ = Response::refusal(&refusal).send(&mut socket, false).await;
+                return Err(Error::HandshakeTimeout(node.config.handshake_timeout));
+            }
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(err)) => {
+                let refusal = match &err {
+                    HttpError::TooLarge => Refusal::HeadTooLarge,
+                    other => Refusal::Malformed(other.to_string()),
+                };
+                let _ = Response::refusal(&refusal).send(&mut socket, false).await;
+                return Err(err.into());
+            }
+        };
+        let head_only = request.method == "HEAD";
+        if !(request.keep_alive() && (request.method == "GET" || head_only)) {
+            break request;
         }
-        Ok(Ok(Some(request))) => request,
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Err(err)) => {
-            let refusal = match &err {
-                HttpError::TooLarge => Refusal::HeadTooLarge,
-                other => Refusal::Malformed(other.to_string()),
-            };
-            let _ = Response::refusal(&refusal).send(&mut socket, false).await;
-            return Err(err.into());
-        }
+        let Some(response) = hls(server, &request, peer).await else { break request };
+        let response = response.with_cors(&node.config, &request);
+        response.send_keep_alive(&mut socket, head_only).await?;
+        answered += 1;
     };
     // The request buffer (1-2 KiB) would otherwise live as long as the connection: keep only
     // the bytes that came after the head (usually none).
