@@ -256,7 +256,7 @@ async fn get(socket: &mut tokio::net::TcpStream, path: &str) -> (u16, String, Ve
 }
 
 #[tokio::test]
-async fn an_hls_client_keeps_one_connection_for_playlists_and_parts() {
+async fn an_hls_client_keeps_one_connection_for_playlists_parts_and_segments() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let relay = relay_with_autodj("tone-440.flac").await;
     let mut socket = within(tokio::net::TcpStream::connect(relay.addr)).await.unwrap();
@@ -272,6 +272,13 @@ async fn an_hls_client_keeps_one_connection_for_playlists_and_parts() {
         get(&mut socket, &format!("/hls/radio/{msn}.{part}.m4s")).await;
     assert_eq!((status, connection.as_str()), (200, "keep-alive"));
     assert!(fragment.windows(4).any(|w| w == b"mdat"), "an MP4 fragment");
+    // A whole segment listed in the playlist, still on the same connection.
+    let (_, _, playlist) = get(&mut socket, "/radio.m3u8").await;
+    let playlist = String::from_utf8(playlist).unwrap();
+    let segment = playlist.lines().rfind(|l| l.ends_with(".m4s")).unwrap().to_owned();
+    let (status, connection, whole) = get(&mut socket, &segment).await;
+    assert_eq!((status, connection.as_str()), (200, "keep-alive"), "{segment}");
+    assert!(whole.len() > fragment.len(), "a segment holds several parts' audio");
     // Anything else is answered as always, and the connection closes after it.
     let (status, connection, _) = get(&mut socket, "/healthz").await;
     assert_eq!((status, connection.as_str()), (200, "close"));
