@@ -244,8 +244,8 @@ async function failOver(p, why, failures) {
     return;
   }
   modeNote = p.mode === 'hls'
-    ? `HLS did not work here (${why}); playing over WebSocket instead.`
-    : `The WebSocket player did not work here (${why}); playing over HLS instead.`;
+    ? `HLS did not work here: ${why}. Playing over WebSocket instead.`
+    : `The WebSocket player did not work here: ${why}. Playing over HLS instead.`;
   await startMode(p.mode === 'hls' ? 'websocket' : 'hls', tried);
 }
 

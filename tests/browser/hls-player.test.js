@@ -133,7 +133,7 @@ test('when HLS fails (the playlist is 404) the player falls back to WebSocket wi
   }, { timeout: 20_000, what: 'the WebSocket player to take over and play' });
   assert.ok(refused > 0, 'hls.js asked for the playlist');
   assert.ok(await page.locator('#mode-note').isVisible(), 'the fallback note shows');
-  assert.match(await page.locator('#mode-note').textContent(), /HLS did not work here \(.*404.*\); playing over WebSocket instead/);
+  assert.match(await page.locator('#mode-note').textContent(), /^HLS did not work here: .*404.*\. Playing over WebSocket instead\.$/);
   assert.ok(await page.locator('#mode').isHidden(), 'no HLS badge');
   await waitForText(page, '#decoder', /^WebCodecs$/);
   const decoded = (await playerStatus(page)).counters.audioDecoded;
@@ -143,6 +143,8 @@ test('when HLS fails (the playlist is 404) the player falls back to WebSocket wi
   const title = await setTitle(relay, 'Fallback Band - Still Playing');
   await waitFor(async () => (await sessionTitle(page)) === title, { timeout: 10_000, what: `Media Session title "${title}"` });
   assert.equal(await page.evaluate(() => navigator.mediaSession.metadata?.artist), 'radio');
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, 'hls-fallback.png') });
   // Only the refused playlist is an error in the console.
   assert.deepEqual(browser.errors.filter((e) => !/404/.test(e)), []);
 });
