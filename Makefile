@@ -239,8 +239,9 @@ SOAK_SECONDS ?= 120
 soak:
 	SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release --test soak -- --ignored --nocapture
 
-# The benchmarks, release build: criterion micro-benchmarks, then onair and Icecast side by side
-# (needs root: Icecast runs as its own user). QUICK=1 for a smoke check of about 2 minutes.
+# The benchmarks, release build: criterion micro-benchmarks, then onair and Icecast side by side,
+# and onair's LL-HLS clients against its HTTP listeners (needs root: Icecast runs as its own
+# user). QUICK=1 for a smoke check of a few minutes.
 # Results: target/bench/results.{md,json}, target/bench/chart.svg. Options: BENCH_ARGS="--help".
 bench: deps-bench
 	$(CARGO) build --release --bin onair

@@ -1,8 +1,10 @@
 //! HTTP/1.1 as the relay speaks it: reading request heads, writing plain responses, CORS.
 //!
 //! Request heads are parsed with `httparse` under a size limit (and the handshake timeout, in
-//! `server/`); bytes that arrive after the head stay in the caller's buffer. Every answer
-//! closes the connection: listeners and sources are long-lived, plain requests are rare.
+//! `server/`); bytes that arrive after the head stay in the caller's buffer. An answer closes
+//! the connection (listeners and sources are long-lived, plain requests are rare), except HLS
+//! answers to a client that keeps its connection alive (`send_keep_alive`): an LL-HLS player
+//! asks five times a second.
 
 use std::net::SocketAddr;
 
@@ -30,6 +32,8 @@ pub struct Request {
     pub query: Option<String>,
     /// Headers in order; names as sent.
     pub headers: Vec<(String, String)>,
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub version: u8,
 }
 
 impl Request {
@@ -45,6 +49,16 @@ impl Request {
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .flat_map(|(_, v)| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// Whether the client wants the connection kept after the answer: HTTP/1.1 unless it says
+    /// `Connection: close`, HTTP/1.0 only when it says `Connection: keep-alive`.
+    pub fn keep_alive(&self) -> bool {
+        if self.version >= 1 {
+            !self.header_has_token("connection", "close")
+        } else {
+            self.header_has_token("connection", "keep-alive")
+        }
     }
 
     /// A query parameter, percent-decoded.
@@ -122,6 +136,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Request>, HttpError> {
             .iter()
             .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
             .collect(),
+        version: parsed.version.unwrap_or(1),
     };
     let _ = buf.split_to(len);
     Ok(Some(request))
@@ -237,11 +252,18 @@ impl Response {
     /// The status line and headers, announcing a body of `content_length` bytes (which need
     /// not be `body`: a file is streamed after its head).
     pub fn head(&self, content_length: u64) -> Vec<u8> {
+        self.head_with(content_length, false)
+    }
+
+    fn head_with(&self, content_length: u64, keep_alive: bool) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
         for (name, value) in &self.headers {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
-        out.push_str(&format!("Content-Length: {content_length}\r\nConnection: close\r\n\r\n"));
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        out.push_str(&format!(
+            "Content-Length: {content_length}\r\nConnection: {connection}\r\n\r\n"
+        ));
         out.into_bytes()
     }
 
@@ -259,6 +281,22 @@ impl Response {
         let body = if head_only { Bytes::new() } else { self.body.clone() };
         socket.write_all_buf(&mut head.chain(body)).await?;
         socket.shutdown().await
+    }
+
+    /// Writes the response with `Connection: keep-alive` and leaves the connection open for
+    /// the client's next request.
+    ///
+    /// # Errors
+    /// Socket errors.
+    pub async fn send_keep_alive<S: AsyncWrite + Unpin>(
+        &self,
+        socket: &mut S,
+        head_only: bool,
+    ) -> std::io::Result<()> {
+        let head = Bytes::from(self.head_with(self.body.len() as u64, true));
+        let body = if head_only { Bytes::new() } else { self.body.clone() };
+        socket.write_all_buf(&mut head.chain(body)).await?;
+        socket.flush().await
     }
 }
 
@@ -352,6 +390,7 @@ pub(crate) mod tests {
             path: "/radio.ogg".into(),
             query: None,
             headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+            version: 1,
         }
     }
 
@@ -384,5 +423,20 @@ pub(crate) mod tests {
             .unwrap()
             .is_none());
         assert!(parse_request(&mut BytesMut::from(&b"\x16\x03\x01garbage\r\n\r\n"[..])).is_err());
+    }
+
+    #[test]
+    fn keep_alive_is_the_default_of_http_1_1_only() {
+        let head = |text: &str| parse_request(&mut BytesMut::from(text)).unwrap().unwrap();
+        assert!(head("GET /a.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n").keep_alive());
+        assert!(!head("GET /a.m3u8 HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive());
+        assert!(!head("GET /a.m3u8 HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(head("GET /a.m3u8 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
+        let response = Response::text(200, "ok");
+        let mut kept = response.head_with(response.body.len() as u64, true);
+        kept.extend_from_slice(&response.body);
+        let kept = String::from_utf8(kept).unwrap();
+        assert!(kept.contains("Connection: keep-alive\r\n") && kept.ends_with("\r\n\r\nok\n"));
+        assert!(String::from_utf8(response.to_bytes(true)).unwrap().ends_with("close\r\n\r\n"));
     }
 }

@@ -224,3 +224,71 @@ async fn relay_with_autodj_private(secret: &str) -> TestRelay {
     config.streams.push(stream);
     TestRelay::start_with(config).await
 }
+
+/// One answer read from a kept-alive connection: status, `Connection` header and body.
+async fn read_answer(socket: &mut tokio::net::TcpStream) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(within(socket.read(&mut byte)).await.unwrap(), 1, "closed mid-head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut body = vec![0u8; header("content-length").parse().unwrap()];
+    within(socket.read_exact(&mut body)).await.unwrap();
+    (status, header("connection"), body)
+}
+
+/// An HTTP/1.1 GET on a connection that may already have served others.
+async fn get(socket: &mut tokio::net::TcpStream, path: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: keeper\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    read_answer(socket).await
+}
+
+#[tokio::test]
+async fn an_hls_client_keeps_one_connection_for_playlists_parts_and_segments() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = relay_with_autodj("tone-440.flac").await;
+    let mut socket = within(tokio::net::TcpStream::connect(relay.addr)).await.unwrap();
+    let (status, connection, playlist) = get(&mut socket, "/radio.m3u8").await;
+    assert_eq!((status, connection.as_str()), (200, "keep-alive"));
+    let (msn, part) = hint(&String::from_utf8(playlist).unwrap());
+    // The blocking reload for the hinted part, then the part, on the same connection.
+    let (status, connection, reloaded) =
+        get(&mut socket, &format!("/radio.m3u8?_HLS_msn={msn}&_HLS_part={part}")).await;
+    assert_eq!((status, connection.as_str()), (200, "keep-alive"));
+    assert!(String::from_utf8(reloaded).unwrap().contains(&format!("/{msn}.{part}.m4s\",")));
+    let (status, connection, fragment) =
+        get(&mut socket, &format!("/hls/radio/{msn}.{part}.m4s")).await;
+    assert_eq!((status, connection.as_str()), (200, "keep-alive"));
+    assert!(fragment.windows(4).any(|w| w == b"mdat"), "an MP4 fragment");
+    // A whole segment listed in the playlist, still on the same connection.
+    let (_, _, playlist) = get(&mut socket, "/radio.m3u8").await;
+    let playlist = String::from_utf8(playlist).unwrap();
+    let segment = playlist.lines().rfind(|l| l.ends_with(".m4s")).unwrap().to_owned();
+    let (status, connection, whole) = get(&mut socket, &segment).await;
+    assert_eq!((status, connection.as_str()), (200, "keep-alive"), "{segment}");
+    assert!(whole.len() > fragment.len(), "a segment holds several parts' audio");
+    // Anything else is answered as always, and the connection closes after it.
+    let (status, connection, _) = get(&mut socket, "/healthz").await;
+    assert_eq!((status, connection.as_str()), (200, "close"));
+    let mut rest = Vec::new();
+    within(socket.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.is_empty());
+    // HTTP/1.0 without keep-alive is closed after its answer.
+    let mut old = within(tokio::net::TcpStream::connect(relay.addr)).await.unwrap();
+    old.write_all(b"GET /radio.m3u8 HTTP/1.0\r\n\r\n").await.unwrap();
+    let (status, connection, _) = read_answer(&mut old).await;
+    assert_eq!((status, connection.as_str()), (200, "close"));
+    relay.shutdown().await;
+}

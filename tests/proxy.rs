@@ -501,6 +501,56 @@ async fn forwarding_headers_are_believed_only_from_trusted_proxies() {
     relay.shutdown().await;
 }
 
+/// A proxy may carry several clients' HLS requests on one kept-alive connection (nginx with
+/// upstream keepalive, HAProxy's connection reuse): each request's client comes from its own
+/// headers, so two players behind it are two HLS listeners, not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_requests_on_one_kept_alive_proxy_connection_are_told_apart_by_client() {
+    let relay = TestRelay::start_with(relay_config(false)).await;
+    let ogg = ogg_body().await;
+    let _source = chunked_source("127.0.0.4", relay.addr, &ogg).await;
+    wait_live_via(relay.addr, None).await;
+    // The proxy's connection: from 127.0.0.1 (trusted), HTTP/1.1, never closed by it.
+    let mut proxy = connect_from("127.0.0.1", relay.addr).await;
+    for client in ["198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+        let request = format!(
+            "GET /radio.m3u8 HTTP/1.1\r\nHost: radio.example\r\nUser-Agent: hls-test\r\n\
+             X-Forwarded-For: {client}\r\n\r\n"
+        );
+        proxy.write_all(request.as_bytes()).await.unwrap();
+        // One whole answer (head, then Content-Length bytes): the connection stays open.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (head_end, length) = loop {
+            let n = within(proxy.read(&mut buf)).await.unwrap();
+            assert!(n > 0, "the relay closed a kept-alive connection");
+            got.extend_from_slice(&buf[..n]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                assert!(head.starts_with("http/1.1 200"), "{head}");
+                assert!(head.contains("connection: keep-alive"), "{head}");
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .expect("a Content-Length");
+                break (end + 4, length);
+            }
+        };
+        while got.len() < head_end + length {
+            let n = within(proxy.read(&mut buf)).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got[head_end..].starts_with(b"#EXTM3U"));
+    }
+    let (_, _, body) = request_from("127.0.0.1", relay.addr, &get("/api/streams", ""), None).await;
+    let streams: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(streams["streams"][0]["hls_listeners"], 2, "{streams}");
+    drop(proxy);
+    relay.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_sends_the_client_address_with_proxy_protocol_v2_and_v1() {
     let mut config = relay_config(true);

@@ -5,7 +5,7 @@
  * One entry of `GET /api/streams`. A private stream (it needs a signed link) is listed with
  * `name`, `live` and `private` only: the relay tells nobody what it plays or to how many.
  * @typedef {{name: string, live: boolean, private: boolean, source?: 'live'|'autodj'|null,
- *   tracks?: import('./protocol.js').Track[], listeners?: number,
+ *   tracks?: import('./protocol.js').Track[], listeners?: number, hls_listeners?: number,
  *   bitrate_bps?: number, frames_in?: number, frames_out?: number, frames_skipped?: number,
  *   bytes_in?: number, bytes_out?: number, uptime_s?: number,
  *   metadata?: import('./protocol.js').Metadata|null, recorded?: boolean}} StreamInfo
@@ -18,6 +18,15 @@
  *   content_type: string, state: 'recording'|'complete'|'interrupted',
  *   source: string|null, show: string|null, part: number|null}} Recording
  */
+
+/**
+ * Everyone listening to a stream: WebSocket and HTTP listeners, and HLS sessions.
+ * @param {StreamInfo} info
+ * @returns {number}
+ */
+export function audience(info) {
+  return (info.listeners ?? 0) + (info.hls_listeners ?? 0);
+}
 
 /**
  * Fetches the relay's stream list.

@@ -8,6 +8,7 @@ import { decodeFrame, parseEvent } from './protocol.js';
 import { WasmOpusDecoder, WebCodecsAudioDecoder, loadWasmOpus, webCodecsCanDecode } from './decoder.js';
 import { VideoRenderer } from './video.js';
 import { errorMessage, fetchStreams, wsUrl } from './api.js';
+import { showNowPlaying } from './media-session.js';
 
 const TAP_SAMPLES = 16384; // decoded mono PCM kept for analysis (~340 ms at 48 kHz)
 const METADATA_MAX_WAIT_MS = 15_000; // show a pending title anyway if playback never reaches it
@@ -24,6 +25,7 @@ const METADATA_MAX_WAIT_MS = 15_000; // show a pending title anyway if playback 
 /**
  * Everything the UI shows, as one snapshot.
  * @typedef {object} PlayerStatus
+ * @property {'websocket'|'hls'} mode which player (hls-player.js is the other)
  * @property {import('./socket.js').SocketState} connection
  * @property {boolean} live whether the stream has a source now
  * @property {string} decoder "WebCodecs", "WASM" or "" before the first track
@@ -38,6 +40,7 @@ const METADATA_MAX_WAIT_MS = 15_000; // show a pending title anyway if playback 
  * @property {number} newestAudioPts
  * @property {number|undefined} newestDecodedPts
  * @property {{decoded: number, drawn: number, dropped: number}|null} video
+ * @property {import('./hls-player.js').HlsState|null} hls HLS mode's element and engine
  */
 
 /** Plays one stream. Create it inside a user gesture (it makes an AudioContext). */
@@ -51,6 +54,8 @@ export class Player {
    *   iOS plays it with the ring/silent switch on silent), 'auto' does so on touch screens only
    */
   constructor({ stream, canvas = null, decoder = 'auto', onChange = () => {}, access = null, output = 'auto' }) {
+    /** @type {'websocket'} */
+    this.mode = 'websocket';
     this.output = output === 'auto' ? (matchMedia('(pointer: coarse)').matches ? 'element' : 'direct') : output;
     this.stream = stream;
     this.canvas = canvas;
@@ -96,6 +101,7 @@ export class Player {
   async play() {
     if (this.ctx) return;
     this.setMessage('starting audio');
+    showNowPlaying(this.stream, this.nowPlaying);
     // One context at the Opus rate spares a resampling step where the device allows it.
     try {
       this.ctx = new AudioContext({ latencyHint: 'interactive', sampleRate: 48000 });
@@ -200,6 +206,7 @@ export class Player {
     }
     const r = this.video?.renderer;
     return {
+      mode: 'websocket',
       connection: this.connection,
       live: this.live,
       decoder: this.decoderName,
@@ -214,6 +221,7 @@ export class Player {
       newestAudioPts: this.newestAudioPts,
       newestDecodedPts: this.newestDecodedPts,
       video: r ? { decoded: r.decoded, drawn: r.drawn, dropped: r.dropped } : null,
+      hls: null,
     };
   }
 
@@ -454,13 +462,7 @@ export class Player {
    */
   showNow(meta) {
     this.nowPlaying = meta;
-    if ('mediaSession' in navigator && typeof MediaMetadata !== 'undefined') {
-      navigator.mediaSession.metadata = new MediaMetadata({
-        title: meta.title ?? this.stream,
-        artist: meta.artist ?? '',
-        album: meta.album ?? '',
-      });
-    }
+    showNowPlaying(this.stream, meta);
     this.changed();
   }
 

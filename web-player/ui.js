@@ -1,12 +1,15 @@
 // @ts-check
 // The listener page (index.html): the stream list, the player deck and its controls.
-// URL parameters: `?stream=NAME` picks a stream, `?decoder=wasm|webcodecs` forces a decoder,
-// `&expires=…&sig=…` carries a signed link to a private stream, `?output=element|direct`
+// URL parameters: `?stream=NAME` picks a stream, `?mode=hls|websocket` the player (default:
+// HLS on iOS and without WebCodecs, see hls-player.js), `?decoder=wasm|webcodecs` forces a
+// decoder, `&expires=…&sig=…` carries a signed link to a private stream, `?output=element|direct`
 // picks the audio path (default: through an <audio> element on touch screens).
 
 import { Player } from './player.js';
+import { HlsPlayer, chooseMode } from './hls-player.js';
+import { showPlaybackState } from './media-session.js';
 import { RecordingsPanel } from './recordings.js';
-import { errorMessage, fetchStreams, formatBitrate, showLevel } from './api.js';
+import { audience, errorMessage, fetchStreams, formatBitrate, showLevel } from './api.js';
 import { displayTitle } from './protocol.js';
 
 const REFRESH_MS = 3000;
@@ -19,6 +22,8 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const els = {
   station: $('station'),
   badge: $('badge'),
+  mode: $('mode'),
+  modeNote: $('mode-note'),
   nowPlaying: $('now-playing'),
   artist: $('artist'),
   play: /** @type {HTMLButtonElement} */ ($('play')),
@@ -48,9 +53,13 @@ let recordingsFor = '';
 /** @type {import('./api.js').StreamInfo[]} */
 let streams = [];
 let selected = params.get('stream') ?? '';
-/** @type {Player|null} */
+/** @type {Player|HlsPlayer|null} */
 let player = null;
 let listError = '';
+/** Why the player playing is not the one first chosen (shown while it plays). */
+let modeNote = '';
+/** Why playback could not start at all. */
+let playError = '';
 
 async function refresh() {
   try {
@@ -62,6 +71,8 @@ async function refresh() {
   if (!selected || !streams.some((s) => s.name === selected)) {
     selected = (streams.find((s) => s.live) ?? streams[0])?.name ?? selected;
   }
+  const info = streams.find((s) => s.name === selected);
+  if (info && player instanceof HlsPlayer && player.stream === info.name) player.onStreamInfo(info);
   renderList();
   renderDeck();
   refreshRecordings(false);
@@ -113,10 +124,10 @@ function renderList() {
     part('.stream-name').textContent = s.name;
     part('.stream-title').textContent = title || (s.live ? 'Untitled' : 'Nothing on air');
     // A private stream is listed without figures (the relay keeps them to itself).
-    const audience = s.private ? 'private' : `${s.listeners ?? 0} listening`;
+    const heard = s.private ? 'private' : `${audience(s)} listening`;
     const bitrate = s.bitrate_bps ?? 0;
-    part('.stream-meta').textContent = s.live && bitrate > 0 ? `${audience} · ${formatBitrate(bitrate)}` : audience;
-    button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${audience}. Play`);
+    part('.stream-meta').textContent = s.live && bitrate > 0 ? `${heard} · ${formatBitrate(bitrate)}` : heard;
+    button.setAttribute('aria-label', `${s.name}, ${s.live ? 'live' : 'offline'}${title ? `, ${title}` : ''}, ${heard}. Play`);
     button.addEventListener('click', () => select(s.name, true));
     li.append(button);
     els.list.append(li);
@@ -131,10 +142,13 @@ function renderDeck() {
   const live = st ? st.live : !!info?.live;
   els.badge.textContent = live ? 'On air' : 'Off air';
   els.badge.classList.toggle('live', live);
+  els.mode.hidden = st?.mode !== 'hls';
+  els.modeNote.hidden = !(player && modeNote);
+  els.modeNote.textContent = player ? modeNote : '';
   const meta = st ? st.nowPlaying : info?.metadata;
   els.nowPlaying.textContent = meta?.title || meta?.artist || (live ? 'Untitled' : '—');
   els.artist.textContent = meta?.title && meta?.artist ? meta.artist : '';
-  els.listeners.textContent = info?.listeners != null ? String(info.listeners) : '–';
+  els.listeners.textContent = info?.listeners != null ? String(audience(info)) : '–';
   els.play.disabled = !selected;
   const playing = !!player;
   els.play.setAttribute('aria-label', playing ? 'Stop' : 'Play');
@@ -142,13 +156,14 @@ function renderDeck() {
   els.conn.textContent = st ? connectionText(st) : 'stopped';
   els.decoder.textContent = st?.decoder || (params.get('decoder') === 'wasm' ? 'WASM' : '–');
   els.latency.textContent = st?.behindLiveMs != null ? `${Math.round(st.behindLiveMs)} ms` : '–';
-  els.status.textContent = st?.message ?? listError;
+  els.status.textContent = st?.message ?? (playError || listError);
   els.video.hidden = !(st?.video && st.video.drawn > 0);
 }
 
 /** @param {import('./player.js').PlayerStatus} st */
 function connectionText(st) {
   if (st.connection === 'open') {
+    if (st.hls) return st.hls.playing ? 'playing' : 'buffering';
     if (!st.live) return 'waiting for source';
     return st.playback?.state === 'playing' ? 'playing' : 'buffering';
   }
@@ -176,27 +191,70 @@ async function select(name, autoplay) {
 
 async function start() {
   if (!selected || player) return;
-  const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
+  modeNote = playError = '';
+  await startMode(chooseMode(params).mode, []);
+}
+
+/**
+ * Starts the player of `mode`. When it cannot play here, the other one takes over with a
+ * note; when neither can, the page says why.
+ * @param {'hls'|'websocket'} mode
+ * @param {string[]} failures why the players tried before could not play
+ */
+async function startMode(mode, failures) {
   const access = signedLink();
   recordings.pause();
-  const output = /** @type {'auto'|'element'|'direct'} */ (params.get('output') ?? 'auto');
-  player = new Player({ stream: selected, canvas: els.video, decoder, output, onChange: scheduleRender, access });
-  player.setVolume(Number(els.volume.value));
-  globalThis.onair = { player }; // for the browser tests and for curious users' consoles
+  /** @type {Player|HlsPlayer} */
+  let p;
+  if (mode === 'hls') {
+    const hls = new HlsPlayer({ stream: selected, access, onChange: scheduleRender, onFail: (why) => failOver(hls, why, failures) });
+    const info = streams.find((s) => s.name === selected);
+    if (info) hls.onStreamInfo(info);
+    p = hls;
+  } else {
+    const decoder = /** @type {'auto'|'wasm'|'webcodecs'} */ (params.get('decoder') ?? 'auto');
+    const output = /** @type {'auto'|'element'|'direct'} */ (params.get('output') ?? 'auto');
+    p = new Player({ stream: selected, canvas: els.video, decoder, output, onChange: scheduleRender, access });
+  }
+  player = p;
+  p.setVolume(Number(els.volume.value));
+  globalThis.onair = { player: p }; // for the browser tests and for curious users' consoles
+  showPlaybackState('playing');
   renderDeck();
   try {
-    await player.play();
+    await p.play();
   } catch (err) {
-    console.warn('onair: cannot start playback', err);
-    const message = `Cannot play: ${errorMessage(err)}`;
-    await stop();
-    els.status.textContent = message;
+    await failOver(p, errorMessage(err), failures);
   }
+}
+
+/**
+ * `p` cannot play here: the other player takes over, unless it failed already.
+ * @param {Player|HlsPlayer} p
+ * @param {string} why
+ * @param {string[]} failures
+ */
+async function failOver(p, why, failures) {
+  if (player !== p) return; // stopped or replaced meanwhile
+  const name = p.mode === 'hls' ? 'HLS' : 'the WebSocket player';
+  console.warn(`onair: ${name} cannot play:`, why);
+  await stop();
+  const tried = [...failures, `${name}: ${why}`];
+  if (tried.length > 1) {
+    playError = `Cannot play: ${tried.join('; ')}`;
+    renderDeck();
+    return;
+  }
+  modeNote = p.mode === 'hls'
+    ? `HLS did not work here: ${why}. Playing over WebSocket instead.`
+    : `The WebSocket player did not work here: ${why}. Playing over HLS instead.`;
+  await startMode(p.mode === 'hls' ? 'websocket' : 'hls', tried);
 }
 
 async function stop() {
   const p = player;
   player = null;
+  showPlaybackState('paused');
   renderDeck();
   await p?.stop();
   showLevel(els.meter, 0);

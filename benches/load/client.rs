@@ -25,6 +25,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use serde::Serialize;
 
 use crate::hist::{Hist, SparseHist};
+use crate::hls::{HlsConn, Next};
 use crate::wire::{self, Event, Format, IcyStrip, Parser};
 
 /// One read takes at most this much.
@@ -52,6 +53,9 @@ pub enum Proto {
     /// Icecast-style HTTP listeners: `GET /mount`, Ogg pages or MP3 frames (by the mount's
     /// extension).
     Http,
+    /// LL-HLS clients: `GET /{stream}.m3u8` and its parts on one kept-alive connection
+    /// (`hls.rs`).
+    Hls,
 }
 
 /// What a client process's listeners do.
@@ -97,6 +101,8 @@ struct Conn {
     titles: u32,
     /// The TLS session, over TLS.
     tls: Option<Box<ClientConnection>>,
+    /// The HLS client's state, for HLS listeners.
+    hls: Option<Box<HlsConn>>,
     parser: Parser,
     next_seq: u64,
     last_seq: u64,
@@ -208,6 +214,10 @@ struct Client {
     bind: Ipv4Addr,
     format: Format,
     request: Vec<u8>,
+    /// HLS: the playlist's path and the Host header.
+    path: String,
+    host: String,
+    hls: bool,
     tls: Option<Arc<ClientConfig>>,
     conns: Vec<Conn>,
     buf: Vec<u8>,
@@ -235,12 +245,14 @@ pub fn run(spec: Spec) -> anyhow::Result<()> {
             "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: onair-load\r\nAccept: */*\r\n{}\r\n",
             if icy { "Icy-MetaData: 1\r\n" } else { "" }
         ),
+        // Each HLS request is made by its listener's `HlsConn`.
+        Proto::Hls => String::new(),
     }
     .into_bytes();
     let format = match proto {
         Proto::Ws => Format::Ws,
         Proto::Http if path.ends_with(".mp3") => Format::Mp3,
-        Proto::Http => Format::Ogg,
+        Proto::Http | Proto::Hls => Format::Ogg,
     };
     let tls = tls_root.map(|root| tls_config(&root)).transpose()?;
     // SAFETY: creating an epoll instance has no preconditions.
@@ -257,6 +269,9 @@ pub fn run(spec: Spec) -> anyhow::Result<()> {
         bind,
         format,
         request,
+        host: addr.to_string(),
+        path,
+        hls: proto == Proto::Hls,
         tls,
         conns: Vec::new(),
         buf: vec![0; READ_BUF],
@@ -396,6 +411,7 @@ impl Client {
                         icy: None,
                         titles: 0,
                         tls: None,
+                        hls: None,
                         parser: Parser::new(self.format),
                         next_seq: UNKNOWN,
                         last_seq: UNKNOWN,
@@ -552,6 +568,11 @@ impl Client {
             c.state = if c.retries > MAX_RETRIES { State::Failed } else { State::Idle };
             return;
         }
+        if self.hls {
+            // A fresh client per connection, as a player that reconnects starts over; the
+            // session (source address and index) is counted once by the relay.
+            c.hls = Some(Box::new(HlsConn::new(format!("{}-{i}", self.bind))));
+        }
         c.fd = fd;
         c.state = State::Connecting;
         self.watch(fd, libc::EPOLLOUT as u32, i as u64, libc::EPOLL_CTL_ADD);
@@ -590,6 +611,11 @@ impl Client {
                     return;
                 }
                 let fd = c.fd;
+                let hls_request = self.conns[i]
+                    .hls
+                    .as_mut()
+                    .map(|hls| hls.playlist_request(&self.path, &self.host));
+                let request = hls_request.as_deref().unwrap_or(&self.request);
                 let sent = match &self.tls {
                     // The request waits in the session until the handshake is done.
                     Some(config) => {
@@ -597,7 +623,7 @@ impl Client {
                             ServerName::IpAddress(std::net::IpAddr::V4(*self.addr.ip()).into());
                         match ClientConnection::new(Arc::clone(config), name) {
                             Ok(mut tls) => {
-                                let ok = tls.writer().write_all(&self.request).is_ok()
+                                let ok = tls.writer().write_all(request).is_ok()
                                     && flush_tls(fd, &mut tls);
                                 self.conns[i].tls = Some(Box::new(tls));
                                 ok
@@ -607,10 +633,8 @@ impl Client {
                     }
                     None => {
                         // SAFETY: writing our request from a live buffer.
-                        let n = unsafe {
-                            libc::write(fd, self.request.as_ptr().cast(), self.request.len())
-                        };
-                        n == self.request.len() as isize
+                        let n = unsafe { libc::write(fd, request.as_ptr().cast(), request.len()) };
+                        n == request.len() as isize
                     }
                 };
                 if !sent {
@@ -669,11 +693,14 @@ impl Client {
             }
             let now = wire::mono_ns();
             let n = n as usize;
-            let Client { conns, buf, plain, stats, hold_from, drain, rcvlowat, .. } = self;
+            let Client { conns, buf, plain, stats, hold_from, drain, rcvlowat, path, host, .. } =
+                self;
             let mut ctx = Ctx {
                 hold_from: *hold_from,
                 drain: *drain,
                 rcvlowat: *rcvlowat,
+                path,
+                host,
                 stats,
                 frames: 0,
                 newest: None,
@@ -788,6 +815,9 @@ struct Ctx<'a> {
     hold_from: u64,
     drain: bool,
     rcvlowat: i32,
+    /// HLS: the playlist's path and the Host header.
+    path: &'a str,
+    host: &'a str,
     stats: &'a mut Stats,
     /// Counted frames in this socket read (over TLS: in all the records it held).
     frames: u32,
@@ -840,7 +870,13 @@ fn consume(
     ctx: &mut Ctx<'_>,
 ) -> bool {
     let mut start = 0;
-    if c.state == State::AwaitingHead {
+    if c.state == State::AwaitingHead && c.hls.is_some() {
+        // HLS responses (heads included) are parsed by `HlsConn`: the first bytes make it a
+        // listener, and a refusal fails it there.
+        c.state = State::Streaming;
+        let lowat = if c.precise { 1 } else { ctx.rcvlowat };
+        set_int(c.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, lowat);
+    } else if c.state == State::AwaitingHead {
         let before = c.head.len();
         let from = before.saturating_sub(3);
         c.head.extend_from_slice(&data[..data.len().min(MAX_HEAD - before)]);
@@ -897,9 +933,18 @@ fn consume(
         Event::Ping => ping = true,
         Event::Close(code) => close_code = code,
     };
-    let result = match &mut c.icy {
-        None => parser.feed(data, &mut on),
-        Some(icy) => match icy.strip(data, &mut |audio| parser.feed(audio, &mut on)) {
+    let mut hls_request = None;
+    let result = match (&mut c.icy, &mut c.hls) {
+        (_, Some(hls)) => match hls.feed(data, ctx.path, ctx.host, &mut on) {
+            Ok(Next::Request(request)) => {
+                hls_request = Some(request);
+                Ok(())
+            }
+            Ok(Next::More) => Ok(()),
+            Err(err) => Err(err),
+        },
+        (None, None) => parser.feed(data, &mut on),
+        (Some(icy), None) => match icy.strip(data, &mut |audio| parser.feed(audio, &mut on)) {
             Ok(titles) => {
                 c.titles += titles * u32::from(counting);
                 Ok(())
@@ -919,6 +964,18 @@ fn consume(
     }
     ctx.frames += frames;
     ctx.newest = ctx.newest.max(newest);
+    if let Some(request) = hls_request {
+        let sent = match tls {
+            // Sent by `decrypt` once the read is parsed.
+            Some(tls) => tls.writer().write_all(&request).is_ok(),
+            // SAFETY: writing a request from a live buffer; a request is a few hundred bytes,
+            // which an empty send buffer takes whole (the response to the last one was read).
+            None => unsafe {
+                libc::write(c.fd, request.as_ptr().cast(), request.len()) == request.len() as isize
+            },
+        };
+        return result.is_ok() && sent;
+    }
     if ping {
         match tls {
             // Sent by `decrypt` once the read is parsed.

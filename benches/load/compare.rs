@@ -61,6 +61,8 @@ pub struct Options {
     pub icy_steps: Vec<usize>,
     /// Listener counts of each listener kind in the TLS scenario.
     pub tls_steps: Vec<usize>,
+    /// Listener counts of each listener kind in the HLS scenario (onair only).
+    pub hls_steps: Vec<usize>,
     /// Now-playing titles set during each hold of the ICY scenario.
     pub title_changes: u32,
     /// Seconds each video step holds.
@@ -154,7 +156,8 @@ impl Server {
         procs::rss_bytes(self.pid).unwrap_or(0)
     }
 
-    /// Listeners the server itself counts on onair's stream `stream`, or Icecast's `mount`.
+    /// Listeners the server itself counts on onair's stream `stream`, or Icecast's `mount`;
+    /// onair's HLS sessions when the mount is a playlist.
     fn listeners(&self, (stream, mount): (&str, &str)) -> Option<u64> {
         let (path, name) = match self.kind {
             Kind::Onair => ("/api/streams", stream),
@@ -162,10 +165,11 @@ impl Server {
         };
         let body = http_get(self.addr(), path).ok()?;
         let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let field = if mount.ends_with(".m3u8") { "hls_listeners" } else { "listeners" };
         match self.kind {
-            Kind::Onair => json["streams"].as_array()?.iter().find(|s| s["name"] == name)?
-                ["listeners"]
-                .as_u64(),
+            Kind::Onair => {
+                json["streams"].as_array()?.iter().find(|s| s["name"] == name)?[field].as_u64()
+            }
             Kind::Icecast => {
                 let sources = &json["icestats"]["source"];
                 let list = match sources {
@@ -474,9 +478,14 @@ impl Clients {
             procs: Vec::new(),
             addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
             path: group.listen.path().to_owned(),
-            proto: if group.listen == Listen::Ws { "ws" } else { "http" },
+            proto: match group.listen {
+                Listen::Ws => "ws",
+                Listen::Hls => "hls",
+                Listen::Ogg | Listen::Mp3 => "http",
+            },
             cores,
-            rcvlowat: 16 << 10,
+            // An HLS client must wake for a playlist of a few hundred bytes.
+            rcvlowat: if group.listen == Listen::Hls { 1 } else { 16 << 10 },
             icy: group.icy,
             tls_root: group.tls.then(|| tls.cert.clone()),
         }
@@ -1040,6 +1049,8 @@ enum Listen {
     Ogg,
     /// HTTP, `/bench-mp3.mp3`: MP3.
     Mp3,
+    /// LL-HLS, `/bench.m3u8` (onair only): a blocking playlist reload and a part per 200 ms.
+    Hls,
 }
 
 impl Listen {
@@ -1048,6 +1059,7 @@ impl Listen {
             Listen::Ws => "/listen/bench",
             Listen::Ogg => "/bench.ogg",
             Listen::Mp3 => MP3_MOUNT,
+            Listen::Hls => "/bench.m3u8",
         }
     }
 }
@@ -1077,6 +1089,7 @@ impl Group {
             Listen::Ws => "",
             Listen::Ogg => " ogg",
             Listen::Mp3 => " mp3",
+            Listen::Hls => " ll-hls",
         };
         format!("{scheme}{container}{}", if self.icy { " + icy" } else { "" })
     }
@@ -1096,6 +1109,12 @@ impl Group {
         } else {
             "/bench.ogg"
         }
+    }
+
+    /// What the server counts these listeners as: (onair stream, Icecast mount or, for HLS,
+    /// the playlist).
+    fn counted(self) -> (&'static str, &'static str) {
+        (self.stream(), if self.listen == Listen::Hls { Listen::Hls.path() } else { self.mount() })
     }
 
     /// onair's stream.
@@ -1154,6 +1173,8 @@ fn group_run(
     let window = match (kind, group.listen) {
         (Kind::Icecast, _) => None,
         (Kind::Onair, Listen::Ws) => Some(onair_setting(opts, "send_window_ms").unwrap_or(0)),
+        // HLS clients fetch whole parts: no send window.
+        (Kind::Onair, Listen::Hls) => None,
         (Kind::Onair, _) => onair_setting(opts, "http_send_window_ms"),
     };
     let result = (|| -> anyhow::Result<Vec<Step>> {
@@ -1165,6 +1186,9 @@ fn group_run(
         };
         let source = Source::start(target, group.feed(), wire::mono_ns() + 200_000_000)?;
         std::thread::sleep(Duration::from_millis(1200));
+        if group.listen == Listen::Hls {
+            wait_for_playlist(server.addr(), group.listen.path())?;
+        }
         let mut clients = Clients::of(&server, group, tls, pin.clients.clone());
         let l = Ladder {
             scenario,
@@ -1173,8 +1197,12 @@ fn group_run(
             steps,
             further,
             feed: group.feed(),
-            tail: Duration::from_millis(500 + window.unwrap_or(0) * 2),
-            counted: (group.stream(), group.mount()),
+            // HLS clients get the last frames with the part that holds them: up to a part
+            // (200 ms) after they were sent, plus a request.
+            tail: Duration::from_millis(
+                500 + window.unwrap_or(0) * 2 + if group.listen == Listen::Hls { 500 } else { 0 },
+            ),
+            counted: group.counted(),
             titles: titles.map(|changes| (group.mount(), password, changes)),
         };
         let steps = ladder(opts, &server, &source, &mut clients, &l);
@@ -1269,6 +1297,40 @@ fn tls_scenario(
     Ok(())
 }
 
+/// Waits until onair's playlist at `path` hints at a part (the segmenter has begun).
+fn wait_for_playlist(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if http_get(addr, path).is_ok_and(|body| body.contains("#EXT-X-PRELOAD-HINT")) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("onair served no playlist at {path} within 15 s")
+}
+
+/// onair's LL-HLS clients and its HTTP listeners of the same Ogg/Opus source, in the same
+/// run, each on a fresh onair with its default config (Icecast has no HLS).
+fn hls_scenario(
+    opts: &Options,
+    tls: &Tls,
+    pin: &Pinning,
+    results: &mut Results,
+    started: Instant,
+) -> anyhow::Result<()> {
+    if !opts.servers.contains(&Kind::Onair) {
+        return Ok(());
+    }
+    for listen in [Listen::Hls, Listen::Ogg] {
+        let group = Group::new(listen, false, false);
+        let steps =
+            group_run(opts, Kind::Onair, group, tls, pin, "hls", &opts.hls_steps, &[], None)?;
+        results.hls.extend(steps);
+        write_outputs(opts, results, started)?;
+    }
+    Ok(())
+}
+
 /// Loopback TCP throughput on this machine now: one connection, 128 KiB writes from core 0,
 /// 256 KiB reads on core 1, for `secs`.
 fn loopback_gbps(secs: f64) -> anyhow::Result<f64> {
@@ -1333,6 +1395,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         http: Vec::new(),
         icy: Vec::new(),
         tls: Vec::new(),
+        hls: Vec::new(),
         loopback_gbps: None,
         duration_s: 0.0,
         notes: Vec::new(),
@@ -1396,8 +1459,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         for server in servers.drain(..) {
             server.stop();
         }
-        // The HTTP, ICY and TLS scenarios start a fresh server per listener kind.
-        if has("http") || has("icy") || has("tls") {
+        // The HTTP, ICY, TLS and HLS scenarios start a fresh server per listener kind.
+        if has("http") || has("icy") || has("tls") || has("hls") {
             let tls = make_cert(&opts.out)?;
             if has("http") {
                 results.http = http_scenario(opts, &tls, &pin)?;
@@ -1408,6 +1471,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             }
             if has("tls") {
                 tls_scenario(opts, &tls, &pin, &mut results, started)?;
+            }
+            if has("hls") {
+                hls_scenario(opts, &tls, &pin, &mut results, started)?;
             }
         }
         Ok(())

@@ -3,12 +3,14 @@
 //! `make bench` runs `cargo bench --bench load -- compare`: it starts both servers, pushes the
 //! same stamped stream to both, and steps the number of listeners (see docs/PERFORMANCE.md):
 //! onair's WebSocket listeners against Icecast's HTTP ones, then HTTP against HTTP (Ogg, MP3,
-//! ICY metadata) and plain against TLS on each server. `client` is the listener process it
-//! spawns (one epoll loop, thousands of sockets, rustls sessions over TLS).
+//! ICY metadata), plain against TLS on each server, and onair's LL-HLS clients against its
+//! HTTP listeners. `client` is the listener process it spawns (one epoll loop, thousands of
+//! sockets, rustls sessions over TLS).
 
 mod client;
 mod compare;
 mod hist;
+mod hls;
 mod procs;
 mod report;
 mod source;
@@ -68,6 +70,10 @@ enum Command {
         /// quick 200).
         #[arg(long, value_delimiter = ',')]
         tls_steps: Option<Vec<usize>>,
+        /// Listener counts of each listener kind in the hls scenario (default 500,1000,2000;
+        /// quick 200).
+        #[arg(long, value_delimiter = ',')]
+        hls_steps: Option<Vec<usize>>,
         /// Now-playing titles set during each hold of the icy scenario (default 4, quick 2).
         #[arg(long)]
         title_changes: Option<u32>,
@@ -93,11 +99,11 @@ enum Command {
         servers: Vec<String>,
         /// Scenarios to run: audio (WebSocket vs Icecast HTTP), stalled, window, video,
         /// http (HTTP vs HTTP, /bench.ogg), icy (ICY metadata, Ogg and MP3), tls (plain vs
-        /// TLS on each server).
+        /// TLS on each server), hls (onair's LL-HLS clients vs its HTTP listeners).
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "audio,stalled,window,video,http,icy,tls"
+            default_value = "audio,stalled,window,video,http,icy,tls,hls"
         )]
         scenarios: Vec<String>,
     },
@@ -116,8 +122,8 @@ enum Command {
         /// Local address to connect from.
         #[arg(long, default_value = "127.0.0.1")]
         bind: Ipv4Addr,
-        /// `ws` (onair's WebSocket listeners) or `http` (Icecast-style: Ogg pages, or MP3
-        /// frames when the path ends in .mp3).
+        /// `ws` (onair's WebSocket listeners), `http` (Icecast-style: Ogg pages, or MP3
+        /// frames when the path ends in .mp3) or `hls` (LL-HLS: the path is the playlist).
         #[arg(long)]
         proto: String,
         /// Request path.
@@ -158,7 +164,8 @@ fn main() -> anyhow::Result<()> {
             let proto = match proto.as_str() {
                 "ws" => client::Proto::Ws,
                 "http" => client::Proto::Http,
-                other => anyhow::bail!("unknown protocol {other} (ws or http)"),
+                "hls" => client::Proto::Hls,
+                other => anyhow::bail!("unknown protocol {other} (ws, http or hls)"),
             };
             client::run(client::Spec { addr, bind, proto, path, rcvlowat, icy, tls_root })
         }
@@ -172,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             http_steps,
             icy_steps,
             tls_steps,
+            hls_steps,
             title_changes,
             send_window_ms,
             window_sweep,
@@ -194,8 +202,8 @@ fn main() -> anyhow::Result<()> {
                     other => Err(anyhow::anyhow!("unknown server {other}")),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            const SCENARIOS: [&str; 7] =
-                ["audio", "stalled", "window", "video", "http", "icy", "tls"];
+            const SCENARIOS: [&str; 8] =
+                ["audio", "stalled", "window", "video", "http", "icy", "tls", "hls"];
             if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
                 anyhow::bail!("unknown scenario {bad} (known: {})", SCENARIOS.join(", "));
             }
@@ -251,6 +259,13 @@ fn main() -> anyhow::Result<()> {
                         vec![500, 2000]
                     }
                 }),
+                hls_steps: hls_steps.unwrap_or_else(|| {
+                    if quick {
+                        vec![200]
+                    } else {
+                        vec![500, 1000, 2000]
+                    }
+                }),
                 title_changes: title_changes.unwrap_or(if quick { 2 } else { 4 }),
                 send_window_ms: Some(send_window_ms),
                 onair_config,
@@ -273,5 +288,6 @@ fn selftest() {
     wire::selftest::icy_blocks_are_stripped_in_any_split();
     wire::selftest::mp3_joined_mid_frame_finds_its_sync();
     wire::selftest::base64_matches_rfc4648();
+    hls::selftest::parts_and_playlists_parse();
     hist::selftest::quantiles_are_within_a_few_percent();
 }

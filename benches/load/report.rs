@@ -84,11 +84,12 @@ impl Machine {
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 #[serde(default)]
 pub struct Step {
-    /// `audio`, `stalled`, `window`, `video`, `http`, `icy` or `tls`.
+    /// `audio`, `stalled`, `window`, `video`, `http`, `icy`, `tls` or `hls`.
     pub scenario: String,
     /// `onair` or `icecast`.
     pub server: String,
-    /// What the listeners were: `ws`, `wss`, `http ogg`, `https ogg`, `http mp3 + icy`, ...
+    /// What the listeners were: `ws`, `wss`, `http ogg`, `https ogg`, `http mp3 + icy`,
+    /// `http ll-hls`, ...
     pub listener_kind: String,
     /// Listeners asked for.
     pub n: usize,
@@ -205,6 +206,9 @@ pub struct Results {
     /// Plain and TLS listeners on each server.
     #[serde(default)]
     pub tls: Vec<Step>,
+    /// onair's LL-HLS clients, then its HTTP listeners at the same counts.
+    #[serde(default)]
+    pub hls: Vec<Step>,
     /// One loopback TCP connection, 128 KiB writes, measured in the same run.
     pub loopback_gbps: Option<f64>,
     /// Seconds the run took.
@@ -534,6 +538,60 @@ fn tls_table(md: &mut String, steps: &[Step]) {
     }
 }
 
+/// HLS: every step, then each LL-HLS count against the HTTP listeners at the same count.
+fn hls_table(md: &mut String, steps: &[Step]) {
+    let _ = writeln!(
+        md,
+        "| listeners | listener kind | CPU-s per 1000 listener-s (per 1000 delivered) | server CPU (cores) | KiB per listener | RSS MiB | latency p50 / p99 / max ms | listeners lost | counted by onair | load tool CPU | other load (cores) |"
+    );
+    let _ = writeln!(
+        md,
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for s in steps {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.3} ({}) | {:.3} | {:.2} | {:.1} | {} | {} | {} | {:.0} % | {:.2} |",
+            s.n,
+            s.listener_kind,
+            s.cpu_per_1000_ls,
+            delivered_cell(s),
+            s.server_cpu_s / s.hold_s.max(1e-9),
+            s.rss_per_listener_kib,
+            s.rss_mib,
+            latency_cell(s),
+            lost_cell(s),
+            s.server_listeners.map_or_else(|| "?".into(), |n| n.to_string()),
+            s.client_cpu_pct,
+            s.others_cores
+        );
+    }
+    let _ = writeln!(
+        md,
+        "
+LL-HLS / HTTP at the same count (above 1: an HLS client costs more):
+"
+    );
+    let _ = writeln!(
+        md,
+        "| listeners | CPU per delivered listener-s | memory per listener | p99 latency |"
+    );
+    let _ = writeln!(md, "| ---: | ---: | ---: | ---: |");
+    for h in steps.iter().filter(|s| s.listener_kind.contains("hls")) {
+        let twin = |s: &&Step| s.n == h.n && !s.listener_kind.contains("hls");
+        if let Some(p) = steps.iter().find(twin) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                h.n,
+                ratio(h.cpu_per_1000_delivered, p.cpu_per_1000_delivered),
+                ratio(h.rss_per_listener_kib, p.rss_per_listener_kib),
+                if p.samples == 0 { "-".into() } else { ratio(h.p99_ms, p.p99_ms) }
+            );
+        }
+    }
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() {
         format!("{:.2}", a / b)
@@ -675,7 +733,14 @@ pub fn markdown(r: &Results) -> String {
         );
         tls_table(&mut md, &r.tls);
     }
-    let all = [&r.audio, &r.stalled, &r.window, &r.video, &r.http, &r.icy, &r.tls];
+    if !r.hls.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### LL-HLS clients and HTTP listeners on onair (default config): the same Ogg/Opus source; each HLS client on one kept-alive connection does a blocking playlist reload and fetches each new 200 ms part (about a playlist and a part per 200 ms, as hls.js in low-latency mode); HTTP listeners read `/bench.ogg`\n"
+        );
+        hls_table(&mut md, &r.hls);
+    }
+    let all = [&r.audio, &r.stalled, &r.window, &r.video, &r.http, &r.icy, &r.tls, &r.hls];
     for s in all.into_iter().flatten() {
         if let Some(note) = &s.note {
             let _ = writeln!(

@@ -198,6 +198,7 @@ mod tests {
             path: "/".into(),
             query: None,
             headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+            version: 1,
         }
     }
 

@@ -205,6 +205,7 @@ mod tests {
             path: "/".into(),
             query: None,
             headers: vec![("X-Forwarded-For".into(), "198.51.100.7".into())],
+            version: 1,
         };
         let proxy: SocketAddr = "10.1.2.3:5000".parse().unwrap();
         let (client, via) = trusted.client(proxy, &request);

@@ -11,6 +11,7 @@
 //! | `OPTIONS` | CORS preflight, libshout's `OPTIONS *` probe |
 //! | `/echo` (only with `echo_endpoint`) | `listener::echo` |
 //! | `/api/recordings/{stream}`, `/recordings/{stream}/{file}` | `record::serve` |
+//! | `GET /{stream}.m3u8`, `/hls/{stream}/{file}` (the connection may be kept alive) | `hls` |
 //! | anything else | `api.rs`: `/healthz`, `/api/streams`, `/metrics`, the web player |
 
 use std::net::SocketAddr;
@@ -176,7 +177,10 @@ async fn refuse_early(
 }
 
 /// Reads a connection's request head, learns its client from a trusted proxy's headers,
-/// routes it, and logs how it ended.
+/// routes it, and logs how it ended. HLS requests of a client that keeps its connection alive
+/// are answered here, one after the other on the same connection, each next head awaited for
+/// up to `handshake_timeout` (an idle connection then closes quietly); anything else is
+/// routed and ends the connection.
 pub(super) async fn serve(
     socket: Conn,
     peer: SocketAddr,
@@ -201,44 +205,58 @@ async fn read_and_route(
     deadline::set_user_timeout(socket.tcp(), node.config.write_timeout);
     let mut socket = Deadline::new(socket, node.config.write_timeout);
     let mut buf = BytesMut::with_capacity(1024);
-    let head = tokio::select! {
-        () = cancel.cancelled() => return (peer, Ok(())),
-        head = timeout(node.config.handshake_timeout, http::read_request(&mut socket, &mut buf)) => head,
-    };
-    let request = match head {
-        Err(_) => {
-            let refusal = Refusal::HeadTimeout;
-            node.metrics.refused(&refusal.label());
-            let _ = Response::refusal(&refusal).send(&mut socket, false).await;
-            return (peer, Err(Error::HandshakeTimeout(node.config.handshake_timeout)));
-        }
-        Ok(Ok(Some(request))) => request,
-        Ok(Ok(None)) => return (peer, Ok(())),
-        Ok(Err(err)) => {
-            let refusal = match &err {
-                HttpError::TooLarge => Refusal::HeadTooLarge,
-                other => Refusal::Malformed(other.to_string()),
-            };
-            let _ = Response::refusal(&refusal).send(&mut socket, false).await;
-            return (peer, Err(err.into()));
-        }
-    };
-    // Who it is from: a trusted proxy's headers name the client (from anyone else they are
-    // ignored); until now the connection took no per-address place.
-    let client = if admission.is_deferred() {
+    let mut answered = 0u64;
+    let (request, client) = loop {
+        let head = tokio::select! {
+            () = cancel.cancelled() => return (peer, Ok(())),
+            head = timeout(node.config.handshake_timeout, http::read_request(&mut socket, &mut buf)) => head,
+        };
+        let request = match head {
+            // A kept-alive connection that asks nothing more is closed without a word.
+            Err(_) if answered > 0 => return (peer, Ok(())),
+            Err(_) => {
+                let refusal = Refusal::HeadTimeout;
+                node.metrics.refused(&refusal.label());
+                let _ = Response::refusal(&refusal).send(&mut socket, false).await;
+                return (peer, Err(Error::HandshakeTimeout(node.config.handshake_timeout)));
+            }
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return (peer, Ok(())),
+            Ok(Err(err)) => {
+                let refusal = match &err {
+                    HttpError::TooLarge => Refusal::HeadTooLarge,
+                    other => Refusal::Malformed(other.to_string()),
+                };
+                let _ = Response::refusal(&refusal).send(&mut socket, false).await;
+                return (peer, Err(err.into()));
+            }
+        };
+        // Who it is from: a trusted proxy's headers name the client (from anyone else they
+        // are ignored), request by request, since a proxy may carry several clients' requests
+        // on one kept-alive connection. The connection, which took no per-address place
+        // until now, is counted on the client of its first request.
         let (client, via) = node.config.trusted_proxies.client(peer, &request);
         if let Some(via) = via {
             debug!(%peer, %client, header = via.header(), "client address from a trusted proxy");
         }
-        if let Err(refusal) = admission.attribute(client.ip()) {
-            node.metrics.refused(&refusal.label());
-            warn!(peer = %client, via = %peer, reason = %refusal, "refused: too many connections from the client's address");
-            let result = Response::refusal(&refusal).send(&mut socket, false).await;
-            return (client, result.map_err(Error::from));
+        if admission.is_deferred() {
+            if let Err(refusal) = admission.attribute(client.ip()) {
+                node.metrics.refused(&refusal.label());
+                warn!(peer = %client, via = %peer, reason = %refusal, "refused: too many connections from the client's address");
+                let result = Response::refusal(&refusal).send(&mut socket, false).await;
+                return (client, result.map_err(Error::from));
+            }
         }
-        client
-    } else {
-        peer
+        let head_only = request.method == "HEAD";
+        if !(request.keep_alive() && (request.method == "GET" || head_only)) {
+            break (request, client);
+        }
+        let Some(response) = hls(server, &request, client).await else { break (request, client) };
+        let response = response.with_cors(&node.config, &request);
+        if let Err(err) = response.send_keep_alive(&mut socket, head_only).await {
+            return (client, Err(err.into()));
+        }
+        answered += 1;
     };
     // The request buffer (1-2 KiB) would otherwise live as long as the connection: keep only
     // the bytes that came after the head (usually none).

@@ -228,7 +228,8 @@ pub async fn close_code(ws: &mut Ws) -> u16 {
 pub async fn http_get(relay: &TestRelay, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut socket = within(TcpStream::connect(relay.addr)).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    // HLS answers keep an HTTP/1.1 connection open unless asked not to.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.expect("send request");
     let mut response = Vec::new();
     within(socket.read_to_end(&mut response)).await.expect("read response");

@@ -19,7 +19,7 @@ declare var MediaStreamTrackProcessor:
 /** The page's engine, for the browser tests and curious users' consoles (ui.js, broadcast-ui.js). */
 declare var onair:
   | {
-      player?: import('../../../web-player/player.js').Player;
+      player?: import('../../../web-player/player.js').Player | import('../../../web-player/hls-player.js').HlsPlayer;
       broadcaster?: import('../../../web-player/broadcast.js').Broadcaster;
     }
   | undefined;

@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
             path: "/admin/metadata".into(),
             query: Some(text.clone()),
             headers: vec![("Authorization".into(), format!("{scheme}{text}"))],
+            version: 1,
         };
         if let Some((user, password)) = onair::auth::basic_auth(&request) {
             assert!(!user.contains(':'), "the user name ends at the first colon");

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
                 (name.into(), second.into()),
                 ("X-Forwarded-For".into(), third.into()),
             ],
+            version: 1,
         };
         // Trust every other address, so chains are walked as far as they go.
         let found = onair::proxy::client_address(&request, |ip| ip.to_string().len() % 2 == 0);
