@@ -141,7 +141,15 @@ export class HlsPlayer {
     const Hls = await loadHlsJs();
     if (this.element !== audio) return; // stopped meanwhile
     if (!Hls.isSupported()) throw new Error('this browser plays neither HLS nor Media Source Extensions');
-    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+    // No metadata cues: titles come from /api/streams, and hls.js would add a <track> with a
+    // data: URL for them, which the page's Content-Security-Policy (media-src) refuses.
+    const hls = new Hls({
+      lowLatencyMode: true,
+      backBufferLength: 30,
+      enableDateRangeMetadataCues: false,
+      enableEmsgMetadataCues: false,
+      enableID3MetadataCues: false,
+    });
     this.hls = hls;
     hls.on(Hls.Events.ERROR, (_event, data) => {
       if (!data.fatal) return;
