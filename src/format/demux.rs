@@ -12,7 +12,7 @@ use crate::format::mp3::{FrameReader, Mp3Error};
 use crate::format::ogg::{self, OggError, Packetizer};
 use crate::format::opus::{self, OpusError, OpusHead};
 use crate::format::vorbis::{self, Durations, VorbisError, VorbisInfo};
-use crate::format::Container;
+use crate::format::{Container, LinkEdge};
 use crate::protocol::{Codec, Metadata, Track};
 
 /// The track id Icecast sources use (they carry a single audio track).
@@ -33,6 +33,8 @@ pub enum Event {
         pts: u64,
         /// The encoded frame.
         data: Bytes,
+        /// Set when the frame ends or begins a chained Ogg link of the source.
+        edge: Option<LinkEdge>,
     },
     /// Now playing, from in-stream tags.
     Metadata(Metadata),
@@ -159,6 +161,13 @@ struct OggDemux {
     clock: Clock,
     ignored: Vec<u32>,
     scratch: Vec<Bytes>,
+    /// Samples of the current link's audio packets so far, and of its latest packet.
+    link_samples: u64,
+    last_samples: u32,
+    /// An audio link gave frames and its last frame was not marked as such.
+    open: bool,
+    /// The next frame begins a new link after an open one.
+    first_pending: bool,
 }
 
 impl OggDemux {
@@ -173,6 +182,10 @@ impl OggDemux {
             clock: Clock::default(),
             ignored: Vec::new(),
             scratch: Vec::new(),
+            link_samples: 0,
+            last_samples: 0,
+            open: false,
+            first_pending: false,
         }
     }
 
@@ -195,11 +208,13 @@ impl OggDemux {
             }
             let mut packets = std::mem::take(&mut self.scratch);
             self.packets.push(&page, &mut packets)?;
+            let from = out.len();
             for packet in packets.drain(..) {
                 self.packet(packet, bitrate, out)?;
             }
             self.scratch = packets;
             if page.is_eos() {
+                self.end_link(page.granule, &mut out[from..]);
                 self.serial = None;
                 self.stage = OggStage::Idle;
             }
@@ -246,6 +261,10 @@ impl OggDemux {
             let track = Track::audio(TRACK, Codec::Opus, opus::SAMPLE_RATE, head.channels, bitrate);
             self.announce(track, page.body.clone(), out);
         }
+        // A link that gave frames and did not end on one: its successor's first frame says so.
+        self.first_pending |= self.open;
+        self.open = false;
+        self.link_samples = 0;
         self.serial = Some(page.serial);
         self.stage = stage;
         self.packets = Packetizer::new(self.max_packet_bytes);
@@ -298,7 +317,8 @@ impl OggDemux {
                 if !packet.is_empty() {
                     let samples = opus::packet_samples(&packet)?;
                     let pts = self.clock.advance(opus::SAMPLE_RATE, samples);
-                    out.push(Event::Frame { pts, data: packet });
+                    let edge = self.counted(samples);
+                    out.push(Event::Frame { pts, data: packet, edge });
                 }
                 self.stage = OggStage::Opus;
             }
@@ -307,12 +327,44 @@ impl OggDemux {
                 if !packet.is_empty() {
                     let samples = durations.next(&packet)?;
                     let pts = self.clock.advance(durations.info().sample_rate, samples);
-                    out.push(Event::Frame { pts, data: packet });
+                    let edge = self.counted(samples);
+                    out.push(Event::Frame { pts, data: packet, edge });
                 }
                 self.stage = OggStage::Vorbis(durations);
             }
         }
         Ok(())
+    }
+
+    /// Counts an audio packet of the current link; the edge its frame begins, if any.
+    fn counted(&mut self, samples: u32) -> Option<LinkEdge> {
+        self.link_samples = self.link_samples.saturating_add(u64::from(samples));
+        self.last_samples = samples;
+        self.open = true;
+        std::mem::take(&mut self.first_pending).then_some(LinkEdge::First)
+    }
+
+    /// The link ends on a page of final granule position `granule`, whose events are
+    /// `events`: its last frame, when on this page, is marked with the end trim the granule
+    /// says. The Vorbis and Opus specs let the last page's granule end before its packets'
+    /// full durations; a granule that makes no sense (-1, at or before the last packet's
+    /// start, or a link that did not start at 0) trims nothing.
+    fn end_link(&mut self, granule: u64, events: &mut [Event]) {
+        let last = events.iter_mut().rev().find_map(|e| match e {
+            Event::Frame { edge, .. } => Some(edge),
+            _ => None,
+        });
+        if let Some(edge @ None) = last {
+            let trim = self
+                .link_samples
+                .checked_sub(granule)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| *t < self.last_samples)
+                .unwrap_or(0);
+            *edge = Some(LinkEdge::Last { trim });
+            self.open = false;
+        }
+        self.link_samples = 0;
     }
 
     /// The first link declares the track; any link whose header differs sends it again.
@@ -384,7 +436,7 @@ impl Mp3Demux {
                 out.push(Event::Start(vec![track]));
             }
             let pts = self.clock.advance(info.sample_rate, info.samples);
-            out.push(Event::Frame { pts, data });
+            out.push(Event::Frame { pts, data, edge: None });
         }
         Ok(())
     }
@@ -550,6 +602,69 @@ mod tests {
             })
             .collect();
         assert_eq!(pts, [0, 20_000, 40_000, 60_000], "they take no time either");
+    }
+
+    /// An Opus link of `packets` 20 ms packets whose last page says `end` (its final granule;
+    /// `None`: the link has no EOS page).
+    fn opus_link(serial: u32, packets: u64, end: Option<u64>) -> Vec<u8> {
+        let (mut scratch, mut pages) = (BytesMut::new(), Vec::new());
+        let mut writer = PageWriter::new(serial);
+        let head = OpusHead::synthesize(2, 48_000);
+        writer.write(&[(head, 0)], FLAG_BOS, false, &mut scratch, &mut pages);
+        writer.write(&[(opus::write_tags("t", None), 0)], 0, false, &mut scratch, &mut pages);
+        let audio: Vec<(Bytes, u64)> =
+            (1..=packets).map(|i| (Bytes::from(vec![0xFC, i as u8]), i * 960)).collect();
+        let (body, last) = audio.split_at(audio.len() - 1);
+        writer.write(body, 0, false, &mut scratch, &mut pages);
+        let last = [(last[0].0.clone(), end.unwrap_or(last[0].1))];
+        writer.write(&last, 0, end.is_some(), &mut scratch, &mut pages);
+        pages.concat()
+    }
+
+    fn edges(events: &[Event]) -> Vec<Option<LinkEdge>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Frame { edge, .. } => Some(*edge),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_links_last_frame_carries_the_end_trim_of_its_final_granule() {
+        // Regression (#15): chained links with the same codec setup reached listeners as one
+        // link, the end trim of each lost.
+        let mut data = opus_link(1, 3, Some(3 * 960 - 100));
+        data.extend_from_slice(&opus_link(2, 2, Some(2 * 960)));
+        let events = run(&data, 50).unwrap();
+        let last = |trim| Some(LinkEdge::Last { trim });
+        assert_eq!(edges(&events), [None, None, last(100), None, last(0)]);
+        assert_eq!(events.iter().filter(|e| matches!(e, Event::Header(_))).count(), 1);
+    }
+
+    #[test]
+    fn a_final_granule_that_makes_no_sense_trims_nothing() {
+        // At or before the last packet's start, -1, past the end: the link still ends there.
+        for end in [960, u64::MAX, 4 * 960, 0] {
+            let events = run(&opus_link(1, 2, Some(end)), 4096).unwrap();
+            assert_eq!(edges(&events), [None, Some(LinkEdge::Last { trim: 0 })], "granule {end}");
+        }
+    }
+
+    #[test]
+    fn a_link_that_ends_without_a_frame_on_its_eos_page_marks_the_next_links_first() {
+        let mut data = opus_link(1, 2, None);
+        data.extend_from_slice(&opus_link(2, 2, None));
+        data.extend_from_slice(&opus_link(3, 1, Some(960)));
+        let events = run(&data, 4096).unwrap();
+        let first = Some(LinkEdge::First);
+        let last = Some(LinkEdge::Last { trim: 0 });
+        assert_eq!(edges(&events), [None, None, first, None, first]);
+        // The one frame of the third link begins it: the link after it is told.
+        let mut data = opus_link(3, 1, Some(960));
+        data.extend_from_slice(&opus_link(4, 1, Some(960)));
+        assert_eq!(edges(&run(&data, 4096).unwrap()), [last, last]);
     }
 
     /// xorshift64: deterministic noise for the robustness test.

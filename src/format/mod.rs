@@ -17,6 +17,23 @@ pub mod ogg;
 pub mod opus;
 pub mod vorbis;
 
+/// Where a frame stands at the edge of its source's chained Ogg stream (a new link per title,
+/// as liquidsoap, ices2 and ezstream send): the demuxer marks it, the ring carries it, and the
+/// muxer ends and starts its own links there, so a listener's decoder restarts as it would
+/// playing the source's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEdge {
+    /// The last frame of its link: the link's final granule position ends `trim` samples
+    /// before this frame's full duration does (the encoder's padding, not to be heard).
+    Last {
+        /// Samples to cut from the end of this frame.
+        trim: u32,
+    },
+    /// The first frame of a new link whose last frame was not marked (its end page held no
+    /// audio, or it had none).
+    First,
+}
+
 /// A container format recognised by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Container {

@@ -4,11 +4,12 @@
 //! Pure: a stream's source changes, header frames, media frames and now playing go in; each
 //! media frame comes out with its [`Rendition`], shared by every HTTP listener (the way the
 //! WebSocket header is framed once). An Ogg stream is a chain of logical streams: a new one
-//! starts (with a fresh serial) when the source or its codec header changes, and ends with an
-//! EOS page. A listener that joins or skips gets the chain's header pages ([`Chain::head`],
-//! with the current now playing in its comment) and then joins at a page boundary: every
-//! frame is a page of its own. Players accept the jump in page sequence numbers that this
-//! makes, as they do from Icecast.
+//! starts (with a fresh serial) when the source or its codec header changes or where the
+//! source's own chained link ends ([`LinkEdge`]), and ends with an EOS page. A listener that
+//! joins or skips gets the chain's header pages ([`Chain::head`], with the current now playing
+//! in its comment) and then joins at a page boundary: every frame is a page of its own (but a
+//! Vorbis link's first, which shares the second's). Players accept the jump in page sequence
+//! numbers that this makes, as they do from Icecast.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -20,7 +21,7 @@ use tracing::debug;
 use super::ogg::{PageWriter, FLAG_BOS};
 use super::opus::{self, OpusHead};
 use super::vorbis::{self, Durations, VorbisInfo};
-use super::Container;
+use super::{Container, LinkEdge};
 use crate::protocol::{Codec, Metadata, Track, TrackKind};
 
 /// Vendor string of the `OpusTags` and Vorbis comments written for listeners.
@@ -109,6 +110,8 @@ struct Link {
     vorbis: Option<Durations>,
     /// Pages the head takes (audio pages are numbered after them).
     head_pages: usize,
+    /// A Vorbis link's first packet, until the second shares its page.
+    held: Option<Bytes>,
 }
 
 /// One stream's muxer.
@@ -192,10 +195,34 @@ impl StreamMux {
 
     /// A media frame on `track`: what HTTP listeners write for it, if they hear that track.
     pub fn frame(&mut self, track: u8, payload: &Bytes) -> Option<Rendition> {
+        self.frame_at_edge(track, payload, None)
+    }
+
+    /// [`frame`](Self::frame) for a frame at the edge of a chained link of the source. The
+    /// last frame of a source's link ends the Ogg link too: its page is the EOS page, its
+    /// granule cut by the same trim, and the next frame opens a new link (fresh serial, the
+    /// header pages again) even if the codec header did not change. The first frame of a new
+    /// source link ends the open link, if any, with an empty EOS page.
+    pub fn frame_at_edge(
+        &mut self,
+        track: u8,
+        payload: &Bytes,
+        edge: Option<LinkEdge>,
+    ) -> Option<Rendition> {
         let t = self.track.as_ref().filter(|t| t.id == track)?;
         match t.codec {
             Codec::Mp3 => Some(Rendition::Mp3(payload.clone())),
-            Codec::Opus | Codec::Vorbis if !payload.is_empty() => self.page(payload),
+            Codec::Opus | Codec::Vorbis if !payload.is_empty() => {
+                let trim = match edge {
+                    Some(LinkEdge::Last { trim }) => Some(trim),
+                    Some(LinkEdge::First) => {
+                        self.end_link();
+                        None
+                    }
+                    None => None,
+                };
+                self.page(payload, trim)
+            }
             _ => None,
         }
     }
@@ -209,8 +236,9 @@ impl StreamMux {
         Some(concat(&mut self.pages))
     }
 
-    /// Puts one packet on a page of its own, opening a link first if there is none.
-    fn page(&mut self, packet: &Bytes) -> Option<Rendition> {
+    /// Puts one packet on a page of its own, opening a link first if there is none. With
+    /// `last` (an end trim in samples) the page ends the link.
+    fn page(&mut self, packet: &Bytes, last: Option<u32>) -> Option<Rendition> {
         if self.link.is_none() {
             self.open_link()?;
         }
@@ -226,21 +254,36 @@ impl StreamMux {
                 return None;
             }
         };
-        link.granule += u64::from(samples);
-        link.writer.write(
-            &[(packet.clone(), link.granule)],
-            0,
-            false,
-            &mut self.scratch,
-            &mut self.pages,
-        );
+        // NOTE: a Vorbis link's first packet decodes to nothing (granule 0), and ffmpeg takes
+        // a page of granule 0 that holds a packet for a broken one: it guesses that packet's
+        // time, twice at a chained link's start. It waits for the next packet's page instead,
+        // as encoders lay it out; its frame has no page of its own.
+        let first = samples == 0 && link.granule == 0 && link.vorbis.is_some();
+        if first && link.held.is_none() && last.is_none() {
+            link.held = Some(packet.clone());
+            return None;
+        }
+        link.granule = link.granule.saturating_add(u64::from(samples));
+        // The trim can only shorten this packet, never reach into the one before.
+        let granule = link.granule - u64::from(last.map_or(0, |trim| trim.min(samples)));
+        let packets = match link.held.take() {
+            Some(held) => vec![(held, granule), (packet.clone(), granule)],
+            None => vec![(packet.clone(), granule)],
+        };
+        link.writer.write(&packets, 0, last.is_some(), &mut self.scratch, &mut self.pages);
         let (head, body) = match self.pages.as_slice() {
             // The usual case: one page, its header and the packet itself (no copy).
             [head, body] if body == packet => (head.clone(), packet.clone()),
             _ => (Bytes::new(), concat(&mut self.pages)),
         };
         self.pages.clear();
-        Some(Rendition::Ogg { head, body, chain: Arc::clone(&link.shared) })
+        let chain = Arc::clone(&link.shared);
+        if last.is_some() {
+            // Its EOS page is this one: the next link has none to add.
+            self.link = None;
+            self.ended = None;
+        }
+        Some(Rendition::Ogg { head, body, chain })
     }
 
     /// Opens a link: the track's header (a synthesized OpusHead when an Opus source sent
@@ -266,7 +309,8 @@ impl StreamMux {
         let mut writer = PageWriter::new(self.serial(id));
         writer.skip(head_pages);
         let shared = Arc::new(Chain { id, head: Mutex::new(head), after: self.ended.take() });
-        self.link = Some(Link { shared, writer, granule: 0, header, vorbis, head_pages });
+        self.link =
+            Some(Link { shared, writer, granule: 0, header, vorbis, head_pages, held: None });
         Some(())
     }
 
@@ -413,22 +457,31 @@ mod tests {
         assert!(third.id() > second.id());
     }
 
-    #[test]
-    fn vorbis_waits_for_its_headers_and_counts_block_sizes() {
+    /// The packets of `samples/music.ogg` (three headers, then audio) and its track.
+    fn vorbis_sample() -> (Vec<Bytes>, Track) {
         let mut file = BytesMut::from(&include_bytes!("../../samples/music.ogg")[..]);
         let mut packetizer = Packetizer::new(1 << 20);
         let mut packets = Vec::new();
         while let Some(page) = parse_page(&mut file).unwrap() {
             packetizer.push(&page, &mut packets).unwrap();
         }
-        let header = vorbis::pack_headers(&packets[0], &packets[1], &packets[2]);
         let mut track = opus_track();
         (track.codec, track.sample_rate) = (Codec::Vorbis, Some(44_100));
+        (packets, track)
+    }
+
+    #[test]
+    fn vorbis_waits_for_its_headers_and_counts_block_sizes() {
+        let (packets, track) = vorbis_sample();
+        let header = vorbis::pack_headers(&packets[0], &packets[1], &packets[2]);
         let mut mux = StreamMux::default();
         mux.source(&[track]);
         assert!(mux.frame(0, &packets[40]).is_none(), "no setup header yet");
         mux.header(0, &header);
-        let renditions: Vec<_> = packets[40..60].iter().map(|p| ogg(mux.frame(0, p))).collect();
+        assert!(mux.frame(0, &packets[40]).is_none(), "a link's first packet waits for the next");
+        let renditions: Vec<_> = packets[41..60].iter().map(|p| ogg(mux.frame(0, p))).collect();
+        let first = parse_pages(&renditions[0].0);
+        assert_eq!(first[0].4, [packets[40].clone(), packets[41].clone()], "one page for both");
         let head = parse_pages(&renditions[0].1.head());
         assert_eq!((head[0].3, &head[0].4[0]), (FLAG_BOS, &packets[0]));
         assert_eq!(head[1].4.len(), 2, "comment and setup headers on their own page");
@@ -437,8 +490,77 @@ mod tests {
         let mut durations = Durations::new(info);
         let expected: u64 =
             packets[40..60].iter().map(|p| u64::from(durations.next(p).unwrap())).sum();
-        let last = parse_pages(&renditions[19].0);
+        let last = parse_pages(&renditions[18].0);
         assert_eq!(last[0].2, expected, "granule counts from the link's start");
+    }
+
+    #[test]
+    fn a_source_links_last_frame_ends_the_link_with_its_trim_and_a_new_link_follows() {
+        // Regression (#15): a new chained Vorbis link with the same setup was spliced into the
+        // listener's link, its end trim lost: a dip at every title change.
+        let (packets, track) = vorbis_sample();
+        let header = vorbis::pack_headers(&packets[0], &packets[1], &packets[2]);
+        let mut mux = StreamMux::default();
+        mux.source(&[track]);
+        mux.header(0, &header);
+        let info = VorbisInfo::parse(&packets[0], &packets[2]).unwrap();
+        let mut durations = Durations::new(info.clone());
+        let full: u64 = packets[3..9].iter().map(|p| u64::from(durations.next(p).unwrap())).sum();
+        let last_samples = durations.next(&packets[9]).unwrap();
+        assert!(last_samples > 100);
+        assert!(mux.frame(0, &packets[3]).is_none(), "the first packet waits for the next");
+        let (_, chain) = ogg(mux.frame(0, &packets[4]));
+        for packet in &packets[5..9] {
+            ogg(mux.frame(0, packet));
+        }
+        let edge = Some(LinkEdge::Last { trim: 100 });
+        let (end, same) = ogg(mux.frame_at_edge(0, &packets[9], edge));
+        assert!(Arc::ptr_eq(&chain, &same), "the last page belongs to the link it ends");
+        let end = parse_pages(&end);
+        assert!(end[0].3 & FLAG_EOS != 0, "the last frame's page is the EOS page");
+        assert_eq!(end[0].4, [packets[9].clone()]);
+        assert_eq!(end[0].2, full + u64::from(last_samples) - 100, "the granule keeps the trim");
+        assert!(mux.finish().is_none(), "no link is open after it");
+        // The next frame opens a new link with the same setup: a fresh serial, the headers
+        // again, granules from 0 and its own first packet waiting for the second.
+        assert!(mux.frame(0, &packets[3]).is_none());
+        let (page, next) = ogg(mux.frame(0, &packets[4]));
+        assert_ne!(next.id(), chain.id());
+        assert!(next.end_of(chain.id()).is_none(), "the old link's EOS page went out already");
+        let (old, new) = (parse_pages(&chain.head()), parse_pages(&next.head()));
+        assert_ne!(old[0].0, new[0].0);
+        assert_eq!((new[0].3, &new[0].4[0], &new[1].4[1]), (FLAG_BOS, &packets[0], &packets[2]));
+        let mut durations = Durations::new(info);
+        let granule: u64 =
+            packets[3..5].iter().map(|p| u64::from(durations.next(p).unwrap())).sum();
+        assert_eq!(parse_pages(&page)[0].2, granule);
+    }
+
+    #[test]
+    fn a_trim_longer_than_the_last_frame_cuts_that_frame_only() {
+        let mut mux = StreamMux::default();
+        mux.source(&[opus_track()]);
+        ogg(mux.frame(0, &Bytes::from_static(&[0xFC, 1])));
+        let edge = Some(LinkEdge::Last { trim: u32::MAX });
+        let (end, _) = ogg(mux.frame_at_edge(0, &Bytes::from_static(&[0xFC, 2]), edge));
+        assert_eq!(parse_pages(&end)[0].2, 960, "never before the last frame's start");
+    }
+
+    #[test]
+    fn a_new_opus_link_with_the_same_head_starts_a_new_ogg_link() {
+        let mut mux = StreamMux::default();
+        mux.source(&[opus_track()]);
+        mux.header(0, &OpusHead::synthesize(2, 48_000));
+        let (_, first) = ogg(mux.frame(0, &Bytes::from_static(&[0xFC, 1])));
+        // Its end was not marked: the link ends with an empty EOS page, kept for the next.
+        let edge = Some(LinkEdge::First);
+        let (page, second) = ogg(mux.frame_at_edge(0, &Bytes::from_static(&[0xFC, 2]), edge));
+        assert_ne!(first.id(), second.id());
+        let eos = parse_pages(second.end_of(first.id()).expect("the EOS page of the first"));
+        assert_eq!((eos[0].2, eos[0].3 & FLAG_EOS), (960, FLAG_EOS));
+        assert!(eos[0].4.is_empty());
+        assert_eq!(parse_pages(&second.head())[0].4[0], OpusHead::synthesize(2, 48_000));
+        assert_eq!(parse_pages(&page)[0].2, 960, "granules restart");
     }
 
     #[test]

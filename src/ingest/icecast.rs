@@ -205,10 +205,10 @@ impl Session<'_> {
                 let header = FrameHeader { flags: FLAG_HEADER, track: TRACK, pts: 0 };
                 self.source.frame(header, encode_frame(header, &head)).map(drop)
             }
-            Event::Frame { pts, data } => {
+            Event::Frame { pts, data, edge } => {
                 self.frames += 1;
                 let header = FrameHeader { flags: FLAG_KEYFRAME, track: TRACK, pts };
-                self.source.frame(header, encode_frame(header, &data)).map(drop)
+                self.source.frame_at_edge(header, encode_frame(header, &data), edge).map(drop)
             }
             Event::Metadata(meta) => self.source.metadata(meta),
         }

@@ -254,7 +254,10 @@ impl Recorder {
             self.mux.header(header.track, &frame.payload());
             return;
         }
-        let Some(rendition) = self.mux.frame(header.track, &frame.payload()) else { return };
+        let Some(rendition) = self.mux.frame_at_edge(header.track, &frame.payload(), frame.edge())
+        else {
+            return;
+        };
         if self.file.is_none() && !self.open() {
             // The mux's link must not outlive the file it was meant for.
             self.mux.finish();

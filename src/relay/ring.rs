@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::source::SourceKind;
 use crate::format::icy::metadata_block;
 use crate::format::mux::Rendition;
+use crate::format::LinkEdge;
 use crate::protocol::{FrameHeader, ListenerEvent, FRAME_HEADER_BYTES};
 use crate::websocket::WireFrame;
 
@@ -25,18 +26,29 @@ pub struct Frame {
     header: FrameHeader,
     wire: WireFrame,
     http: Option<Rendition>,
+    edge: Option<LinkEdge>,
 }
 
 impl Frame {
     /// A frame from a source's binary message; `header` was decoded from its first bytes.
     pub fn new(header: FrameHeader, message: Bytes) -> Self {
         debug_assert!(message.len() >= FRAME_HEADER_BYTES);
-        Self { header, wire: WireFrame::binary(message), http: None }
+        Self { header, wire: WireFrame::binary(message), http: None, edge: None }
     }
 
     /// The same frame with what HTTP listeners write for it.
     pub fn with_http(self, http: Option<Rendition>) -> Self {
         Self { http, ..self }
+    }
+
+    /// The frame, marked as the last or first of a chained Ogg link of its source.
+    pub fn with_edge(self, edge: Option<LinkEdge>) -> Self {
+        Self { edge, ..self }
+    }
+
+    /// Where the frame stands in its source's chained Ogg stream, when at a link's edge.
+    pub fn edge(&self) -> Option<LinkEdge> {
+        self.edge
     }
 
     /// What HTTP listeners write for this frame (`None`: they skip it).

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::stream::{State, Stream};
+use crate::format::LinkEdge;
 use crate::protocol::{FrameHeader, Metadata, Track, FRAME_HEADER_BYTES};
 
 /// What kind of source feeds a stream; a live source takes precedence over the auto-DJ.
@@ -314,6 +315,20 @@ impl SourceHandle {
     /// # Errors
     /// `NotStarted` before `start`, `UnknownTrack` for an undeclared track.
     pub fn frame(&mut self, header: FrameHeader, message: Bytes) -> Result<bool, SourceError> {
+        self.frame_at_edge(header, message, None)
+    }
+
+    /// [`frame`](Self::frame) for a frame at the edge of a chained Ogg link of the source
+    /// (Icecast sources): HTTP listeners and recordings end or start their link there too.
+    ///
+    /// # Errors
+    /// As for `frame`.
+    pub fn frame_at_edge(
+        &mut self,
+        header: FrameHeader,
+        message: Bytes,
+        edge: Option<LinkEdge>,
+    ) -> Result<bool, SourceError> {
         debug_assert!(message.len() >= FRAME_HEADER_BYTES);
         let mut state = self.stream.lock();
         let slot = self.slot(&mut state);
@@ -335,7 +350,7 @@ impl SourceHandle {
         if !self.is_on_air(&state) {
             return Ok(false);
         }
-        self.stream.push_frame(&mut state, header, message);
+        self.stream.push_frame(&mut state, header, message, edge);
         self.stream.commit(state);
         Ok(true)
     }

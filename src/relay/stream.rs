@@ -17,6 +17,7 @@ use super::source::{Gate, SourceKind, Sources};
 use super::stats::Bitrate;
 use crate::config::StreamConfig;
 use crate::format::mux::StreamMux;
+use crate::format::LinkEdge;
 use crate::metrics::StreamMetrics;
 use crate::protocol::{FrameHeader, ListenerEvent, Metadata, SourceState, Track, TrackKind};
 
@@ -272,7 +273,13 @@ impl Stream {
     }
 
     /// Appends a frame of the source on air (after the now playing held back, when due).
-    pub(super) fn push_frame(&self, state: &mut State, header: FrameHeader, message: Bytes) {
+    pub(super) fn push_frame(
+        &self,
+        state: &mut State,
+        header: FrameHeader,
+        message: Bytes,
+        edge: Option<LinkEdge>,
+    ) {
         if state.on_air.pending_metadata.is_some()
             && state
                 .on_air
@@ -296,9 +303,9 @@ impl Stream {
             state.mux.header(header.track, &frame.payload());
             None
         } else {
-            state.mux.frame(header.track, &frame.payload())
+            state.mux.frame_at_edge(header.track, &frame.payload(), edge)
         };
-        let frame = frame.with_http(http);
+        let frame = frame.with_http(http).with_edge(edge);
         let seq = state.ring.push_frame(frame.clone(), start, is_header);
         if is_header {
             state.on_air.header_version = seq;
@@ -348,7 +355,7 @@ impl Stream {
         };
         self.push_source_event(&mut state, event);
         for (header, message) in headers {
-            self.push_frame(&mut state, header, message);
+            self.push_frame(&mut state, header, message, None);
         }
         if let Some(meta) = metadata {
             self.push_metadata(&mut state, meta);

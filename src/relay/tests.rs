@@ -438,3 +438,42 @@ async fn now_playing_bursts_wait_for_the_interval_and_the_latest_wins() {
     let (events, _, _) = drain(&mut consumer);
     assert_eq!(titles(events), vec![serde_json::json!("new show")]);
 }
+
+#[test]
+fn a_source_links_edge_rides_on_its_frame_and_ends_the_http_link() {
+    // Regression (#15): where an Icecast source's chained link ended never left the demuxer,
+    // so HTTP listeners and recordings spliced the links (see `format::mux`).
+    use crate::format::mux::Rendition;
+    use crate::format::LinkEdge;
+    let stream = stream(1000, 10_000);
+    let mut source = stream.attach(SourceKind::Live).unwrap();
+    source.start(audio()).unwrap();
+    let edges = [None, Some(LinkEdge::Last { trim: 100 }), None];
+    for (i, edge) in edges.into_iter().enumerate() {
+        let header = FrameHeader { flags: FLAG_KEYFRAME, track: 0, pts: i as u64 * 20_000 };
+        source.frame_at_edge(header, encode_frame(header, &[0xFC, 1]), edge).unwrap();
+    }
+    let (mut consumer, _) = stream.subscribe().unwrap();
+    let mut items: VecDeque<Item> = VecDeque::new();
+    consumer.fill(&mut items, usize::MAX);
+    let frames: Vec<&Frame> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Frame(frame) => Some(frame),
+            Item::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(frames.iter().map(|f| f.edge()).collect::<Vec<_>>(), edges, "the recorder's view");
+    let chains: Vec<(u64, u8, u64)> = frames
+        .iter()
+        .map(|f| match f.http() {
+            Some(Rendition::Ogg { head, chain, .. }) => {
+                let granule = u64::from_le_bytes(head[6..14].try_into().unwrap());
+                (chain.id(), head[5], granule)
+            }
+            other => panic!("not an Ogg page: {other:?}"),
+        })
+        .collect();
+    let eos = crate::format::ogg::FLAG_EOS;
+    assert_eq!(chains, [(1, 0, 960), (1, eos, 1920 - 100), (2, 0, 960)]);
+}

@@ -397,9 +397,27 @@ pub fn assert_tone(pcm: &Pcm, freq: f64, what: &str) {
     assert_tone_with_seams(pcm, freq, 0, Duration::ZERO, what);
 }
 
+/// `assert_tone`, except that up to `jumps` of the 100 ms windows may hold a jump in the tone's
+/// phase, without a dropout: where liquidsoap starts a new chained Vorbis link, ffmpeg 5.1 plays
+/// 128 samples more than libvorbisfile (2.9 ms at 44.1 kHz), from liquidsoap's own files too.
+pub fn assert_tone_with_phase_jumps(pcm: &Pcm, freq: f64, jumps: usize, what: &str) {
+    assert_tone_checked(pcm, freq, 0, Duration::ZERO, jumps, what);
+}
+
 /// `assert_tone`, except that up to `seams` dropouts of at most `longest` each are allowed;
 /// the 100 ms windows around them are not checked for the tone.
 pub fn assert_tone_with_seams(pcm: &Pcm, freq: f64, seams: usize, longest: Duration, what: &str) {
+    assert_tone_checked(pcm, freq, seams, longest, 0, what);
+}
+
+fn assert_tone_checked(
+    pcm: &Pcm,
+    freq: f64,
+    seams: usize,
+    longest: Duration,
+    jumps: usize,
+    what: &str,
+) {
     let steady = pcm.slice(0.2, pcm.seconds() - 0.05);
     assert!(steady.seconds() >= 0.9, "{what}: only {:.2} s of audio", pcm.seconds());
     let found = steady.dominant_frequency();
@@ -415,13 +433,22 @@ pub fn assert_tone_with_seams(pcm: &Pcm, freq: f64, seams: usize, longest: Durat
         dropouts.iter().map(|d| (at(d.0), d.1)).collect::<Vec<_>>()
     );
     let long = (steady.rate / 10) as usize;
+    let mut jumped = Vec::new();
     for (i, w) in x.chunks_exact(long).enumerate() {
         let (from, to) = (i as f64 / 10.0, (i + 1) as f64 / 10.0);
         if dropouts.iter().any(|d| d.0 < to + 0.05 && d.0 + d.1 > from - 0.05) {
             continue;
         }
         let share = tone_purity(w, steady.rate, freq);
-        assert!(share > 0.8, "{what}: {:.1} s in: {freq} Hz share {share:.2}", at(from));
+        if share <= 0.8 && jumped.len() < jumps {
+            jumped.push((at(from), share));
+            continue;
+        }
+        assert!(
+            share > 0.8,
+            "{what}: {:.1} s in: {freq} Hz share {share:.2} (phase jumps allowed: {jumped:?})",
+            at(from)
+        );
     }
 }
 

@@ -1,11 +1,12 @@
 //! The HTTP listeners' muxer, fed once per stream with what a source sends (header frames are
-//! peer bytes: an OpusHead or three Vorbis headers, parsed here): tracks, headers, frames and
-//! now playing in any order. Must never panic. Input: a codec byte, then records of a kind
-//! byte and a u16 length (a Vorbis header frame is kilobytes).
+//! peer bytes: an OpusHead or three Vorbis headers, parsed here): tracks, headers, frames (some
+//! at a chained link's edge) and now playing in any order. Must never panic. Input: a codec
+//! byte, then records of a kind byte and a u16 length (a Vorbis header frame is kilobytes).
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use onair::format::mux::StreamMux;
+use onair::format::LinkEdge;
 use onair::protocol::{Codec, Metadata, Track};
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +25,12 @@ fuzz_target!(|data: &[u8]| {
         match kind % 5 {
             0 => mux.header(0, &payload),
             1 => {
-                let _ = mux.frame(0, &payload);
+                let edge = match kind >> 5 {
+                    0 => None,
+                    1 => Some(LinkEdge::First),
+                    n => Some(LinkEdge::Last { trim: u32::from(n) * 300 }),
+                };
+                let _ = mux.frame_at_edge(0, &payload, edge);
             }
             2 => mux.metadata(Some(Metadata {
                 title: Some(String::from_utf8_lossy(&payload).into_owned()),
