@@ -201,7 +201,7 @@ async fn a_live_show_is_recorded_listed_and_served_with_ranges_and_the_auto_dj_i
     // operator sets a title while it is on.
     let source = push(relay.addr, "opus", 1000, Some(6), 2);
     wait_list(relay.addr, 10, |r| r.first().is_some_and(|r| r["state"] == "recording")).await;
-    let auth = format!("Basic {}", base64("source:recording-test-key-01"));
+    let auth = format!("Basic {}", common::base64("source:recording-test-key-01"));
     let path = "/admin/metadata?mount=/radio.ogg&mode=updinfo&song=Live+Title";
     assert_eq!(request(relay.addr, "GET", path, &[("Authorization", &auth)]).await.status, 200);
     let (status, _, stderr) = source.wait(Duration::from_secs(30)).await;
@@ -365,24 +365,6 @@ fn list_dir(dir: &Path) -> Vec<String> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-/// Standard base64 (for a Basic auth header).
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

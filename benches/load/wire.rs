@@ -177,40 +177,9 @@ pub fn mp3_frame() -> Vec<u8> {
 }
 
 /// Length of an MPEG audio frame from its 4-byte header (any version and layer; not
-/// free-format), as ISO 11172-3 and 13818-3 define it.
+/// free-format): the relay's own header parser.
 pub fn mp3_frame_len(h: &[u8]) -> Option<usize> {
-    if h.len() < 4 || h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
-        return None;
-    }
-    let version = (h[1] >> 3) & 3; // 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
-    let layer = 4 - ((h[1] >> 1) & 3); // 1, 2 or 3 (4: reserved)
-    let (bi, ri) = (usize::from(h[2] >> 4), usize::from((h[2] >> 2) & 3));
-    if version == 1 || layer == 4 || bi == 0 || bi == 15 || ri == 3 {
-        return None;
-    }
-    const V1: [[u32; 15]; 3] = [
-        [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
-        [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
-        [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
-    ];
-    const V2: [[u32; 15]; 2] = [
-        [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
-        [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
-    ];
-    let kbps = match (version, layer) {
-        (3, l) => V1[usize::from(l - 1)][bi],
-        (_, 1) => V2[0][bi],
-        _ => V2[1][bi],
-    };
-    let rate = [44_100, 48_000, 32_000][ri] >> [2, 0, 1, 0][usize::from(version)];
-    let padding = u32::from((h[2] >> 1) & 1);
-    let bits = kbps * 1000;
-    let len = match (layer, version) {
-        (1, _) => (12 * bits / rate + padding) * 4,
-        (2, _) | (3, 3) => 144 * bits / rate + padding,
-        _ => 72 * bits / rate + padding,
-    };
-    Some(len as usize)
+    onair::format::mp3::parse_header(h).map(|frame| frame.len)
 }
 
 /// Takes the ICY metadata blocks out of a listener's byte stream, as a player does:

@@ -234,21 +234,7 @@ pub async fn get(relay: &TestRelay, path: &str, headers: &[&str]) -> (u16, Strin
 
 /// `Authorization: Basic` for user:password.
 pub fn basic(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let mut out = String::new();
-    for chunk in input.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Authorization: Basic {out}")
+    format!("Authorization: Basic {}", crate::common::base64(&format!("{user}:{password}")))
 }
 
 /// A listener connection: the response head, then a body read on demand.

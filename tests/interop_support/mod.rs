@@ -1070,7 +1070,7 @@ pub async fn wait_live(relay: &TestRelay, name: &str, frames: u64, source: &mut 
 pub async fn set_title(relay: &TestRelay, mount: &str, key: &str, title: &str) {
     let song: String = form_urlencoded::byte_serialize(title.as_bytes()).collect();
     let path = format!("/admin/metadata?mount={mount}&mode=updinfo&song={song}");
-    let auth = base64(&format!("source:{key}"));
+    let auth = crate::common::base64(&format!("source:{key}"));
     let request = format!("GET {path} HTTP/1.0\r\nAuthorization: Basic {auth}\r\n\r\n");
     let mut socket = TcpStream::connect(relay.addr).await.expect("connect");
     socket.write_all(request.as_bytes()).await.expect("send");
@@ -1080,23 +1080,6 @@ pub async fn set_title(relay: &TestRelay, mount: &str, key: &str, title: &str) {
         .expect("admin answer in time")
         .expect("read admin answer");
     assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
-}
-
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 /// What a background listener has seen so far.
