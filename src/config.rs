@@ -61,8 +61,10 @@ pub const DEFAULT_LISTENER_KERNEL_BYTES: usize = 32 << 10;
 /// soon as it arrives (lowest latency, one write per frame per listener).
 pub const DEFAULT_SEND_WINDOW_MS: u64 = 0;
 /// How long an HTTP listener may hold new frames to send them in one write. Players of HTTP
-/// streams buffer seconds of audio, so this costs them nothing audible and saves most writes.
-pub const DEFAULT_HTTP_SEND_WINDOW_MS: u64 = 200;
+/// streams buffer a second or more of audio (and a new listener gets `burst_ms` at once), so
+/// this costs them nothing audible; writes per listener are what its CPU cost follows
+/// (200 ms: 0.042 CPU-s per 1000 MP3 listener-seconds, 500 ms: 0.023; docs/PERFORMANCE.md).
+pub const DEFAULT_HTTP_SEND_WINDOW_MS: u64 = 500;
 /// Largest `send_window_ms`: beyond a second a window is a delay, not a batching aid.
 pub const MAX_SEND_WINDOW_MS: u64 = 1_000;
 /// Most listener driver threads (`listener_threads`).
