@@ -6,6 +6,7 @@
 
 mod common;
 mod icecast_support;
+mod interop_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -270,6 +271,36 @@ async fn an_icecast_source_on_one_node_plays_to_http_listeners_on_another() {
     let (_, frames) = read_frames(&mut ws, 10).await;
     assert!(frames.iter().any(|f| f.len() > 10), "Opus packets over WebSocket too");
     drop(ffmpeg);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_chained_vorbis_source_on_one_node_plays_without_a_dropout_on_another() {
+    // Regression: a follower rebuilt each frame from the origin's bytes alone, so where the
+    // source's chained Ogg link ended (a title change in ezstream, ices2, liquidsoap) never
+    // reached it: its HTTP listeners heard the links spliced, 10-20 ms of near silence at
+    // each, as listeners of the origin did before #15's fix.
+    use interop_support::{assert_tone, ezstream, play, tone_file, Codec, Player, WorkDir};
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let dir = WorkDir::new("cluster-chained-vorbis");
+    // 2 s of 440 Hz is a whole number of cycles: the tone runs on across the files unbroken.
+    // Three files: whenever the listener joins, its 3.5 s span a link's edge.
+    let mut files = Vec::new();
+    for title in ["One", "Two", "Three"] {
+        let name = format!("{title}.ogg");
+        files.push(tone_file(&dir, &name, Codec::Vorbis, 440, 2, title, "Chain").await);
+    }
+    let key = "SECRET-KEY-0123456789";
+    let mut source = ezstream(&dir, a.addr, "/radio.ogg", key, Codec::Vorbis, &files, true);
+    interop_support::wait_live(a, "radio", 1, &mut source).await;
+    wait_relayed(b, "radio", "a").await;
+    let playback = play(Player::Ffmpeg, &format!("http://{}/radio.ogg", b.addr), 3.5).await;
+    assert_tone(&playback.pcm, 440.0, "chained Vorbis links relayed to another node");
+    drop(source);
     for node in nodes {
         node.shutdown().await;
     }
@@ -687,6 +718,15 @@ async fn malformed_messages_from_nats_are_dropped_and_the_stream_plays_on() {
     }
     let (_, frames) = read_frames(&mut on_b, 11).await;
     assert_eq!(frames[10], frame(9 * 20_000, &payload(9, 50)), "the stream plays on");
+    // A frame in a's name whose link-edge header is garbage is dropped; the next one plays.
+    let mut bad_edge = async_nats::HeaderMap::new();
+    bad_edge.insert("Onair-Link-Edge", "last forever");
+    let forged = frame(10 * 20_000, b"forged");
+    client.publish_with_headers("onair.s.radio.a.f", bad_edge, forged.into()).await.unwrap();
+    client.flush().await.unwrap();
+    source.send(Message::binary(frame(11 * 20_000, &payload(11, 50)))).await.unwrap();
+    let (_, frames) = read_frames(&mut on_b, 1).await;
+    assert_eq!(frames[0], frame(11 * 20_000, &payload(11, 50)), "the forged frame was dropped");
     for node in nodes {
         node.shutdown().await;
     }

@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::subject::{Kind, Parsed};
-use super::wire::{decode_headers, Control, Reassembly, WireError};
+use super::wire::{decode_edge, decode_headers, Control, Reassembly, WireError, EDGE_HEADER};
 use super::{Cluster, Origin};
+use crate::format::LinkEdge;
 use crate::protocol::{decode_frame_header, validate_metadata, validate_tracks, MessageError};
 use crate::relay::{SourceHandle, SourceKind, Stream};
 
@@ -157,7 +158,15 @@ fn dispatch(
     if stale && kind != Kind::Control {
         return 1;
     }
-    if let Err(err) = follow.message(cluster, node, kind, message.payload, grace) {
+    let edge = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(EDGE_HEADER))
+        .map(|value| decode_edge(value.as_str()))
+        .transpose();
+    let handled =
+        edge.and_then(|edge| follow.message(cluster, node, kind, message.payload, edge, grace));
+    if let Err(err) = handled {
         cluster.metrics.dropped("malformed", 1);
         follow.warn(node, &err);
     }
@@ -246,6 +255,7 @@ impl Follow {
         node: &str,
         kind: Kind,
         payload: Bytes,
+        edge: Option<LinkEdge>,
         grace: Duration,
     ) -> Result<(), WireError> {
         let current = self.origin.as_mut().filter(|o| o.node == node);
@@ -254,14 +264,14 @@ impl Follow {
             Kind::Frame => {
                 let Some(origin) = current else { return Ok(()) };
                 origin.last_heard = Instant::now();
-                self.frame(cluster, payload);
+                self.frame(cluster, payload, edge);
                 Ok(())
             }
             Kind::Part => {
                 let Some(origin) = current else { return Ok(()) };
                 origin.last_heard = Instant::now();
                 if let Some(frame) = self.parts.push(&payload)? {
-                    self.frame(cluster, frame);
+                    self.frame(cluster, frame, edge);
                 }
                 Ok(())
             }
@@ -354,7 +364,8 @@ impl Follow {
         self.resync = self.handle.is_some();
     }
 
-    fn frame(&mut self, cluster: &Cluster, message: Bytes) {
+    /// Puts a frame from the origin on air here, at its link's edge if it is at one.
+    fn frame(&mut self, cluster: &Cluster, message: Bytes, edge: Option<LinkEdge>) {
         let Some(handle) = &mut self.handle else { return };
         let header = match decode_frame_header(&message) {
             Ok(header) => header,
@@ -372,7 +383,7 @@ impl Follow {
             debug!(stream = %self.stream.config().name, pts = header.pts, "cluster: resumed at a keyframe after frames were lost");
             self.resync = false;
         }
-        match handle.frame(header, message) {
+        match handle.frame_at_edge(header, message, edge) {
             Ok(_) => {
                 cluster.metrics.relayed_frames.inc();
             }

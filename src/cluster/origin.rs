@@ -2,7 +2,8 @@
 //! every other node.
 //!
 //! One task per stream reads the stream through a [`Tap`](crate::relay::Tap) (not a listener)
-//! and publishes each frame as the source sent it, a `session` control message when a local
+//! and publishes each frame as the source sent it (where a chained Ogg link ends or starts, in
+//! a NATS header), a `session` control message when a local
 //! source goes on air (and every heartbeat, so late nodes pick it up), `metadata` and `end`.
 //! Sessions relayed from another node are never published again. The ring is the only queue:
 //! if NATS is slow or away, the tap falls behind, frames are dropped and counted, and the
@@ -12,15 +13,16 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::Subject;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::subject::Kind;
-use super::wire::{split, Control};
+use super::wire::{encode_edge, split, Control, EDGE_HEADER};
 use super::Cluster;
+use crate::format::LinkEdge;
 use crate::protocol::{Metadata, Track};
 use crate::relay::{SourceKind, Stream, Tap, Tapped};
 
@@ -141,7 +143,7 @@ impl Publisher {
                     }
                 }
                 self.announce().await;
-                self.publish_frame(frame.message().clone()).await;
+                self.publish_frame(frame.message().clone(), frame.edge()).await;
             }
             Tapped::Metadata(meta) => {
                 let Some(local) = &mut self.local else { return };
@@ -192,7 +194,9 @@ impl Publisher {
         }
     }
 
-    async fn publish_frame(&mut self, message: Bytes) {
+    /// Publishes a frame whole or in parts; its link edge, if any, rides on the message that
+    /// completes it.
+    async fn publish_frame(&mut self, message: Bytes, edge: Option<LinkEdge>) {
         let metrics = &self.cluster.metrics;
         if !self.cluster.connected() {
             metrics.dropped("disconnected", 1);
@@ -200,11 +204,13 @@ impl Publisher {
         }
         let len = message.len() as u64;
         if message.len() <= self.max_payload {
-            self.publish(self.frame.clone(), message).await;
+            self.publish_with_edge(self.frame.clone(), message, edge).await;
         } else {
             debug!(stream = %self.stream, bytes = message.len(), max_payload = self.max_payload, "cluster: frame sent in parts");
-            for part in split(&message, self.max_payload) {
-                self.publish(self.part.clone(), part).await;
+            let mut parts = split(&message, self.max_payload).into_iter().peekable();
+            while let Some(part) = parts.next() {
+                let last = parts.peek().is_none();
+                self.publish_with_edge(self.part.clone(), part, edge.filter(|_| last)).await;
             }
         }
         metrics.published_frames.inc();
@@ -212,11 +218,24 @@ impl Publisher {
     }
 
     async fn publish(&self, subject: Subject, payload: Bytes) {
+        self.publish_with_edge(subject, payload, None).await;
+    }
+
+    async fn publish_with_edge(&self, subject: Subject, payload: Bytes, edge: Option<LinkEdge>) {
         if !self.cluster.connected() {
             self.cluster.metrics.dropped("disconnected", 1);
             return;
         }
-        if let Err(err) = self.cluster.client.publish(subject, payload).await {
+        let client = &self.cluster.client;
+        let published = match edge {
+            None => client.publish(subject, payload).await,
+            Some(edge) => {
+                let mut headers = HeaderMap::new();
+                headers.insert(EDGE_HEADER, encode_edge(edge));
+                client.publish_with_headers(subject, headers, payload).await
+            }
+        };
+        if let Err(err) = published {
             self.cluster.metrics.dropped("publish_failed", 1);
             debug!(stream = %self.stream, %err, "cluster: publish failed");
         }

@@ -5,6 +5,9 @@
 //! A frame is published as the source's message, byte for byte. One larger than the server's
 //! `max_payload` goes out in parts: each part is `u32 total`, `u32 offset` (big-endian) and the
 //! next bytes; parts of a frame are published back to back, so they arrive in order.
+//! A frame at the edge of its source's chained Ogg link carries that in a NATS header
+//! (`Onair-Link-Edge`, on the frame's message or its last part): the frame stays the source's
+//! bytes, and a node that does not know the header plays the frame as before.
 
 use std::collections::HashMap;
 
@@ -13,10 +16,15 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::format::LinkEdge;
 use crate::protocol::{decode_frame_header, FrameHeader, Metadata, Track};
 
 /// Bytes of a part's header.
 pub const PART_HEADER_BYTES: usize = 8;
+/// The NATS header of a frame at the edge of a chained Ogg link: `last <trim>` or `first`.
+pub const EDGE_HEADER: &str = "Onair-Link-Edge";
+/// Longest trim an edge may carry: more samples than any codec's frame holds is not a trim.
+const MAX_EDGE_TRIM: u32 = 1 << 16;
 
 /// A control message of a stream's origin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +78,36 @@ pub enum WireError {
     /// A part shorter than its header.
     #[error("truncated frame part")]
     PartTruncated,
+    /// An `Onair-Link-Edge` header that is neither `first` nor `last <trim>`.
+    #[error("malformed {EDGE_HEADER} header: {0:?}")]
+    Edge(String),
+}
+
+/// The `Onair-Link-Edge` header's value for `edge`.
+pub fn encode_edge(edge: LinkEdge) -> String {
+    match edge {
+        LinkEdge::Last { trim } => format!("last {trim}"),
+        LinkEdge::First => "first".to_owned(),
+    }
+}
+
+/// Parses an `Onair-Link-Edge` header's value.
+///
+/// # Errors
+/// `Edge` for anything `encode_edge` does not write.
+pub fn decode_edge(value: &str) -> Result<LinkEdge, WireError> {
+    let malformed = || WireError::Edge(value.chars().take(40).collect());
+    match value.split_once(' ') {
+        None if value == "first" => Ok(LinkEdge::First),
+        Some(("last", trim)) => {
+            let trim: u32 = trim.parse().map_err(|_| malformed())?;
+            if trim > MAX_EDGE_TRIM {
+                return Err(malformed());
+            }
+            Ok(LinkEdge::Last { trim })
+        }
+        _ => Err(malformed()),
+    }
 }
 
 impl Control {
@@ -222,6 +260,16 @@ mod tests {
         assert_eq!(decode_headers(&[BASE64.encode(not_a_header)]), Err(WireError::Header));
         assert_eq!(decode_headers(&["***".into()]), Err(WireError::Header));
         assert_eq!(decode_headers(&[BASE64.encode(b"short")]), Err(WireError::Header));
+    }
+
+    #[test]
+    fn link_edges_round_trip_and_garbage_is_an_error() {
+        for edge in [LinkEdge::First, LinkEdge::Last { trim: 0 }, LinkEdge::Last { trim: 312 }] {
+            assert_eq!(decode_edge(&encode_edge(edge)), Ok(edge));
+        }
+        for garbage in ["", "last", "last ", "last -1", "last 99999999", "first 3", "LAST 3", "x"] {
+            assert!(matches!(decode_edge(garbage), Err(WireError::Edge(_))), "{garbage:?}");
+        }
     }
 
     #[test]
