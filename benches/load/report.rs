@@ -61,7 +61,18 @@ impl Machine {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.0),
             icecast: output("icecast2", &["-v"]),
-            onair_commit: output("git", &["rev-parse", "--short", "HEAD"]),
+            onair_commit: {
+                let commit = output("git", &["rev-parse", "--short", "HEAD"]);
+                // A relay built from a changed tree is not the commit: say so in every caption.
+                let relay = ["src", "Cargo.toml", "Cargo.lock"];
+                let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+                status.extend(relay);
+                if output("git", &status).is_empty() {
+                    commit
+                } else {
+                    format!("{commit} with uncommitted changes")
+                }
+            },
         }
     }
 
