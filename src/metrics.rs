@@ -102,6 +102,8 @@ pub struct ClusterMetrics {
     pub dropped: Family<ReasonLabel, Counter>,
     /// Listeners of each stream on every node of the cluster.
     pub listeners: Family<StreamLabel, Gauge>,
+    /// HLS clients of each stream on every node of the cluster.
+    pub hls_listeners: Family<StreamLabel, Gauge>,
 }
 
 impl ClusterMetrics {
@@ -249,6 +251,11 @@ impl Metrics {
             "listeners",
             "Listeners on every node of the cluster",
             cluster.listeners.clone(),
+        );
+        sub.register(
+            "hls_listeners",
+            "HLS clients on every node of the cluster",
+            cluster.hls_listeners.clone(),
         );
         Self { registry, ..metrics }
     }

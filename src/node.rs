@@ -35,6 +35,8 @@ pub trait ClusterView: Send + Sync {
     fn node(&self) -> &str;
     /// Listeners of `stream` on the other nodes, as they last reported them.
     fn listeners_elsewhere(&self, stream: &str) -> usize;
+    /// HLS clients of `stream` on the other nodes, as they last reported them.
+    fn hls_listeners_elsewhere(&self, stream: &str) -> usize;
     /// The node whose source `stream` plays when it is relayed from another node.
     fn remote_origin(&self, stream: &str) -> Option<String>;
     /// Sends now playing to `origin`, the node `stream`'s source is on; false when it cannot.
@@ -55,6 +57,14 @@ impl Node {
         let elsewhere =
             self.cluster.get().map_or(0, |c| c.listeners_elsewhere(&stream.config().name));
         stream.listener_count() + elsewhere
+    }
+
+    /// HLS clients of `stream` on every node: `here` (this node's, counted by the caller) and
+    /// what the others last reported.
+    pub fn cluster_hls_listeners(&self, stream: &Stream, here: usize) -> usize {
+        let elsewhere =
+            self.cluster.get().map_or(0, |c| c.hls_listeners_elsewhere(&stream.config().name));
+        here + elsewhere
     }
 
     /// The other node `stream`'s source is on, when it is relayed from there.

@@ -276,6 +276,56 @@ async fn an_icecast_source_on_one_node_plays_to_http_listeners_on_another() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hls_clients_on_one_node_are_counted_on_every_node() {
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut ffmpeg = ffmpeg_source(a, "/radio.ogg", "SECRET-KEY-0123456789", "opus");
+    wait_live(a, "radio", 20, Some(&mut ffmpeg)).await;
+    wait_relayed(b, "radio", "a").await;
+    let counts = |relay: &TestRelay| {
+        let addr = relay.addr;
+        async move {
+            let radio = api(addr, "radio").await;
+            (radio["hls_listeners"].as_u64(), radio["cluster_hls_listeners"].as_u64())
+        }
+    };
+    // One HLS client on b, reloading the playlist as a player does, with its own session.
+    let polling = async {
+        loop {
+            let (status, body) = http_get(b, "/radio.m3u8?session=car-radio").await;
+            assert!(status == 200 || status == 503, "{status}: {body}");
+            sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let counted = async {
+        poll("b's HLS client counted on a", 15, || async {
+            (counts(a).await == (Some(0), Some(1))).then_some(())
+        })
+        .await;
+        assert_eq!(counts(b).await, (Some(1), Some(1)), "b counts its own client once");
+        let (_, metrics) = http_get(a, "/metrics").await;
+        assert!(metrics.contains("onair_cluster_hls_listeners{stream=\"radio\"} 1"), "{metrics}");
+        let (_, status) = http_get(a, "/status-json.xsl").await;
+        let status: Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(status["icestats"]["source"]["cluster_hls_listeners"], 1, "{status}");
+    };
+    tokio::select! {
+        () = polling => unreachable!("the client polls until the counts are seen"),
+        () = counted => {}
+    }
+    // The client stopped: once its session is stale, no node counts it.
+    poll("b's HLS client forgotten on a", 20, || async {
+        (counts(a).await == (Some(0), Some(0))).then_some(())
+    })
+    .await;
+    drop(ffmpeg);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_chained_vorbis_source_on_one_node_plays_without_a_dropout_on_another() {
     // Regression: a follower rebuilt each frame from the origin's bytes alone, so where the

@@ -316,7 +316,11 @@ impl ClusterView for Cluster {
     }
 
     fn listeners_elsewhere(&self, stream: &str) -> usize {
-        stats::listeners_elsewhere(self, stream)
+        stats::listeners_elsewhere(self, stream, false)
+    }
+
+    fn hls_listeners_elsewhere(&self, stream: &str) -> usize {
+        stats::listeners_elsewhere(self, stream, true)
     }
 
     fn remote_origin(&self, stream: &str) -> Option<String> {

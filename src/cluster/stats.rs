@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 use super::subject::Parsed;
 use super::wire::Stats;
 use super::{Cluster, STATS_EXPIRY_INTERVALS, STATS_INTERVAL};
+use crate::relay::Stream;
 
 /// What another node last reported.
 #[derive(Debug)]
@@ -20,14 +21,15 @@ pub(super) struct Peer {
     stats: Stats,
 }
 
-/// Listeners of `stream` on the other nodes that reported lately.
-pub(super) fn listeners_elsewhere(cluster: &Cluster, stream: &str) -> usize {
+/// Listeners of `stream` on the other nodes that reported lately: stream listeners, or HLS
+/// clients with `hls`.
+pub(super) fn listeners_elsewhere(cluster: &Cluster, stream: &str, hls: bool) -> usize {
     let peers = cluster.peers.lock().expect("cluster peers lock poisoned");
     let fresh = STATS_INTERVAL * STATS_EXPIRY_INTERVALS;
     peers
         .values()
         .filter(|p| p.at.elapsed() < fresh)
-        .filter_map(|p| p.stats.listeners.get(stream))
+        .filter_map(|p| if hls { &p.stats.hls } else { &p.stats.listeners }.get(stream))
         .sum()
 }
 
@@ -78,13 +80,19 @@ pub(super) async fn run(cluster: Arc<Cluster>, cancel: CancellationToken) {
                 if !cluster.connected() {
                     continue;
                 }
-                let listeners = cluster
-                    .streams
-                    .iter()
-                    .map(|s| (s.config().name.clone(), s.listener_count()))
-                    .filter(|(_, n)| *n > 0)
-                    .collect();
-                let payload = serde_json::to_vec(&Stats { listeners }).expect("stats serialize");
+                let counts = |count: fn(&Stream) -> usize| {
+                    cluster
+                        .streams
+                        .iter()
+                        .map(|s| (s.config().name.clone(), count(s)))
+                        .filter(|(_, n)| *n > 0)
+                        .collect()
+                };
+                let stats = Stats {
+                    listeners: counts(Stream::listener_count),
+                    hls: counts(Stream::hls_listener_count),
+                };
+                let payload = serde_json::to_vec(&stats).expect("stats serialize");
                 if let Err(err) = cluster.client.publish(own.clone(), payload.into()).await {
                     debug!(%err, "cluster: stats not published");
                 }

@@ -160,6 +160,9 @@ pub fn decode_headers(headers: &[String]) -> Result<Vec<(FrameHeader, Bytes)>, W
 pub struct Stats {
     /// Listeners per stream (streams with none may be left out).
     pub listeners: HashMap<String, usize>,
+    /// HLS clients per stream, likewise (absent from nodes that predate it).
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub hls: HashMap<String, usize>,
 }
 
 /// Cuts `message` into parts of at most `max_payload` bytes each (header included).

@@ -28,6 +28,8 @@ use window::{Kind, Shape, Window};
 
 /// An HLS client that has not polled for this many target durations is no longer counted.
 const SESSION_TARGETS: u32 = 3;
+/// How often the stream's count of HLS clients is refreshed.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
 
 /// One stream's HLS side: its window, a signal for every new part, and its sessions.
 #[derive(Debug)]
@@ -144,6 +146,10 @@ pub async fn run(stream: Arc<Stream>, hls: Arc<HlsStream>, cancel: CancellationT
     for item in &first {
         hls.push(item);
     }
+    // The stream keeps a count of the clients for those who cannot ask the HLS side (the
+    // cluster's listener counts), refreshed while the stream is quiet too.
+    let mut count = tokio::time::interval(COUNT_EVERY);
+    count.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let fill = consumer.fill_with(usize::MAX, MAX_FILL_ENTRIES, |item| hls.push(item));
         if fill.skipped > 0 {
@@ -152,11 +158,13 @@ pub async fn run(stream: Arc<Stream>, hls: Arc<HlsStream>, cancel: CancellationT
         if fill.at_head {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => break,
+                _ = count.tick() => stream.set_hls_listeners(hls.listeners()),
                 () = consumer.changed() => {}
             }
         }
     }
+    stream.set_hls_listeners(0);
 }
 
 /// What a request under `/hls/{stream}/` names.

@@ -300,6 +300,8 @@ fn source_json(node: &Node, stream: &Arc<Stream>, host: &str) -> Value {
     source.insert("listeners".into(), json!(listeners));
     // Not Icecast's: the stream's listeners on every node of a cluster.
     source.insert("cluster_listeners".into(), json!(node.cluster_listeners(stream)));
+    let hls = node.cluster_hls_listeners(stream, stream.hls_listener_count());
+    source.insert("cluster_hls_listeners".into(), json!(hls));
     let ext = if container == Container::Mp3 { "mp3" } else { "ogg" };
     source.insert("listenurl".into(), json!(format!("http://{host}/{name}.{ext}")));
     if let Some(r) = samplerate {

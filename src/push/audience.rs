@@ -185,12 +185,13 @@ fn body_of(response: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// `listeners + hls_listeners` of `stream` in an `/api/streams` answer; in a cluster,
-/// `cluster_listeners` (every node's) in place of `listeners` (this node's).
+/// `cluster_listeners` and `cluster_hls_listeners` (every node's) in their place (this node's).
 fn listeners_in(body: &[u8], stream: &str) -> Option<i64> {
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
     let entry = json["streams"].as_array()?.iter().find(|s| s["name"] == stream)?;
     let listeners = entry["cluster_listeners"].as_i64().or_else(|| entry["listeners"].as_i64())?;
-    Some(listeners + entry["hls_listeners"].as_i64().unwrap_or(0))
+    let hls = entry["cluster_hls_listeners"].as_i64().or_else(|| entry["hls_listeners"].as_i64());
+    Some(listeners + hls.unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -224,6 +225,8 @@ mod tests {
         assert_eq!(listeners_in(body, "b"), None);
         let cluster = br#"{"streams":[{"name":"radio","listeners":3,"cluster_listeners":7,"hls_listeners":2}]}"#;
         assert_eq!(listeners_in(cluster, "radio"), Some(9), "every node's listeners in a cluster");
+        let hls = br#"{"streams":[{"name":"radio","listeners":3,"cluster_listeners":7,"hls_listeners":2,"cluster_hls_listeners":5}]}"#;
+        assert_eq!(listeners_in(hls, "radio"), Some(12), "and every node's HLS clients");
     }
 
     #[test]

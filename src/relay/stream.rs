@@ -74,6 +74,8 @@ pub struct Stream {
     /// Listener drivers to wake when the head moves; one per driver, never more.
     watchers: Mutex<Vec<Arc<dyn Watcher>>>,
     pub(super) listeners: AtomicUsize,
+    /// HLS clients, as the stream's HLS side last counted them.
+    hls_listeners: AtomicUsize,
     pub(super) metrics: StreamMetrics,
     /// Decides whether a local source may attach (set by a cluster; weak: the cluster owns
     /// the streams it guards).
@@ -103,6 +105,7 @@ impl Stream {
             head,
             watchers: Mutex::default(),
             listeners: AtomicUsize::new(0),
+            hls_listeners: AtomicUsize::new(0),
             metrics,
             gate: OnceLock::new(),
         })
@@ -121,6 +124,17 @@ impl Stream {
     /// Connected listeners.
     pub fn listener_count(&self) -> usize {
         self.listeners.load(Ordering::Relaxed)
+    }
+
+    /// HLS clients that polled lately, as the stream's HLS side last counted them (every
+    /// second; 0 without HLS). They are not in `listener_count`.
+    pub fn hls_listener_count(&self) -> usize {
+        self.hls_listeners.load(Ordering::Relaxed)
+    }
+
+    /// Records the HLS side's count of its clients.
+    pub fn set_hls_listeners(&self, count: usize) {
+        self.hls_listeners.store(count, Ordering::Relaxed);
     }
 
     /// Whether a source is on air.

@@ -90,6 +90,8 @@ fn streams_json(server: &Server) -> Response {
         recorded: bool,
         /// Its listeners on every node of the cluster (`listeners` on a node that runs alone).
         cluster_listeners: usize,
+        /// Its HLS clients on every node (`hls_listeners` on a node that runs alone).
+        cluster_hls_listeners: usize,
         /// In a cluster, the node its source is on.
         #[serde(skip_serializing_if = "Option::is_none")]
         origin: Option<String>,
@@ -108,13 +110,17 @@ fn streams_json(server: &Server) -> Response {
             live: stream.is_live(),
             private: true,
         },
-        None => Listing::Public(Box::new(Info {
-            stream: stream.info(),
-            hls_listeners: server.hls.get(&stream.config().name).map_or(0, |h| h.listeners()),
-            recorded: server.recordings.is_some() && stream.config().record,
-            cluster_listeners: node.cluster_listeners(stream),
-            origin: node.origin(stream),
-        })),
+        None => {
+            let hls_listeners = server.hls_listeners(stream);
+            Listing::Public(Box::new(Info {
+                stream: stream.info(),
+                hls_listeners,
+                recorded: server.recordings.is_some() && stream.config().record,
+                cluster_listeners: node.cluster_listeners(stream),
+                cluster_hls_listeners: node.cluster_hls_listeners(stream, hls_listeners),
+                origin: node.origin(stream),
+            }))
+        }
     };
     let name = node.cluster.get().map(|c| c.node().to_owned());
     let body = Body { node: name, streams: node.streams.iter().map(listing).collect() };
@@ -148,12 +154,16 @@ fn metrics(server: &Server, request: &Request, peer: SocketAddr) -> Response {
     for stream in node.streams.iter() {
         stream.update_gauges();
         let name = &stream.config().name;
-        if let Some(hls) = server.hls.get(name) {
-            node.metrics.set_hls_listeners(name, hls.listeners());
+        let hls = server.hls_listeners(stream);
+        if server.hls.contains_key(name) {
+            node.metrics.set_hls_listeners(name, hls);
         }
         let label = StreamLabel { stream: name.clone() };
-        let cluster = i64::try_from(node.cluster_listeners(stream)).unwrap_or(i64::MAX);
-        node.metrics.cluster.listeners.get_or_create(&label).set(cluster);
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let cluster = &node.metrics.cluster;
+        cluster.listeners.get_or_create(&label).set(gauge(node.cluster_listeners(stream)));
+        let cluster_hls = gauge(node.cluster_hls_listeners(stream, hls));
+        cluster.hls_listeners.get_or_create(&label).set(cluster_hls);
     }
     let hidden: Vec<&str> = if full {
         Vec::new()

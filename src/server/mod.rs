@@ -74,6 +74,11 @@ impl Server {
         &self.node
     }
 
+    /// `stream`'s HLS clients that polled lately, counted now (0 without HLS).
+    pub fn hls_listeners(&self, stream: &Stream) -> usize {
+        self.hls.get(&stream.config().name).map_or(0, |hls| hls.listeners())
+    }
+
     /// Serves connections on `listener` until `shutdown` completes, then drains.
     ///
     /// # Errors
