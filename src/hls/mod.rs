@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,9 @@ pub struct HlsStream {
     parts: watch::Sender<u64>,
     sessions: Mutex<HashMap<(IpAddr, String), Instant>>,
     max_sessions: usize,
+    /// The playlist as every client without link parameters gets it, and the window version
+    /// it shows: rendered once per change, not once per request.
+    rendered: Mutex<Option<(u64, Bytes)>>,
     /// How long a blocking request waits (three target durations, as RFC 8216bis says).
     hold: Duration,
 }
@@ -57,6 +61,7 @@ impl HlsStream {
             parts: watch::channel(0).0,
             sessions: Mutex::default(),
             max_sessions: stream.config().max_listeners,
+            rendered: Mutex::default(),
             hold: Duration::from_secs_f64(target * 3.0),
         })
     }
@@ -99,6 +104,20 @@ impl HlsStream {
         if part {
             self.parts.send_modify(|n| *n += 1);
         }
+    }
+
+    /// The playlist with `base` (the same for every request of a stream: it comes from the
+    /// config) and no link parameters, rendered when the window changed since the last one.
+    fn shared_playlist(&self, base: &str) -> Option<Bytes> {
+        let window = self.window();
+        let version = window.version();
+        let mut rendered = self.rendered.lock().expect("hls playlist lock poisoned");
+        if let Some((_, body)) = rendered.as_ref().filter(|(shown, _)| *shown == version) {
+            return Some(body.clone());
+        }
+        let body = Bytes::from(window.playlist(base, "")?);
+        *rendered = Some((version, body.clone()));
+        Some(body)
     }
 
     /// Counts an HLS client: `session` (a `?session=` value) or its user agent, per address.
@@ -225,9 +244,11 @@ pub async fn playlist(
         None => format!("/hls/{name}/"),
     };
     let query = signed_query(request);
-    let body = {
-        let window = hls.window();
-        window.playlist(&base, &query)
+    // A signed link's parameters differ per listener: only the others share one rendering.
+    let body = if query.is_empty() {
+        hls.shared_playlist(&base)
+    } else {
+        hls.window().playlist(&base, &query).map(Bytes::from)
     };
     match body {
         Some(body) => Response::new(200, "application/vnd.apple.mpegurl", body)

@@ -153,6 +153,8 @@ pub struct Window {
     metadata: Option<Metadata>,
     titles: VecDeque<Title>,
     next_title: u64,
+    /// Changes to what the playlist lists: a part, a segment's end, a title.
+    version: u64,
 }
 
 impl Window {
@@ -177,7 +179,13 @@ impl Window {
             metadata: None,
             titles: VecDeque::new(),
             next_title: 0,
+            version: 0,
         }
+    }
+
+    /// Grows whenever the playlist would read differently: the same version, the same text.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// A new source with these tracks: the open part and segment end, a new link begins.
@@ -218,6 +226,7 @@ impl Window {
             if !text.is_empty() {
                 self.next_title += 1;
                 self.titles.push_back(Title { id: self.next_title, date: now, text });
+                self.version += 1;
             }
         }
         self.metadata = meta;
@@ -352,6 +361,7 @@ impl Window {
             }
         };
         segment.parts.push(part);
+        self.version += 1;
         let full = segment.duration() + self.shape.part.as_secs_f64()
             > self.shape.segment.as_secs_f64() + 1e-6;
         if full {
@@ -366,6 +376,7 @@ impl Window {
         if let Some(segment) = self.segments.back_mut() {
             if !segment.complete {
                 segment.complete = true;
+                self.version += 1;
                 self.trim();
             }
         }
@@ -620,6 +631,41 @@ mod tests {
         let second = &window.segment(0).unwrap().parts[1];
         assert!(second.tag.as_ref().is_some_and(|t| t.starts_with(b"ID3")), "a part's own tag");
         assert!(!window.playlist("/", "").unwrap().contains("EXT-X-MAP"), "no init for MP3");
+    }
+
+    #[test]
+    fn the_playlist_reads_the_same_while_the_version_does_not_change() {
+        // The relay renders a playlist once per version for every client: a change the
+        // version misses would serve a stale playlist.
+        let start = SystemTime::now();
+        let mut window = Window::new(SHAPE);
+        let meta = |t: &str| Some(Metadata { title: Some(t.into()), ..Metadata::default() });
+        let mut seen = (window.version(), window.playlist("/", ""));
+        let mut versions = 0;
+        let mut check = |window: &Window, what: &str| {
+            let now = (window.version(), window.playlist("/", ""));
+            if now.0 == seen.0 {
+                assert_eq!(now.1, seen.1, "{what}: the text changed, the version did not");
+            } else {
+                assert!(now.0 > seen.0, "{what}: versions only grow");
+                versions += 1;
+            }
+            seen = now;
+        };
+        for step in 0..400u32 {
+            let at = start + Duration::from_millis(u64::from(step) * 20);
+            match step {
+                0 | 250 => window.source(&opus()),
+                120 => window.metadata(meta("A title"), at),
+                180 => window.offline(),
+                300 => window.header(0, &OpusHead::synthesize(1, 48_000)),
+                _ => {
+                    window.frame(0, &packet(step as u8), at);
+                }
+            }
+            check(&window, &format!("step {step}"));
+        }
+        assert!(versions > 20, "parts, segment ends and titles each change it: {versions}");
     }
 
     #[test]
