@@ -231,16 +231,49 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()>
 
 /// Starts onair with `send_window_ms = window` (None: no window line, its default) and, with
 /// `tls`, a `[tls]` port. Besides the windows only limits are set: the load needs more
-/// connections than the defaults allow.
+/// connections than the defaults allow. A free port can be taken by another socket before
+/// onair binds it (the load clients' outgoing connections use the same range): then onair
+/// says so and exits, and it is started again on other ports, at most three times.
 fn start_onair(
     opts: &Options,
     window: Option<u64>,
     cores: Option<&str>,
     tls: Option<&Tls>,
 ) -> anyhow::Result<Server> {
-    let port = free_port()?;
+    // One config and log per start (a run starts onair many times): onair-N.toml, onair-N.log.
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = opts.out.join("onair");
     std::fs::create_dir_all(&dir)?;
+    let mut attempt = 1;
+    loop {
+        let nth = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (config, log) =
+            (dir.join(format!("onair-{nth}.toml")), dir.join(format!("onair-{nth}.log")));
+        match start_onair_once(opts, window, cores, tls, &config, &log) {
+            Err(err) if attempt < 3 && port_taken(&log) => {
+                eprintln!("onair could not listen ({err}): a port was taken meanwhile; again");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether onair's log says a port it was given is in use.
+fn port_taken(log: &Path) -> bool {
+    std::fs::read_to_string(log).is_ok_and(|text| text.contains("Address already in use"))
+}
+
+/// One start, with its config written to `config_path` and its log to `log_path`.
+fn start_onair_once(
+    opts: &Options,
+    window: Option<u64>,
+    cores: Option<&str>,
+    tls: Option<&Tls>,
+    config_path: &Path,
+    log_path: &Path,
+) -> anyhow::Result<Server> {
+    let port = free_port()?;
     let mut window = window.map(|w| format!("send_window_ms = {w}\n")).unwrap_or_default();
     for line in &opts.onair_config {
         window.push_str(line);
@@ -262,16 +295,12 @@ fn start_onair(
          [[streams]]\nname = \"{MP3_STREAM}\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n\
          [[streams]]\nname = \"video\"\nkey = \"{KEY}\"\nmax_listeners = 40000\n"
     );
-    // One config and log per start (a run starts onair many times): onair-N.toml, onair-N.log.
-    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let nth = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!("onair-{nth}.toml"));
-    std::fs::write(&path, config)?;
-    let log = std::fs::File::create(dir.join(format!("onair-{nth}.log")))?;
+    std::fs::write(config_path, config)?;
+    let log = std::fs::File::create(log_path)?;
     let bin = opts.onair.to_str().context("onair path is not UTF-8")?;
     let child = procs::command(bin, cores)
         .args(["serve", "--config"])
-        .arg(&path)
+        .arg(config_path)
         .env("RUST_LOG", std::env::var("ONAIR_LOG").unwrap_or_else(|_| "warn".into()))
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
@@ -281,7 +310,8 @@ fn start_onair(
         .with_context(|| format!("starting {bin} (run `cargo build --release` first)"))?;
     let pid = child.id() as i32;
     procs::track(pid);
-    let mut server = Server { kind: Kind::Onair, port, tls_port, pid, child, dir };
+    let mut server =
+        Server { kind: Kind::Onair, port, tls_port, pid, child, dir: opts.out.join("onair") };
     let ready = wait_for_port(port, &mut server.child, "onair")
         .and_then(|()| tls_port.map_or(Ok(()), |p| wait_for_port(p, &mut server.child, "onair")));
     if let Err(err) = ready {
