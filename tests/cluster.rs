@@ -798,7 +798,10 @@ impl Nginx {
         let mut lines = Vec::new();
         let mut servers_written = false;
         for line in block.lines() {
-            if line.trim_start().starts_with("server 10.0.0.") {
+            if line.starts_with("upstream ") {
+                servers_written = false;
+                lines.push(line.to_owned());
+            } else if line.trim_start().starts_with("server 10.0.0.") {
                 if !servers_written {
                     lines.push(servers.trim_end().to_owned());
                     servers_written = true;
@@ -897,6 +900,54 @@ async fn the_documented_nginx_config_spreads_sources_and_listeners_over_three_no
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_documented_nginx_config_keeps_an_hls_player_on_one_node() {
+    // Parts and segments are numbered per node: a player whose requests were spread over the
+    // nodes would ask one node for another's parts.
+    let nats = Nats::start();
+    let nodes = start_nodes(&nats, &["a", "b", "c"], &[radio()]).await;
+    let nginx = Nginx::start(&[&nodes[0], &nodes[1], &nodes[2]]);
+    let mut ffmpeg = ffmpeg_source(&nodes[0], "/radio.ogg", "SECRET-KEY-0123456789", "opus");
+    wait_live(&nodes[0], "radio", 20, Some(&mut ffmpeg)).await;
+    for node in &nodes[1..] {
+        wait_relayed(node, "radio", "a").await;
+    }
+    poll("a segment in the playlist through the balancer", 15, || async {
+        let (status, body) = get_from(nginx.addr, "/radio.m3u8?session=probe").await;
+        (status == 200 && body.contains("#EXTINF")).then_some(())
+    })
+    .await;
+    let samples = decode_hls(&format!("http://{}/radio.m3u8", nginx.addr), 3).await;
+    assert!(samples.len() >= 48_000 * 2, "ffmpeg decoded {} samples", samples.len());
+    assert!(tone_share(&samples[4_800..], 440.0) > 0.95, "the source's tone through nginx");
+    // Every request (the probe's and ffmpeg's) reached one node: it counts both clients.
+    let mut counts = Vec::new();
+    for node in &nodes {
+        counts.push(stream_info(node, "radio").await["hls_listeners"].as_u64().unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, [0, 0, 2], "HLS clients per node");
+    drop(ffmpeg);
+    drop(nginx);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// `GET path` from `addr` on a connection of its own: (status, body).
+async fn get_from(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    within(socket.read_to_end(&mut response)).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_owned())
 }
 
 /// A fresh, empty folder, removed when dropped.
