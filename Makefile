@@ -19,13 +19,13 @@ INTEROP_PACKAGES := liquidsoap ezstream ices2 darkice vlc-bin vlc-plugin-base mp
 CAPTURE_PACKAGES := pulseaudio libasound2-plugins
 # nats-server (with JetStream) carries the cluster (`make cluster`, tests/cluster.rs).
 CLUSTER_PACKAGES := nats-server
-# Real peers for tests; nginx-light and haproxy are the reverse proxies of tests/proxy.rs
-# (docs/DEPLOY.md), nginx-light also docs/CLUSTER.md's balancer in tests/cluster.rs; openssl
+# Real peers for tests; nginx-light, haproxy and caddy are the reverse proxies of
+# tests/proxy.rs (docs/DEPLOY.md), nginx-light also docs/CLUSTER.md's balancer in tests/cluster.rs; openssl
 # makes test certificates; systemd-analyze (systemd),
 # systemd-nspawn (systemd-container) and debootstrap check the service and the package.
 # Node.js and python3-venv: see deps-node and deps-test.
 TEST_PACKAGES := $(RUN_PACKAGES) ffmpeg sox opus-tools chromium libshout-tools icecast2 openssl \
-  nginx-light haproxy \
+  nginx-light haproxy caddy \
   systemd systemd-container debootstrap gstreamer1.0-tools gstreamer1.0-plugins-base \
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad $(INTEROP_PACKAGES) $(CAPTURE_PACKAGES) \
   $(CLUSTER_PACKAGES)

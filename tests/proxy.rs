@@ -1,11 +1,13 @@
-//! onair behind real proxies: nginx (HTTP, WebSocket upgrades, `X-Forwarded-For`) and HAProxy
-//! (TCP mode, PROXY protocol v1 and v2), started here on free ports with the configurations
-//! of docs/DEPLOY.md (only addresses and ports changed), stopped after. Clients bind to
-//! 127.0.0.2, 127.0.0.3 ... before they connect, the proxies reach onair from 127.0.0.1, and
-//! onair trusts 127.0.0.1/32 alone: the address onair reports tells who it believed.
+//! onair behind real proxies: nginx (HTTP, WebSocket upgrades, `X-Forwarded-For`), HAProxy
+//! (TCP mode, PROXY protocol v1 and v2; HTTP mode), Caddy, and nginx in front of HAProxy,
+//! started here on free ports with the configurations of docs/DEPLOY.md (only addresses and
+//! ports changed), stopped after. Clients bind to 127.0.0.2, 127.0.0.3 ... before they
+//! connect, the proxies reach onair from 127.0.0.1, and onair trusts 127.0.0.1/32 alone: the
+//! address onair reports tells who it believed.
 //!
-//! A missing nginx or haproxy skips its tests with a loud message, unless ONAIR_REQUIRE_TOOLS
-//! is set (`make test` sets it; `make deps-test` installs both), which fails them.
+//! A missing nginx, haproxy or caddy skips its tests with a loud message, unless
+//! ONAIR_REQUIRE_TOOLS is set (`make test` sets it; `make deps-test` installs them), which
+//! fails them.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -78,6 +80,9 @@ impl Daemon {
         let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
         let child = Command::new(&program)
             .args(args)
+            // Caddy keeps its state under these (its own directory, not the user's).
+            .env("XDG_DATA_HOME", &dir)
+            .env("XDG_CONFIG_HOME", &dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -160,6 +165,29 @@ impl Daemon {
         std::fs::write(&path, conf).unwrap();
         let path = path.display().to_string();
         Some(Self::spawn(program, &["-f", &path, "-db"], dir, port))
+    }
+
+    /// Caddy with DEPLOY.md's configuration in front of `upstream`, plain HTTP on a free port
+    /// of 127.0.0.1 for any host name (the documented site name would get a certificate), no
+    /// admin endpoint (tests run side by side), its state in its own directory.
+    fn caddy(upstream: SocketAddr) -> Option<Self> {
+        let program = tool("caddy")?;
+        let port = free_port();
+        let dir = Self::scratch("caddy", port);
+        // Any Host (the clients send the documented name), on loopback only.
+        let site = format!("http://:{port} {{\n    bind 127.0.0.1");
+        let block = substitute(doc_block("caddy", 0), "radio.example {", &site);
+        let block = substitute(
+            &block,
+            "reverse_proxy 127.0.0.1:8000",
+            &format!("reverse_proxy {upstream}"),
+        );
+        let conf = format!("{{\n    admin off\n}}\n{block}");
+        let path = dir.join("Caddyfile");
+        std::fs::write(&path, conf).unwrap();
+        let path = path.display().to_string();
+        let args = ["run", "--config", &path, "--adapter", "caddyfile"];
+        Some(Self::spawn(program, &args, dir, port))
     }
 }
 
@@ -576,6 +604,47 @@ async fn haproxy_sends_the_client_address_with_proxy_protocol_v2_and_v1() {
     wait_listed(v1.addr, None, &["127.0.0.2", "127.0.0.3", "127.0.0.5"]).await;
 
     drop((v1, v2));
+    relay.shutdown().await;
+}
+
+/// Caddy (DEPLOY.md's configuration) sets `X-Forwarded-For` itself and drops `Forwarded`:
+/// sources and listeners through it are seen at their own addresses, spoofed headers or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_and_sources_through_caddy_are_seen_at_their_real_address() {
+    let relay = TestRelay::start_with(relay_config(false)).await;
+    let Some(caddy) = Daemon::caddy(relay.addr) else { return relay.shutdown().await };
+    let ogg = ogg_body().await;
+    // ffmpeg's way: a chunked PUT, streamed on by Caddy as it comes.
+    let _source = chunked_source("127.0.0.4", caddy.addr, &ogg).await;
+    wait_live_via(relay.addr, None).await;
+    let spoofs = [("Forwarded", "for=203.0.113.66"), ("X-Forwarded-For", "203.0.113.77")];
+    // ws_from checks the hello came through.
+    let ws = ws_from("127.0.0.2", caddy.addr, "/listen/radio", &spoofs, None).await;
+    let _ws = ws.unwrap_or_else(|status| panic!("WebSocket through Caddy: {status}"));
+    let (_http, status, audio) = http_listener("127.0.0.3", caddy.addr).await;
+    assert_eq!((status, &audio[..4]), (200, &b"OggS"[..]), "{}", caddy.log());
+    wait_listed(relay.addr, None, &["127.0.0.2", "127.0.0.3"]).await;
+    drop(caddy);
+    relay.shutdown().await;
+}
+
+/// nginx in front of HAProxy (TCP mode, PROXY protocol) in front of onair, both trusted: the
+/// PROXY header names nginx, whose `X-Forwarded-For` names the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_nginx_then_haproxy_the_client_is_the_one_nginx_names() {
+    let relay = TestRelay::start_with(relay_config(true)).await;
+    let Some(haproxy) = Daemon::haproxy(relay.addr, Some("send-proxy-v2")) else {
+        return relay.shutdown().await;
+    };
+    let Some(nginx) = Daemon::nginx(haproxy.addr) else { return relay.shutdown().await };
+    let ogg = ogg_body().await;
+    let _source = chunked_source("127.0.0.4", nginx.addr, &ogg).await;
+    wait_live_via(haproxy.addr, None).await;
+    let _ws = ws_from("127.0.0.2", nginx.addr, "/listen/radio", &[], None).await.unwrap();
+    let (_http, status, audio) = http_listener("127.0.0.3", nginx.addr).await;
+    assert_eq!((status, &audio[..4]), (200, &b"OggS"[..]), "{}", nginx.log());
+    wait_listed(haproxy.addr, None, &["127.0.0.2", "127.0.0.3"]).await;
+    drop((nginx, haproxy));
     relay.shutdown().await;
 }
 
