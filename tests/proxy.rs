@@ -342,6 +342,11 @@ async fn wait_listed(via: SocketAddr, proxy_line: Option<&[u8]>, want: &[&str]) 
 
 /// Whether `radio` is live, asked through `via`.
 async fn wait_live_via(via: SocketAddr, proxy_line: Option<&[u8]>) {
+    wait_live_or(via, proxy_line, String::new).await;
+}
+
+/// `wait_live_via`, with `context` (a proxy's log) in the failure.
+async fn wait_live_or(via: SocketAddr, proxy_line: Option<&[u8]>, context: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, _, body) =
@@ -351,7 +356,7 @@ async fn wait_live_via(via: SocketAddr, proxy_line: Option<&[u8]>) {
         if radio["live"] == true && radio["frames_in"].as_u64().unwrap_or(0) > 10 {
             return;
         }
-        assert!(Instant::now() < deadline, "radio did not go live: {json}");
+        assert!(Instant::now() < deadline, "radio did not go live: {json}\n{}", context());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -366,18 +371,59 @@ async fn ogg_body() -> Vec<u8> {
 /// `http://` output sends it (nginx forwards only framed bodies). The body is left open.
 async fn chunked_source(local: &str, to: SocketAddr, ogg: &[u8]) -> TcpStream {
     let mut socket = connect_from(local, to).await;
-    let head = format!(
-        "PUT /radio.ogg HTTP/1.1\r\nHost: radio.example\r\n{}\r\nContent-Type: application/ogg\r\n\
-         Transfer-Encoding: chunked\r\nIce-Name: Proxied FM\r\n\r\n",
-        basic("source", KEY)
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(chunked_source_head(false).as_bytes()).await.unwrap();
     for piece in ogg.chunks(4096) {
-        socket.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await.unwrap();
-        socket.write_all(piece).await.unwrap();
-        socket.write_all(b"\r\n").await.unwrap();
+        write_chunk(&mut socket, piece).await;
     }
     socket
+}
+
+fn chunked_source_head(expect: bool) -> String {
+    let expect = if expect { "Expect: 100-continue\r\n" } else { "" };
+    format!(
+        "PUT /radio.ogg HTTP/1.1\r\nHost: radio.example\r\n{}\r\nContent-Type: application/ogg\r\n\
+         Transfer-Encoding: chunked\r\nIce-Name: Proxied FM\r\n{expect}\r\n",
+        basic("source", KEY)
+    )
+}
+
+async fn write_chunk(socket: &mut TcpStream, piece: &[u8]) {
+    socket.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await.unwrap();
+    socket.write_all(piece).await.unwrap();
+    socket.write_all(b"\r\n").await.unwrap();
+}
+
+/// A task stopped when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A chunked `PUT` as ffmpeg sends it: `Expect: 100-continue`, the body only after the
+/// relay's `100 Continue`, a piece at a time (4 KiB every 100 ms: 2.5 times real time for this
+/// file); the connection stays open after.
+async fn ffmpeg_like_source(local: &str, to: SocketAddr, ogg: Vec<u8>) -> AbortOnDrop {
+    let mut socket = connect_from(local, to).await;
+    socket.write_all(chunked_source_head(true).as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 512];
+        let n = within(socket.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed before 100 Continue: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 100"), "{text}");
+    AbortOnDrop(tokio::spawn(async move {
+        for piece in ogg.chunks(4096) {
+            write_chunk(&mut socket, piece).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::future::pending::<()>().await;
+    }))
 }
 
 /// An Icecast source from `local` as libshout sends it: `SOURCE` over HTTP/1.0, the body
@@ -455,7 +501,9 @@ async fn listeners_and_sources_through_nginx_are_seen_at_their_real_address() {
     // HLS clients are told apart by address (and user agent): two players of one kind behind
     // one proxy are two listeners.
     for local in ["127.0.0.5", "127.0.0.6", "127.0.0.6"] {
-        let playlist = get("/radio.m3u8", "User-Agent: hls-test\r\n");
+        // A blocking reload for the first part, as a player asks: held until the relay's
+        // segmenter has cut it (the source is live already, the part may not be).
+        let playlist = get("/radio.m3u8?_HLS_msn=0&_HLS_part=0", "User-Agent: hls-test\r\n");
         let (status, _, body) = request_from(local, nginx.addr, &playlist, None).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     }
@@ -541,8 +589,9 @@ async fn hls_requests_on_one_kept_alive_proxy_connection_are_told_apart_by_clien
     // The proxy's connection: from 127.0.0.1 (trusted), HTTP/1.1, never closed by it.
     let mut proxy = connect_from("127.0.0.1", relay.addr).await;
     for client in ["198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+        // A blocking reload for the first part (see above).
         let request = format!(
-            "GET /radio.m3u8 HTTP/1.1\r\nHost: radio.example\r\nUser-Agent: hls-test\r\n\
+            "GET /radio.m3u8?_HLS_msn=0&_HLS_part=0 HTTP/1.1\r\nHost: radio.example\r\nUser-Agent: hls-test\r\n\
              X-Forwarded-For: {client}\r\n\r\n"
         );
         proxy.write_all(request.as_bytes()).await.unwrap();
@@ -614,9 +663,10 @@ async fn listeners_and_sources_through_caddy_are_seen_at_their_real_address() {
     let relay = TestRelay::start_with(relay_config(false)).await;
     let Some(caddy) = Daemon::caddy(relay.addr) else { return relay.shutdown().await };
     let ogg = ogg_body().await;
-    // ffmpeg's way: a chunked PUT, streamed on by Caddy as it comes.
-    let _source = chunked_source("127.0.0.4", caddy.addr, &ogg).await;
-    wait_live_via(relay.addr, None).await;
+    // ffmpeg's way: a chunked PUT after `100 Continue`, streamed on by Caddy as it comes.
+    // Without `Expect: 100-continue` Caddy 2.6 may stop passing the body on (docs/DEPLOY.md).
+    let _source = ffmpeg_like_source("127.0.0.4", caddy.addr, ogg).await;
+    wait_live_or(relay.addr, None, || caddy.log()).await;
     let spoofs = [("Forwarded", "for=203.0.113.66"), ("X-Forwarded-For", "203.0.113.77")];
     // ws_from checks the hello came through.
     let ws = ws_from("127.0.0.2", caddy.addr, "/listen/radio", &spoofs, None).await;
