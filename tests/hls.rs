@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use futures_util::SinkExt;
 use onair::StreamConfig;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A relay whose stream `radio` is played by the auto-DJ from `file`.
 async fn relay_with_autodj(file: &str) -> TestRelay {
@@ -183,6 +185,29 @@ async fn blocking_reloads_and_hinted_parts_wait_for_what_they_ask() {
     assert_eq!(status, 400);
     let (status, _) = http_get(&relay, "/hls/radio/99999.m4s").await;
     assert_eq!(status, 404);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_playlist_asked_for_as_the_source_starts_waits_for_the_first_part() {
+    let relay = TestRelay::start().await;
+    let (status, _) = http_get(&relay, "/radio.m3u8").await;
+    assert_eq!(status, 404, "no source: refused at once");
+    let mut source = source(&relay, "radio", "SECRET").await;
+    let head = onair::format::opus::OpusHead::synthesize(2, 48_000);
+    source.send(Message::binary(header_frame(&head))).await.unwrap();
+    // Live, nothing cut yet: the request is held until the first part, not refused.
+    let frames = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..15u64 {
+            // 20 ms CELT packets (TOC 0xF8), one every 20 ms of media.
+            let packet = [0xF8, i as u8, 1, 2];
+            source.send(Message::binary(frame(i * 20_000, &packet))).await.unwrap();
+        }
+    };
+    let ((status, playlist), ()) = tokio::join!(http_get(&relay, "/radio.m3u8"), frames);
+    assert_eq!(status, 200, "{playlist}");
+    assert!(playlist.contains("#EXT-X-PART:"), "{playlist}");
     relay.shutdown().await;
 }
 

@@ -238,6 +238,10 @@ pub async fn playlist(
         if !hls.wait_for(ready).await {
             return Response::text(503, "that part is not ready in time");
         }
+    } else if hls.window().is_starting() {
+        // A player that opens the stream as its show begins gets the first part, not a 404
+        // it may give up on: the part is at most `hls_part_ms` away.
+        hls.wait_for(|w| !w.is_starting()).await;
     }
     let base = match &config.hls_base_url {
         Some(base) => format!("{}/hls/{name}/", base.trim_end_matches('/')),

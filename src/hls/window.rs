@@ -183,6 +183,11 @@ impl Window {
         }
     }
 
+    /// A source the window can cut is on, and nothing is cut yet: its first part is coming.
+    pub fn is_starting(&self) -> bool {
+        self.track.is_some() && self.segments.is_empty()
+    }
+
     /// Grows whenever the playlist would read differently: the same version, the same text.
     pub fn version(&self) -> u64 {
         self.version
