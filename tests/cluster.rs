@@ -70,6 +70,17 @@ async fn wait_relayed(relay: &TestRelay, stream: &str, origin: &str) {
     .await;
 }
 
+/// ffmpeg pushing a 440 Hz Opus tone to `radio` on `nodes[0]` (node "a") over the Icecast
+/// protocol, once it is live there and relayed on every other node.
+async fn tone_on_a_relayed(nodes: &[TestRelay]) -> icecast_support::Proc {
+    let mut ffmpeg = ffmpeg_source(&nodes[0], "/radio.ogg", "SECRET-KEY-0123456789", "opus");
+    wait_live(&nodes[0], "radio", 20, Some(&mut ffmpeg)).await;
+    for node in &nodes[1..] {
+        wait_relayed(node, "radio", "a").await;
+    }
+    ffmpeg
+}
+
 /// Reads until `n` binary frames arrived; returns the text events and the frames, in order.
 async fn read_frames(ws: &mut Ws, n: usize) -> (Vec<Value>, Vec<Vec<u8>>) {
     let (mut events, mut frames) = (Vec::new(), Vec::new());
@@ -244,10 +255,8 @@ async fn a_late_joiner_on_a_cold_node_gets_the_headers_and_the_burst_at_once() {
 async fn an_icecast_source_on_one_node_plays_to_http_listeners_on_another() {
     let nats = Nats::start();
     let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let mut ffmpeg = ffmpeg_source(a, "/radio.ogg", "SECRET-KEY-0123456789", "opus");
-    wait_live(a, "radio", 20, Some(&mut ffmpeg)).await;
-    wait_relayed(b, "radio", "a").await;
+    let mut ffmpeg = tone_on_a_relayed(&nodes).await;
+    let b = &nodes[1];
     wait_live(b, "radio", 20, Some(&mut ffmpeg)).await;
 
     let http = HttpListener::open(b, "/radio.ogg", &[]).await;
@@ -280,10 +289,8 @@ async fn an_icecast_source_on_one_node_plays_to_http_listeners_on_another() {
 async fn hls_clients_on_one_node_are_counted_on_every_node() {
     let nats = Nats::start();
     let nodes = start_nodes(&nats, &["a", "b"], &[radio()]).await;
+    let ffmpeg = tone_on_a_relayed(&nodes).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let mut ffmpeg = ffmpeg_source(a, "/radio.ogg", "SECRET-KEY-0123456789", "opus");
-    wait_live(a, "radio", 20, Some(&mut ffmpeg)).await;
-    wait_relayed(b, "radio", "a").await;
     let counts = |relay: &TestRelay| {
         let addr = relay.addr;
         async move {
@@ -909,11 +916,7 @@ async fn the_documented_nginx_config_keeps_an_hls_player_on_one_node() {
     let nats = Nats::start();
     let nodes = start_nodes(&nats, &["a", "b", "c"], &[radio()]).await;
     let nginx = Nginx::start(&[&nodes[0], &nodes[1], &nodes[2]]);
-    let mut ffmpeg = ffmpeg_source(&nodes[0], "/radio.ogg", "SECRET-KEY-0123456789", "opus");
-    wait_live(&nodes[0], "radio", 20, Some(&mut ffmpeg)).await;
-    for node in &nodes[1..] {
-        wait_relayed(node, "radio", "a").await;
-    }
+    let ffmpeg = tone_on_a_relayed(&nodes).await;
     poll("a segment in the playlist through the balancer", 15, || async {
         let (status, body) = get_from(nginx.addr, "/radio.m3u8?session=probe").await;
         (status == 200 && body.contains("#EXTINF")).then_some(())

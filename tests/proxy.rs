@@ -340,6 +340,25 @@ async fn wait_listed(via: SocketAddr, proxy_line: Option<&[u8]>, want: &[&str]) 
     }
 }
 
+/// A WebSocket listener from 127.0.0.2 (sending `ws_headers`) and an HTTP one from 127.0.0.3,
+/// both through `via`, then listed at their own addresses by the admin asked at `admin`;
+/// returned so that they stay connected. `log` is the proxy's, for a failure.
+async fn two_listeners_seen_through(
+    via: SocketAddr,
+    ws_headers: &[(&str, &str)],
+    admin: SocketAddr,
+    log: impl Fn() -> String,
+) -> (PlainWs, TcpStream) {
+    // ws_from checks the hello came through.
+    let ws = ws_from("127.0.0.2", via, "/listen/radio", ws_headers, None).await;
+    let ws =
+        ws.unwrap_or_else(|status| panic!("WebSocket listener via {via}: {status}\n{}", log()));
+    let (http, status, audio) = http_listener("127.0.0.3", via).await;
+    assert_eq!((status, &audio[..4]), (200, &b"OggS"[..]), "{}", log());
+    wait_listed(admin, None, &["127.0.0.2", "127.0.0.3"]).await;
+    (ws, http)
+}
+
 /// Whether `radio` is live, asked through `via`.
 async fn wait_live_via(via: SocketAddr, proxy_line: Option<&[u8]>) {
     wait_live_or(via, proxy_line, String::new).await;
@@ -492,10 +511,7 @@ async fn listeners_and_sources_through_nginx_are_seen_at_their_real_address() {
     let _source = chunked_source("127.0.0.4", nginx.addr, &ogg).await;
     wait_live_via(relay.addr, None).await;
     // A WebSocket listener from 127.0.0.2, an HTTP one from 127.0.0.3.
-    let _ws = ws_from("127.0.0.2", nginx.addr, "/listen/radio", &[], None).await.unwrap();
-    let (_http, status, audio) = http_listener("127.0.0.3", nginx.addr).await;
-    assert_eq!((status, &audio[..4]), (200, &b"OggS"[..]), "{}", nginx.log());
-    wait_listed(relay.addr, None, &["127.0.0.2", "127.0.0.3"]).await;
+    let _listeners = two_listeners_seen_through(nginx.addr, &[], relay.addr, || nginx.log()).await;
     // Asked through nginx, the admin is one more client there (and not listed).
     assert_eq!(listed_addresses(nginx.addr, None).await, ["127.0.0.2", "127.0.0.3"]);
     // HLS clients are told apart by address (and user agent): two players of one kind behind
@@ -668,12 +684,8 @@ async fn listeners_and_sources_through_caddy_are_seen_at_their_real_address() {
     let _source = ffmpeg_like_source("127.0.0.4", caddy.addr, ogg).await;
     wait_live_or(relay.addr, None, || caddy.log()).await;
     let spoofs = [("Forwarded", "for=203.0.113.66"), ("X-Forwarded-For", "203.0.113.77")];
-    // ws_from checks the hello came through.
-    let ws = ws_from("127.0.0.2", caddy.addr, "/listen/radio", &spoofs, None).await;
-    let _ws = ws.unwrap_or_else(|status| panic!("WebSocket through Caddy: {status}"));
-    let (_http, status, audio) = http_listener("127.0.0.3", caddy.addr).await;
-    assert_eq!((status, &audio[..4]), (200, &b"OggS"[..]), "{}", caddy.log());
-    wait_listed(relay.addr, None, &["127.0.0.2", "127.0.0.3"]).await;
+    let _listeners =
+        two_listeners_seen_through(caddy.addr, &spoofs, relay.addr, || caddy.log()).await;
     drop(caddy);
     relay.shutdown().await;
 }
@@ -690,10 +702,8 @@ async fn through_nginx_then_haproxy_the_client_is_the_one_nginx_names() {
     let ogg = ogg_body().await;
     let _source = chunked_source("127.0.0.4", nginx.addr, &ogg).await;
     wait_live_via(haproxy.addr, None).await;
-    let _ws = ws_from("127.0.0.2", nginx.addr, "/listen/radio", &[], None).await.unwrap();
-    let (_http, status, audio) = http_listener("127.0.0.3", nginx.addr).await;
-    assert_eq!((status, &audio[..4]), (200, &b"OggS"[..]), "{}", nginx.log());
-    wait_listed(haproxy.addr, None, &["127.0.0.2", "127.0.0.3"]).await;
+    let _listeners =
+        two_listeners_seen_through(nginx.addr, &[], haproxy.addr, || nginx.log()).await;
     drop((nginx, haproxy));
     relay.shutdown().await;
 }
